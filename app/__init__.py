@@ -1,0 +1,54 @@
+"""Depth-map studio: MiDaS v2.1 small behind a Flask app and a CLI.
+
+``create_app`` is the application factory. Importing this package loads nothing heavy: torch is
+imported by ``app.model`` only when a model is created.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from typing import Any, Mapping, Optional
+
+from flask import Flask, jsonify
+
+DEFAULTS: Mapping[str, Any] = {
+    "MIDAS_WEIGHTS": None,  # path; None = user cache, else download (see app.model.resolve_weights)
+    "WEIGHTS_DOWNLOAD": True,
+    "TORCH_THREADS": None,  # None = every core this process may use
+    "TORCHSCRIPT": True,
+    "MAX_CONTENT_LENGTH": 20 * 1024 * 1024,
+    "MAX_PIXELS": 40_000_000,
+    "MAX_SIDE": 4096,
+}
+
+
+def create_app(test_config: Optional[Mapping[str, Any]] = None) -> Flask:
+    """Config goes defaults -> environment (``DEPTHMAP_*``, ``MIDAS_WEIGHTS``) -> ``test_config``;
+    then the model is loaded once for this process and kept in ``app.extensions["depth_model"]``."""
+    from .model import DepthModel, resolve_weights
+
+    app = Flask(__name__, template_folder="../templates", static_folder="../static")
+    app.config.from_mapping(DEFAULTS)
+    # never a fixed secret: from the environment, else random per process
+    app.config["SECRET_KEY"] = os.environ.get("DEPTHMAP_SECRET_KEY") or secrets.token_hex(32)
+    app.config.from_prefixed_env("DEPTHMAP")  # e.g. DEPTHMAP_MAX_PIXELS=20000000
+    if os.environ.get("MIDAS_WEIGHTS"):
+        app.config["MIDAS_WEIGHTS"] = os.environ["MIDAS_WEIGHTS"]
+    if test_config:
+        app.config.from_mapping(test_config)
+
+    weights = resolve_weights(app.config["MIDAS_WEIGHTS"], download=app.config["WEIGHTS_DOWNLOAD"])
+    model = DepthModel.load(weights, threads=app.config["TORCH_THREADS"],
+                            script=app.config["TORCHSCRIPT"])
+    app.extensions["depth_model"] = model
+    started = time.monotonic()
+
+    @app.get("/healthz")
+    def healthz() -> Any:
+        return jsonify(status="ok", model=model.name, weights_sha256=model.weights_sha256,
+                       torchscript=model.scripted, torch_threads=model.threads,
+                       uptime_s=round(time.monotonic() - started, 1))
+
+    return app

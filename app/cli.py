@@ -1,0 +1,136 @@
+"""The ``depthmap`` command line: ``depthmap predict PHOTO_OR_DIR... --out DIR``.
+
+Every field of ``Options`` becomes a flag with the same name (``clahe_clip`` -> ``--clahe-clip``), so
+the CLI, the web form and the API share one set of names, defaults and ranges.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import MISSING, fields
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Tuple
+
+import click
+import numpy as np
+
+from .options import OptionError, Options
+from .pipeline import ImageError, encode_png, predict, render_views
+
+log = logging.getLogger("depthmap")
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".mpo"}
+
+
+def option_flags(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorates a click command with one flag per ``Options`` field."""
+    for f in reversed(fields(Options)):
+        flag = "--" + f.name.replace("_", "-")
+        meta, default = f.metadata, f.default
+        assert default is not MISSING
+        if f.type == "bool":
+            decl = f"{flag}/--no-{flag[2:]}"
+            func = click.option(decl, f.name, default=default, show_default=True,
+                                help=meta["help"])(func)
+            continue
+        extra: Dict[str, Any] = {}
+        if meta.get("choices"):
+            extra["type"] = click.Choice([str(c) for c in meta["choices"]])
+            default = str(default)
+        rng = f" [{meta['lo']}..{meta['hi']}]" if meta.get("lo") is not None else ""
+        func = click.option(flag, f.name, default=default, show_default=True,
+                            help=meta["help"] + rng, **extra)(func)
+    return func
+
+
+def collect_inputs(paths: Iterable[str]) -> List[Path]:
+    """Files as given, plus the images directly inside each given folder (sorted)."""
+    out: List[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(c for c in p.iterdir() if c.is_file() and c.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                log.warning("no images in folder %s", p)
+            out.extend(found)
+        else:
+            out.append(p)
+    return out
+
+
+def output_stems(inputs: List[Path]) -> List[str]:
+    """File stems, made unique (``a``, ``a-2``) so two photos never overwrite each other's results."""
+    seen: Dict[str, int] = {}
+    stems = []
+    for p in inputs:
+        n = seen.get(p.stem, 0) + 1
+        seen[p.stem] = n
+        stems.append(p.stem if n == 1 else f"{p.stem}-{n}")
+    return stems
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="log debug details")
+def main(verbose: bool) -> None:
+    """Monocular depth maps from photos with MiDaS v2.1 small."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+@main.command("predict")
+@click.argument("inputs", nargs=-1, required=True, metavar="PHOTO_OR_DIR...")
+@click.option("--out", "out_dir", default="depth-out", show_default=True,
+              type=click.Path(file_okay=False), help="folder for the results (created if missing)")
+@click.option("--weights", envvar="MIDAS_WEIGHTS", type=click.Path(dir_okay=False),
+              help="MiDaS v2.1 small checkpoint [env MIDAS_WEIGHTS; default: user cache, "
+                   "else download]")
+@click.option("--threads", envvar="DEPTHMAP_THREADS", type=click.IntRange(1, 256),
+              help="torch threads [env DEPTHMAP_THREADS; default: all cores]")
+@option_flags
+def predict_cmd(inputs: Tuple[str, ...], out_dir: str, weights: str, threads: int,
+                **raw: Any) -> None:
+    """Write STEM.heatmap.png, STEM.overlay.png, STEM.gray.png and STEM.depth.npy per photo.
+
+    depth.npy is float32 H x W: the network output upsampled (bicubic) to the photo's size, not
+    normalised; relative inverse depth, larger = nearer. Exit code 0 only if every photo succeeded.
+    """
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from .model import DepthModel, WeightsError, resolve_weights
+
+    try:
+        opts = Options.from_strings({k: str(v) for k, v in raw.items()})
+    except OptionError as exc:
+        raise click.BadParameter(exc.message, param_hint="--" + exc.name.replace("_", "-"))
+    files = collect_inputs(inputs)
+    if not files:
+        raise click.UsageError("no photos to process")
+    try:
+        model = DepthModel.load(resolve_weights(weights), threads=threads)
+    except WeightsError as exc:
+        log.error("%s", exc)
+        sys.exit(2)
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    failed = 0
+    with logging_redirect_tqdm():
+        for path, stem in zip(tqdm(files, unit="photo", desc="depth", disable=None),
+                              output_stems(files)):
+            try:
+                result = predict(path.read_bytes(), model, opts)
+            except (OSError, ImageError) as exc:
+                failed += 1
+                log.error("%s: %s", path, getattr(exc, "message", None) or exc)
+                continue
+            for view, img in render_views(result.photo, result.depth, opts).items():
+                (out / f"{stem}.{view}.png").write_bytes(encode_png(img))
+            np.save(out / f"{stem}.depth.npy", result.depth)
+            log.debug("%s: %s", path, result.timings_ms)
+    log.info("%d of %d photos done, results in %s", len(files) - failed, len(files), out)
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""The user-facing options of a depth request, one definition shared by the CLI, the web form and the API.
+
+Every option has a default and a documented range or set of choices; ``Options(...)`` validates on
+construction, so an out-of-range value can never reach the pipeline. ``Options.from_strings`` parses
+the string values a form or command line hands over.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+COLORMAPS: Tuple[str, ...] = (
+    "inferno", "magma", "plasma", "viridis", "cividis", "turbo", "jet", "bone", "hot", "gray",
+)
+COLORBLIND_FRIENDLY: Tuple[str, ...] = ("viridis", "cividis")
+SIZES: Tuple[int, ...] = (256, 384, 512)
+SQUARE_MODES: Tuple[str, ...] = ("off", "crop", "pad")
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+class OptionError(ValueError):
+    """A user-supplied option is unknown, of the wrong type or out of range."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(f"{name}: {message}")
+        self.name = name
+        self.message = message
+
+
+def _opt(default: Any, help: str, choices: Optional[Tuple[Any, ...]] = None,
+         lo: Optional[float] = None, hi: Optional[float] = None) -> Any:
+    return field(default=default, metadata={"help": help, "choices": choices, "lo": lo, "hi": hi})
+
+
+@dataclass(frozen=True)
+class Options:
+    """How to compute and show one depth map. Field metadata carries help, choices and ranges."""
+
+    colormap: str = _opt("inferno", "colormap of the heatmap and overlay", choices=COLORMAPS)
+    size: int = _opt(256, "network input size (longer side, pixels); larger is slower", choices=SIZES)
+    square: str = _opt("off", "make the photo square before inference: centre-crop or pad "
+                       "(helps extreme aspect ratios); with crop, all outputs show the crop",
+                       choices=SQUARE_MODES)
+    clip: float = _opt(1.0, "percent of pixels clipped at each end before normalising "
+                       "(robust min-max; 0 = plain min-max)", lo=0.0, hi=20.0)
+    log: bool = _opt(False, "map depth logarithmically (spreads out far, flat regions)")
+    clahe: bool = _opt(False, "local contrast equalisation (CLAHE) of the normalised depth")
+    clahe_clip: float = _opt(2.0, "CLAHE clip limit", lo=0.5, hi=40.0)
+    clahe_grid: int = _opt(8, "CLAHE tiles per side", lo=1, hi=64)
+    contrast: float = _opt(1.0, "contrast multiplier around mid-grey", lo=0.0, hi=4.0)
+    brightness: float = _opt(0.0, "brightness offset", lo=-1.0, hi=1.0)
+    invert: bool = _opt(False, "invert the mapping (near = dark instead of near = bright)")
+    alpha: float = _opt(0.5, "opacity of the heatmap in the overlay view", lo=0.0, hi=1.0)
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            _check(f.name, getattr(self, f.name), f.type, f.metadata)
+
+    @classmethod
+    def from_strings(cls, values: Mapping[str, str], strict: bool = False) -> "Options":
+        """Parses form-style strings; unknown names are an error only with ``strict``."""
+        known = {f.name: f for f in fields(cls)}
+        if strict:
+            for name in values:
+                if name not in known:
+                    raise OptionError(name, "unknown option")
+        parsed: Dict[str, Any] = {}
+        for name, f in known.items():
+            if name in values:
+                parsed[name] = _parse(name, values[name], f.type)
+        return cls(**parsed)
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def _parse(name: str, raw: Any, kind: str) -> Any:
+    text = str(raw).strip()
+    if kind == "bool":
+        if text.lower() in _TRUE:
+            return True
+        if text.lower() in _FALSE:
+            return False
+        raise OptionError(name, f"expected true or false, got {text[:40]!r}")
+    if kind == "int":
+        try:
+            return int(text)
+        except ValueError:
+            raise OptionError(name, f"expected a whole number, got {text[:40]!r}") from None
+    if kind == "float":
+        try:
+            return float(text)
+        except ValueError:
+            raise OptionError(name, f"expected a number, got {text[:40]!r}") from None
+    return text
+
+
+def _check(name: str, value: Any, kind: str, meta: Mapping[str, Any]) -> None:
+    expected = {"bool": bool, "int": int, "float": (int, float), "str": str}[kind]
+    # bool is an int subclass: refuse True where a number is meant, and 1 where a flag is meant
+    if not isinstance(value, expected) or (kind != "bool" and isinstance(value, bool)):
+        raise OptionError(name, f"expected {kind}, got {type(value).__name__}")
+    if kind == "float" and not math.isfinite(value):
+        raise OptionError(name, f"must be a finite number, got {value}")
+    choices = meta.get("choices")
+    if choices is not None and value not in choices:
+        raise OptionError(name, f"must be one of {', '.join(map(str, choices))}; got {value!r}")
+    lo, hi = meta.get("lo"), meta.get("hi")
+    if lo is not None and hi is not None and not lo <= value <= hi:
+        raise OptionError(name, f"must be between {lo} and {hi}; got {value}")

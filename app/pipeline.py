@@ -1,0 +1,314 @@
+"""The image pipeline: plain functions on numpy arrays, one stage each, in the order a request runs.
+
+decode -> (square_crop) -> preprocess -> [model] -> upsample -> enhance -> colorize -> views -> encode_png
+
+Nothing here imports torch or Flask: the model is passed in as a callable from ``(1, 3, h, w)``
+float32 to ``(h, w)`` float32, so the same code serves the CLI, the web app and the tests.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Optional, Tuple
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .options import COLORMAPS, Options
+
+log = logging.getLogger(__name__)
+
+Model = Callable[[np.ndarray], np.ndarray]
+PadBox = Tuple[int, int, int]  # (top, left, side) of the photo inside its padded square
+
+FORMATS: Tuple[str, ...] = ("JPEG", "MPO", "PNG", "WEBP", "BMP", "TIFF", "GIF")
+DEFAULT_MAX_PIXELS = 40_000_000  # declared size above this is refused before decoding
+DEFAULT_MAX_SIDE = 4096  # photos with a longer side are downscaled to this working size
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+VIEWS: Tuple[str, ...] = ("heatmap", "overlay", "gray")
+
+
+class ImageError(ValueError):
+    """The uploaded bytes are not a usable image. ``code`` is stable: empty, not_image, too_large, corrupt."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+# 1. decode ------------------------------------------------------------------------------------------
+
+def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
+           max_side: int = DEFAULT_MAX_SIDE) -> np.ndarray:
+    """Image file bytes -> ``(H, W, 3)`` uint8 RGB, EXIF-oriented, longer side <= ``max_side``."""
+    if not data:
+        raise ImageError("empty", "The file is empty.")
+    try:
+        with warnings.catch_warnings():
+            # our own pixel limit below is the one that counts; Pillow's warning would only be noise
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data), formats=FORMATS)
+    except Image.DecompressionBombError:
+        raise ImageError("too_large", "The image declares more pixels than this server accepts.") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        raise ImageError("not_image", "The file is not an image in a supported format "
+                         f"({', '.join(f for f in FORMATS if f != 'MPO')}).") from None
+    width, height = im.size
+    if width < 1 or height < 1:
+        raise ImageError("corrupt", "The image has no pixels.")
+    if width * height > max_pixels:
+        raise ImageError("too_large", f"The image is {width}x{height} = {width * height / 1e6:.1f} "
+                         f"megapixels; the limit is {max_pixels / 1e6:.1f} megapixels.")
+    try:
+        if im.format in ("JPEG", "MPO") and max(width, height) > max_side:
+            # let libjpeg decode at 1/2, 1/4 or 1/8 scale: far less memory and time for huge photos
+            im.draft("RGB", _fit(width, height, max_side)[::-1])
+        im.load()
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
+        raise ImageError("corrupt", f"The image is truncated or damaged ({exc}).") from None
+    im = _orient(im)
+    rgb = _to_rgb(im)
+    if max(rgb.shape[:2]) > max_side:
+        h, w = _fit(rgb.shape[1], rgb.shape[0], max_side)
+        rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(rgb)
+
+
+def _fit(width: int, height: int, max_side: int) -> Tuple[int, int]:
+    """(height, width) scaled so the longer side is ``max_side``."""
+    scale = max_side / max(width, height)
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def _orient(im: Image.Image) -> Image.Image:
+    try:
+        return ImageOps.exif_transpose(im)
+    except Exception:  # noqa: BLE001 - a corrupt EXIF block must not cost the user the photo
+        log.info("ignoring unreadable EXIF orientation")
+        return im
+
+
+def _to_rgb(im: Image.Image) -> np.ndarray:
+    """Any Pillow mode -> uint8 RGB; transparency is composited on white, 16/32-bit is scaled down."""
+    mode = im.mode
+    if mode == "RGB":
+        return np.asarray(im)
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        arr = np.asarray(im).astype(np.float32)
+        if mode == "F":
+            top = 1.0 if arr.size and np.nanmax(arr) <= 1.0 else 255.0
+        else:
+            top = 65535.0
+        gray = np.clip(np.nan_to_num(arr) / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    has_alpha = mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
+        mode == "P" and "transparency" in im.info)
+    if has_alpha:
+        rgba = np.asarray(im.convert("RGBA")).astype(np.float32)
+        a = rgba[:, :, 3:4] / 255.0
+        return (rgba[:, :, :3] * a + 255.0 * (1.0 - a) + 0.5).astype(np.uint8)
+    return np.asarray(im.convert("RGB"))
+
+
+def square_crop(rgb: np.ndarray) -> np.ndarray:
+    """``(H, W, 3)`` -> the centred ``(S, S, 3)`` square, S = min(H, W)."""
+    h, w = rgb.shape[:2]
+    s = min(h, w)
+    top, left = (h - s) // 2, (w - s) // 2
+    return rgb[top:top + s, left:left + s]
+
+
+# 2. preprocess --------------------------------------------------------------------------------------
+
+def network_size(height: int, width: int, target: int = 256, multiple: int = 32) -> Tuple[int, int]:
+    """The official MiDaS "upper_bound" resize: keep aspect, both sides <= target, multiples of 32."""
+    scale = min(target / height, target / width)
+
+    def constrain(x: float) -> int:
+        y = int(np.round(x / multiple) * multiple)
+        if y > target:
+            y = int(np.floor(x / multiple) * multiple)
+        # the official code can return 0 for extreme aspect ratios (and then crashes); one step is the floor
+        return max(y, multiple)
+
+    return constrain(scale * height), constrain(scale * width)
+
+
+def preprocess(rgb: np.ndarray, size: int = 256,
+               pad_square: bool = False) -> Tuple[np.ndarray, Optional[PadBox]]:
+    """``(H, W, 3)`` uint8 -> network input ``(1, 3, h, w)`` float32, and where the photo sits if padded.
+
+    Same order as the official transform: scale to [0, 1], bicubic resize, ImageNet normalisation.
+    """
+    pad_box: Optional[PadBox] = None
+    img = rgb.astype(np.float32) / 255.0
+    if pad_square:
+        h, w = img.shape[:2]
+        side = max(h, w)
+        top, left = (side - h) // 2, (side - w) // 2
+        # pad with the ImageNet mean: it normalises to exactly zero, the least informative value
+        square = np.empty((side, side, 3), np.float32)
+        square[:] = IMAGENET_MEAN
+        square[top:top + h, left:left + w] = img
+        img, pad_box = square, (top, left, side)
+    nh, nw = network_size(img.shape[0], img.shape[1], size)
+    img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_CUBIC)
+    img = (img - IMAGENET_MEAN) / IMAGENET_STD
+    return np.ascontiguousarray(img.transpose(2, 0, 1)[None]), pad_box
+
+
+# 4. upsample ----------------------------------------------------------------------------------------
+
+def upsample(pred: np.ndarray, shape: Tuple[int, int], pad_box: Optional[PadBox] = None) -> np.ndarray:
+    """Network output ``(h, w)`` -> ``(H, W)`` float32, bicubic (matches torch's, align_corners=False)."""
+    height, width = shape
+    if pad_box is None:
+        return cv2.resize(pred, (width, height), interpolation=cv2.INTER_CUBIC)
+    top, left, side = pad_box
+    full = cv2.resize(pred, (side, side), interpolation=cv2.INTER_CUBIC)
+    return np.ascontiguousarray(full[top:top + height, left:left + width])
+
+
+# 5. enhance -----------------------------------------------------------------------------------------
+
+def normalize(depth: np.ndarray, clip: float = 0.0) -> np.ndarray:
+    """``(H, W)`` any float -> float32 in [0, 1]; ``clip`` percent clipped at each end; NaN/inf -> 0."""
+    d = depth.astype(np.float32, copy=True)
+    finite = np.isfinite(d)
+    if not finite.all():
+        if not finite.any():
+            return np.zeros_like(d)
+        d[~finite] = d[finite].min()
+    if clip > 0:
+        # percentiles of a strided sample: same answer to a fraction of a level, far cheaper at 12 MP
+        sample = d.ravel()[:: max(1, d.size // 250_000)]
+        lo, hi = (float(v) for v in np.percentile(sample, [clip, 100.0 - clip]))
+    else:
+        lo, hi = float(d.min()), float(d.max())
+    if not hi > lo:  # constant map: nothing to show, and no division by zero
+        return np.zeros_like(d)
+    d -= lo
+    d *= 1.0 / (hi - lo)
+    return np.clip(d, 0.0, 1.0, out=d)
+
+
+def log_depth(depth: np.ndarray) -> np.ndarray:
+    """Relative inverse depth ``(H, W)`` -> its logarithm (ratios become differences), float32."""
+    d = np.nan_to_num(depth.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    top = float(d.max()) if d.size else 0.0
+    # floor at 1/1000 of the largest value: MiDaS outputs exact zeros (its last layer is a ReLU)
+    eps = max(top * 1e-3, np.finfo(np.float32).tiny)
+    return np.log(np.maximum(d, eps))
+
+
+def clahe(v: np.ndarray, clip_limit: float = 2.0, grid: int = 8) -> np.ndarray:
+    """Contrast-limited adaptive equalisation of ``(H, W)`` float32 in [0, 1], done in 16 bits."""
+    u16 = (v * 65535.0 + 0.5).astype(np.uint16)
+    out = cv2.createCLAHE(clipLimit=clip_limit, tileGridSize=(grid, grid)).apply(u16)
+    return out.astype(np.float32) * (1.0 / 65535.0)
+
+
+def enhance(depth: np.ndarray, opts: Options) -> np.ndarray:
+    """Raw depth ``(H, W)`` -> display values ``(H, W)`` float32 in [0, 1], 1 = nearest (unless inverted)."""
+    v = normalize(log_depth(depth) if opts.log else depth, opts.clip)
+    if opts.clahe:
+        v = clahe(v, opts.clahe_clip, opts.clahe_grid)
+    if opts.contrast != 1.0 or opts.brightness != 0.0:
+        v = (v - 0.5) * opts.contrast + (0.5 + opts.brightness)
+        np.clip(v, 0.0, 1.0, out=v)
+    if opts.invert:
+        v = 1.0 - v
+    return v
+
+
+# 6. colorize ----------------------------------------------------------------------------------------
+
+_CV2_MAPS = {
+    "inferno": cv2.COLORMAP_INFERNO, "magma": cv2.COLORMAP_MAGMA, "plasma": cv2.COLORMAP_PLASMA,
+    "viridis": cv2.COLORMAP_VIRIDIS, "cividis": cv2.COLORMAP_CIVIDIS, "turbo": cv2.COLORMAP_TURBO,
+    "jet": cv2.COLORMAP_JET, "bone": cv2.COLORMAP_BONE, "hot": cv2.COLORMAP_HOT,
+}
+
+
+def colormap_lut(name: str) -> np.ndarray:
+    """The colormap as a ``(256, 3)`` uint8 RGB table."""
+    if name not in COLORMAPS:
+        raise ValueError(f"unknown colormap {name!r}")
+    ramp = np.arange(256, dtype=np.uint8).reshape(256, 1)
+    if name == "gray":
+        return np.repeat(ramp, 3, axis=1)
+    bgr = cv2.applyColorMap(ramp, _CV2_MAPS[name]).reshape(256, 3)
+    return np.ascontiguousarray(bgr[:, ::-1])
+
+
+def to_uint8(v: np.ndarray) -> np.ndarray:
+    """``(H, W)`` float in [0, 1] -> ``(H, W)`` uint8, rounded."""
+    return (v * 255.0 + 0.5).astype(np.uint8)
+
+
+def colorize(v: np.ndarray, name: str = "inferno") -> np.ndarray:
+    """``(H, W)`` float32 in [0, 1] -> ``(H, W, 3)`` uint8 RGB through the named colormap."""
+    gray = to_uint8(v)
+    lut = colormap_lut(name)
+    return cv2.LUT(cv2.merge([gray, gray, gray]), lut.reshape(256, 1, 3))
+
+
+# 7. views -------------------------------------------------------------------------------------------
+
+def overlay(photo: np.ndarray, heat: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """Blend ``(H, W, 3)`` uint8 heatmap over the photo: ``alpha * heat + (1 - alpha) * photo``."""
+    return cv2.addWeighted(heat, alpha, photo, 1.0 - alpha, 0.0)
+
+
+def render_views(photo: np.ndarray, depth: np.ndarray, opts: Options) -> Dict[str, np.ndarray]:
+    """The three views of one depth map: heatmap and overlay ``(H, W, 3)``, gray ``(H, W)``, uint8."""
+    v = enhance(depth, opts)
+    heat = colorize(v, opts.colormap)
+    return {"heatmap": heat, "overlay": overlay(photo, heat, opts.alpha), "gray": to_uint8(v)}
+
+
+def encode_png(img: np.ndarray, compression: int = 1) -> bytes:
+    """``(H, W)`` or ``(H, W, 3)`` RGB uint8 -> PNG bytes (level 1: much faster, slightly larger)."""
+    if img.ndim == 3:
+        img = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
+    ok, buf = cv2.imencode(".png", img, [cv2.IMWRITE_PNG_COMPRESSION, compression])
+    if not ok:
+        raise RuntimeError("PNG encoding failed")
+    return buf.tobytes()
+
+
+# the whole request ------------------------------------------------------------------------------------
+
+@dataclass
+class Prediction:
+    """A photo and its raw depth, both at the photo's (working) size, plus stage timings in ms."""
+
+    photo: np.ndarray  # (H, W, 3) uint8 RGB
+    depth: np.ndarray  # (H, W) float32 relative inverse depth, larger = nearer
+    timings_ms: Dict[str, float] = field(default_factory=dict)
+
+
+def predict(data: bytes, model: Model, opts: Options, max_pixels: int = DEFAULT_MAX_PIXELS,
+            max_side: int = DEFAULT_MAX_SIDE) -> Prediction:
+    """Image bytes -> photo and raw depth: decode, preprocess, infer, upsample."""
+    t0 = time.perf_counter()
+    photo = decode(data, max_pixels, max_side)
+    if opts.square == "crop":
+        photo = np.ascontiguousarray(square_crop(photo))
+    t1 = time.perf_counter()
+    x, pad_box = preprocess(photo, opts.size, pad_square=opts.square == "pad")
+    t2 = time.perf_counter()
+    pred = model(x)
+    t3 = time.perf_counter()
+    depth = upsample(pred, photo.shape[:2], pad_box)
+    t4 = time.perf_counter()
+    ms = lambda a, b: round((b - a) * 1000.0, 2)  # noqa: E731
+    return Prediction(photo, depth, {"decode": ms(t0, t1), "preprocess": ms(t1, t2),
+                                     "infer": ms(t2, t3), "upsample": ms(t3, t4)})
