@@ -31,8 +31,8 @@ def create_app(test_config: Optional[Mapping[str, Any]] = None) -> Flask:
 
     app = Flask(__name__, template_folder="../templates", static_folder="../static")
     app.config.from_mapping(DEFAULTS)
-    # never a fixed secret: from the environment, else random per process
-    app.config["SECRET_KEY"] = os.environ.get("DEPTHMAP_SECRET_KEY") or secrets.token_hex(32)
+    # never a fixed secret: DEPTHMAP_SECRET_KEY from the environment, else random per process
+    app.config["SECRET_KEY"] = secrets.token_hex(32)
     app.config.from_prefixed_env("DEPTHMAP")  # e.g. DEPTHMAP_MAX_PIXELS=20000000
     if os.environ.get("MIDAS_WEIGHTS"):
         app.config["MIDAS_WEIGHTS"] = os.environ["MIDAS_WEIGHTS"]

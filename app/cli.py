@@ -84,8 +84,8 @@ def main(verbose: bool) -> None:
 @click.option("--weights", envvar="MIDAS_WEIGHTS", type=click.Path(dir_okay=False),
               help="MiDaS v2.1 small checkpoint [env MIDAS_WEIGHTS; default: user cache, "
                    "else download]")
-@click.option("--threads", envvar="DEPTHMAP_THREADS", type=click.IntRange(1, 256),
-              help="torch threads [env DEPTHMAP_THREADS; default: all cores]")
+@click.option("--threads", envvar="DEPTHMAP_TORCH_THREADS", type=click.IntRange(1, 256),
+              help="torch threads [env DEPTHMAP_TORCH_THREADS; default: all cores]")
 @option_flags
 def predict_cmd(inputs: Tuple[str, ...], out_dir: str, weights: str, threads: int,
                 **raw: Any) -> None:
@@ -123,6 +123,10 @@ def predict_cmd(inputs: Tuple[str, ...], out_dir: str, weights: str, threads: in
             except (OSError, ImageError) as exc:
                 failed += 1
                 log.error("%s: %s", path, getattr(exc, "message", None) or exc)
+                continue
+            except Exception:  # noqa: BLE001 - a bug on one photo must not cost the others
+                failed += 1
+                log.exception("%s: unexpected error", path)
                 continue
             for view, img in render_views(result.photo, result.depth, opts).items():
                 (out / f"{stem}.{view}.png").write_bytes(encode_png(img))

@@ -19,6 +19,7 @@ import os
 import tempfile
 import urllib.error
 import urllib.request
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Mapping, Optional
@@ -57,22 +58,27 @@ def _how_to_fix(dest: Path) -> str:
 
 
 def resolve_weights(explicit: Optional[str] = None, cache: Optional[Path] = None,
-                    url: str = WEIGHTS_URL, digest: str = WEIGHTS_DIGEST,
-                    download: bool = True) -> Path:
-    """The path of usable weights: explicit, else cached, else freshly downloaded into the cache."""
+                    url: Optional[str] = None, digest: Optional[str] = None,
+                    download: bool = True, env: Mapping[str, str] = os.environ) -> Path:
+    """The path of usable weights: explicit, else cached, else freshly downloaded into the cache.
+
+    ``url`` and ``digest`` default to ``$MIDAS_WEIGHTS_URL`` / ``$MIDAS_WEIGHTS_DIGEST`` (a mirror and
+    its ``sha256:HEX`` or ``gitblob:HEX``), else the official release and its known digest.
+    """
     if explicit:
         path = Path(explicit).expanduser()
         if not path.is_file():
             raise WeightsError(f"Weights file not found: {path}. {_how_to_fix(path)}")
         return path
-    cache = cache if cache is not None else cache_dir()
+    cache = cache if cache is not None else cache_dir(env)
     dest = cache / WEIGHTS_FILENAME
     for candidate in (dest, Path.home() / ".cache/torch/hub/checkpoints" / WEIGHTS_FILENAME):
         if candidate.is_file():
             return candidate
     if not download:
         raise WeightsError(f"No weights at {dest} and downloading is off. {_how_to_fix(dest)}")
-    return download_weights(url, dest, digest)
+    return download_weights(url or env.get("MIDAS_WEIGHTS_URL") or WEIGHTS_URL, dest,
+                            digest or env.get("MIDAS_WEIGHTS_DIGEST") or WEIGHTS_DIGEST)
 
 
 def file_digest(path: Path, kind: str) -> str:
@@ -94,6 +100,8 @@ def download_weights(url: str, dest: Path, digest: str = WEIGHTS_DIGEST, progres
     from tqdm import tqdm  # only needed here, and only on a first run
 
     kind, _, expected = digest.partition(":")
+    if kind not in ("sha256", "gitblob") or not expected:
+        raise WeightsError(f"Bad weights digest {digest!r}: expected sha256:HEX or gitblob:HEX.")
     dest.parent.mkdir(parents=True, exist_ok=True)
     log.info("downloading %s weights from %s to %s", MODEL_NAME, url, dest)
     fd, tmp_name = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
@@ -109,6 +117,8 @@ def download_weights(url: str, dest: Path, digest: str = WEIGHTS_DIGEST, progres
                             out.write(chunk)
                             bar.update(len(chunk))
             except (urllib.error.URLError, OSError, ValueError) as exc:
+                if isinstance(exc, urllib.error.HTTPError):
+                    exc.close()  # an HTTPError holds the open response
                 reason = getattr(exc, "reason", exc)
                 raise WeightsError(f"Could not download the model weights from {url} ({reason}). "
                                    f"{_how_to_fix(dest)}") from None
@@ -182,7 +192,12 @@ class DepthModel:
         n = configure_threads(threads)
         net: torch.nn.Module = load_network(weights)
         if script:
-            net = torch.jit.script(net)
+            with warnings.catch_warnings():
+                # torch >= 2.10 marks TorchScript deprecated; it still is the fastest stable
+                # ahead-of-time path for this CPU model (see README, "Engine")
+                warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*deprecated",
+                                        category=DeprecationWarning)
+                net = torch.jit.script(net)
         model = cls(net, weights, file_digest(weights, "sha256"), n, script)
         model(np.zeros((1, 3, 256, 256), np.float32))  # first call pays TorchScript's profiling
         log.info("loaded %s from %s (sha256 %s, %s, %d threads)", MODEL_NAME, weights,

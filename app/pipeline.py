@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 Model = Callable[[np.ndarray], np.ndarray]
 PadBox = Tuple[int, int, int]  # (top, left, side) of the photo inside its padded square
 
-FORMATS: Tuple[str, ...] = ("JPEG", "MPO", "PNG", "WEBP", "BMP", "TIFF", "GIF")
+FORMATS: Tuple[str, ...] = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")  # JPEG covers MPO
 DEFAULT_MAX_PIXELS = 40_000_000  # declared size above this is refused before decoding
 DEFAULT_MAX_SIDE = 4096  # photos with a longer side are downscaled to this working size
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
@@ -50,35 +50,48 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
     """Image file bytes -> ``(H, W, 3)`` uint8 RGB, EXIF-oriented, longer side <= ``max_side``."""
     if not data:
         raise ImageError("empty", "The file is empty.")
-    try:
-        with warnings.catch_warnings():
-            # our own pixel limit below is the one that counts; Pillow's warning would only be noise
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data), formats=FORMATS)
-    except Image.DecompressionBombError:
-        raise ImageError("too_large", "The image declares more pixels than this server accepts.") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-        raise ImageError("not_image", "The file is not an image in a supported format "
-                         f"({', '.join(f for f in FORMATS if f != 'MPO')}).") from None
-    width, height = im.size
-    if width < 1 or height < 1:
-        raise ImageError("corrupt", "The image has no pixels.")
-    if width * height > max_pixels:
-        raise ImageError("too_large", f"The image is {width}x{height} = {width * height / 1e6:.1f} "
-                         f"megapixels; the limit is {max_pixels / 1e6:.1f} megapixels.")
-    try:
-        if im.format in ("JPEG", "MPO") and max(width, height) > max_side:
-            # let libjpeg decode at 1/2, 1/4 or 1/8 scale: far less memory and time for huge photos
-            im.draft("RGB", _fit(width, height, max_side)[::-1])
-        im.load()
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
-        raise ImageError("corrupt", f"The image is truncated or damaged ({exc}).") from None
-    im = _orient(im)
+    with warnings.catch_warnings():
+        # Pillow warns about damaged metadata (EXIF, ICC) and near-bomb sizes; the first we tolerate,
+        # the second our own pixel limit below decides
+        warnings.simplefilter("ignore")
+        im = _open(data)
+        width, height = im.size
+        if width < 1 or height < 1:
+            raise ImageError("corrupt", "The image has no pixels.")
+        if width * height > max_pixels:
+            raise ImageError("too_large", f"The image is {width}x{height} = "
+                             f"{width * height / 1e6:.1f} megapixels; the limit is "
+                             f"{max_pixels / 1e6:.1f} megapixels.")
+        try:
+            if im.format == "JPEG" and max(width, height) > max_side:
+                # let libjpeg decode at 1/2, 1/4 or 1/8 scale: far less memory and time
+                im.draft("RGB", _fit(width, height, max_side)[::-1])
+            im.load()
+        except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
+            raise ImageError("corrupt", f"The image is truncated or damaged ({exc}).") from None
+        im = _orient(im)
     rgb = _to_rgb(im)
     if max(rgb.shape[:2]) > max_side:
         h, w = _fit(rgb.shape[1], rgb.shape[0], max_side)
         rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
     return np.ascontiguousarray(rgb)
+
+
+_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"II*\0", b"MM\0*")
+
+
+def _open(data: bytes) -> Image.Image:
+    """Pillow's lazy open (reads the header only), with its failures sorted into our error codes."""
+    try:
+        return Image.open(io.BytesIO(data), formats=FORMATS)
+    except Image.DecompressionBombError:
+        raise ImageError("too_large", "The image declares more pixels than this server accepts.") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError):
+        # a known signature whose header does not parse is a damaged image, not a wrong file type
+        if data.startswith(_MAGIC) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP"):
+            raise ImageError("corrupt", "The image is truncated or damaged.") from None
+        raise ImageError("not_image", "The file is not an image in a supported format "
+                         f"({', '.join(FORMATS)}).") from None
 
 
 def _fit(width: int, height: int, max_side: int) -> Tuple[int, int]:

@@ -1,0 +1,121 @@
+"""The installed ``depthmap`` console script, run as a real process on real files."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app.model import WEIGHTS_FILENAME, file_digest
+from conftest import SAMPLES, reference
+from test_weights import weights_server  # noqa: F401 - fixture
+
+DEPTHMAP = Path(sys.executable).parent / "depthmap"
+VIEWS = ("heatmap", "overlay", "gray")
+
+
+def run(args: List[str], env: Dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in os.environ.items() if k not in ("MIDAS_WEIGHTS", "DEPTHMAP_CACHE")}
+    return subprocess.run([str(DEPTHMAP), *args], capture_output=True, text=True, timeout=timeout,
+                          env={**base, **(env or {})})
+
+
+def png(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(path.read_bytes())))
+
+
+@pytest.fixture(scope="module")
+def photo_dir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("photos")
+    for p in SAMPLES.values():
+        shutil.copy(p, d / p.name)
+    return d
+
+
+def test_console_script_is_installed() -> None:
+    assert DEPTHMAP.is_file(), "pip install -e . should install the depthmap console script"
+
+
+def test_predict_folder_with_bad_files(weights_path, photo_dir, tmp_path) -> None:
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "notes.jpg").write_text("not an image at all")
+    (bad / "empty.png").write_bytes(b"")
+    out = tmp_path / "out"
+    proc = run(["predict", str(photo_dir), str(bad / "notes.jpg"), str(bad / "empty.png"),
+                "--weights", str(weights_path), "--out", str(out)])
+    assert proc.returncode == 1, proc.stderr
+    assert "notes.jpg: The file is not an image" in proc.stderr
+    assert "empty.png: The file is empty" in proc.stderr
+    assert "4 of 6 photos done" in proc.stderr
+    for name, src in SAMPLES.items():
+        h, w = png(src).shape[:2]
+        for view in VIEWS:
+            img = png(out / f"{name}.{view}.png")
+            assert img.shape[:2] == (h, w), (name, view)
+        depth = np.load(out / f"{name}.depth.npy")
+        ref = reference(name, "upsampled")
+        assert depth.dtype == np.float32 and depth.shape == (h, w)
+        assert np.abs(depth - ref).max() <= 1e-4 * np.abs(ref).max()  # raw, not normalised
+    assert not (out / "notes.heatmap.png").exists()
+
+
+def test_predict_options_reach_the_views(weights_path, tmp_path) -> None:
+    out = tmp_path / "out"
+    proc = run(["predict", str(SAMPLES["chelsea"]), "--weights", str(weights_path), "--out", str(out),
+                "--colormap", "gray", "--alpha", "0", "--size", "384", "--clahe", "--log", "--invert"])
+    assert proc.returncode == 0, proc.stderr
+    heat, over, gray = (png(out / f"chelsea.{v}.png") for v in VIEWS)
+    np.testing.assert_array_equal(heat[:, :, 1], gray)  # gray colormap: every channel is the gray view
+    np.testing.assert_array_equal(over, png(SAMPLES["chelsea"]))
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--alpha", "2"], "alpha: must be between 0.0 and 1.0"),
+    (["--contrast", "nan"], "contrast: must be a finite number"),
+    (["--colormap", "nope"], "'nope' is not one of"),
+    (["--size", "300"], "'300' is not one of"),
+])
+def test_bad_options_exit_2_with_a_message(weights_path, tmp_path, args, needle) -> None:
+    proc = run(["predict", str(SAMPLES["chelsea"]), "--weights", str(weights_path), *args])
+    assert proc.returncode == 2 and needle in proc.stderr, proc.stderr
+
+
+def test_missing_weights_is_one_clear_line(tmp_path) -> None:
+    proc = run(["predict", str(SAMPLES["chelsea"]), "--weights", str(tmp_path / "none.pt"),
+                "--out", str(tmp_path / "out")])
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("ERROR")]
+    assert len(errors) == 1 and "Weights file not found" in errors[0] and "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_first_run_downloads_into_the_cache(weights_server, weights_path, tmp_path) -> None:  # noqa: F811
+    cache = tmp_path / "cache"
+    env = {"DEPTHMAP_CACHE": str(cache), "MIDAS_WEIGHTS_URL": f"{weights_server}/{WEIGHTS_FILENAME}",
+           "MIDAS_WEIGHTS_DIGEST": "gitblob:" + file_digest(weights_path, "gitblob")}
+    proc = run(["predict", str(SAMPLES["rocket"]), "--out", str(tmp_path / "out")], env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert (cache / WEIGHTS_FILENAME).read_bytes() == weights_path.read_bytes()
+    assert (tmp_path / "out" / "rocket.depth.npy").is_file()
+
+
+def test_same_stem_twice_does_not_overwrite(weights_path, tmp_path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d in (a, b):
+        d.mkdir()
+    Image.new("RGB", (64, 32), (200, 0, 0)).save(a / "x.png")
+    Image.new("RGB", (32, 64), (0, 200, 0)).save(b / "x.png")
+    out = tmp_path / "out"
+    proc = run(["predict", str(a), str(b), "--weights", str(weights_path), "--out", str(out)])
+    assert proc.returncode == 0, proc.stderr
+    assert png(out / "x.overlay.png").shape == (32, 64, 3)
+    assert png(out / "x-2.overlay.png").shape == (64, 32, 3)

@@ -1,0 +1,290 @@
+"""Each pipeline stage on its own, with the official implementation's arrays where there are some."""
+
+from __future__ import annotations
+
+import io
+import struct
+import warnings
+import zlib
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from app.options import COLORMAPS, Options
+from app.pipeline import (ImageError, clahe, colorize, colormap_lut, decode, encode_png, enhance,
+                          log_depth, network_size, normalize, overlay, predict, preprocess,
+                          render_views, square_crop, upsample)
+from conftest import SAMPLES, reference
+
+
+def encode(im: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def gradient(w: int = 64, h: int = 48) -> Image.Image:
+    x = np.linspace(0, 255, w, dtype=np.float32)[None, :].repeat(h, 0)
+    y = np.linspace(0, 255, h, dtype=np.float32)[:, None].repeat(w, 1)
+    return Image.fromarray(np.stack([x, y, 255 - x], -1).astype(np.uint8))
+
+
+# decode -----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF"])
+def test_decode_formats(fmt: str) -> None:
+    src = gradient()
+    rgb = decode(encode(src, fmt))
+    assert rgb.shape == (48, 64, 3) and rgb.dtype == np.uint8
+    tol = {"PNG": 0, "BMP": 0, "TIFF": 0}.get(fmt, 40)  # lossy or palettised formats
+    assert np.abs(rgb.astype(int) - np.asarray(src)).mean() <= max(tol, 0.01) + (8 if tol else 0)
+
+
+def test_animated_gif_gives_first_frame() -> None:
+    frames = [Image.new("RGB", (20, 10), c) for c in ((255, 0, 0), (0, 0, 255))]
+    data = encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100)
+    rgb = decode(data)
+    assert tuple(rgb[5, 10]) == (255, 0, 0)
+
+
+def test_exif_orientation_is_applied() -> None:
+    im = Image.new("RGB", (40, 20), (0, 0, 0))
+    im.paste((255, 255, 255), (0, 0, 10, 10))  # white square at the top-left
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    rgb = decode(encode(im, "JPEG", exif=exif, quality=95))
+    assert rgb.shape == (40, 20, 3)
+    assert rgb[2:8, 12:18].mean() > 200 and rgb[2:8, 2:8].mean() < 50  # now at the top-right
+
+
+def test_corrupt_exif_is_ignored_not_fatal() -> None:
+    data = encode(gradient(), "JPEG")
+    # an APP1 "Exif" segment full of garbage right after SOI
+    payload = b"Exif\0\0" + b"MM\0\x2a\0\0\0\x08\xff\xff" + b"\x00" * 20
+    bad = data[:2] + b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload + data[2:]
+    assert decode(bad).shape == (48, 64, 3)
+
+
+def _mode_image(mode: str) -> Image.Image:
+    if mode == "I;16":
+        arr = np.array([[0, 32768, 65535]], dtype=np.uint16).repeat(4, 0)
+        return Image.fromarray(arr)
+    if mode == "P+transparency":
+        im = Image.new("P", (3, 4), 0)
+        im.putpalette([0, 0, 0] + [255, 0, 0] * 255)
+        im.info["transparency"] = 0
+        return im
+    return gradient(3, 4).convert(mode)
+
+
+@pytest.mark.parametrize("mode,fmt", [("L", "PNG"), ("LA", "PNG"), ("P", "PNG"), ("RGBA", "PNG"),
+                                      ("1", "PNG"), ("CMYK", "JPEG"), ("CMYK", "TIFF"),
+                                      ("I;16", "PNG"), ("I", "TIFF"), ("F", "TIFF"),
+                                      ("P+transparency", "PNG"), ("YCbCr", "JPEG")])
+def test_any_mode_becomes_rgb_uint8(mode: str, fmt: str) -> None:
+    im = _mode_image(mode)
+    kw = {"transparency": 0} if mode == "P+transparency" else {}
+    rgb = decode(encode(im, fmt, **kw))
+    assert rgb.shape == (4, 3, 3) and rgb.dtype == np.uint8
+
+
+def test_sixteen_bit_is_scaled_not_clipped() -> None:
+    rgb = decode(encode(_mode_image("I;16"), "PNG"))
+    assert list(rgb[0, :, 0]) == [0, 128, 255]
+
+
+def test_transparent_pixels_become_white() -> None:
+    im = Image.new("RGBA", (2, 1), (0, 0, 0, 0))
+    im.putpixel((1, 0), (10, 20, 30, 255))
+    rgb = decode(encode(im, "PNG"))
+    assert rgb[0, 0].tolist() == [255, 255, 255] and rgb[0, 1].tolist() == [10, 20, 30]
+
+
+def _png_declaring(width: int, height: int) -> bytes:
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16))
+            + chunk(b"IEND", b""))
+
+
+PNG = encode(gradient(), "PNG")
+JPEG = encode(gradient(), "JPEG")
+
+
+@pytest.mark.parametrize("data,code", [
+    (b"", "empty"),
+    (b"hello, this is text renamed to .jpg\n", "not_image"),
+    (b"<!doctype html><html><body>hi</body></html>", "not_image"),
+    (b"%PDF-1.4\n1 0 obj\n<<>>\nendobj\n", "not_image"),
+    (b"PK\x03\x04" + b"\0" * 40, "not_image"),
+    (b"<svg xmlns='http://www.w3.org/2000/svg' width='10' height='10'/>", "not_image"),
+    (PNG[: len(PNG) // 2], "corrupt"),
+    (JPEG[: len(JPEG) // 2], "corrupt"),
+    (_png_declaring(50_000, 50_000), "too_large"),
+    (_png_declaring(7000, 7000), "too_large"),
+], ids=["empty", "text", "html", "pdf", "zip", "svg", "truncated-png", "truncated-jpeg",
+        "bomb-50000", "over-limit"])
+def test_bad_files_are_clear_errors(data: bytes, code: str) -> None:
+    with pytest.raises(ImageError) as info:
+        decode(data)
+    assert info.value.code == code and info.value.message
+
+
+def test_large_photo_is_downscaled_to_working_size() -> None:
+    big = gradient(1000, 500)
+    for fmt in ("PNG", "JPEG"):  # JPEG takes the draft (DCT-scaling) path
+        rgb = decode(encode(big, fmt), max_side=256)
+        assert rgb.shape == (128, 256, 3)
+
+
+# preprocess ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", sorted(SAMPLES))
+def test_preprocess_reproduces_official_transform(samples, name: str) -> None:
+    x, pad = preprocess(decode(samples[name]))
+    ref = reference(name, "net_input")
+    assert pad is None and x.shape == ref.shape and x.dtype == np.float32
+    # float32 resize instead of the official float64: at most ~5e-5 apart on values of about +-2.5
+    np.testing.assert_allclose(x, ref, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("hw,target,expected", [
+    ((300, 451), 256, (160, 256)), ((512, 512), 256, (256, 256)), ((427, 640), 384, (256, 384)),
+    ((400, 600), 512, (352, 512)), ((1, 1), 256, (256, 256)), ((50, 10000), 256, (32, 256)),
+    ((10000, 50), 512, (512, 32)), ((190, 256), 256, (192, 256)),
+])
+def test_network_size_follows_official_rule(hw, target, expected) -> None:
+    assert network_size(*hw, target) == expected
+
+
+def test_square_crop_and_pad() -> None:
+    rgb = np.asarray(gradient(90, 30))
+    assert square_crop(rgb).shape == (30, 30, 3)
+    x, pad = preprocess(rgb, 256, pad_square=True)
+    assert x.shape == (1, 3, 256, 256) and pad == (30, 0, 90)
+    assert np.abs(x[0, :, :60]).max() < 1e-5  # padding is the ImageNet mean, i.e. zero
+    depth = upsample(np.ones((256, 256), np.float32), (30, 90), pad)
+    assert depth.shape == (30, 90)
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLES))
+def test_upsample_matches_torch_bicubic(name: str) -> None:
+    ref = reference(name, "upsampled")
+    out = upsample(reference(name, "net_output"), ref.shape)
+    assert out.shape == ref.shape and out.dtype == np.float32
+    assert np.abs(out - ref).max() <= 1e-5 * np.abs(ref).max()
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLES))
+def test_whole_chain_matches_official(samples, model, name: str) -> None:
+    result = predict(samples[name], model, Options())
+    ref = reference(name, "upsampled")
+    assert result.depth.shape == ref.shape == result.photo.shape[:2]
+    assert np.abs(result.depth - ref).max() <= 1e-4 * np.abs(ref).max()
+    assert set(result.timings_ms) == {"decode", "preprocess", "infer", "upsample"}
+
+
+@pytest.mark.parametrize("square,shape", [("crop", (300, 300)), ("pad", (300, 451))])
+def test_square_modes_end_to_end(samples, model, square, shape) -> None:
+    result = predict(samples["chelsea"], model, Options(square=square))
+    assert result.depth.shape == shape and result.photo.shape[:2] == shape
+
+
+# enhance ------------------------------------------------------------------------------------------------
+
+def ramp(h: int = 50, w: int = 80) -> np.ndarray:
+    return np.linspace(0.0, 3.0, h * w, dtype=np.float32).reshape(h, w)
+
+
+def test_normalize_range_and_clip() -> None:
+    v = normalize(ramp())
+    assert v.dtype == np.float32 and v.min() == 0.0 and v.max() == 1.0
+    d = ramp()
+    d[0, 0] = 1e6  # one outlier must not flatten everything else
+    assert normalize(d, clip=1.0).std() > 0.25
+    assert normalize(d, clip=0.0)[1:].std() < 1e-3  # plain min-max: all squashed near 0
+
+
+@pytest.mark.parametrize("depth", [
+    np.full((20, 30), 4.2, np.float32), np.zeros((20, 30), np.float32),
+    np.full((20, 30), np.nan, np.float32),
+    np.where(np.eye(20, 30) > 0, np.nan, ramp(20, 30)).astype(np.float32),
+    np.where(np.eye(20, 30) > 0, np.inf, ramp(20, 30)).astype(np.float32),
+], ids=["constant", "zeros", "all-nan", "some-nan", "some-inf"])
+@pytest.mark.parametrize("opts", [Options(), Options(log=True, clahe=True, clip=0.0)], ids=["plain", "log-clahe"])
+def test_degenerate_maps_neither_crash_nor_warn(depth, opts) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        v = enhance(depth, opts)
+        views = render_views(np.zeros((20, 30, 3), np.uint8), depth, opts)
+    assert np.isfinite(v).all() and 0 <= v.min() and v.max() <= 1
+    assert views["heatmap"].shape == (20, 30, 3)
+
+
+def test_log_depth_is_monotonic_and_handles_zeros() -> None:
+    d = np.array([[0.0, 0.001, 0.5, 1.0, 2.0]], np.float32)
+    out = log_depth(d)
+    assert np.isfinite(out).all() and (np.diff(out[0]) >= 0).all()
+
+
+def test_enhance_controls() -> None:
+    d = ramp()
+    base = enhance(d, Options(clip=0.0))
+    np.testing.assert_allclose(enhance(d, Options(clip=0.0, invert=True)), 1.0 - base, atol=1e-6)
+    assert np.allclose(enhance(d, Options(clip=0.0, contrast=0.0)), 0.5)
+    assert np.allclose(enhance(d, Options(clip=0.0, brightness=1.0)), 1.0)
+    assert enhance(d, Options(clip=0.0, contrast=2.0)).std() > base.std()
+    eq = enhance(d ** 4, Options(clip=0.0, clahe=True, clahe_clip=4.0))
+    assert 0 <= eq.min() and eq.max() <= 1
+    assert not np.allclose(eq, enhance(d ** 4, Options(clip=0.0)))
+
+
+def test_clahe_spreads_a_compressed_histogram() -> None:
+    v = np.clip(np.random.default_rng(1).normal(0.5, 0.02, (64, 64)), 0, 1).astype(np.float32)
+    assert clahe(v, 4.0, 4).std() > 2 * v.std()
+
+
+# colorize and views -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", COLORMAPS)
+def test_every_colormap(name: str) -> None:
+    lut = colormap_lut(name)
+    assert lut.shape == (256, 3) and lut.dtype == np.uint8
+    img = colorize(np.linspace(0, 1, 256, dtype=np.float32)[None, :], name)
+    assert img.shape == (1, 256, 3)
+    np.testing.assert_array_equal(img[0], lut)
+    # every map runs from darker (far) to brighter (near), so "near = bright" holds for all
+    luma = lut.astype(float) @ [0.299, 0.587, 0.114]
+    assert luma[-1] > luma[0]
+
+
+def test_colormaps_differ_and_inferno_is_right() -> None:
+    luts = {n: colormap_lut(n).tobytes() for n in COLORMAPS}
+    assert len(set(luts.values())) == len(COLORMAPS)
+    inferno = colormap_lut("inferno")
+    assert inferno[0].max() < 10 and inferno[-1].min() > 150  # near-black to pale yellow
+
+
+def test_unknown_colormap() -> None:
+    with pytest.raises(ValueError):
+        colormap_lut("rainbow-unicorn")
+
+
+def test_overlay_alpha_ends() -> None:
+    photo = np.asarray(gradient())
+    heat = colorize(normalize(ramp(48, 64)))
+    np.testing.assert_array_equal(overlay(photo, heat, 0.0), photo)
+    np.testing.assert_array_equal(overlay(photo, heat, 1.0), heat)
+
+
+def test_views_and_png_roundtrip(samples, model) -> None:
+    result = predict(samples["coffee"], model, Options())
+    views = render_views(result.photo, result.depth, Options(colormap="gray"))
+    assert views["heatmap"].shape == (400, 600, 3) and views["gray"].shape == (400, 600)
+    np.testing.assert_array_equal(views["heatmap"][:, :, 0], views["gray"])
+    for img in views.values():
+        back = np.asarray(Image.open(io.BytesIO(encode_png(img))))
+        np.testing.assert_array_equal(back, img)

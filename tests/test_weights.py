@@ -1,0 +1,126 @@
+"""Where the weights come from: explicit path, cache, download (real HTTP on loopback), failures."""
+
+from __future__ import annotations
+
+import http.server
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from app.model import WEIGHTS_FILENAME, WeightsError, download_weights, file_digest, resolve_weights
+
+
+@pytest.fixture()
+def weights_server(weights_path: Path, tmp_path: Path) -> Iterator[str]:
+    """A real HTTP server on 127.0.0.1 serving the synthetic weights (and a junk file)."""
+    root = tmp_path / "www"
+    root.mkdir()
+    shutil.copy(weights_path, root / WEIGHTS_FILENAME)
+    (root / "junk.pt").write_bytes(b"this is not a checkpoint")
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(root), **kwargs)
+
+        def log_message(self, *args) -> None:  # keep test output clean
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def closed_port_url() -> str:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/{WEIGHTS_FILENAME}"
+
+
+def leftovers(folder: Path) -> list:
+    return sorted(p.name for p in folder.glob("*.part"))
+
+
+def test_explicit_path_wins(weights_path: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / WEIGHTS_FILENAME).write_bytes(b"cached")
+    assert resolve_weights(str(weights_path), cache=cache, url=closed_port_url()) == weights_path
+
+
+def test_missing_explicit_path_is_an_error_not_a_fallback(tmp_path: Path) -> None:
+    with pytest.raises(WeightsError, match=r"Weights file not found: .*nope\.pt.*Download "):
+        resolve_weights(str(tmp_path / "nope.pt"), cache=tmp_path, url=closed_port_url())
+
+
+def test_cached_file_is_used_without_download(weights_path: Path, tmp_path: Path) -> None:
+    shutil.copy(weights_path, tmp_path / WEIGHTS_FILENAME)
+    assert resolve_weights(None, cache=tmp_path, url=closed_port_url()) == tmp_path / WEIGHTS_FILENAME
+
+
+@pytest.mark.parametrize("kind", ["sha256", "gitblob"])
+def test_download_verifies_and_renames(weights_server, weights_path, tmp_path, kind) -> None:
+    cache = tmp_path / "cache"
+    digest = f"{kind}:{file_digest(weights_path, kind)}"
+    got = resolve_weights(None, cache=cache, url=f"{weights_server}/{WEIGHTS_FILENAME}", digest=digest)
+    assert got == cache / WEIGHTS_FILENAME
+    assert got.read_bytes() == weights_path.read_bytes()
+    assert leftovers(cache) == []
+
+
+def test_download_with_wrong_digest_keeps_nothing(weights_server, tmp_path) -> None:
+    cache = tmp_path / "cache"
+    with pytest.raises(WeightsError, match="corrupt or not the official file"):
+        download_weights(f"{weights_server}/{WEIGHTS_FILENAME}", cache / WEIGHTS_FILENAME,
+                         "sha256:" + "0" * 64, progress=False)
+    assert list(cache.iterdir()) == []
+
+
+def test_download_that_does_not_load_keeps_nothing(weights_server, tmp_path) -> None:
+    junk = b"this is not a checkpoint"
+    import hashlib
+
+    cache = tmp_path / "cache"
+    with pytest.raises(WeightsError, match="Cannot read weights file"):
+        download_weights(f"{weights_server}/junk.pt", cache / WEIGHTS_FILENAME,
+                         "sha256:" + hashlib.sha256(junk).hexdigest(), progress=False)
+    assert list(cache.iterdir()) == []
+
+
+@pytest.mark.parametrize("url", ["closed", "missing"])
+def test_offline_or_missing_says_what_to_download(weights_server, tmp_path, url) -> None:
+    url = closed_port_url() if url == "closed" else f"{weights_server}/absent.pt"
+    cache = tmp_path / "cache"
+    with pytest.raises(WeightsError) as info:
+        resolve_weights(None, cache=cache, url=url)
+    message = str(info.value)
+    assert "Could not download" in message and url in message
+    assert "midas_v21_small_256.pt" in message and str(cache / WEIGHTS_FILENAME) in message
+    assert list(cache.iterdir()) == []
+
+
+def test_no_download_when_turned_off(tmp_path: Path) -> None:
+    with pytest.raises(WeightsError, match="downloading is off"):
+        resolve_weights(None, cache=tmp_path, download=False)
+
+
+def test_bad_digest_spec_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(WeightsError, match="Bad weights digest"):
+        download_weights("http://127.0.0.1:9/x", tmp_path / "w.pt", "md5:abc", progress=False)
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git not installed")
+def test_gitblob_digest_is_what_git_computes(tmp_path: Path) -> None:
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"some bytes\0and more")
+    git = subprocess.run(["git", "hash-object", str(path)], capture_output=True, text=True, check=True)
+    assert file_digest(path, "gitblob") == git.stdout.strip()
