@@ -102,7 +102,7 @@ def predict_cmd(inputs: Tuple[str, ...], out_dir: str, weights: str, threads: in
     try:
         opts = Options.from_strings({k: str(v) for k, v in raw.items()})
     except OptionError as exc:
-        raise click.BadParameter(exc.message, param_hint="--" + exc.name.replace("_", "-"))
+        raise click.BadParameter(exc.message, param_hint="--" + exc.name.replace("_", "-")) from None
     files = collect_inputs(inputs)
     if not files:
         raise click.UsageError("no photos to process")
@@ -117,7 +117,7 @@ def predict_cmd(inputs: Tuple[str, ...], out_dir: str, weights: str, threads: in
     failed = 0
     with logging_redirect_tqdm():
         for path, stem in zip(tqdm(files, unit="photo", desc="depth", disable=None),
-                              output_stems(files)):
+                              output_stems(files), strict=True):
             try:
                 result = predict(path.read_bytes(), model, opts)
             except (OSError, ImageError) as exc:

@@ -63,7 +63,7 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
                              f"{width * height / 1e6:.1f} megapixels; the limit is "
                              f"{max_pixels / 1e6:.1f} megapixels.")
         try:
-            if im.format == "JPEG" and max(width, height) > max_side:
+            if im.format in ("JPEG", "MPO") and max(width, height) > max_side:
                 # let libjpeg decode at 1/2, 1/4 or 1/8 scale: far less memory and time
                 im.draft("RGB", _fit(width, height, max_side)[::-1])
             im.load()

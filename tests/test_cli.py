@@ -22,7 +22,8 @@ DEPTHMAP = Path(sys.executable).parent / "depthmap"
 VIEWS = ("heatmap", "overlay", "gray")
 
 
-def run(args: List[str], env: Dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+def run(args: List[str], env: Dict[str, str] | None = None,
+        timeout: float = 300) -> subprocess.CompletedProcess:
     base = {k: v for k, v in os.environ.items() if k not in ("MIDAS_WEIGHTS", "DEPTHMAP_CACHE")}
     return subprocess.run([str(DEPTHMAP), *args], capture_output=True, text=True, timeout=timeout,
                           env={**base, **(env or {})})

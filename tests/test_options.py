@@ -9,7 +9,8 @@ from app.options import OptionError, Options
 
 def test_defaults() -> None:
     o = Options()
-    assert (o.colormap, o.size, o.square, o.log, o.clahe, o.alpha) == ("inferno", 256, "off", False, False, 0.5)
+    assert (o.colormap, o.size, o.square, o.log, o.clahe, o.alpha) == (
+        "inferno", 256, "off", False, False, 0.5)
 
 
 def test_from_strings() -> None:
@@ -53,3 +54,16 @@ def test_unknown_option_only_when_strict() -> None:
 def test_programmatic_values_are_checked_too(kwargs) -> None:
     with pytest.raises(OptionError):
         Options(**kwargs)
+
+
+def test_readme_documents_every_option() -> None:
+    """The README's option table is the user's reference: it must name each option and its default."""
+    from dataclasses import fields
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    rows = {line.split("|")[1].strip(" `"): line for line in readme.splitlines() if line.startswith("| `")}
+    for f in fields(Options):
+        assert f.name in rows, f"README has no row for option {f.name}"
+        default = {True: "on", False: "off"}.get(f.default, f.default) if f.type == "bool" else f.default
+        assert f"| {default} |" in rows[f.name], f"README shows the wrong default for {f.name}"

@@ -7,7 +7,6 @@ import struct
 import warnings
 import zlib
 
-import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -214,7 +213,8 @@ def test_normalize_range_and_clip() -> None:
     np.where(np.eye(20, 30) > 0, np.nan, ramp(20, 30)).astype(np.float32),
     np.where(np.eye(20, 30) > 0, np.inf, ramp(20, 30)).astype(np.float32),
 ], ids=["constant", "zeros", "all-nan", "some-nan", "some-inf"])
-@pytest.mark.parametrize("opts", [Options(), Options(log=True, clahe=True, clip=0.0)], ids=["plain", "log-clahe"])
+@pytest.mark.parametrize("opts", [Options(), Options(log=True, clahe=True, clip=0.0)],
+                         ids=["plain", "log-clahe"])
 def test_degenerate_maps_neither_crash_nor_warn(depth, opts) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
