@@ -70,6 +70,7 @@ def output_stems(inputs: List[Path]) -> List[str]:
 
 
 @click.group()
+@click.version_option(package_name="depthmap-studio")
 @click.option("-v", "--verbose", is_flag=True, help="log debug details")
 def main(verbose: bool) -> None:
     """Monocular depth maps from photos with MiDaS v2.1 small."""

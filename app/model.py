@@ -102,9 +102,13 @@ def download_weights(url: str, dest: Path, digest: str = WEIGHTS_DIGEST, progres
     kind, _, expected = digest.partition(":")
     if kind not in ("sha256", "gitblob") or not expected:
         raise WeightsError(f"Bad weights digest {digest!r}: expected sha256:HEX or gitblob:HEX.")
-    dest.parent.mkdir(parents=True, exist_ok=True)
     log.info("downloading %s weights from %s to %s", MODEL_NAME, url, dest)
-    fd, tmp_name = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
+    except OSError as exc:
+        raise WeightsError(f"Cannot write the weights cache {dest.parent} ({exc.strerror}). Set "
+                           f"DEPTHMAP_CACHE to a writable folder, or {_how_to_fix(dest)}") from None
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:

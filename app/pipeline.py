@@ -161,7 +161,8 @@ def preprocess(rgb: np.ndarray, size: int = 256,
     Same order as the official transform: scale to [0, 1], bicubic resize, ImageNet normalisation.
     """
     pad_box: Optional[PadBox] = None
-    img = rgb.astype(np.float32) / 255.0
+    img = rgb.astype(np.float32)
+    img /= 255.0  # in place: one float copy of a possibly 12-megapixel photo, not two
     if pad_square:
         h, w = img.shape[:2]
         side = max(h, w)

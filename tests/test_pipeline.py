@@ -94,6 +94,16 @@ def test_sixteen_bit_is_scaled_not_clipped() -> None:
     assert list(rgb[0, :, 0]) == [0, 128, 255]
 
 
+def test_sixteen_bit_rgb_png() -> None:
+    import cv2
+
+    bgr16 = np.zeros((2, 2, 3), np.uint16)
+    bgr16[0, 0] = (0, 32768, 65535)  # B, G, R
+    ok, buf = cv2.imencode(".png", bgr16)
+    rgb = decode(buf.tobytes())
+    assert rgb.dtype == np.uint8 and np.abs(rgb[0, 0].astype(int) - [255, 128, 0]).max() <= 1
+
+
 def test_transparent_pixels_become_white() -> None:
     im = Image.new("RGBA", (2, 1), (0, 0, 0, 0))
     im.putpixel((1, 0), (10, 20, 30, 255))

@@ -124,3 +124,10 @@ def test_gitblob_digest_is_what_git_computes(tmp_path: Path) -> None:
     path.write_bytes(b"some bytes\0and more")
     git = subprocess.run(["git", "hash-object", str(path)], capture_output=True, text=True, check=True)
     assert file_digest(path, "gitblob") == git.stdout.strip()
+
+
+def test_unwritable_cache_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the cache folder should be")
+    with pytest.raises(WeightsError, match="Cannot write the weights cache"):
+        resolve_weights(None, cache=blocker / "cache", url=closed_port_url())
