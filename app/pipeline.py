@@ -251,15 +251,24 @@ _CV2_MAPS = {
 }
 
 
-def colormap_lut(name: str) -> np.ndarray:
-    """The colormap as a ``(256, 3)`` uint8 RGB table."""
-    if name not in COLORMAPS:
-        raise ValueError(f"unknown colormap {name!r}")
+def _build_lut(name: str) -> np.ndarray:
     ramp = np.arange(256, dtype=np.uint8).reshape(256, 1)
     if name == "gray":
-        return np.repeat(ramp, 3, axis=1)
-    bgr = cv2.applyColorMap(ramp, _CV2_MAPS[name]).reshape(256, 3)
-    return np.ascontiguousarray(bgr[:, ::-1])
+        lut = np.repeat(ramp, 3, axis=1)
+    else:
+        lut = np.ascontiguousarray(cv2.applyColorMap(ramp, _CV2_MAPS[name]).reshape(256, 3)[:, ::-1])
+    lut.flags.writeable = False  # shared by every request
+    return lut
+
+
+_LUTS = {name: _build_lut(name) for name in COLORMAPS}  # built once at import, not per request
+
+
+def colormap_lut(name: str) -> np.ndarray:
+    """The colormap as a read-only ``(256, 3)`` uint8 RGB table."""
+    if name not in _LUTS:
+        raise ValueError(f"unknown colormap {name!r}")
+    return _LUTS[name]
 
 
 def to_uint8(v: np.ndarray) -> np.ndarray:
