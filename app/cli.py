@@ -121,18 +121,16 @@ def predict_cmd(inputs: Tuple[str, ...], out_dir: str, weights: str, threads: in
                               output_stems(files), strict=True):
             try:
                 result = predict(path.read_bytes(), model, opts)
-            except (OSError, ImageError) as exc:
+                for view, img in render_views(result.photo, result.depth, opts).items():
+                    (out / f"{stem}.{view}.png").write_bytes(encode_png(img))
+                np.save(out / f"{stem}.depth.npy", result.depth)
+                log.debug("%s: %s", path, result.timings_ms)
+            except (OSError, ImageError) as exc:  # unreadable input, bad image, or a failed write
                 failed += 1
                 log.error("%s: %s", path, getattr(exc, "message", None) or exc)
-                continue
             except Exception:  # noqa: BLE001 - a bug on one photo must not cost the others
                 failed += 1
                 log.exception("%s: unexpected error", path)
-                continue
-            for view, img in render_views(result.photo, result.depth, opts).items():
-                (out / f"{stem}.{view}.png").write_bytes(encode_png(img))
-            np.save(out / f"{stem}.depth.npy", result.depth)
-            log.debug("%s: %s", path, result.timings_ms)
     log.info("%d of %d photos done, results in %s", len(files) - failed, len(files), out)
     sys.exit(1 if failed else 0)
 
