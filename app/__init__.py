@@ -21,13 +21,18 @@ DEFAULTS: Mapping[str, Any] = {
     "MAX_CONTENT_LENGTH": 20 * 1024 * 1024,
     "MAX_PIXELS": 40_000_000,
     "MAX_SIDE": 4096,
+    "CACHE_BYTES": 200 * 1024 * 1024,  # recent uploads and raw depths kept for re-rendering
 }
 
 
 def create_app(test_config: Optional[Mapping[str, Any]] = None) -> Flask:
     """Config goes defaults -> environment (``DEPTHMAP_*``, ``MIDAS_WEIGHTS``) -> ``test_config``;
     then the model is loaded once for this process and kept in ``app.extensions["depth_model"]``."""
+    from . import api, page
+    from .cache import DepthCache
     from .model import DepthModel, resolve_weights
+    from .service import DepthService
+    from .web import register_errors
 
     app = Flask(__name__, template_folder="../templates", static_folder="../static")
     app.config.from_mapping(DEFAULTS)
@@ -43,7 +48,13 @@ def create_app(test_config: Optional[Mapping[str, Any]] = None) -> Flask:
     model = DepthModel.load(weights, threads=app.config["TORCH_THREADS"],
                             script=app.config["TORCHSCRIPT"])
     app.extensions["depth_model"] = model
+    app.extensions["depth_service"] = DepthService(
+        model, DepthCache(app.config["CACHE_BYTES"]), app.config["MAX_PIXELS"], app.config["MAX_SIDE"])
     started = time.monotonic()
+
+    app.register_blueprint(page.bp)
+    app.register_blueprint(api.bp)
+    register_errors(app)
 
     @app.get("/healthz")
     def healthz() -> Any:

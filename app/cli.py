@@ -135,5 +135,32 @@ def predict_cmd(inputs: Tuple[str, ...], out_dir: str, weights: str, threads: in
     sys.exit(1 if failed else 0)
 
 
+@main.command("serve")
+@click.option("--bind", envvar="DEPTHMAP_BIND", default="127.0.0.1:8000", show_default=True,
+              help="address:port to listen on [env DEPTHMAP_BIND]; 0.0.0.0:8000 for every interface")
+@click.option("--workers", envvar="DEPTHMAP_WORKERS", type=click.IntRange(1, 64), default=1,
+              show_default=True, help="worker processes, each with its own model [env DEPTHMAP_WORKERS]")
+@click.option("--threads", envvar="DEPTHMAP_WORKER_THREADS", type=click.IntRange(1, 64), default=4,
+              show_default=True, help="request threads per worker [env DEPTHMAP_WORKER_THREADS]")
+@click.option("--timeout", envvar="DEPTHMAP_TIMEOUT", type=click.IntRange(5, 3600), default=120,
+              show_default=True, help="seconds before a stuck worker is restarted [env DEPTHMAP_TIMEOUT]")
+@click.option("--weights", envvar="MIDAS_WEIGHTS", type=click.Path(dir_okay=False),
+              help="MiDaS v2.1 small checkpoint [env MIDAS_WEIGHTS; default: user cache, else download]")
+def serve_cmd(bind: str, workers: int, threads: int, timeout: int, weights: str) -> None:
+    """Serve the web studio and the API with gunicorn (config: app/gunicorn_conf.py)."""
+    import os
+
+    env = dict(os.environ, DEPTHMAP_BIND=bind, DEPTHMAP_WORKERS=str(workers),
+               DEPTHMAP_WORKER_THREADS=str(threads), DEPTHMAP_TIMEOUT=str(timeout))
+    if weights:
+        env["MIDAS_WEIGHTS"] = str(Path(weights).resolve())
+    conf = Path(__file__).with_name("gunicorn_conf.py")
+    argv = [sys.executable, "-m", "gunicorn", "--config", str(conf), "app:create_app()"]
+    log.info("starting gunicorn on http://%s (%d worker(s) x %d threads)", bind, workers, threads)
+    # exec: gunicorn's master becomes this process, so signals from a terminal, systemd or Docker
+    # reach it directly
+    os.execve(sys.executable, argv, env)
+
+
 if __name__ == "__main__":
     main()

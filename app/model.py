@@ -17,10 +17,11 @@ import hashlib
 import logging
 import os
 import tempfile
+import threading
 import urllib.error
 import urllib.request
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Mapping, Optional
 
@@ -189,6 +190,9 @@ class DepthModel:
     threads: int
     scripted: bool
     name: str = MODEL_NAME
+    # one forward pass at a time per process: torch already spreads one pass over every thread it
+    # has, so concurrent passes only oversubscribe the cores and multiply peak memory
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @classmethod
     def load(cls, weights: Path, threads: Optional[int] = None, script: bool = True) -> "DepthModel":
@@ -210,5 +214,5 @@ class DepthModel:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """``(1, 3, h, w)`` float32 normalised RGB -> ``(h, w)`` float32 relative inverse depth."""
-        with torch.inference_mode():
+        with self._lock, torch.inference_mode():
             return self.net(torch.from_numpy(x))[0].numpy()

@@ -13,7 +13,7 @@ import logging
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -290,11 +290,25 @@ def overlay(photo: np.ndarray, heat: np.ndarray, alpha: float = 0.5) -> np.ndarr
     return cv2.addWeighted(heat, alpha, photo, 1.0 - alpha, 0.0)
 
 
-def render_views(photo: np.ndarray, depth: np.ndarray, opts: Options) -> Dict[str, np.ndarray]:
-    """The three views of one depth map: heatmap and overlay ``(H, W, 3)``, gray ``(H, W)``, uint8."""
+def render_views(photo: np.ndarray, depth: np.ndarray, opts: Options,
+                 views: Sequence[str] = VIEWS) -> Dict[str, np.ndarray]:
+    """The asked-for views of one depth map: heatmap and overlay ``(H, W, 3)``, gray ``(H, W)``, uint8."""
+    unknown = set(views) - set(VIEWS)
+    if unknown:
+        raise ValueError(f"unknown views {sorted(unknown)}")
+    if not views:
+        return {}
     v = enhance(depth, opts)
-    heat = colorize(v, opts.colormap)
-    return {"heatmap": heat, "overlay": overlay(photo, heat, opts.alpha), "gray": to_uint8(v)}
+    out: Dict[str, np.ndarray] = {}
+    heat = colorize(v, opts.colormap) if {"heatmap", "overlay"} & set(views) else None
+    for view in views:
+        if view == "heatmap":
+            out[view] = heat
+        elif view == "overlay":
+            out[view] = overlay(photo, heat, opts.alpha)
+        else:
+            out[view] = to_uint8(v)
+    return out
 
 
 def encode_png(img: np.ndarray, compression: int = 1) -> bytes:

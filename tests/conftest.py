@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import socket
+import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Iterator, Optional, Tuple
 
 import numpy as np
 import pytest
@@ -59,3 +65,63 @@ def real_weights() -> Path:
     if not path or not Path(path).is_file():
         pytest.skip("official midas_v21_small_256.pt not available: set MIDAS_REAL_WEIGHTS=PATH")
     return Path(path)
+
+
+@pytest.fixture(scope="session")
+def app(weights_path: Path):
+    """The application as ``create_app`` builds it, on the synthetic weights."""
+    from app import create_app
+
+    return create_app({"TESTING": True, "MIDAS_WEIGHTS": str(weights_path), "TORCH_THREADS": 2})
+
+
+@pytest.fixture()
+def client(app):
+    return app.test_client()
+
+
+# a real server ----------------------------------------------------------------------------------------
+
+DEPTHMAP = Path(sys.executable).parent / "depthmap"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_server(weights: Path, log_path: Path, *args: str,
+                   env: Optional[Dict[str, str]] = None) -> Iterator[Tuple[str, subprocess.Popen]]:
+    """``depthmap serve`` as a real process on a free loopback port; yields its URL and process."""
+    port = free_port()
+    base = {k: v for k, v in os.environ.items() if not k.startswith("DEPTHMAP_")}
+    full_env = {**base, "MIDAS_WEIGHTS": str(weights), "DEPTHMAP_TORCH_THREADS": "2", **(env or {})}
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([str(DEPTHMAP), "serve", "--bind", f"127.0.0.1:{port}", *args],
+                                env=full_env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"server exited with {proc.returncode}:\n{log_path.read_text()}")
+            try:
+                with urllib.request.urlopen(url + "/healthz", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"server did not answer /healthz in 90 s:\n{log_path.read_text()}")
+            time.sleep(0.2)
+        yield url, proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

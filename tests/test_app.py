@@ -8,11 +8,6 @@ from app import create_app
 from app.model import WeightsError
 
 
-@pytest.fixture(scope="module")
-def app(weights_path):
-    return create_app({"TESTING": True, "MIDAS_WEIGHTS": str(weights_path), "TORCH_THREADS": 2})
-
-
 def test_model_is_loaded_once_and_kept(app, weights_path) -> None:
     model = app.extensions["depth_model"]
     assert model.weights_path == weights_path and model.scripted

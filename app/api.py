@@ -1,0 +1,108 @@
+"""The JSON API under ``/api/v1``: depth of an upload, re-render from the cache, raw depth, images."""
+
+from __future__ import annotations
+
+import base64
+from urllib.parse import quote
+from typing import Any, Dict, Mapping
+
+from flask import Blueprint, Response, jsonify, request
+
+from .options import Options
+from .service import Result
+from .web import cached_entry, fail, infer, read_options, read_upload, read_views, service
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+IMAGE_VIEWS = ("heatmap", "overlay", "gray", "photo")
+
+
+def _answer(result: Result, opts: Options, views: tuple) -> Response:
+    """JSON with data-URI PNGs, or with ``Accept: image/png`` and one view, the PNG itself."""
+    png_wanted = request.accept_mimetypes.best_match(["application/json", "image/png"]) == "image/png"
+    if png_wanted and len(views) != 1:
+        fail(406, "not_acceptable", "Accept: image/png returns one image: ask for exactly one view "
+             "(for example view=heatmap).")
+    pngs, render_ms = service().render(result.entry, opts, views)
+    timings = {**result.timings_ms, **render_ms}
+    timings["total"] = round(sum(timings.values()), 2)
+    if png_wanted:
+        response = Response(pngs[views[0]], mimetype="image/png")
+    else:
+        height, width = result.entry.depth.shape
+        response = jsonify(
+            width=width, height=height, depth_id=result.entry.id, cached=result.cached,
+            options=opts.as_dict(),
+            views={v: "data:image/png;base64," + base64.b64encode(png).decode() for v, png in pngs.items()},
+            timings_ms=timings)
+    response.headers["X-Depth-Id"] = result.entry.id
+    # the standard header browsers' developer tools show next to the request
+    response.headers["Server-Timing"] = ", ".join(f"{k};dur={v}" for k, v in timings.items())
+    return response
+
+
+@bp.post("/depth")
+def depth() -> Response:
+    """Multipart ``image`` plus options -> views and a ``depth_id`` for later re-renders."""
+    data, name = read_upload()
+    opts = read_options(request.form, strict=True)
+    views = read_views(request.form)
+    return _answer(infer(data, name, opts), opts, views)
+
+
+def _body() -> Mapping[str, Any]:
+    if request.is_json:
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict):
+            fail(400, "bad_request", "The JSON body must be an object of option names and values.")
+        return body
+    return request.form
+
+
+@bp.post("/render")
+def render() -> Response:
+    """``depth_id`` plus options -> views from the cached depth; a new size or square mode re-infers
+    the cached upload (and answers a new ``depth_id``)."""
+    body = _body()
+    entry = cached_entry(body.get("depth_id"))
+    values: Dict[str, Any] = {"size": entry.size, "square": entry.square, **body}
+    opts = read_options(values, strict=True)
+    views = read_views(body)
+    return _answer(service().for_options(entry, opts), opts, views)
+
+
+@bp.get("/depth/<depth_id>.npy")
+def depth_npy(depth_id: str) -> Response:
+    """The raw float32 depth (relative inverse depth, larger = nearer) while it is cached."""
+    entry = cached_entry(depth_id)
+    response = Response(service().depth_npy(entry), mimetype="application/octet-stream")
+    _attach(response, f"{entry.name}.depth.npy")
+    return response
+
+
+@bp.get("/depth/<depth_id>/<view>.png")
+def view_png(depth_id: str, view: str) -> Response:
+    """One view (or the photo) rendered from the cache with the options in the query string."""
+    entry = cached_entry(depth_id)
+    if view not in IMAGE_VIEWS:
+        fail(404, "not_found", f"Unknown image {view[:40]!r}; use one of {', '.join(IMAGE_VIEWS)}.")
+    if view == "photo":
+        png = service().photo_png(entry)
+    else:
+        opts = read_options({"size": entry.size, "square": entry.square, **request.args}, strict=True)
+        if (opts.size, opts.square) != (entry.size, entry.square):
+            fail(422, "bad_option", "size and square need a new inference: POST /api/v1/render.")
+        png = service().render(entry, opts, (view,))[0][view]
+    response = Response(png, mimetype="image/png")
+    # the same id and options always give the same image
+    response.headers["Cache-Control"] = "private, max-age=86400"
+    if request.args.get("download"):
+        _attach(response, f"{entry.name}.{view}.png")
+    return response
+
+
+def _attach(response: Response, filename: str) -> None:
+    # RFC 6266: an ASCII fallback plus the UTF-8 name, so names in any script survive
+    ascii_name = filename.encode("ascii", "replace").decode().replace("?", "_")
+    response.headers["Content-Disposition"] = (
+        f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename)}")

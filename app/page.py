@@ -1,0 +1,86 @@
+"""The studio page at ``/``: a plain form that works without JavaScript (post -> redirect -> result
+page), which ``static/studio.js`` upgrades to in-place updates."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any, Mapping, Optional
+
+from flask import Blueprint, current_app, redirect, render_template, request, url_for
+
+from .cache import Entry
+from .options import COLORBLIND_FRIENDLY, COLORMAPS, OptionError, Options
+from .pipeline import VIEWS
+from .web import DEPTH_ID, cached_entry, fail, infer, options_query, read_options, read_upload, service
+
+bp = Blueprint("page", __name__)
+
+MODES = ("all",) + VIEWS  # the display modes: every view side by side, or one of them
+
+
+def read_mode(values: Mapping[str, Any]) -> str:
+    mode = str(values.get("views", "all")).strip().lower() or "all"
+    if mode not in MODES:
+        fail(422, "bad_option", f"Display mode must be one of {', '.join(MODES)}; got {mode[:40]!r}.")
+    return mode
+
+
+def _kept_options(values: Mapping[str, Any]) -> Options:
+    """The user's valid choices, each kept on its own, to show the form again after an error."""
+    kept = {}
+    for f in fields(Options):
+        if f.name in values:
+            try:
+                Options.from_strings({f.name: values[f.name]})
+                kept[f.name] = values[f.name]
+            except OptionError:
+                pass
+    return Options.from_strings(kept)
+
+
+def render_page(error: Optional[str] = None, entry: Optional[Entry] = None,
+                opts: Optional[Options] = None, mode: Optional[str] = None) -> str:
+    """The page, with the result of ``entry`` if given and ``error`` next to the form."""
+    values = request.form if request.method == "POST" else request.args
+    if entry is None and error is not None:
+        # after an error, keep showing the result the user was looking at, if it is still cached
+        depth_id = str(values.get("depth_id", ""))
+        entry = service().cache.get(depth_id) if DEPTH_ID.fullmatch(depth_id) else None
+    if opts is None:
+        opts = _kept_options(values)
+    if mode is None:
+        mode = values.get("views", "all") if values.get("views") in MODES else "all"
+    return render_template(
+        "index.html", error=error, entry=entry, opts=opts, mode=mode, modes=MODES,
+        colormaps=COLORMAPS, colorblind=COLORBLIND_FRIENDLY,
+        meta={f.name: f.metadata for f in fields(Options)},
+        defaults=Options().as_dict(), view_query=options_query,
+        max_bytes=current_app.config["MAX_CONTENT_LENGTH"])
+
+
+@bp.get("/")
+def index() -> Any:
+    """The empty studio, or with ``?depth_id=…&options`` the result of an earlier upload."""
+    if "depth_id" not in request.args:
+        return render_page()
+    entry = cached_entry(request.args["depth_id"])
+    # size and square belong to the depth itself, whatever the query says
+    opts = read_options({**request.args, "size": entry.size, "square": entry.square}, strict=False)
+    return render_page(entry=entry, opts=opts, mode=read_mode(request.args))
+
+
+@bp.post("/")
+def submit() -> Any:
+    """A new photo (or new options for the shown one) -> 303 to the result page, so a reload is safe."""
+    opts = read_options(request.form, strict=False)
+    mode = read_mode(request.form)
+    upload = request.files.get("image")
+    if upload is not None and upload.filename:  # browsers send an empty part when nothing was chosen
+        data, name = read_upload()
+        result = infer(data, name, opts)
+    elif request.form.get("depth_id"):
+        result = service().for_options(cached_entry(request.form["depth_id"]), opts)
+    else:
+        fail(400, "missing_file", "Choose a photo first.")
+    return redirect(url_for("page.index", depth_id=result.entry.id, views=mode, **options_query(opts)),
+                    code=303)

@@ -1,0 +1,98 @@
+"""What one web request asks of the engine: infer (or find in the cache), re-infer at a new size, render.
+
+Shared by the page and the API; no Flask here, so it is tested like the pipeline.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import PurePosixPath
+from typing import Dict, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .cache import DepthCache, Entry, depth_id
+from .options import Options
+from .pipeline import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, Model, encode_png, predict, render_views
+
+INFER_STAGES = ("decode", "preprocess", "infer", "upsample")
+
+
+def safe_stem(filename: Optional[str]) -> str:
+    """A download name from an upload's filename: no folders, no control or shell characters, short."""
+    name = PurePosixPath((filename or "").replace("\\", "/")).name
+    stem = name.rsplit(".", 1)[0] if "." in name else name
+    stem = re.sub(r"[^\w.-]+", "_", stem).strip("._-")[:64]  # \w keeps letters of any script
+    return stem or "photo"
+
+
+def ms_since(t0: float) -> float:
+    return round((time.perf_counter() - t0) * 1000.0, 2)
+
+
+@dataclass
+class Result:
+    """A cached entry and how it was obtained."""
+
+    entry: Entry
+    cached: bool
+    timings_ms: Dict[str, float] = field(default_factory=dict)
+
+
+class DepthService:
+    """The model, the result cache and the decode limits of one process."""
+
+    def __init__(self, model: Model, cache: DepthCache, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 max_side: int = DEFAULT_MAX_SIDE) -> None:
+        self.model = model
+        self.cache = cache
+        self.max_pixels = max_pixels
+        self.max_side = max_side
+
+    def infer(self, data: bytes, name: str, opts: Options) -> Result:
+        """Raw depth of an upload at ``opts.size``/``opts.square``; a repeated upload costs nothing.
+        ``name`` is the download stem (see ``safe_stem``). Raises ``pipeline.ImageError`` for bytes
+        that are not a usable image."""
+        key = depth_id(data, opts.size, opts.square)
+        hit = self.cache.get(key)
+        if hit is not None:
+            if hit.name != name:  # same photo under a new name: downloads should use the new one
+                hit = replace(hit, name=name)
+                self.cache.put(hit)
+            return Result(hit, True, dict.fromkeys(INFER_STAGES, 0.0))
+        pred = predict(data, self.model, opts, self.max_pixels, self.max_side)
+        entry = Entry(key, data, name, opts.size, opts.square, pred.photo, pred.depth)
+        self.cache.put(entry)
+        return Result(entry, False, pred.timings_ms)
+
+    def for_options(self, entry: Entry, opts: Options) -> Result:
+        """``entry`` itself if ``opts`` keeps its size and square mode, else a new inference of the
+        same upload (those two options change what the network sees)."""
+        if (opts.size, opts.square) == (entry.size, entry.square):
+            return Result(entry, True, dict.fromkeys(INFER_STAGES, 0.0))
+        return self.infer(entry.data, entry.name, opts)
+
+    def render(self, entry: Entry, opts: Options,
+               views: Sequence[str]) -> Tuple[Dict[str, bytes], Dict[str, float]]:
+        """PNG bytes of each asked-for view, and the render and encode times."""
+        t0 = time.perf_counter()
+        images = render_views(entry.photo, entry.depth, opts, views)
+        render_ms = ms_since(t0)
+        t1 = time.perf_counter()
+        pngs = {view: encode_png(img) for view, img in images.items()}
+        return pngs, {"render": render_ms, "encode": ms_since(t1)}
+
+    @staticmethod
+    def photo_png(entry: Entry) -> bytes:
+        """The photo as the depth map sees it (oriented, downscaled, cropped), as PNG."""
+        return encode_png(entry.photo)
+
+    @staticmethod
+    def depth_npy(entry: Entry) -> bytes:
+        """The raw float32 depth as a ``.npy`` file."""
+        buf = io.BytesIO()
+        np.save(buf, entry.depth, allow_pickle=False)
+        return buf.getvalue()

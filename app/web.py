@@ -1,0 +1,154 @@
+"""What the page and the API share: reading a request (upload, options, views, depth id) and the one
+error handler, which answers JSON for the API and HTML for the page."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any, Dict, Mapping, NoReturn, Optional, Tuple
+
+from flask import Flask, current_app, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException, abort
+
+from .cache import Entry
+from .options import OptionError, Options
+from .pipeline import VIEWS, ImageError
+from .service import DepthService, safe_stem
+
+log = logging.getLogger(__name__)
+
+# the stable machine-readable code each status gets unless a view names a more precise one
+ERROR_CODES: Mapping[int, str] = {
+    400: "bad_request", 404: "not_found", 405: "method_not_allowed", 406: "not_acceptable",
+    413: "too_large", 415: "unsupported_type", 422: "bad_option", 500: "internal_error",
+}
+# pipeline.ImageError codes -> HTTP status
+IMAGE_ERROR_STATUS: Mapping[str, int] = {"empty": 400, "corrupt": 400, "not_image": 415, "too_large": 413}
+NOT_OPTIONS = frozenset({"image", "views", "view", "depth_id", "download"})
+DEPTH_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def fail(status: int, error: str, message: str) -> NoReturn:
+    """``abort`` with a stable code (``error``) beside the plain-words ``message``."""
+    try:
+        abort(status, description=message)
+    except HTTPException as exc:
+        exc.error = error  # type: ignore[attr-defined]  # read by handle_error
+        raise
+
+
+def service() -> DepthService:
+    return current_app.extensions["depth_service"]
+
+
+def read_upload() -> Tuple[bytes, str]:
+    """The one file in the multipart field ``image``: its bytes (in memory only) and a safe stem."""
+    if request.mimetype != "multipart/form-data":
+        fail(415, "unsupported_type", "Send the photo as multipart/form-data in the field 'image'.")
+    files = request.files.getlist("image")
+    if not files:
+        others = ", ".join(repr(k) for k in request.files)
+        fail(400, "missing_file", "No photo was sent: put it in the form field 'image'"
+             + (f" (got {others})." if others else "."))
+    if len(files) > 1:
+        fail(400, "too_many_files", f"Send one photo per request (got {len(files)} in 'image').")
+    return files[0].read(), safe_stem(files[0].filename)
+
+
+def read_options(values: Mapping[str, Any], strict: bool) -> Options:
+    """Options from form fields or query arguments; with ``strict`` an unknown name is an error."""
+    try:
+        return Options.from_strings({k: v for k, v in values.items() if k not in NOT_OPTIONS}, strict)
+    except OptionError as exc:
+        fail(422, "bad_option", f"Option '{exc.name}': {exc.message}.")
+
+
+def read_views(values: Mapping[str, Any], default: Tuple[str, ...] = VIEWS) -> Tuple[str, ...]:
+    """``views`` (or ``view``): "all", "none"/empty, or a comma-separated list of view names."""
+    raw = values.get("views", values.get("view"))
+    if raw is None:
+        return default
+    raw = str(raw).strip().lower()
+    if raw == "all":
+        return VIEWS
+    names = [v.strip() for v in raw.split(",") if v.strip() and v.strip() != "none"]
+    for name in names:
+        if name not in VIEWS:
+            fail(422, "bad_option", f"Option 'views': unknown view {name[:40]!r}; use all, none or "
+                 f"a comma-separated list of {', '.join(VIEWS)}.")
+    return tuple(dict.fromkeys(names))
+
+
+def infer(data: bytes, name: str, opts: Options) -> Any:
+    """``DepthService.infer`` with image errors turned into their 4xx answers."""
+    try:
+        return service().infer(data, name, opts)
+    except ImageError as exc:
+        fail(IMAGE_ERROR_STATUS.get(exc.code, 400), exc.code, exc.message)
+
+
+def cached_entry(depth_id: Any) -> Entry:
+    """The cache entry of ``depth_id``, or a 404 that tells the user what to do."""
+    if not depth_id:
+        fail(400, "missing_depth_id", "Give the depth_id of an earlier result.")
+    entry = service().cache.get(str(depth_id)) if DEPTH_ID.fullmatch(str(depth_id)) else None
+    if entry is None:
+        fail(404, "not_cached", "That depth map is no longer in this server's memory (only recent "
+             "results are kept); upload the photo again.")
+    return entry
+
+
+def options_query(opts: Options, view: Optional[str] = None) -> Dict[str, str]:
+    """The options that differ from the defaults, as query/form strings (short, stable URLs). For one
+    ``view``, only those that change it: the alpha slider then re-renders the overlay alone."""
+    skip = set()
+    if view is not None:
+        skip = {"size", "square"}  # fixed by the depth_id
+        if view != "overlay":
+            skip.add("alpha")
+        if view == "gray":
+            skip.add("colormap")
+        if view == "photo":
+            skip.update(opts.as_dict())
+    default = Options()
+    out = {}
+    for name, value in opts.as_dict().items():
+        if name not in skip and value != getattr(default, name):
+            out[name] = ("on" if value else "off") if isinstance(value, bool) else str(value)
+    return out
+
+
+def wants_json() -> bool:
+    if request.path.startswith("/api/"):
+        return True
+    best = request.accept_mimetypes.best_match(["text/html", "application/json"])
+    return best == "application/json"
+
+
+def handle_error(exc: HTTPException) -> Any:
+    """The one error handler: JSON ``{"error", "message"}`` for the API, an HTML page otherwise."""
+    status = exc.code or 500
+    error = getattr(exc, "error", None) or ERROR_CODES.get(status, "error")
+    if status == 413 and error == "too_large" and not getattr(exc, "error", None):
+        limit = current_app.config["MAX_CONTENT_LENGTH"]
+        message = f"The upload is larger than this server's limit of {limit / 2**20:g} MB."
+    elif status >= 500:
+        message = "Something went wrong on the server; the error was logged. Please try again."
+    else:
+        message = exc.description or exc.name
+    if status >= 500:
+        log.error("%s %s -> %d", request.method, request.path, status)
+    if wants_json():
+        response = jsonify(error=error, message=message)
+        response.status_code = status
+        return response
+    if request.blueprint == "page":
+        # errors of the page appear next to its form, with the user's choices kept
+        from .page import render_page
+
+        return render_page(error=message), status
+    return render_template("error.html", status=status, error=error, message=message), status
+
+
+def register_errors(app: Flask) -> None:
+    app.register_error_handler(HTTPException, handle_error)

@@ -1,0 +1,252 @@
+// Upgrades the studio form to in-place updates. Without this script the form still works: it posts,
+// the server redirects to the result page, and "Apply" re-renders.
+//
+// Flow: a chosen, dropped or pasted photo goes to POST /api/v1/depth (views=none: inference only),
+// which answers a depth_id. Each shown view is then an <img> whose URL is
+// /api/v1/depth/<id>/<view>.png?<options>, rendered from the server's cache, so changing a colormap,
+// mode or slider re-renders without a new inference. Size and square need one: POST /api/v1/render.
+(() => {
+  "use strict";
+  const form = document.getElementById("studio-form");
+  if (!form || !window.fetch || !window.URLSearchParams) return;
+
+  const api = form.dataset.api;
+  const defaults = JSON.parse(form.dataset.defaults);
+  const maxBytes = Number(form.dataset.maxBytes);
+  const fileInput = form.elements.image;
+  const drop = document.getElementById("drop");
+  const statusEl = document.getElementById("status");
+  const errorEl = document.getElementById("error");
+  const results = document.getElementById("results");
+  const grid = document.getElementById("grid");
+  const fileNameEl = document.getElementById("file-name");
+  const submit = form.querySelector("button[type=submit]");
+  const INFER_OPTIONS = ["size", "square"];
+
+  let depthId = form.elements.depth_id ? form.elements.depth_id.value : null;
+  let inferredWith = depthId ? currentInferOptions() : null; // size/square of depthId
+  let inflight = null; // AbortController of the running inference
+  let renderStarted = 0;
+  let renderTimer = 0;
+
+  function setStatus(text, busy) {
+    statusEl.textContent = text;
+    statusEl.classList.toggle("busy", !!busy);
+    form.setAttribute("aria-busy", busy ? "true" : "false");
+  }
+  function setError(text) {
+    errorEl.textContent = text || "";
+    errorEl.hidden = !text;
+  }
+
+  function currentInferOptions() {
+    return INFER_OPTIONS.map((n) => form.elements[n].value).join("|");
+  }
+
+  // the form's options as the server parses them: booleans from checkboxes, the rest as strings
+  function values() {
+    const out = {};
+    for (const name of Object.keys(defaults)) {
+      const el = form.elements[name];
+      if (el) out[name] = el.type === "checkbox" ? el.checked : el.value;
+    }
+    return out;
+  }
+
+  // non-default options that change this view (the server builds the same URLs, see web.options_query)
+  function viewQuery(view) {
+    const v = values();
+    const q = new URLSearchParams();
+    if (view === "photo") return q;
+    for (const [name, def] of Object.entries(defaults)) {
+      if (INFER_OPTIONS.includes(name)) continue;
+      if (name === "alpha" && view !== "overlay") continue;
+      if (name === "colormap" && view === "gray") continue;
+      const val = v[name];
+      if (typeof def === "boolean") {
+        if (val !== def) q.set(name, val ? "on" : "off");
+      } else if (typeof def === "number") {
+        if (Number(val) !== def) q.set(name, val);
+      } else if (val !== def) {
+        q.set(name, val);
+      }
+    }
+    return q;
+  }
+
+  function url(view, q, download) {
+    const params = new URLSearchParams(q);
+    if (download) params.set("download", "1");
+    const s = params.toString();
+    return `${api}/depth/${depthId}/${view}.png${s ? "?" + s : ""}`;
+  }
+
+  // point every shown <img> at its view's URL; the browser fetches only the ones that changed
+  function show() {
+    if (!depthId) return;
+    const mode = form.elements.views.value;
+    grid.dataset.mode = mode;
+    const waiting = [];
+    for (const fig of grid.querySelectorAll("figure[data-view]")) {
+      const view = fig.dataset.view;
+      const visible = view === "photo" || mode === "all" || mode === view;
+      fig.hidden = !visible;
+      if (!visible) continue;
+      const q = viewQuery(view);
+      const img = fig.querySelector("img");
+      const src = url(view, q, false);
+      if (img.getAttribute("src") !== src) {
+        fig.classList.add("loading");
+        img.src = src;
+        waiting.push(img);
+      }
+      fig.querySelector("a.download").href = url(view, q, true);
+    }
+    document.getElementById("npy").href = `${api}/depth/${depthId}.npy`;
+    results.hidden = false;
+    const page = new URLSearchParams({ depth_id: depthId, views: mode });
+    for (const [k, v] of Object.entries(values())) {
+      const def = defaults[k];
+      if (typeof def === "boolean" ? v !== def : String(v) !== String(def)) page.set(k, v === true ? "on" : v === false ? "off" : v);
+    }
+    history.replaceState(null, "", `?${page}`);
+    if (waiting.length) {
+      renderStarted = performance.now();
+      if (!statusEl.classList.contains("busy")) setStatus("Rendering…", true);
+    }
+  }
+
+  function onImageDone(ev) {
+    const img = ev.target;
+    const fig = img.closest("figure");
+    fig.classList.remove("loading");
+    if (ev.type === "error" && img.getAttribute("src")) {
+      setError("This view could not be rendered: the result may have expired from the server's memory. " +
+               "Upload the photo again.");
+    }
+    if (!grid.querySelector("figure.loading:not([hidden])") && renderStarted) {
+      const ms = Math.round(performance.now() - renderStarted);
+      renderStarted = 0;
+      setStatus(statusEl.dataset.done ? `${statusEl.dataset.done} · shown in ${ms} ms` : `Re-rendered from cache in ${ms} ms`, false);
+      statusEl.dataset.done = "";
+    }
+  }
+  for (const img of grid.querySelectorAll("img")) {
+    img.addEventListener("load", onImageDone);
+    img.addEventListener("error", onImageDone);
+  }
+
+  function setDepth(json) {
+    depthId = json.depth_id;
+    inferredWith = currentInferOptions();
+    let hidden = form.elements.depth_id;
+    if (!hidden) {
+      hidden = document.createElement("input");
+      hidden.type = "hidden";
+      hidden.name = "depth_id";
+      form.appendChild(hidden);
+    }
+    hidden.value = depthId;
+    document.getElementById("dims").textContent = `${json.width} × ${json.height} px`;
+    for (const img of grid.querySelectorAll("img")) {
+      img.width = json.width;
+      img.height = json.height;
+    }
+    const t = json.timings_ms;
+    statusEl.dataset.done = json.cached
+      ? "Depth map from cache"
+      : `Depth map in ${Math.round(t.total)} ms (decode ${Math.round(t.decode)}, inference ${Math.round(t.infer)})`;
+    submit.textContent = "Apply";
+  }
+
+  async function post(path, body) {
+    if (inflight) inflight.abort(); // a newer photo wins; the form stays usable meanwhile
+    const ctrl = new AbortController();
+    inflight = ctrl;
+    setError("");
+    setStatus("Generating depth map…", true);
+    try {
+      const r = await fetch(api + path, { method: "POST", body, signal: ctrl.signal,
+                                          headers: body instanceof FormData ? { Accept: "application/json" } : { Accept: "application/json", "Content-Type": "application/json" } });
+      const json = await r.json().catch(() => null);
+      if (!r.ok) throw new Error((json && json.message) || `The server answered ${r.status} ${r.statusText}.`);
+      setDepth(json);
+      setStatus("Rendering…", true);
+      show();
+      if (!renderStarted) setStatus(statusEl.dataset.done, false);
+    } catch (e) {
+      if (e.name === "AbortError") return;
+      setStatus("", false);
+      setError(e instanceof TypeError ? "Could not reach the server. Is it still running?" : e.message);
+    } finally {
+      if (inflight === ctrl) inflight = null;
+    }
+  }
+
+  function upload(file) {
+    if (!file) return;
+    fileNameEl.textContent = file.name;
+    if (file.size > maxBytes) {
+      setError(`That file is ${(file.size / 1048576).toFixed(1)} MB; the limit is ${+(maxBytes / 1048576).toFixed(1)} MB.`);
+      return;
+    }
+    const body = new FormData();
+    body.append("image", file, file.name);
+    for (const n of INFER_OPTIONS) body.append(n, form.elements[n].value);
+    body.append("views", "none");
+    post("/depth", body);
+  }
+
+  function reinfer() {
+    const body = { depth_id: depthId, views: "none" };
+    for (const n of INFER_OPTIONS) body[n] = form.elements[n].value;
+    post("/render", JSON.stringify(body));
+  }
+
+  function onControl(ev) {
+    const el = ev.target;
+    if (el === fileInput) {
+      if (ev.type === "change") upload(fileInput.files[0]);
+      return;
+    }
+    const out = document.getElementById(`o-${el.name}`);
+    if (out) out.textContent = el.value;
+    if (!depthId) return;
+    if (INFER_OPTIONS.includes(el.name)) {
+      if (ev.type === "change" && currentInferOptions() !== inferredWith) reinfer();
+      return;
+    }
+    setError("");
+    clearTimeout(renderTimer); // sliders fire many events: render once they settle a little
+    renderTimer = setTimeout(show, el.type === "range" ? 120 : 0);
+  }
+  form.addEventListener("input", onControl);
+  form.addEventListener("change", onControl);
+
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    if (fileInput.files[0] && !depthId) upload(fileInput.files[0]);
+    else if (depthId && currentInferOptions() !== inferredWith) reinfer();
+    else if (depthId) show();
+    else setError("Choose a photo first.");
+  });
+
+  for (const type of ["dragenter", "dragover"]) {
+    drop.addEventListener(type, (ev) => { ev.preventDefault(); drop.classList.add("over"); });
+  }
+  for (const type of ["dragleave", "drop"]) {
+    drop.addEventListener(type, () => drop.classList.remove("over"));
+  }
+  drop.addEventListener("drop", (ev) => {
+    ev.preventDefault();
+    const files = ev.dataTransfer && ev.dataTransfer.files;
+    if (!files || !files.length) return;
+    fileInput.files = files; // keeps the no-JS submit path consistent with what is shown
+    upload(files[0]);
+  });
+  document.addEventListener("paste", (ev) => {
+    const item = [...(ev.clipboardData ? ev.clipboardData.files : [])].find((f) => f.type.startsWith("image/"));
+    if (item) upload(item);
+  });
+  if (depthId) setStatus("", false);
+})();

@@ -1,0 +1,124 @@
+"""The result cache and the request service behind the page and the API."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from app.cache import DepthCache, Entry, depth_id
+from app.options import Options
+from app.service import DepthService, safe_stem
+
+
+def entry(key: str, side: int = 10, data: bytes = b"x") -> Entry:
+    return Entry(key, data, "photo", 256, "off", np.zeros((side, side, 3), np.uint8),
+                 np.zeros((side, side), np.float32))
+
+
+def test_depth_id_depends_on_bytes_size_and_square() -> None:
+    ids = {depth_id(b"a", 256, "off"), depth_id(b"b", 256, "off"), depth_id(b"a", 384, "off"),
+           depth_id(b"a", 256, "pad")}
+    assert len(ids) == 4 and all(len(i) == 32 for i in ids)
+    assert depth_id(b"a", 256, "off") == depth_id(b"a", 256, "off")
+
+
+def test_cache_is_lru_and_bounded_in_bytes() -> None:
+    one = entry("a").nbytes
+    cache = DepthCache(max_bytes=3 * one)
+    for key in "abc":
+        cache.put(entry(key))
+    assert cache.get("a") is not None  # a is now the most recent, b the oldest
+    cache.put(entry("d"))
+    assert cache.get("b") is None and {k for k in "acd" if cache.get(k)} == set("acd")
+    assert len(cache) == 3 and cache.nbytes == 3 * one
+
+
+def test_entry_larger_than_the_budget_is_not_kept() -> None:
+    cache = DepthCache(max_bytes=100)
+    cache.put(entry("big"))
+    assert cache.get("big") is None and cache.nbytes == 0
+
+
+def test_replacing_an_entry_keeps_the_byte_count_right() -> None:
+    cache = DepthCache(max_bytes=10**6)
+    cache.put(entry("a", side=10))
+    cache.put(entry("a", side=20))
+    assert len(cache) == 1 and cache.nbytes == entry("a", side=20).nbytes
+
+
+def test_cached_arrays_are_read_only() -> None:
+    cache = DepthCache(max_bytes=10**6)
+    cache.put(entry("a"))
+    with pytest.raises(ValueError):
+        cache.get("a").depth[0, 0] = 1.0
+
+
+def test_cache_under_concurrent_use_stays_within_budget() -> None:
+    one = entry("x").nbytes
+    cache = DepthCache(max_bytes=5 * one)
+
+    def work(offset: int) -> None:
+        for i in range(200):
+            cache.put(entry(f"{offset}-{i % 17}"))
+            cache.get(f"{offset}-{(i * 7) % 17}")
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(cache) == 5 and cache.nbytes == 5 * one
+
+
+@pytest.mark.parametrize("filename, stem", [
+    ("cat.jpg", "cat"),
+    ("../../etc/passwd", "passwd"),
+    ("C:\\Users\\me\\holiday photo.png", "holiday_photo"),
+    ("照片 1.jpeg", "照片_1"),
+    ("a\x00b\r\nc.png", "a_b_c"),
+    ("", "photo"),
+    (None, "photo"),
+    ("...", "photo"),
+    ("x" * 300 + ".png", "x" * 64),
+])
+def test_safe_stem(filename, stem) -> None:
+    assert safe_stem(filename) == stem
+
+
+def test_repeated_upload_is_not_inferred_again(model, samples) -> None:
+    calls = []
+
+    def counting(x):
+        calls.append(x.shape)
+        return model(x)
+
+    service = DepthService(counting, DepthCache(10**9))
+    first = service.infer(samples["chelsea"], "chelsea", Options())
+    again = service.infer(samples["chelsea"], "cat", Options(colormap="jet"))
+    assert not first.cached and again.cached and len(calls) == 1
+    assert again.entry.id == first.entry.id and again.entry.name == "cat"
+    assert again.timings_ms["infer"] == 0.0
+
+
+def test_new_size_reinfers_the_cached_upload(model, samples) -> None:
+    service = DepthService(model, DepthCache(10**9))
+    first = service.infer(samples["rocket"], "rocket", Options()).entry
+    same = service.for_options(first, Options(colormap="jet"))
+    bigger = service.for_options(first, Options(size=384, square="pad"))
+    assert same.entry is first and same.cached
+    assert not bigger.cached and bigger.entry.id != first.id and bigger.entry.name == "rocket"
+    assert (bigger.entry.size, bigger.entry.square) == (384, "pad")
+    assert bigger.entry.depth.shape == first.depth.shape
+
+
+def test_render_gives_the_asked_views_as_png(model, samples) -> None:
+    service = DepthService(model, DepthCache(10**9))
+    e = service.infer(samples["coffee"], "coffee", Options()).entry
+    pngs, timings = service.render(e, Options(), ("gray", "overlay"))
+    assert list(pngs) == ["gray", "overlay"] and all(p.startswith(b"\x89PNG") for p in pngs.values())
+    assert set(timings) == {"render", "encode"}
+    assert service.render(e, Options(), ())[0] == {}
+    npy = service.depth_npy(e)
+    assert npy.startswith(b"\x93NUMPY")
