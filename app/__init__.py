@@ -28,14 +28,14 @@ DEFAULTS: Mapping[str, Any] = {
 def create_app(test_config: Optional[Mapping[str, Any]] = None) -> Flask:
     """Config goes defaults -> environment (``DEPTHMAP_*``, ``MIDAS_WEIGHTS``) -> ``test_config``;
     then the model is loaded once for this process and kept in ``app.extensions["depth_model"]``."""
-    from . import api, page
+    from . import api, page, web
     from .cache import DepthCache
     from .model import DepthModel, resolve_weights
     from .service import DepthService
-    from .web import register_errors
 
     app = Flask(__name__, template_folder="../templates", static_folder="../static")
     app.config.from_mapping(DEFAULTS)
+    app.json.sort_keys = False  # answers keep their natural order (views in the order asked for)
     # never a fixed secret: DEPTHMAP_SECRET_KEY from the environment, else random per process
     app.config["SECRET_KEY"] = secrets.token_hex(32)
     app.config.from_prefixed_env("DEPTHMAP")  # e.g. DEPTHMAP_MAX_PIXELS=20000000
@@ -54,7 +54,7 @@ def create_app(test_config: Optional[Mapping[str, Any]] = None) -> Flask:
 
     app.register_blueprint(page.bp)
     app.register_blueprint(api.bp)
-    register_errors(app)
+    web.init_app(app)
 
     @app.get("/healthz")
     def healthz() -> Any:

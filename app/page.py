@@ -7,6 +7,7 @@ from dataclasses import fields
 from typing import Any, Mapping, Optional
 
 from flask import Blueprint, current_app, redirect, render_template, request, url_for
+from werkzeug.exceptions import HTTPException
 
 from .cache import Entry
 from .options import COLORBLIND_FRIENDLY, COLORMAPS, OptionError, Options
@@ -38,10 +39,19 @@ def _kept_options(values: Mapping[str, Any]) -> Options:
     return Options.from_strings(kept)
 
 
+def _submitted() -> Mapping[str, Any]:
+    if request.method != "POST":
+        return request.args
+    try:
+        return request.form
+    except HTTPException:  # a body too large to read: show the form with its defaults
+        return {}
+
+
 def render_page(error: Optional[str] = None, entry: Optional[Entry] = None,
                 opts: Optional[Options] = None, mode: Optional[str] = None) -> str:
     """The page, with the result of ``entry`` if given and ``error`` next to the form."""
-    values = request.form if request.method == "POST" else request.args
+    values = _submitted()
     if entry is None and error is not None:
         # after an error, keep showing the result the user was looking at, if it is still cached
         depth_id = str(values.get("depth_id", ""))

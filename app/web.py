@@ -3,11 +3,12 @@ error handler, which answers JSON for the API and HTML for the page."""
 
 from __future__ import annotations
 
+import io
 import logging
 import re
-from typing import Any, Dict, Mapping, NoReturn, Optional, Tuple
+from typing import IO, Any, Dict, Mapping, NoReturn, Optional, Tuple
 
-from flask import Flask, current_app, jsonify, render_template, request
+from flask import Flask, Request, current_app, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException, abort
 
 from .cache import Entry
@@ -26,6 +27,16 @@ ERROR_CODES: Mapping[int, str] = {
 IMAGE_ERROR_STATUS: Mapping[str, int] = {"empty": 400, "corrupt": 400, "not_image": 415, "too_large": 413}
 NOT_OPTIONS = frozenset({"image", "views", "view", "depth_id", "download"})
 DEPTH_ID = re.compile(r"[0-9a-f]{32}")
+
+
+class InMemoryRequest(Request):
+    """Uploads stay in memory (bounded by ``MAX_CONTENT_LENGTH``): Werkzeug would otherwise spool any
+    upload over 500 KB to a temporary file on disk."""
+
+    def _get_file_stream(self, total_content_length: Optional[int], content_type: Optional[str],
+                         filename: Optional[str] = None,
+                         content_length: Optional[int] = None) -> IO[bytes]:
+        return io.BytesIO()
 
 
 def fail(status: int, error: str, message: str) -> NoReturn:
@@ -150,5 +161,6 @@ def handle_error(exc: HTTPException) -> Any:
     return render_template("error.html", status=status, error=error, message=message), status
 
 
-def register_errors(app: Flask) -> None:
+def init_app(app: Flask) -> None:
+    app.request_class = InMemoryRequest
     app.register_error_handler(HTTPException, handle_error)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import signal
 import socket
@@ -125,3 +126,20 @@ def running_server(weights: Path, log_path: Path, *args: str,
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def form_data(fields: Dict[str, object]) -> Dict[str, object]:
+    """Test-client keyword arguments for a multipart body built in memory; ``(bytes, filename)`` values
+    are files, lists give repeated fields. (The test client's own encoder spools bodies over 500 KB to
+    temporary files it never closes.)"""
+    from werkzeug.datastructures import FileStorage, MultiDict
+    from werkzeug.test import encode_multipart
+
+    values: MultiDict = MultiDict()
+    for name, value in fields.items():
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, tuple):
+                item = FileStorage(io.BytesIO(item[0]), filename=item[1])
+            values.add(name, item)
+    boundary, body = encode_multipart(values)
+    return {"data": body, "content_type": f"multipart/form-data; boundary={boundary}"}

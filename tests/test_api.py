@@ -1,0 +1,325 @@
+"""The JSON API with Flask's test client: every route, and every error as JSON with the right status."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app.cache import DepthCache
+from app.options import Options
+from app.pipeline import predict
+from conftest import form_data
+
+
+def post_depth(client, data: bytes, filename: str = "photo.png", headers=None, **fields):
+    return client.post("/api/v1/depth", headers=headers or {},
+                       **form_data({"image": (data, filename), **fields}))
+
+
+def data_uri_image(uri: str) -> np.ndarray:
+    prefix = "data:image/png;base64,"
+    assert uri.startswith(prefix)
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(uri[len(prefix):]))))
+
+
+def png_array(data: bytes) -> np.ndarray:
+    assert data.startswith(b"\x89PNG")
+    return np.asarray(Image.open(io.BytesIO(data)))
+
+
+def photo_size(data: bytes):
+    return Image.open(io.BytesIO(data)).size
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that declares ``width`` x ``height`` but carries (almost) no pixels: a decompression bomb's
+    first bytes."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) \
+        + chunk(b"IEND", b"")
+
+
+def test_depth_answers_views_id_and_timings(client, samples) -> None:
+    r = post_depth(client, samples["chelsea"], "chelsea.png")
+    assert r.status_code == 200 and r.mimetype == "application/json"
+    body = r.get_json()
+    width, height = photo_size(samples["chelsea"])
+    assert (body["width"], body["height"]) == (width, height)
+    assert re.fullmatch(r"[0-9a-f]{32}", body["depth_id"]) and r.headers["X-Depth-Id"] == body["depth_id"]
+    assert set(body["views"]) == {"heatmap", "overlay", "gray"}
+    assert data_uri_image(body["views"]["heatmap"]).shape == (height, width, 3)
+    assert data_uri_image(body["views"]["overlay"]).shape == (height, width, 3)
+    assert data_uri_image(body["views"]["gray"]).shape == (height, width)
+    assert {"decode", "infer", "render", "encode", "total"} <= set(body["timings_ms"])
+    assert body["options"] == Options().as_dict()
+    assert "infer;dur=" in r.headers["Server-Timing"]
+
+
+def test_same_photo_again_comes_from_the_cache(client, samples) -> None:
+    first = post_depth(client, samples["coffee"], views="none").get_json()
+    again = post_depth(client, samples["coffee"], views="none").get_json()
+    assert again["depth_id"] == first["depth_id"] and again["cached"]
+    assert again["timings_ms"]["infer"] == 0.0
+
+
+def test_options_reach_the_pipeline(client, samples) -> None:
+    body = post_depth(client, samples["rocket"], colormap="gray", views="heatmap,gray").get_json()
+    heat, gray = (data_uri_image(body["views"][v]) for v in ("heatmap", "gray"))
+    assert list(body["views"]) == ["heatmap", "gray"]
+    assert np.array_equal(heat[..., 0], gray) and np.array_equal(heat[..., 2], gray)
+    inverted = post_depth(client, samples["rocket"], invert="true", views="gray").get_json()
+    flipped = data_uri_image(inverted["views"]["gray"]).astype(int)
+    assert np.abs(flipped - (255 - gray.astype(int))).max() <= 1  # rounding either side of .5
+
+
+@pytest.mark.parametrize("views, expected", [
+    ("heatmap", ["heatmap"]), ("none", []), ("", []), ("all", ["heatmap", "overlay", "gray"]),
+    ("overlay, gray", ["overlay", "gray"]), ("gray,gray", ["gray"]),
+])
+def test_views_option_picks_views(client, samples, views, expected) -> None:
+    body = post_depth(client, samples["chelsea"], views=views).get_json()
+    assert list(body["views"]) == expected
+
+
+def test_accept_png_with_one_view_returns_the_png(client, samples) -> None:
+    r = post_depth(client, samples["chelsea"], view="gray", headers={"Accept": "image/png"})
+    assert r.status_code == 200 and r.mimetype == "image/png"
+    width, height = photo_size(samples["chelsea"])
+    assert png_array(r.data).shape == (height, width)
+    assert re.fullmatch(r"[0-9a-f]{32}", r.headers["X-Depth-Id"])
+
+
+def test_accept_png_with_several_views_is_refused(client, samples) -> None:
+    r = post_depth(client, samples["chelsea"], headers={"Accept": "image/png"})
+    assert r.status_code == 406 and r.get_json()["error"] == "not_acceptable"
+
+
+def test_render_from_cache_changes_the_image_not_the_depth(client, app, samples) -> None:
+    first = post_depth(client, samples["astronaut"], views="heatmap").get_json()
+    calls = []
+    service = app.extensions["depth_service"]
+    model = service.model
+    service.model = lambda x: calls.append(1) or model(x)
+    try:
+        r = client.post("/api/v1/render", json={"depth_id": first["depth_id"], "colormap": "viridis",
+                                                 "views": "heatmap"})
+        form = client.post("/api/v1/render", **form_data({"depth_id": first["depth_id"], "colormap": "viridis",
+                                                                "views": "heatmap"}))
+    finally:
+        service.model = model
+    body = r.get_json()
+    assert r.status_code == 200 and not calls and body["depth_id"] == first["depth_id"] and body["cached"]
+    assert body["views"] == form.get_json()["views"]
+    before, after = (data_uri_image(b["views"]["heatmap"]) for b in (first, body))
+    assert before.shape == after.shape and not np.array_equal(before, after)
+    assert body["timings_ms"]["infer"] == 0.0 and body["options"]["colormap"] == "viridis"
+
+
+def test_render_with_a_new_size_reinfers_and_gives_a_new_id(client, samples) -> None:
+    first = post_depth(client, samples["rocket"], views="none").get_json()
+    r = client.post("/api/v1/render", json={"depth_id": first["depth_id"], "size": 384, "views": "gray"})
+    body = r.get_json()
+    assert r.status_code == 200 and body["depth_id"] != first["depth_id"] and not body["cached"]
+    assert body["options"]["size"] == 384 and (body["width"], body["height"]) == photo_size(samples["rocket"])
+    # the options of the depth are kept when a render does not name them
+    again = client.post("/api/v1/render", json={"depth_id": body["depth_id"], "views": "none"}).get_json()
+    assert again["options"]["size"] == 384 and again["depth_id"] == body["depth_id"]
+
+
+def test_raw_depth_is_the_float32_prediction(client, model, samples) -> None:
+    body = post_depth(client, samples["coffee"], "coffee.png", views="none").get_json()
+    r = client.get(f"/api/v1/depth/{body['depth_id']}.npy")
+    assert r.status_code == 200 and 'filename="coffee.depth.npy"' in r.headers["Content-Disposition"]
+    depth = np.load(io.BytesIO(r.data), allow_pickle=False)
+    expected = predict(samples["coffee"], model, Options()).depth
+    assert depth.dtype == np.float32 and depth.shape == (body["height"], body["width"])
+    np.testing.assert_allclose(depth, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_view_images_by_url(client, samples) -> None:
+    body = post_depth(client, samples["chelsea"], "chelsea.png", views="overlay").get_json()
+    base = f"/api/v1/depth/{body['depth_id']}"
+    photo = client.get(f"{base}/photo.png")
+    width, height = photo_size(samples["chelsea"])
+    assert photo.status_code == 200 and png_array(photo.data).shape == (height, width, 3)
+    assert np.array_equal(png_array(photo.data), np.asarray(Image.open(io.BytesIO(samples["chelsea"]))))
+    overlay = client.get(f"{base}/overlay.png")
+    assert np.array_equal(png_array(overlay.data), data_uri_image(body["views"]["overlay"]))
+    download = client.get(f"{base}/heatmap.png?colormap=jet&download=1")
+    assert 'filename="chelsea.heatmap.png"' in download.headers["Content-Disposition"]
+    assert "max-age" in download.headers["Cache-Control"]
+
+
+def test_unicode_filename_survives_in_downloads(client, samples) -> None:
+    body = post_depth(client, samples["rocket"], "火箭.jpg", views="none").get_json()
+    r = client.get(f"/api/v1/depth/{body['depth_id']}.npy")
+    assert "filename*=UTF-8''%E7%81%AB%E7%AE%AD.depth.npy" in r.headers["Content-Disposition"]
+
+
+def test_evicted_depth_is_a_404_with_advice(client, app, samples, monkeypatch) -> None:
+    service = app.extensions["depth_service"]
+    body = post_depth(client, samples["chelsea"], views="none").get_json()
+    monkeypatch.setattr(service, "cache", DepthCache(max_bytes=service.cache.max_bytes))
+    for r in (client.get(f"/api/v1/depth/{body['depth_id']}.npy"),
+              client.get(f"/api/v1/depth/{body['depth_id']}/heatmap.png"),
+              client.post("/api/v1/render", json={"depth_id": body["depth_id"]})):
+        assert r.status_code == 404
+        assert r.get_json()["error"] == "not_cached" and "upload the photo again" in r.get_json()["message"]
+
+
+def test_cache_stays_within_its_byte_budget(client, app, samples, monkeypatch) -> None:
+    service = app.extensions["depth_service"]
+    budget = 3_000_000  # about two of the sample photos' entries
+    monkeypatch.setattr(service, "cache", DepthCache(max_bytes=budget))
+    ids = [post_depth(client, samples[n], views="none").get_json()["depth_id"] for n in samples]
+    assert service.cache.nbytes <= budget
+    assert client.get(f"/api/v1/depth/{ids[-1]}.npy").status_code == 200
+    assert client.get(f"/api/v1/depth/{ids[0]}.npy").status_code == 404
+
+
+def test_healthz(client, app) -> None:
+    body = client.get("/healthz").get_json()
+    model = app.extensions["depth_model"]
+    assert body["status"] == "ok" and body["model"] == model.name
+    assert body["weights_sha256"] == model.weights_sha256 and body["torch_threads"] == 2
+    assert body["uptime_s"] >= 0
+
+
+# errors ----------------------------------------------------------------------------------------------
+
+def truncated(data: bytes) -> bytes:
+    return data[: len(data) // 2]
+
+
+@pytest.mark.parametrize("fields, status, error", [
+    ({"colormap": "rainbow"}, 422, "bad_option"),
+    ({"alpha": "2"}, 422, "bad_option"),
+    ({"alpha": "nan"}, 422, "bad_option"),
+    ({"contrast": "inf"}, 422, "bad_option"),
+    ({"brightness": "-inf"}, 422, "bad_option"),
+    ({"contrast": "abc"}, 422, "bad_option"),
+    ({"size": "300"}, 422, "bad_option"),
+    ({"size": "256.0"}, 422, "bad_option"),
+    ({"square": "circle"}, 422, "bad_option"),
+    ({"log": "maybe"}, 422, "bad_option"),
+    ({"clahe_grid": "0"}, 422, "bad_option"),
+    ({"colour": "jet"}, 422, "bad_option"),
+    ({"views": "depth"}, 422, "bad_option"),
+])
+def test_bad_options_are_422(client, samples, fields, status, error) -> None:
+    r = post_depth(client, samples["chelsea"], **fields)
+    assert r.status_code == status and r.mimetype == "application/json"
+    body = r.get_json()
+    assert body["error"] == error and list(fields)[0] in body["message"]
+
+
+@pytest.mark.parametrize("make, status, error", [
+    (lambda s: b"", 400, "empty"),
+    (lambda s: b"hello, this is text", 415, "not_image"),
+    (lambda s: b"<html><body>hi</body></html>", 415, "not_image"),
+    (lambda s: b"%PDF-1.4\n%...", 415, "not_image"),
+    (lambda s: b"PK\x03\x04" + b"\0" * 40, 415, "not_image"),
+    (lambda s: truncated(s["chelsea"]), 400, "corrupt"),
+    (lambda s: truncated(s["rocket"]), 400, "corrupt"),
+    (lambda s: png_header_only(50000, 50000), 413, "too_large"),
+])
+def test_bad_images_are_4xx(client, samples, make, status, error) -> None:
+    r = post_depth(client, make(samples), "photo.jpg")
+    assert r.status_code == status, r.get_json()
+    assert r.get_json()["error"] == error and r.get_json()["message"]
+
+
+def test_missing_file(client) -> None:
+    r = client.post("/api/v1/depth", **form_data({"colormap": "jet"}))
+    assert r.status_code == 400 and r.get_json()["error"] == "missing_file"
+
+
+def test_wrong_field_name_is_named_in_the_message(client, samples) -> None:
+    r = client.post("/api/v1/depth", **form_data({"file": (samples["chelsea"], "a.png")}))
+    assert r.status_code == 400 and "'file'" in r.get_json()["message"]
+
+
+def test_two_files_are_refused(client, samples) -> None:
+    r = client.post("/api/v1/depth", **form_data({"image": [(samples["chelsea"], "a.png"),
+                                                             (samples["rocket"], "b.jpg")]}))
+    assert r.status_code == 400 and r.get_json()["error"] == "too_many_files"
+
+
+def test_not_multipart_is_415(client, samples) -> None:
+    r = client.post("/api/v1/depth", data=samples["chelsea"], content_type="image/png")
+    assert r.status_code == 415 and r.get_json()["error"] == "unsupported_type"
+
+
+def test_body_over_the_limit_is_413(client, app, samples, monkeypatch) -> None:
+    monkeypatch.setitem(app.config, "MAX_CONTENT_LENGTH", 100_000)
+    r = post_depth(client, samples["astronaut"])
+    assert r.status_code == 413
+    assert r.get_json() == {"error": "too_large",
+                            "message": "The upload is larger than this server's limit of 0.0953674 MB."}
+
+
+@pytest.mark.parametrize("method, path, status, error", [
+    ("get", "/api/v1/depth", 405, "method_not_allowed"),
+    ("get", "/api/v1/nothing", 404, "not_found"),
+    ("get", "/api/v1/depth/0123456789abcdef0123456789abcdef.npy", 404, "not_cached"),
+    ("get", "/api/v1/depth/not-an-id.npy", 404, "not_cached"),
+    ("get", "/api/v1/depth/../../etc/passwd.npy", 404, "not_found"),
+    ("post", "/api/v1/render", 400, "missing_depth_id"),
+])
+def test_route_errors_are_json(client, method, path, status, error) -> None:
+    r = getattr(client, method)(path)
+    assert r.status_code == status and r.get_json()["error"] == error
+
+
+def test_render_json_body_must_be_an_object(client) -> None:
+    r = client.post("/api/v1/render", json=[1, 2])
+    assert r.status_code == 400 and r.get_json()["error"] == "bad_request"
+
+
+@pytest.mark.parametrize("query, status, error", [
+    ("heatmap.png?colormap=nope", 422, "bad_option"),
+    ("heatmap.png?size=512", 422, "bad_option"),
+    ("depth.png", 404, "not_found"),
+])
+def test_view_url_errors(client, samples, query, status, error) -> None:
+    depth_id = post_depth(client, samples["chelsea"], views="none").get_json()["depth_id"]
+    r = client.get(f"/api/v1/depth/{depth_id}/{query}")
+    assert r.status_code == status and r.get_json()["error"] == error
+
+
+def test_server_error_is_json_without_details(app, samples, monkeypatch) -> None:
+    service = app.extensions["depth_service"]
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(service, "infer", broken)
+    monkeypatch.setitem(app.config, "PROPAGATE_EXCEPTIONS", False)
+    r = post_depth(app.test_client(), samples["chelsea"])
+    assert r.status_code == 500 and r.get_json()["error"] == "internal_error"
+    assert "secret" not in r.get_data(as_text=True)
+
+
+def test_uploads_are_never_spooled_to_disk(client, samples, monkeypatch) -> None:
+    import tempfile
+
+    import werkzeug.formparser
+
+    def no_disk(*args, **kwargs):
+        raise AssertionError("an upload was about to be written to a temporary file")
+
+    for module in (tempfile, werkzeug.formparser):
+        for name in ("SpooledTemporaryFile", "TemporaryFile", "NamedTemporaryFile"):
+            if hasattr(module, name):
+                monkeypatch.setattr(module, name, no_disk)
+    assert len(samples["astronaut"]) > 500 * 1024  # Werkzeug's own threshold for spooling to disk
+    assert post_depth(client, samples["astronaut"], views="none").status_code == 200
