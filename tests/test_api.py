@@ -112,8 +112,8 @@ def test_render_from_cache_changes_the_image_not_the_depth(client, app, samples)
     try:
         r = client.post("/api/v1/render", json={"depth_id": first["depth_id"], "colormap": "viridis",
                                                  "views": "heatmap"})
-        form = client.post("/api/v1/render", **form_data({"depth_id": first["depth_id"], "colormap": "viridis",
-                                                                "views": "heatmap"}))
+        fields = {"depth_id": first["depth_id"], "colormap": "viridis", "views": "heatmap"}
+        form = client.post("/api/v1/render", **form_data(fields))
     finally:
         service.model = model
     body = r.get_json()

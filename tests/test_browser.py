@@ -1,0 +1,247 @@
+"""The studio in a real headless Chromium (Debian's ``chromium`` + ``chromium-driver``, via Selenium)
+against the real gunicorn server: upload, switch colormap and mode, see the images change.
+
+Skipped, visibly, where Chromium is not installed; CI sets DEPTHMAP_REQUIRE_BROWSER=1 so that it fails
+there instead. With SCREENSHOT_DIR set, the result page is saved there as studio.jpg and studio-phone.jpg
+(README's screenshots come from this test).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from PIL import Image
+
+from conftest import SAMPLES, running_server
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+
+if not (Path(CHROMIUM).is_file() and Path(CHROMEDRIVER).is_file()):
+    if os.environ.get("DEPTHMAP_REQUIRE_BROWSER"):
+        raise RuntimeError("DEPTHMAP_REQUIRE_BROWSER is set but chromium/chromedriver are missing")
+    pytest.skip("no Chromium here: apt install chromium chromium-driver to run the browser tests",
+                allow_module_level=True)
+
+from selenium import webdriver  # noqa: E402
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
+from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
+
+# the page is idle: a result is shown, every shown image has loaded, nothing is in flight
+SETTLED = """
+const figs = [...document.querySelectorAll('#grid figure:not([hidden])')];
+return !document.getElementById('results').hidden && figs.length > 0 &&
+  figs.every(f => { const i = f.querySelector('img');
+                    return i.getAttribute('src') && i.complete && i.naturalWidth > 0 &&
+                           !f.classList.contains('loading'); }) &&
+  !document.getElementById('status').classList.contains('busy');
+"""
+# a hash of a shown image's decoded pixels, read back through a canvas
+PIXELS = """
+const img = document.querySelector(`figure[data-view="${arguments[0]}"] img`);
+const c = document.createElement('canvas');
+c.width = img.naturalWidth; c.height = img.naturalHeight;
+const ctx = c.getContext('2d'); ctx.drawImage(img, 0, 0);
+const d = ctx.getImageData(0, 0, c.width, c.height).data;
+let h = 0; for (let i = 0; i < d.length; i += 7) h = (Math.imul(h, 31) + d[i]) | 0;
+return h;
+"""
+# how many times the page asked the server for an inference
+POSTS = """
+return performance.getEntriesByType('resource').filter(e => e.initiatorType === 'fetch')
+  .map(e => new URL(e.name).pathname);
+"""
+
+
+def make_driver(width: int = 1400, height: int = 1000, phone: bool = False) -> webdriver.Chrome:
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    # these flags keep Chromium from reaching out to Google's services, which this network refuses
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--no-first-run", "--disable-quic", f"--window-size={width},{height}",
+                 f"--user-data-dir={tempfile.mkdtemp(prefix='chromium-')}"):
+        opts.add_argument(flag)
+    if phone:
+        opts.add_experimental_option("mobileEmulation", {
+            "deviceMetrics": {"width": 390, "height": 844, "pixelRatio": 2, "touch": True}})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    driver.set_page_load_timeout(60)
+    return driver
+
+
+@pytest.fixture(scope="module")
+def server_url(weights_path: Path, tmp_path_factory) -> Iterator[str]:
+    log = tmp_path_factory.mktemp("browser") / "server.log"
+    with running_server(weights_path, log) as (url, _):
+        yield url
+
+
+@pytest.fixture(scope="module")
+def driver() -> Iterator[webdriver.Chrome]:
+    d = make_driver()
+    yield d
+    d.quit()
+
+
+def wait_settled(driver, timeout: float = 60) -> None:
+    WebDriverWait(driver, timeout).until(lambda d: d.execute_script(SETTLED))
+
+
+def upload(driver, path: Path) -> None:
+    driver.find_element(By.ID, "f-image").send_keys(str(path))
+
+
+def depth_id(driver) -> str:
+    return parse_qs(urlsplit(driver.current_url).query)["depth_id"][0]
+
+
+def shown(driver) -> list:
+    return [f.get_attribute("data-view") for f in driver.find_elements(By.CSS_SELECTOR, "#grid figure")
+            if f.is_displayed()]
+
+
+def photo_size(path: Path) -> tuple:
+    with Image.open(path) as im:
+        return im.size
+
+
+def save_screenshot(driver, name: str) -> None:
+    out = os.environ.get("SCREENSHOT_DIR")
+    if out:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        # JPEG keeps the README's pictures small; the page itself is what is being shown
+        with Image.open(io.BytesIO(driver.get_screenshot_as_png())) as shot:
+            shot.convert("RGB").save(Path(out) / name, quality=85)
+
+
+def test_upload_shows_the_photo_and_three_views(driver, server_url) -> None:
+    driver.get(server_url + "/")
+    assert driver.find_element(By.ID, "results").is_displayed() is False
+    upload(driver, SAMPLES["chelsea"])
+    wait_settled(driver)
+    width, height = photo_size(SAMPLES["chelsea"])
+    assert shown(driver) == ["photo", "heatmap", "overlay", "gray"]
+    for img in driver.find_elements(By.CSS_SELECTOR, "#grid img"):
+        assert driver.execute_script("return [arguments[0].naturalWidth, arguments[0].naturalHeight]",
+                                     img) == [width, height]
+    assert "Depth map in" in driver.find_element(By.ID, "status").text
+    assert len(depth_id(driver)) == 32
+    assert driver.execute_script(POSTS).count("/api/v1/depth") == 1
+
+
+def test_colormap_and_mode_rerender_without_inference(driver, server_url) -> None:
+    before = {v: driver.execute_script(PIXELS, v) for v in ("photo", "heatmap", "gray")}
+    first_id = depth_id(driver)
+
+    Select(driver.find_element(By.ID, "f-colormap")).select_by_value("viridis")
+    WebDriverWait(driver, 30).until(lambda d: "colormap=viridis" in d.find_element(
+        By.CSS_SELECTOR, 'figure[data-view="heatmap"] img').get_attribute("src"))
+    wait_settled(driver)
+    assert driver.execute_script(PIXELS, "heatmap") != before["heatmap"]
+    assert driver.execute_script(PIXELS, "photo") == before["photo"]
+    assert driver.execute_script(PIXELS, "gray") == before["gray"]  # gray has no colormap
+
+    Select(driver.find_element(By.ID, "f-views")).select_by_value("overlay")
+    wait_settled(driver)
+    assert shown(driver) == ["photo", "overlay"]
+    overlay = driver.execute_script(PIXELS, "overlay")
+    slider = driver.find_element(By.ID, "f-alpha")
+    slider.send_keys(Keys.ARROW_RIGHT, Keys.ARROW_RIGHT)  # 0.5 -> 0.6
+    WebDriverWait(driver, 30).until(lambda d: "alpha=0.6" in d.find_element(
+        By.CSS_SELECTOR, 'figure[data-view="overlay"] img').get_attribute("src"))
+    wait_settled(driver)
+    assert driver.execute_script(PIXELS, "overlay") != overlay
+    assert "Re-rendered from cache in" in driver.find_element(By.ID, "status").text
+
+    posts = driver.execute_script(POSTS)
+    assert posts.count("/api/v1/depth") == 1 and "/api/v1/render" not in posts  # no new inference
+    assert depth_id(driver) == first_id and "colormap=viridis" in driver.current_url
+
+
+def test_size_change_reinfers_the_same_upload(driver, server_url) -> None:
+    first_id = depth_id(driver)
+    Select(driver.find_element(By.ID, "f-size")).select_by_value("384")
+    WebDriverWait(driver, 60).until(lambda d: depth_id(d) != first_id)
+    wait_settled(driver)
+    assert driver.execute_script(POSTS).count("/api/v1/render") == 1
+
+
+def test_download_links_point_at_the_shown_images(driver, server_url) -> None:
+    import requests
+
+    Select(driver.find_element(By.ID, "f-views")).select_by_value("all")
+    wait_settled(driver)
+    link = driver.find_element(By.CSS_SELECTOR, 'figure[data-view="heatmap"] a.download')
+    r = requests.get(link.get_attribute("href"), timeout=30)
+    assert r.status_code == 200 and "attachment" in r.headers["Content-Disposition"]
+    npy = requests.get(driver.find_element(By.ID, "npy").get_attribute("href"), timeout=30)
+    assert npy.status_code == 200 and npy.content.startswith(b"\x93NUMPY")
+
+
+def test_bad_file_shows_a_plain_error_next_to_the_form(driver, server_url, tmp_path) -> None:
+    fake = tmp_path / "holiday.jpg"
+    fake.write_text("this is not a photo")
+    upload(driver, fake)
+    error = driver.find_element(By.ID, "error")
+    WebDriverWait(driver, 30).until(lambda d: error.is_displayed())
+    assert "not an image" in error.text
+    # the form is still usable: a good photo replaces the error with a result
+    upload(driver, SAMPLES["rocket"])
+    wait_settled(driver)
+    assert not error.is_displayed()
+
+
+def test_screenshots_desktop_and_phone(driver, server_url) -> None:
+    driver.get(server_url + "/")
+    upload(driver, SAMPLES["chelsea"])
+    wait_settled(driver)
+    save_screenshot(driver, "studio.jpg")
+    phone = make_driver(phone=True)
+    try:
+        phone.get(driver.current_url)  # the result page, rendered by the server
+        wait_settled(phone)
+        # on a phone nothing overflows sideways and the result comes before the controls
+        assert phone.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
+        results_top = phone.find_element(By.ID, "results").location["y"]
+        assert results_top < phone.find_element(By.ID, "f-colormap").location["y"]
+        save_screenshot(phone, "studio-phone.jpg")
+    finally:
+        phone.quit()
+
+
+def test_works_without_javascript(server_url) -> None:
+    d = make_driver()
+    try:
+        d.execute_cdp_cmd("Emulation.setScriptExecutionDisabled", {"value": True})
+        d.get(server_url + "/")
+        upload(d, SAMPLES["coffee"])
+        d.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        WebDriverWait(d, 60).until(lambda d: "depth_id=" in d.current_url)
+        wait_settled(d)
+        assert shown(d) == ["photo", "heatmap", "overlay", "gray"]
+        heat = d.find_element(By.CSS_SELECTOR, 'figure[data-view="heatmap"] img').get_attribute("src")
+        Select(d.find_element(By.ID, "f-colormap")).select_by_value("turbo")
+        Select(d.find_element(By.ID, "f-views")).select_by_value("heatmap")
+        d.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        WebDriverWait(d, 60).until(lambda d: "colormap=turbo" in d.current_url)
+        wait_settled(d)
+        assert shown(d) == ["photo", "heatmap"]
+        new_heat = d.find_element(By.CSS_SELECTOR, 'figure[data-view="heatmap"] img').get_attribute("src")
+        assert new_heat != heat and "colormap=turbo" in new_heat
+        size = photo_size(SAMPLES["coffee"])
+        import requests
+
+        png = requests.get(new_heat, timeout=30).content
+        assert photo_size(io.BytesIO(png)) == size
+    finally:
+        d.quit()

@@ -1,0 +1,80 @@
+"""``depthmap serve``: the real gunicorn server on a free loopback port, spoken to with ``requests``."""
+
+from __future__ import annotations
+
+import base64
+import io
+import signal
+from pathlib import Path
+
+import pytest
+import requests
+from PIL import Image
+
+from conftest import running_server
+
+
+@pytest.fixture(scope="module")
+def server(weights_path: Path, tmp_path_factory):
+    log = tmp_path_factory.mktemp("serve") / "server.log"
+    with running_server(weights_path, log, "--workers", "1", "--threads", "4",
+                        env={"DEPTHMAP_MAX_CONTENT_LENGTH": str(2 * 1024 * 1024)}) as (url, proc):
+        yield url, proc, log
+
+
+def test_sample_photo_gives_three_views_at_its_size(server, samples) -> None:
+    url = server[0]
+    for name in ("chelsea", "rocket"):
+        r = requests.post(f"{url}/api/v1/depth", files={"image": (f"{name}.img", samples[name])},
+                          data={"colormap": "viridis"}, timeout=60)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        size = Image.open(io.BytesIO(samples[name])).size
+        assert set(body["views"]) == {"heatmap", "overlay", "gray"}
+        for view, uri in body["views"].items():
+            img = Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
+            assert img.format == "PNG" and img.size == size, view
+            assert img.mode == ("L" if view == "gray" else "RGB")
+
+
+def test_page_and_health_are_served(server) -> None:
+    url = server[0]
+    page = requests.get(url + "/", timeout=10)
+    assert page.status_code == 200 and 'id="studio-form"' in page.text
+    assert requests.get(url + "/static/studio.js", timeout=10).status_code == 200
+    health = requests.get(url + "/healthz", timeout=10).json()
+    assert health["status"] == "ok" and health["torch_threads"] == 2
+
+
+def test_errors_over_the_wire(server) -> None:
+    url = server[0]
+    r = requests.post(f"{url}/api/v1/depth", files={"image": ("x.jpg", b"GIF89a broken")}, timeout=10)
+    assert r.status_code == 400 and r.json()["error"] == "corrupt"
+    # a body over DEPTHMAP_MAX_CONTENT_LENGTH (2 MB here): a clean 413, not a reset connection
+    r = requests.post(f"{url}/api/v1/depth", files={"image": ("big.png", b"\0" * (3 * 1024 * 1024))},
+                      timeout=30)
+    assert r.status_code == 413 and r.json()["error"] == "too_large"
+    assert requests.get(url + "/healthz", timeout=10).status_code == 200  # still serving
+
+
+def test_render_and_raw_depth_over_the_wire(server, samples) -> None:
+    url = server[0]
+    first = requests.post(f"{url}/api/v1/depth", files={"image": ("c.png", samples["coffee"])},
+                          data={"views": "none"}, timeout=60).json()
+    r = requests.post(f"{url}/api/v1/render", json={"depth_id": first["depth_id"], "view": "gray"},
+                      headers={"Accept": "image/png"}, timeout=30)
+    assert r.status_code == 200 and r.headers["Content-Type"] == "image/png"
+    assert Image.open(io.BytesIO(r.content)).size == (first["width"], first["height"])
+    npy = requests.get(f"{url}/api/v1/depth/{first['depth_id']}.npy", timeout=30)
+    assert npy.status_code == 200 and npy.content.startswith(b"\x93NUMPY")
+
+
+def test_sigterm_shuts_down_cleanly(server) -> None:
+    url, proc, log = server
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+    text = log.read_text()
+    assert "Listening at: " + url in text and "Shutting down" in text
+    assert "Traceback" not in text
+    with pytest.raises(requests.ConnectionError):
+        requests.get(url + "/healthz", timeout=5)
