@@ -61,11 +61,12 @@ def _body() -> Mapping[str, Any]:
 
 @bp.post("/render")
 def render() -> Response:
-    """``depth_id`` plus options -> views from the cached depth; a new size or square mode re-infers
-    the cached upload (and answers a new ``depth_id``)."""
+    """``depth_id`` plus options -> views from the cached depth. Options that change the depth itself
+    give a new ``depth_id``: upsampling ones re-run from the cached network output, size, square and
+    flip re-run the network on the cached upload."""
     body = _body()
     entry = cached_entry(body.get("depth_id"))
-    values: Dict[str, Any] = {"size": entry.size, "square": entry.square, **body}
+    values: Dict[str, Any] = {**entry.depth_opts, **body}
     opts = read_options(values, strict=True)
     views = read_views(body)
     return _answer(service().for_options(entry, opts), opts, views)
@@ -89,9 +90,10 @@ def view_png(depth_id: str, view: str) -> Response:
     if view == "photo":
         png = service().photo_png(entry)
     else:
-        opts = read_options({"size": entry.size, "square": entry.square, **request.args}, strict=True)
-        if (opts.size, opts.square) != (entry.size, entry.square):
-            fail(422, "bad_option", "size and square need a new inference: POST /api/v1/render.")
+        opts = read_options({**entry.depth_opts, **request.args}, strict=True)
+        if opts.depth_options() != dict(entry.depth_opts):
+            fail(422, "bad_option", "Options that change the depth (size, square, flip, upsampling) need "
+                 "POST /api/v1/render, which answers a new depth_id.")
         png = service().render(entry, opts, (view,))[0][view]
     response = Response(png, mimetype="image/png")
     # the same id and options always give the same image

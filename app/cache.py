@@ -7,15 +7,16 @@ import hashlib
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Mapping, Optional, Tuple
 
 import numpy as np
 
 
-def depth_id(data: bytes, size: int, square: str) -> str:
-    """The key of one result: a hash of the uploaded bytes and the options that change inference."""
+def depth_id(data: bytes, depth_opts: Mapping[str, Any]) -> str:
+    """The key of one result: a hash of the uploaded bytes and the options the raw depth depends on."""
     h = hashlib.sha256(data)
-    h.update(f"|size={size}|square={square}".encode())
+    for name in sorted(depth_opts):
+        h.update(f"|{name}={depth_opts[name]!r}".encode())
     return h.hexdigest()[:32]
 
 
@@ -26,14 +27,15 @@ class Entry:
     id: str
     data: bytes  # the uploaded file, as received
     name: str  # safe download stem derived from the upload's filename (never used as a path)
-    size: int
-    square: str
+    depth_opts: Mapping[str, Any]  # Options.depth_options() the depth was made with
     photo: np.ndarray  # (H, W, 3) uint8 RGB, as the depth sees it (cropped with square=crop)
     depth: np.ndarray  # (H, W) float32 relative inverse depth
+    pred: np.ndarray  # (h, w) float32 network output: a new upsampling needs no new inference
+    pad_box: Optional[Tuple[int, int, int]] = None
 
     @property
     def nbytes(self) -> int:
-        return len(self.data) + self.photo.nbytes + self.depth.nbytes
+        return len(self.data) + self.photo.nbytes + self.depth.nbytes + self.pred.nbytes
 
 
 class DepthCache:
@@ -55,7 +57,7 @@ class DepthCache:
     def put(self, entry: Entry) -> None:
         """Adds ``entry`` as the most recent, evicting the oldest until it fits; one entry larger than
         the whole budget is not kept at all (the request that made it still gets its result)."""
-        for arr in (entry.photo, entry.depth):
+        for arr in (entry.photo, entry.depth, entry.pred):
             arr.flags.writeable = False  # shared between requests: nobody may change it in place
         with self._lock:
             old = self._items.pop(entry.id, None)

@@ -17,6 +17,7 @@ COLORMAPS: Tuple[str, ...] = (
 COLORBLIND_FRIENDLY: Tuple[str, ...] = ("viridis", "cividis")
 SIZES: Tuple[int, ...] = (256, 384, 512)
 SQUARE_MODES: Tuple[str, ...] = ("off", "crop", "pad")
+UPSAMPLERS: Tuple[str, ...] = ("bicubic", "guided", "joint_bilateral", "fgs")
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -45,6 +46,18 @@ class Options:
     square: str = _opt("off", "make the photo square before inference: centre-crop or pad "
                        "(helps extreme aspect ratios); with crop, all outputs show the crop",
                        choices=SQUARE_MODES)
+    flip: bool = _opt(False, "test-time augmentation: average with the mirrored photo's prediction "
+                      "(twice the inference time)")
+    upsample: str = _opt("bicubic", "how the network's ~256 px depth is brought to the photo's size: "
+                         "bicubic, or guided by the photo's edges (guided, joint_bilateral (slow), fgs)",
+                         choices=UPSAMPLERS)
+    guided_radius: float = _opt(2.0, "guided upsampling: window radius, in network pixels", lo=0.5, hi=8.0)
+    guided_eps: float = _opt(1e-3, "guided upsampling: regularisation; smaller follows weaker photo edges",
+                             lo=1e-6, hi=1.0)
+    jbu_sigma_space: float = _opt(1.0, "joint bilateral: spatial sigma, in network pixels", lo=0.25, hi=4.0)
+    jbu_sigma_color: float = _opt(12.0, "joint bilateral: colour sigma, in gray levels", lo=1.0, hi=255.0)
+    fgs_lambda: float = _opt(64.0, "fast global smoother: smoothness", lo=1.0, hi=10000.0)
+    fgs_sigma: float = _opt(8.0, "fast global smoother: colour sigma, in gray levels", lo=1.0, hi=255.0)
     clip: float = _opt(1.0, "percent of pixels clipped at each end before normalising "
                        "(robust min-max; 0 = plain min-max)", lo=0.0, hi=20.0)
     log: bool = _opt(False, "map depth logarithmically (spreads out far, flat regions)")
@@ -76,6 +89,27 @@ class Options:
 
     def as_dict(self) -> Dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def depth_options(self) -> Dict[str, Any]:
+        """The values that change the raw depth itself (the rest only change how it is shown)."""
+        return {name: getattr(self, name) for name in DEPTH_OPTIONS}
+
+    def upsample_params(self) -> Dict[str, float]:
+        """The keyword arguments of ``pipeline.refine_edges`` for the chosen method."""
+        return {
+            "bicubic": {},
+            "guided": {"radius": self.guided_radius, "eps": self.guided_eps},
+            "joint_bilateral": {"sigma_space": self.jbu_sigma_space, "sigma_color": self.jbu_sigma_color},
+            "fgs": {"lam": self.fgs_lambda, "sigma_color": self.fgs_sigma},
+        }[self.upsample]
+
+
+# what the network sees; changing one needs a new inference
+INFERENCE_OPTIONS: Tuple[str, ...] = ("size", "square", "flip")
+# what the raw depth depends on: the above plus upsampling, which re-runs from the cached prediction
+DEPTH_OPTIONS: Tuple[str, ...] = INFERENCE_OPTIONS + (
+    "upsample", "guided_radius", "guided_eps", "jbu_sigma_space", "jbu_sigma_color", "fgs_lambda",
+    "fgs_sigma")
 
 
 def _parse(name: str, raw: Any, kind: str) -> Any:

@@ -10,7 +10,7 @@ from flask import Blueprint, current_app, redirect, render_template, request, ur
 from werkzeug.exceptions import HTTPException
 
 from .cache import Entry
-from .options import COLORBLIND_FRIENDLY, COLORMAPS, OptionError, Options
+from .options import COLORBLIND_FRIENDLY, COLORMAPS, DEPTH_OPTIONS, OptionError, Options
 from .pipeline import VIEWS
 from .web import DEPTH_ID, cached_entry, fail, infer, options_query, read_options, read_upload, service
 
@@ -64,7 +64,7 @@ def render_page(error: Optional[str] = None, entry: Optional[Entry] = None,
         "index.html", error=error, entry=entry, opts=opts, mode=mode, modes=MODES,
         colormaps=COLORMAPS, colorblind=COLORBLIND_FRIENDLY,
         meta={f.name: f.metadata for f in fields(Options)},
-        defaults=Options().as_dict(), view_query=options_query,
+        defaults=Options().as_dict(), depth_options=DEPTH_OPTIONS, view_query=options_query,
         max_bytes=current_app.config["MAX_CONTENT_LENGTH"])
 
 
@@ -74,8 +74,8 @@ def index() -> Any:
     if "depth_id" not in request.args:
         return render_page()
     entry = cached_entry(request.args["depth_id"])
-    # size and square belong to the depth itself, whatever the query says
-    opts = read_options({**request.args, "size": entry.size, "square": entry.square}, strict=False)
+    # the depth's own options belong to it, whatever the query says
+    opts = read_options({**request.args, **entry.depth_opts}, strict=False)
     return render_page(entry=entry, opts=opts, mode=read_mode(request.args))
 
 

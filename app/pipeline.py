@@ -1,6 +1,7 @@
 """The image pipeline: plain functions on numpy arrays, one stage each, in the order a request runs.
 
-decode -> (square_crop) -> preprocess -> [model] -> upsample -> enhance -> colorize -> views -> encode_png
+decode -> (square_crop) -> preprocess -> infer [model] -> upsample -> refine_edges -> enhance -> colorize
+-> views -> encode_png
 
 Nothing here imports torch or Flask: the model is passed in as a callable from ``(1, 3, h, w)``
 float32 to ``(h, w)`` float32, so the same code serves the CLI, the web app and the tests.
@@ -19,7 +20,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .options import COLORMAPS, Options
+from .options import COLORMAPS, UPSAMPLERS, Options
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +179,18 @@ def preprocess(rgb: np.ndarray, size: int = 256,
     return np.ascontiguousarray(img.transpose(2, 0, 1)[None]), pad_box
 
 
+# 3. infer (the model itself lives in app/model.py) -----------------------------------------------
+
+def infer(x: np.ndarray, model: Model, flip: bool = False) -> np.ndarray:
+    """Stage 3: ``(1, 3, h, w)`` -> ``(h, w)``; with ``flip``, averaged with the un-mirrored prediction
+    of the mirrored input (test-time augmentation, twice the cost)."""
+    pred = model(x)
+    if flip:
+        mirrored = model(np.ascontiguousarray(x[..., ::-1]))
+        pred = (pred + mirrored[:, ::-1]) * 0.5
+    return np.ascontiguousarray(pred, dtype=np.float32)
+
+
 # 4. upsample ----------------------------------------------------------------------------------------
 
 def upsample(pred: np.ndarray, shape: Tuple[int, int], pad_box: Optional[PadBox] = None) -> np.ndarray:
@@ -188,6 +201,71 @@ def upsample(pred: np.ndarray, shape: Tuple[int, int], pad_box: Optional[PadBox]
     top, left, side = pad_box
     full = cv2.resize(pred, (side, side), interpolation=cv2.INTER_CUBIC)
     return np.ascontiguousarray(full[top:top + height, left:left + width])
+
+
+# 4b. edge-aware refinement -------------------------------------------------------------------------
+# The network sees the photo at about 256 px; bicubic upsampling then smears depth across object
+# borders. These methods pull depth edges onto the photo's own edges. Radii and sigmas are given in
+# network-output pixels, so a setting means the same at any photo size.
+
+def _gray(photo: np.ndarray) -> np.ndarray:
+    """``(H, W, 3)`` uint8 RGB -> ``(H, W)`` float32 luminance in [0, 1]."""
+    return cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY).astype(np.float32) * (1.0 / 255.0)
+
+
+def guided_upsample(depth: np.ndarray, photo: np.ndarray, scale: float, radius: float = 2.0,
+                    eps: float = 1e-3) -> np.ndarray:
+    """Fast guided filter (He & Sun 2015): the local linear model ``depth = a * gray + b`` is fitted on
+    a grid about twice as fine as the network's, then ``a`` and ``b`` are upsampled and applied to the
+    full-resolution gray photo. ``(H, W)`` float32 -> ``(H, W)`` float32."""
+    height, width = depth.shape
+    guide = _gray(photo)
+    step = max(1.0, scale / 2.0)  # working grid: 2 cells per network pixel, never finer than the photo
+    lw, lh = max(1, round(width / step)), max(1, round(height / step))
+    g = cv2.resize(guide, (lw, lh), interpolation=cv2.INTER_AREA)
+    p = cv2.resize(depth, (lw, lh), interpolation=cv2.INTER_AREA)
+    k = 2 * max(1, round(radius * scale / step)) + 1
+
+    def box(x: np.ndarray) -> np.ndarray:
+        return cv2.boxFilter(x, -1, (k, k), borderType=cv2.BORDER_REFLECT)
+
+    mg, mp = box(g), box(p)
+    var = box(g * g) - mg * mg
+    cov = box(g * p) - mg * mp
+    a = cov / (var + eps)
+    b = mp - a * mg
+    a = cv2.resize(box(a), (width, height), interpolation=cv2.INTER_LINEAR)
+    b = cv2.resize(box(b), (width, height), interpolation=cv2.INTER_LINEAR)
+    return a * guide + b
+
+
+def joint_bilateral(depth: np.ndarray, photo: np.ndarray, scale: float, sigma_space: float = 1.0,
+                    sigma_color: float = 12.0) -> np.ndarray:
+    """Joint bilateral filter of the upsampled depth, weighted by the photo's gray levels (0..255) —
+    OpenCV contrib ``ximgproc.jointBilateralFilter``. ``(H, W)`` float32 -> ``(H, W)`` float32."""
+    sigma = max(0.5, sigma_space * scale)
+    diameter = min(2 * round(2 * sigma) + 1, 31)  # bounded: the cost grows with its square
+    guide = cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    return cv2.ximgproc.jointBilateralFilter(guide, depth, diameter, sigma_color, sigma)
+
+
+def fgs(depth: np.ndarray, photo: np.ndarray, scale: float, lam: float = 64.0,
+        sigma_color: float = 8.0) -> np.ndarray:
+    """Fast global smoother (Min et al. 2014) guided by the photo — ``ximgproc.fastGlobalSmootherFilter``.
+    ``lam`` grows with the photo's size (smoothness is per pixel). ``(H, W)`` float32 -> float32."""
+    return cv2.ximgproc.fastGlobalSmootherFilter(photo, depth, lam * scale * scale, sigma_color)
+
+
+def refine_edges(depth: np.ndarray, photo: np.ndarray, scale: float, method: str = "bicubic",
+                 **params: float) -> np.ndarray:
+    """Stage 4b: ``(H, W)`` float32 bicubic-upsampled depth -> the same, edges moved onto the photo's.
+    ``scale`` = photo pixels per network-output pixel; ``params`` are the method's keyword arguments."""
+    if method == "bicubic" or scale <= 1.0:
+        return depth
+    if method not in UPSAMPLERS:
+        raise ValueError(f"unknown upsampling method {method!r}")
+    fn = {"guided": guided_upsample, "joint_bilateral": joint_bilateral, "fgs": fgs}[method]
+    return np.ascontiguousarray(fn(depth, photo, scale, **params), dtype=np.float32)
 
 
 # 5. enhance -----------------------------------------------------------------------------------------
@@ -325,16 +403,28 @@ def encode_png(img: np.ndarray, compression: int = 1) -> bytes:
 
 @dataclass
 class Prediction:
-    """A photo and its raw depth, both at the photo's (working) size, plus stage timings in ms."""
+    """A photo, the network's low-resolution output and the raw depth at the photo's (working) size,
+    plus stage timings in ms."""
 
     photo: np.ndarray  # (H, W, 3) uint8 RGB
     depth: np.ndarray  # (H, W) float32 relative inverse depth, larger = nearer
     timings_ms: Dict[str, float] = field(default_factory=dict)
+    pred: Optional[np.ndarray] = None  # (h, w) float32, the network output (flip-averaged if asked)
+    pad_box: Optional[PadBox] = None
+
+
+def full_depth(pred: np.ndarray, photo: np.ndarray, pad_box: Optional[PadBox], opts: Options) -> np.ndarray:
+    """Stages 4 and 4b: network output ``(h, w)`` -> raw depth at the photo's size ``(H, W)`` float32."""
+    depth = upsample(pred, photo.shape[:2], pad_box)
+    # photo pixels per network pixel (with padding, the network saw the padded square)
+    extent = pad_box[2] if pad_box is not None else photo.shape[1]
+    scale = extent / pred.shape[1]
+    return refine_edges(depth, photo, scale, opts.upsample, **opts.upsample_params())
 
 
 def predict(data: bytes, model: Model, opts: Options, max_pixels: int = DEFAULT_MAX_PIXELS,
             max_side: int = DEFAULT_MAX_SIDE) -> Prediction:
-    """Image bytes -> photo and raw depth: decode, preprocess, infer, upsample."""
+    """Image bytes -> photo and raw depth: decode, preprocess, infer, upsample (and refine)."""
     t0 = time.perf_counter()
     photo = decode(data, max_pixels, max_side)
     if opts.square == "crop":
@@ -342,10 +432,10 @@ def predict(data: bytes, model: Model, opts: Options, max_pixels: int = DEFAULT_
     t1 = time.perf_counter()
     x, pad_box = preprocess(photo, opts.size, pad_square=opts.square == "pad")
     t2 = time.perf_counter()
-    pred = model(x)
+    pred = infer(x, model, opts.flip)
     t3 = time.perf_counter()
-    depth = upsample(pred, photo.shape[:2], pad_box)
+    depth = full_depth(pred, photo, pad_box, opts)
     t4 = time.perf_counter()
     ms = lambda a, b: round((b - a) * 1000.0, 2)  # noqa: E731
     return Prediction(photo, depth, {"decode": ms(t0, t1), "preprocess": ms(t1, t2),
-                                     "infer": ms(t2, t3), "upsample": ms(t3, t4)})
+                                     "infer": ms(t2, t3), "upsample": ms(t3, t4)}, pred, pad_box)

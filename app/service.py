@@ -15,8 +15,9 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 
 from .cache import DepthCache, Entry, depth_id
-from .options import Options
-from .pipeline import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, Model, encode_png, predict, render_views
+from .options import INFERENCE_OPTIONS, Options
+from .pipeline import (DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, Model, encode_png, full_depth, predict,
+                       render_views)
 
 INFER_STAGES = ("decode", "preprocess", "infer", "upsample")
 
@@ -53,10 +54,10 @@ class DepthService:
         self.max_side = max_side
 
     def infer(self, data: bytes, name: str, opts: Options) -> Result:
-        """Raw depth of an upload at ``opts.size``/``opts.square``; a repeated upload costs nothing.
+        """Raw depth of an upload for ``opts``' depth options; a repeated upload costs nothing.
         ``name`` is the download stem (see ``safe_stem``). Raises ``pipeline.ImageError`` for bytes
         that are not a usable image."""
-        key = depth_id(data, opts.size, opts.square)
+        key = depth_id(data, opts.depth_options())
         hit = self.cache.get(key)
         if hit is not None:
             if hit.name != name:  # same photo under a new name: downloads should use the new one
@@ -64,15 +65,28 @@ class DepthService:
                 self.cache.put(hit)
             return Result(hit, True, dict.fromkeys(INFER_STAGES, 0.0))
         pred = predict(data, self.model, opts, self.max_pixels, self.max_side)
-        entry = Entry(key, data, name, opts.size, opts.square, pred.photo, pred.depth)
+        entry = Entry(key, data, name, opts.depth_options(), pred.photo, pred.depth, pred.pred, pred.pad_box)
         self.cache.put(entry)
         return Result(entry, False, pred.timings_ms)
 
     def for_options(self, entry: Entry, opts: Options) -> Result:
-        """``entry`` itself if ``opts`` keeps its size and square mode, else a new inference of the
-        same upload (those two options change what the network sees)."""
-        if (opts.size, opts.square) == (entry.size, entry.square):
+        """The depth of ``entry``'s upload for ``opts``: ``entry`` itself if its depth options are
+        unchanged; a new upsampling of its cached network output if only those changed; else a new
+        inference of the same upload."""
+        wanted = opts.depth_options()
+        if wanted == dict(entry.depth_opts):
             return Result(entry, True, dict.fromkeys(INFER_STAGES, 0.0))
+        if all(wanted[k] == entry.depth_opts[k] for k in INFERENCE_OPTIONS):
+            key = depth_id(entry.data, wanted)
+            hit = self.cache.get(key)
+            if hit is not None:
+                return Result(hit, True, dict.fromkeys(INFER_STAGES, 0.0))
+            t0 = time.perf_counter()
+            depth = full_depth(entry.pred, entry.photo, entry.pad_box, opts)
+            timings = {**dict.fromkeys(INFER_STAGES, 0.0), "upsample": ms_since(t0)}
+            new = replace(entry, id=key, depth_opts=wanted, depth=depth)
+            self.cache.put(new)
+            return Result(new, False, timings)
         return self.infer(entry.data, entry.name, opts)
 
     def render(self, entry: Entry, opts: Options,

@@ -12,7 +12,7 @@ from flask import Flask, Request, current_app, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException, abort
 
 from .cache import Entry
-from .options import OptionError, Options
+from .options import DEPTH_OPTIONS, OptionError, Options
 from .pipeline import VIEWS, ImageError
 from .service import DepthService, safe_stem
 
@@ -114,7 +114,7 @@ def options_query(opts: Options, view: Optional[str] = None) -> Dict[str, str]:
     ``view``, only those that change it: the alpha slider then re-renders the overlay alone."""
     skip = set()
     if view is not None:
-        skip = {"size", "square"}  # fixed by the depth_id
+        skip = set(DEPTH_OPTIONS)  # fixed by the depth_id
         if view != "overlay":
             skip.add("alpha")
         if view == "gray":

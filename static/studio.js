@@ -21,13 +21,16 @@
   const grid = document.getElementById("grid");
   const fileNameEl = document.getElementById("file-name");
   const submit = form.querySelector("button[type=submit]");
-  const INFER_OPTIONS = ["size", "square"];
+  // options the raw depth depends on (size, square, flip, upsampling): changing one asks the server
+  // for a new depth_id, the rest only re-render
+  const DEPTH_OPTIONS = JSON.parse(form.dataset.depthOptions);
 
   let depthId = form.elements.depth_id ? form.elements.depth_id.value : null;
-  let inferredWith = depthId ? currentInferOptions() : null; // size/square of depthId
+  let inferredWith = depthId ? currentDepthOptions() : null; // size/square of depthId
   let inflight = null; // AbortController of the running inference
   let renderStarted = 0;
   let renderTimer = 0;
+  let retried = null; // depth_id whose failed images already caused one re-upload
 
   function setStatus(text, busy) {
     statusEl.textContent = text;
@@ -39,8 +42,9 @@
     errorEl.hidden = !text;
   }
 
-  function currentInferOptions() {
-    return INFER_OPTIONS.map((n) => form.elements[n].value).join("|");
+  function currentDepthOptions() {
+    const v = values();
+    return DEPTH_OPTIONS.map((n) => String(v[n])).join("|");
   }
 
   // the form's options as the server parses them: booleans from checkboxes, the rest as strings
@@ -59,7 +63,7 @@
     const q = new URLSearchParams();
     if (view === "photo") return q;
     for (const [name, def] of Object.entries(defaults)) {
-      if (INFER_OPTIONS.includes(name)) continue;
+      if (DEPTH_OPTIONS.includes(name)) continue;
       if (name === "alpha" && view !== "overlay") continue;
       if (name === "colormap" && view === "gray") continue;
       const val = v[name];
@@ -121,6 +125,14 @@
     const fig = img.closest("figure");
     fig.classList.remove("loading");
     if (ev.type === "error" && img.getAttribute("src")) {
+      // most likely the result left the server's cache: if the photo is still chosen here, send it
+      // again (once per result) rather than asking the user to
+      const file = fileInput.files[0];
+      if (file && retried !== depthId) {
+        retried = depthId;
+        upload(file);
+        return;
+      }
       setError("This view could not be rendered: the result may have expired from the server's memory. " +
                "Upload the photo again.");
     }
@@ -138,7 +150,7 @@
 
   function setDepth(json) {
     depthId = json.depth_id;
-    inferredWith = currentInferOptions();
+    inferredWith = currentDepthOptions();
     let hidden = form.elements.depth_id;
     if (!hidden) {
       hidden = document.createElement("input");
@@ -192,14 +204,16 @@
     }
     const body = new FormData();
     body.append("image", file, file.name);
-    for (const n of INFER_OPTIONS) body.append(n, form.elements[n].value);
+    const v = values();
+    for (const n of DEPTH_OPTIONS) body.append(n, String(v[n]));
     body.append("views", "none");
     post("/depth", body);
   }
 
   function reinfer() {
     const body = { depth_id: depthId, views: "none" };
-    for (const n of INFER_OPTIONS) body[n] = form.elements[n].value;
+    const v = values();
+    for (const n of DEPTH_OPTIONS) body[n] = v[n];
     post("/render", JSON.stringify(body));
   }
 
@@ -212,8 +226,8 @@
     const out = document.getElementById(`o-${el.name}`);
     if (out) out.textContent = el.value;
     if (!depthId) return;
-    if (INFER_OPTIONS.includes(el.name)) {
-      if (ev.type === "change" && currentInferOptions() !== inferredWith) reinfer();
+    if (DEPTH_OPTIONS.includes(el.name)) {
+      if (ev.type === "change" && currentDepthOptions() !== inferredWith) reinfer();
       return;
     }
     setError("");
@@ -226,7 +240,7 @@
   form.addEventListener("submit", (ev) => {
     ev.preventDefault();
     if (fileInput.files[0] && !depthId) upload(fileInput.files[0]);
-    else if (depthId && currentInferOptions() !== inferredWith) reinfer();
+    else if (depthId && currentDepthOptions() !== inferredWith) reinfer();
     else if (depthId) show();
     else setError("Choose a photo first.");
   });

@@ -13,15 +13,17 @@ from app.service import DepthService, safe_stem
 
 
 def entry(key: str, side: int = 10, data: bytes = b"x") -> Entry:
-    return Entry(key, data, "photo", 256, "off", np.zeros((side, side, 3), np.uint8),
-                 np.zeros((side, side), np.float32))
+    return Entry(key, data, "photo", Options().depth_options(), np.zeros((side, side, 3), np.uint8),
+                 np.zeros((side, side), np.float32), np.zeros((4, 4), np.float32))
 
 
-def test_depth_id_depends_on_bytes_size_and_square() -> None:
-    ids = {depth_id(b"a", 256, "off"), depth_id(b"b", 256, "off"), depth_id(b"a", 384, "off"),
-           depth_id(b"a", 256, "pad")}
-    assert len(ids) == 4 and all(len(i) == 32 for i in ids)
-    assert depth_id(b"a", 256, "off") == depth_id(b"a", 256, "off")
+def test_depth_id_depends_on_bytes_and_depth_options() -> None:
+    base = Options().depth_options()
+    variants = [dict(base), {**base, "size": 384}, {**base, "square": "pad"}, {**base, "flip": True},
+                {**base, "upsample": "guided"}, {**base, "guided_eps": 0.01}]
+    ids = {depth_id(b"a", v) for v in variants} | {depth_id(b"b", base)}
+    assert len(ids) == len(variants) + 1 and all(len(i) == 32 for i in ids)
+    assert depth_id(b"a", base) == depth_id(b"a", dict(reversed(list(base.items()))))
 
 
 def test_cache_is_lru_and_bounded_in_bytes() -> None:
@@ -109,8 +111,23 @@ def test_new_size_reinfers_the_cached_upload(model, samples) -> None:
     bigger = service.for_options(first, Options(size=384, square="pad"))
     assert same.entry is first and same.cached
     assert not bigger.cached and bigger.entry.id != first.id and bigger.entry.name == "rocket"
-    assert (bigger.entry.size, bigger.entry.square) == (384, "pad")
+    assert (bigger.entry.depth_opts["size"], bigger.entry.depth_opts["square"]) == (384, "pad")
     assert bigger.entry.depth.shape == first.depth.shape
+
+
+def test_new_upsampling_reuses_the_network_output(model, samples) -> None:
+    calls = []
+    service = DepthService(lambda x: calls.append(1) or model(x), DepthCache(10**9))
+    first = service.infer(samples["coffee"], "coffee", Options()).entry
+    guided = service.for_options(first, Options(upsample="guided", colormap="jet"))
+    assert len(calls) == 1 and not guided.cached and guided.entry.id != first.id
+    assert guided.timings_ms["infer"] == 0.0 and guided.timings_ms["upsample"] > 0
+    assert np.array_equal(guided.entry.pred, first.pred)
+    assert not np.array_equal(guided.entry.depth, first.depth)
+    again = service.for_options(first, Options(upsample="guided"))
+    assert again.cached and again.entry.id == guided.entry.id and len(calls) == 1
+    flipped = service.for_options(first, Options(flip=True))
+    assert len(calls) == 3 and not flipped.cached  # flip: two new passes of the network
 
 
 def test_render_gives_the_asked_views_as_png(model, samples) -> None:
