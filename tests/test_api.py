@@ -135,6 +135,26 @@ def test_render_with_a_new_size_reinfers_and_gives_a_new_id(client, samples) -> 
     assert again["options"]["size"] == 384 and again["depth_id"] == body["depth_id"]
 
 
+def test_new_upsampling_rerenders_without_inference(client, app, samples) -> None:
+    first = post_depth(client, samples["chelsea"], views="none").get_json()
+    service = app.extensions["depth_service"]
+    model, calls = service.model, []
+    service.model = lambda x: calls.append(1) or model(x)
+    try:
+        r = client.post("/api/v1/render", json={"depth_id": first["depth_id"], "upsample": "guided",
+                                                 "guided_radius": 1, "views": "none"})
+    finally:
+        service.model = model
+    body = r.get_json()
+    assert r.status_code == 200 and not calls and body["depth_id"] != first["depth_id"]
+    assert body["options"]["upsample"] == "guided" and body["timings_ms"]["infer"] == 0.0
+    plain, guided = (np.load(io.BytesIO(client.get(f"/api/v1/depth/{i}.npy").data))
+                     for i in (first["depth_id"], body["depth_id"]))
+    assert plain.shape == guided.shape and not np.array_equal(plain, guided)
+    # a view URL for the new depth needs no upsampling options: they belong to its depth_id
+    assert client.get(f"/api/v1/depth/{body['depth_id']}/heatmap.png").status_code == 200
+
+
 def test_raw_depth_is_the_float32_prediction(client, model, samples) -> None:
     body = post_depth(client, samples["coffee"], "coffee.png", views="none").get_json()
     r = client.get(f"/api/v1/depth/{body['depth_id']}.npy")

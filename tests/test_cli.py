@@ -79,7 +79,23 @@ def test_predict_options_reach_the_views(weights_path, tmp_path) -> None:
     np.testing.assert_array_equal(over, png(SAMPLES["chelsea"]))
 
 
+def test_upsampling_and_flip_reach_the_depth(weights_path, tmp_path) -> None:
+    depths = {}
+    for name, args in {"plain": [], "guided": ["--upsample", "guided", "--guided-radius", "1.5"],
+                       "flip": ["--flip"]}.items():
+        out = tmp_path / name
+        proc = run(["predict", str(SAMPLES["rocket"]), "--weights", str(weights_path), "--out", str(out),
+                    *args])
+        assert proc.returncode == 0, proc.stderr
+        depths[name] = np.load(out / "rocket.depth.npy")
+    assert all(d.shape == depths["plain"].shape and d.dtype == np.float32 for d in depths.values())
+    assert not np.array_equal(depths["guided"], depths["plain"])
+    assert not np.array_equal(depths["flip"], depths["plain"])
+
+
 @pytest.mark.parametrize("args,needle", [
+    (["--upsample", "nearest"], "'nearest' is not one of"),
+    (["--guided-eps", "0"], "--guided-eps: must be between"),
     (["--alpha", "2"], "alpha: must be between 0.0 and 1.0"),
     (["--contrast", "nan"], "contrast: must be a finite number"),
     (["--colormap", "nope"], "'nope' is not one of"),

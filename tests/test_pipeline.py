@@ -7,14 +7,15 @@ import struct
 import warnings
 import zlib
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
 
 from app.options import COLORMAPS, Options
 from app.pipeline import (ImageError, clahe, colorize, colormap_lut, decode, encode_png, enhance,
-                          log_depth, network_size, normalize, overlay, predict, preprocess,
-                          render_views, square_crop, upsample)
+                          full_depth, infer, log_depth, network_size, normalize, overlay, predict,
+                          preprocess, refine_edges, render_views, square_crop, upsample)
 from conftest import SAMPLES, reference
 
 
@@ -298,3 +299,58 @@ def test_views_and_png_roundtrip(samples, model) -> None:
     for img in views.values():
         back = np.asarray(Image.open(io.BytesIO(encode_png(img))))
         np.testing.assert_array_equal(back, img)
+
+
+# 3. infer with flip, 4b. edge-aware refinement ---------------------------------------------------------
+
+def test_flip_averages_with_the_mirrored_prediction() -> None:
+    x = np.random.default_rng(0).random((1, 3, 64, 96), dtype=np.float32)
+    ramp = np.tile(np.arange(96, dtype=np.float32), (64, 1))
+
+    def position_model(inp: np.ndarray) -> np.ndarray:  # ignores the photo: left small, right large
+        return ramp.copy()
+
+    def photo_model(inp: np.ndarray) -> np.ndarray:  # follows the photo, so mirroring cancels out
+        return inp[0, 0].copy()
+
+    np.testing.assert_array_equal(infer(x, position_model, flip=False), ramp)
+    np.testing.assert_allclose(infer(x, position_model, flip=True), np.full_like(ramp, 47.5))
+    np.testing.assert_allclose(infer(x, photo_model, flip=True), x[0, 0], rtol=1e-6)
+
+
+def step_scene(height: int = 240, width: int = 320):
+    """A photo with a bright square on a dark background, and its true disparity (near square)."""
+    photo = np.full((height, width, 3), 40, np.uint8)
+    truth = np.full((height, width), 1.0, np.float32)
+    photo[60:180, 100:220] = 200
+    truth[60:180, 100:220] = 3.0
+    return photo, truth
+
+
+@pytest.mark.parametrize("method", ["guided", "joint_bilateral", "fgs"])
+def test_refinement_puts_depth_edges_on_photo_edges(method: str) -> None:
+    photo, truth = step_scene()
+    low = cv2.resize(truth, (32, 24), interpolation=cv2.INTER_AREA)
+    up = upsample(low, truth.shape)
+    refined = refine_edges(up, photo, 10.0, method, **Options(upsample=method).upsample_params())
+    assert refined.shape == truth.shape and refined.dtype == np.float32
+    band = np.zeros(truth.shape, bool)  # 4 px either side of the square's border
+    band[56:184, 96:224] = True
+    band[64:176, 104:216] = False
+    err = lambda d: float(np.abs(d - truth)[band].mean())  # noqa: E731
+    assert err(refined) < 0.7 * err(up), (err(refined), err(up))
+
+
+def test_bicubic_and_unknown_methods() -> None:
+    photo, truth = step_scene()
+    assert refine_edges(truth, photo, 10.0, "bicubic") is truth
+    assert refine_edges(truth, photo, 1.0, "guided") is truth  # nothing to refine at 1:1
+    with pytest.raises(ValueError):
+        refine_edges(truth, photo, 10.0, "nearest")
+
+
+def test_full_depth_with_padding_uses_the_padded_scale() -> None:
+    photo, truth = step_scene(120, 320)
+    pred = np.ones((32, 32), np.float32)
+    depth = full_depth(pred, photo, (100, 0, 320), Options(upsample="guided"))
+    assert depth.shape == (120, 320) and np.allclose(depth, 1.0, atol=1e-3)
