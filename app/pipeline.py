@@ -213,8 +213,8 @@ def _gray(photo: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY).astype(np.float32) * (1.0 / 255.0)
 
 
-def guided_upsample(depth: np.ndarray, photo: np.ndarray, scale: float, radius: float = 2.0,
-                    eps: float = 1e-3) -> np.ndarray:
+def guided_upsample(depth: np.ndarray, photo: np.ndarray, scale: float, radius: float = 0.5,
+                    eps: float = 1e-5) -> np.ndarray:
     """Fast guided filter (He & Sun 2015): the local linear model ``depth = a * gray + b`` is fitted on
     a grid about twice as fine as the network's, then ``a`` and ``b`` are upsampled and applied to the
     full-resolution gray photo. ``(H, W)`` float32 -> ``(H, W)`` float32."""
@@ -239,20 +239,25 @@ def guided_upsample(depth: np.ndarray, photo: np.ndarray, scale: float, radius: 
     return a * guide + b
 
 
-def joint_bilateral(depth: np.ndarray, photo: np.ndarray, scale: float, sigma_space: float = 1.0,
-                    sigma_color: float = 12.0) -> np.ndarray:
+def joint_bilateral(depth: np.ndarray, photo: np.ndarray, scale: float, sigma_space: float = 0.5,
+                    sigma_color: float = 6.0) -> np.ndarray:
     """Joint bilateral filter of the upsampled depth, weighted by the photo's gray levels (0..255) —
-    OpenCV contrib ``ximgproc.jointBilateralFilter``. ``(H, W)`` float32 -> ``(H, W)`` float32."""
+    OpenCV contrib ``ximgproc.jointBilateralFilter``; slow (about 1 s per megapixel on large photos).
+    ``(H, W)`` float32 -> ``(H, W)`` float32."""
     sigma = max(0.5, sigma_space * scale)
-    diameter = min(2 * round(2 * sigma) + 1, 31)  # bounded: the cost grows with its square
+    # the window is capped at 31 px because the cost grows with its square: above sigma = 7.5 px
+    # (large photos) it is cut short of 2 sigma, so the setting is no longer size-independent there
+    diameter = min(2 * round(2 * sigma) + 1, 31)
     guide = cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY).astype(np.float32)
     return cv2.ximgproc.jointBilateralFilter(guide, depth, diameter, sigma_color, sigma)
 
 
-def fgs(depth: np.ndarray, photo: np.ndarray, scale: float, lam: float = 64.0,
-        sigma_color: float = 8.0) -> np.ndarray:
-    """Fast global smoother (Min et al. 2014) guided by the photo — ``ximgproc.fastGlobalSmootherFilter``.
-    ``lam`` grows with the photo's size (smoothness is per pixel). ``(H, W)`` float32 -> float32."""
+def fgs(depth: np.ndarray, photo: np.ndarray, scale: float, lam: float = 1.0,
+        sigma_color: float = 4.0) -> np.ndarray:
+    """Fast global smoother (Min et al. 2014) guided by the RGB photo — ``ximgproc.fastGlobalSmootherFilter``.
+    ``lam`` is multiplied by ``scale**2``: the smoothing's reach grows with sqrt(lambda), so this keeps
+    it fixed in network pixels. (Measured: larger photos still smooth more across weak edges; see
+    README.) ``(H, W)`` float32 -> float32."""
     return cv2.ximgproc.fastGlobalSmootherFilter(photo, depth, lam * scale * scale, sigma_color)
 
 
@@ -260,10 +265,10 @@ def refine_edges(depth: np.ndarray, photo: np.ndarray, scale: float, method: str
                  **params: float) -> np.ndarray:
     """Stage 4b: ``(H, W)`` float32 bicubic-upsampled depth -> the same, edges moved onto the photo's.
     ``scale`` = photo pixels per network-output pixel; ``params`` are the method's keyword arguments."""
-    if method == "bicubic" or scale <= 1.0:
-        return depth
     if method not in UPSAMPLERS:
         raise ValueError(f"unknown upsampling method {method!r}")
+    if method == "bicubic" or scale <= 1.0:  # nothing to refine at 1:1
+        return depth
     fn = {"guided": guided_upsample, "joint_bilateral": joint_bilateral, "fgs": fgs}[method]
     return np.ascontiguousarray(fn(depth, photo, scale, **params), dtype=np.float32)
 

@@ -174,6 +174,14 @@ def test_size_change_reinfers_the_same_upload(driver, server_url) -> None:
     WebDriverWait(driver, 60).until(lambda d: depth_id(d) != first_id)
     wait_settled(driver)
     assert driver.execute_script(POSTS).count("/api/v1/render") == 1
+    # an upsampling method also makes a new depth, from the server's cached network output
+    second_id = depth_id(driver)
+    Select(driver.find_element(By.ID, "f-upsample")).select_by_value("guided")
+    WebDriverWait(driver, 60).until(lambda d: depth_id(d) != second_id)
+    wait_settled(driver)
+    posts = driver.execute_script(POSTS)
+    assert posts.count("/api/v1/render") == 2 and posts.count("/api/v1/depth") == 1
+    assert "upsample=guided" in driver.current_url
 
 
 def test_download_links_point_at_the_shown_images(driver, server_url) -> None:
@@ -203,7 +211,7 @@ def test_bad_file_shows_a_plain_error_next_to_the_form(driver, server_url, tmp_p
 
 def test_screenshots_desktop_and_phone(driver, server_url) -> None:
     driver.get(server_url + "/")
-    upload(driver, SAMPLES["chelsea"])
+    upload(driver, SAMPLES["coffee"])  # not uploaded before: the status shows a real inference
     wait_settled(driver)
     save_screenshot(driver, "studio.jpg")
     phone = make_driver(phone=True)
