@@ -10,7 +10,7 @@ from flask import Blueprint, Response, jsonify, request
 
 from .options import Options
 from .service import Result
-from .web import cached_entry, fail, infer, read_options, read_upload, read_views, service
+from .web import cached_entry, fail, infer, read_max_side, read_options, read_upload, read_views, service
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -83,18 +83,20 @@ def depth_npy(depth_id: str) -> Response:
 
 @bp.get("/depth/<depth_id>/<view>.png")
 def view_png(depth_id: str, view: str) -> Response:
-    """One view (or the photo) rendered from the cache with the options in the query string."""
+    """One view (or the photo) rendered from the cache with the options in the query string;
+    ``max_side=N`` gives a preview whose longer side is at most N pixels (the page uses these)."""
     entry = cached_entry(depth_id)
     if view not in IMAGE_VIEWS:
         fail(404, "not_found", f"Unknown image {view[:40]!r}; use one of {', '.join(IMAGE_VIEWS)}.")
+    max_side = read_max_side(request.args)
     if view == "photo":
-        png = service().photo_png(entry)
+        png = service().photo_png(entry, max_side)
     else:
         opts = read_options({**entry.depth_opts, **request.args}, strict=True)
         if opts.depth_options() != dict(entry.depth_opts):
             fail(422, "bad_option", "Options that change the depth (size, square, flip, upsampling) need "
                  "POST /api/v1/render, which answers a new depth_id.")
-        png = service().render(entry, opts, (view,))[0][view]
+        png = service().render(entry, opts, (view,), max_side)[0][view]
     response = Response(png, mimetype="image/png")
     # the same id and options always give the same image
     response.headers["Cache-Control"] = "private, max-age=86400"

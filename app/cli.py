@@ -92,7 +92,7 @@ def predict_cmd(inputs: Tuple[str, ...], out_dir: str, weights: str, threads: in
                 **raw: Any) -> None:
     """Write STEM.heatmap.png, STEM.overlay.png, STEM.gray.png and STEM.depth.npy per photo.
 
-    depth.npy is float32 H x W: the network output upsampled (bicubic) to the photo's size, not
+    depth.npy is float32 H x W: the network output upsampled (see --upsample) to the photo's size, not
     normalised; relative inverse depth, larger = nearer. Exit code 0 only if every photo succeeded.
     """
     from tqdm import tqdm

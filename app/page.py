@@ -17,6 +17,8 @@ from .web import DEPTH_ID, cached_entry, fail, infer, options_query, read_option
 bp = Blueprint("page", __name__)
 
 MODES = ("all",) + VIEWS  # the display modes: every view side by side, or one of them
+# the page shows previews no longer than this (sharp at twice the widest figure); downloads are full size
+PREVIEW_SIDE = 1600
 
 
 def read_mode(values: Mapping[str, Any]) -> str:
@@ -65,7 +67,7 @@ def render_page(error: Optional[str] = None, entry: Optional[Entry] = None,
         colormaps=COLORMAPS, colorblind=COLORBLIND_FRIENDLY,
         meta={f.name: f.metadata for f in fields(Options)},
         defaults=Options().as_dict(), depth_options=DEPTH_OPTIONS, view_query=options_query,
-        max_bytes=current_app.config["MAX_CONTENT_LENGTH"])
+        max_bytes=current_app.config["MAX_CONTENT_LENGTH"], preview=PREVIEW_SIDE)
 
 
 @bp.get("/")

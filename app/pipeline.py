@@ -373,6 +373,16 @@ def overlay(photo: np.ndarray, heat: np.ndarray, alpha: float = 0.5) -> np.ndarr
     return cv2.addWeighted(heat, alpha, photo, 1.0 - alpha, 0.0)
 
 
+def shrink(img: np.ndarray, max_side: Optional[int]) -> np.ndarray:
+    """``(H, W, ...)`` -> the same with its longer side at most ``max_side`` (area-averaged), for
+    on-screen previews; unchanged when already small enough or ``max_side`` is None."""
+    height, width = img.shape[:2]
+    if not max_side or max(height, width) <= max_side:
+        return img
+    h, w = _fit(width, height, max_side)
+    return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
+
+
 def render_views(photo: np.ndarray, depth: np.ndarray, opts: Options,
                  views: Sequence[str] = VIEWS) -> Dict[str, np.ndarray]:
     """The asked-for views of one depth map: heatmap and overlay ``(H, W, 3)``, gray ``(H, W)``, uint8."""

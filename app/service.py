@@ -17,7 +17,7 @@ import numpy as np
 from .cache import DepthCache, Entry, depth_id
 from .options import INFERENCE_OPTIONS, Options
 from .pipeline import (DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, Model, encode_png, full_depth, predict,
-                       render_views)
+                       render_views, shrink)
 
 INFER_STAGES = ("decode", "preprocess", "infer", "upsample")
 
@@ -89,20 +89,24 @@ class DepthService:
             return Result(new, False, timings)
         return self.infer(entry.data, entry.name, opts)
 
-    def render(self, entry: Entry, opts: Options,
-               views: Sequence[str]) -> Tuple[Dict[str, bytes], Dict[str, float]]:
-        """PNG bytes of each asked-for view, and the render and encode times."""
+    def render(self, entry: Entry, opts: Options, views: Sequence[str],
+               max_side: Optional[int] = None) -> Tuple[Dict[str, bytes], Dict[str, float]]:
+        """PNG bytes of each asked-for view (full size, or a preview no longer than ``max_side``), and
+        the render and encode times."""
         t0 = time.perf_counter()
-        images = render_views(entry.photo, entry.depth, opts, views)
+        photo, depth = entry.photo, entry.depth
+        if max_side and max(depth.shape) > max_side:
+            photo, depth = shrink(photo, max_side), shrink(depth, max_side)
+        images = render_views(photo, depth, opts, views)
         render_ms = ms_since(t0)
         t1 = time.perf_counter()
         pngs = {view: encode_png(img) for view, img in images.items()}
         return pngs, {"render": render_ms, "encode": ms_since(t1)}
 
     @staticmethod
-    def photo_png(entry: Entry) -> bytes:
+    def photo_png(entry: Entry, max_side: Optional[int] = None) -> bytes:
         """The photo as the depth map sees it (oriented, downscaled, cropped), as PNG."""
-        return encode_png(entry.photo)
+        return encode_png(shrink(entry.photo, max_side))
 
     @staticmethod
     def depth_npy(entry: Entry) -> bytes:

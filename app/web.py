@@ -25,7 +25,8 @@ ERROR_CODES: Mapping[int, str] = {
 }
 # pipeline.ImageError codes -> HTTP status
 IMAGE_ERROR_STATUS: Mapping[str, int] = {"empty": 400, "corrupt": 400, "not_image": 415, "too_large": 413}
-NOT_OPTIONS = frozenset({"image", "views", "view", "depth_id", "download"})
+NOT_OPTIONS = frozenset({"image", "views", "view", "depth_id", "download", "max_side"})
+PREVIEW_SIDES = (64, 8192)  # the range of max_side
 DEPTH_ID = re.compile(r"[0-9a-f]{32}")
 
 
@@ -88,6 +89,21 @@ def read_views(values: Mapping[str, Any], default: Tuple[str, ...] = VIEWS) -> T
             fail(422, "bad_option", f"Option 'views': unknown view {name[:40]!r}; use all, none or "
                  f"a comma-separated list of {', '.join(VIEWS)}.")
     return tuple(dict.fromkeys(names))
+
+
+def read_max_side(values: Mapping[str, Any]) -> Optional[int]:
+    """``max_side`` of a preview: a whole number of pixels in ``PREVIEW_SIDES``, or None for full size."""
+    raw = values.get("max_side")
+    if raw is None or raw == "":
+        return None
+    lo, hi = PREVIEW_SIDES
+    try:
+        side = int(str(raw))
+    except ValueError:
+        fail(422, "bad_option", f"Option 'max_side': expected a whole number, got {str(raw)[:40]!r}.")
+    if not lo <= side <= hi:
+        fail(422, "bad_option", f"Option 'max_side': must be between {lo} and {hi}; got {side}.")
+    return side
 
 
 def infer(data: bytes, name: str, opts: Options) -> Any:

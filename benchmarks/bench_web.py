@@ -7,7 +7,8 @@ and a 12-megapixel JPEG made from one of them, and prints medians of the server'
 (``timings_ms``) next to the wall time the client saw. Each upload gets a few random bytes appended
 after the image data (decoders ignore them) so that every run is a real inference, not a cache hit.
 Then it re-renders the cached depth with a new colormap, through ``POST /api/v1/render`` (all three
-views, JSON) and ``GET /api/v1/depth/<id>/heatmap.png`` (one view, as the page does).
+views, JSON), ``GET /api/v1/depth/<id>/heatmap.png`` (one full-size view, as a download) and the same
+with ``max_side=1600`` (the preview the page shows).
 """
 
 from __future__ import annotations
@@ -99,12 +100,13 @@ def main() -> None:
                 print(f"{name:24s}{dims:>11s}" + "".join(med(stages[s]) for s in STAGES) + med(wall))
 
             print(f"\n## re-render from the cache (new colormap each time), median of {args.runs} runs, ms")
-            print(f"{'photo':24s}{'render':>11s}{'encode':>11s}{'wall':>11s}{'GET 1 view':>12s}")
+            print(f"{'photo':24s}{'render':>11s}{'encode':>11s}{'wall':>11s}{'GET 1 view':>12s}"
+                  f"{'GET preview':>13s}")
             for name, data in samples.items():
                 # posted as is: earlier runs may have pushed it out of the (byte-bounded) cache
                 depth_id = requests.post(url + "/api/v1/depth", files={"image": ("p", data)},
                                          data={"views": "none"}, timeout=300).json()["depth_id"]
-                render, encode, wall, get = [], [], [], []
+                render, encode, wall, get, preview = [], [], [], [], []
                 for i in range(args.runs):
                     cmap = COLORMAPS[i % len(COLORMAPS)]
                     t = time.perf_counter()
@@ -117,7 +119,12 @@ def main() -> None:
                     requests.get(f"{url}/api/v1/depth/{depth_id}/heatmap.png", params={
                         "colormap": cmap, "contrast": str(1 + i / 100)}, timeout=300).raise_for_status()
                     get.append((time.perf_counter() - t) * 1000)
-                print(f"{name:24s}{med(render)}{med(encode)}{med(wall)}{med(get, 12)}")
+                    t = time.perf_counter()  # what the page loads: the view at most 1600 px long
+                    requests.get(f"{url}/api/v1/depth/{depth_id}/heatmap.png", params={
+                        "colormap": cmap, "contrast": str(1 + i / 100), "max_side": "1600"},
+                        timeout=300).raise_for_status()
+                    preview.append((time.perf_counter() - t) * 1000)
+                print(f"{name:24s}{med(render)}{med(encode)}{med(wall)}{med(get, 12)}{med(preview, 13)}")
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(30)

@@ -78,9 +78,13 @@
     return q;
   }
 
+  const previewSide = form.dataset.preview;
+
+  // the page shows previews (a 12 MP view would be tens of MB of PNG); downloads are full size
   function url(view, q, download) {
     const params = new URLSearchParams(q);
     if (download) params.set("download", "1");
+    else params.set("max_side", previewSide);
     const s = params.toString();
     return `${api}/depth/${depthId}/${view}.png${s ? "?" + s : ""}`;
   }

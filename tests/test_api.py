@@ -124,7 +124,8 @@ def test_render_from_cache_changes_the_image_not_the_depth(client, app, samples)
     assert body["timings_ms"]["infer"] == 0.0 and body["options"]["colormap"] == "viridis"
 
 
-def test_render_with_a_new_size_reinfers_and_gives_a_new_id(client, samples) -> None:
+def test_render_with_a_new_size_reinfers_and_gives_a_new_id(client, app, samples, monkeypatch) -> None:
+    monkeypatch.setattr(app.extensions["depth_service"], "cache", DepthCache(10**9))  # no earlier results
     first = post_depth(client, samples["rocket"], views="none").get_json()
     r = client.post("/api/v1/render", json={"depth_id": first["depth_id"], "size": 384, "views": "gray"})
     body = r.get_json()
@@ -343,3 +344,16 @@ def test_uploads_are_never_spooled_to_disk(client, samples, monkeypatch) -> None
                 monkeypatch.setattr(module, name, no_disk)
     assert len(samples["astronaut"]) > 500 * 1024  # Werkzeug's own threshold for spooling to disk
     assert post_depth(client, samples["astronaut"], views="none").status_code == 200
+
+
+def test_previews_are_bounded_and_keep_the_aspect(client, samples) -> None:
+    body = post_depth(client, samples["rocket"], views="none").get_json()  # 640 x 427
+    base = f"/api/v1/depth/{body['depth_id']}"
+    for view in ("photo", "heatmap", "overlay", "gray"):
+        small = Image.open(io.BytesIO(client.get(f"{base}/{view}.png?max_side=320").data))
+        assert small.size == (320, 214), view
+    full = Image.open(io.BytesIO(client.get(f"{base}/heatmap.png?max_side=1600").data))
+    assert full.size == (640, 427)  # never enlarged
+    for bad in ("10", "99999", "big"):
+        r = client.get(f"{base}/gray.png?max_side={bad}")
+        assert r.status_code == 422 and "max_side" in r.get_json()["message"]

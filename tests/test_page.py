@@ -80,6 +80,9 @@ def test_upload_redirects_to_a_result_page_with_every_view(client, samples) -> N
         assert depth_id in src
     downloads = re.findall(r'class="button download" download\s*href="([^"]+)"', page)
     assert len(downloads) == 4 and all("download=1" in d for d in downloads)
+    # the page shows previews; the downloads are full size
+    assert all("max_side=1600" in src for src in sources.values())
+    assert not any("max_side" in d for d in downloads)
     assert f'href="/api/v1/depth/{depth_id}.npy"' in page
     assert f'name="depth_id" value="{depth_id}"' in page
 
