@@ -150,10 +150,20 @@ def serve_cmd(bind: str, workers: int, threads: int, timeout: int, weights: str)
     """Serve the web studio and the API with gunicorn (config: app/gunicorn_conf.py)."""
     import os
 
+    from .model import WeightsError, resolve_weights
+
+    # find (or download) the weights once, here: a missing file is one clear line and exit code 2
+    # rather than a traceback per worker, and several workers never download at the same time
+    download = os.environ.get("DEPTHMAP_WEIGHTS_DOWNLOAD", "true").strip().lower() not in (
+        "false", "0", "no", "off")
+    try:
+        path = resolve_weights(weights, download=download)
+    except WeightsError as exc:
+        log.error("%s", exc)
+        sys.exit(2)
     env = dict(os.environ, DEPTHMAP_BIND=bind, DEPTHMAP_WORKERS=str(workers),
-               DEPTHMAP_WORKER_THREADS=str(threads), DEPTHMAP_TIMEOUT=str(timeout))
-    if weights:
-        env["MIDAS_WEIGHTS"] = str(Path(weights).resolve())
+               DEPTHMAP_WORKER_THREADS=str(threads), DEPTHMAP_TIMEOUT=str(timeout),
+               MIDAS_WEIGHTS=str(path.resolve()))
     conf = Path(__file__).with_name("gunicorn_conf.py")
     argv = [sys.executable, "-m", "gunicorn", "--config", str(conf), "app:create_app()"]
     log.info("starting gunicorn on http://%s (%d worker(s) x %d threads)", bind, workers, threads)

@@ -78,3 +78,17 @@ def test_sigterm_shuts_down_cleanly(server) -> None:
     assert "Traceback" not in text
     with pytest.raises(requests.ConnectionError):
         requests.get(url + "/healthz", timeout=5)
+
+
+def test_missing_weights_stop_serve_with_one_clear_line(tmp_path) -> None:
+    import os
+    import subprocess
+
+    from conftest import DEPTHMAP
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DEPTHMAP_", "MIDAS_"))}
+    proc = subprocess.run([str(DEPTHMAP), "serve", "--weights", str(tmp_path / "absent.pt")],
+                          capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 2
+    assert "Weights file not found" in proc.stderr and "Traceback" not in proc.stderr
+    assert "gunicorn" not in proc.stderr.lower()  # stopped before any server started
