@@ -20,8 +20,8 @@ timeout = _int("DEPTHMAP_TIMEOUT", 120)
 graceful_timeout = _int("DEPTHMAP_GRACEFUL_TIMEOUT", 30)
 keepalive = 5
 # torch threads: the cores split between the workers, unless set explicitly
-os.environ.setdefault("DEPTHMAP_TORCH_THREADS",
-                      str(max(1, len(os.sched_getaffinity(0)) // max(1, workers))))
+if not os.environ.get("DEPTHMAP_TORCH_THREADS"):
+    os.environ["DEPTHMAP_TORCH_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // max(1, workers)))
 
 # gunicorn's own log and the app's to stderr, the access log (never bodies) to stdout
 accesslog = os.environ.get("DEPTHMAP_ACCESS_LOG", "-")

@@ -92,3 +92,14 @@ def test_missing_weights_stop_serve_with_one_clear_line(tmp_path) -> None:
     assert proc.returncode == 2
     assert "Weights file not found" in proc.stderr and "Traceback" not in proc.stderr
     assert "gunicorn" not in proc.stderr.lower()  # stopped before any server started
+
+
+def test_workers_split_the_cores_for_torch(weights_path, tmp_path) -> None:
+    import os
+
+    cores = len(os.sched_getaffinity(0))
+    with running_server(weights_path, tmp_path / "two.log", "--workers", "2",
+                        env={"DEPTHMAP_TORCH_THREADS": None}) as (url, _):
+        health = requests.get(url + "/healthz", timeout=10).json()
+    assert health["torch_threads"] == max(1, cores // 2)
+    assert (tmp_path / "two.log").read_text().count("Booting worker") == 2
