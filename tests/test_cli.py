@@ -6,7 +6,6 @@ import io
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Dict, List
 
@@ -15,10 +14,10 @@ import pytest
 from PIL import Image
 
 from app.model import WEIGHTS_FILENAME, file_digest
-from conftest import SAMPLES, reference
+from conftest import DEPTHMAP, SAMPLES, reference
 from test_weights import weights_server  # noqa: F401 - fixture
 
-DEPTHMAP = Path(sys.executable).parent / "depthmap"
+
 VIEWS = ("heatmap", "overlay", "gray")
 
 
