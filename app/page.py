@@ -12,13 +12,15 @@ from werkzeug.exceptions import HTTPException
 from .cache import Entry
 from .options import COLORBLIND_FRIENDLY, COLORMAPS, DEPTH_OPTIONS, OptionError, Options
 from .pipeline import VIEWS
-from .web import DEPTH_ID, cached_entry, fail, infer, options_query, read_options, read_upload, service
+from .web import (DEFAULTS, cached_entry, fail, infer, lookup, options_query, read_options, read_upload,
+                  service)
 
 bp = Blueprint("page", __name__)
 
 MODES = ("all",) + VIEWS  # the display modes: every view side by side, or one of them
 # the page shows previews no longer than this (sharp at twice the widest figure); downloads are full size
 PREVIEW_SIDE = 1600
+FIELD_META = {f.name: f.metadata for f in fields(Options)}  # ranges and help of the form's controls
 
 
 def read_mode(values: Mapping[str, Any]) -> str:
@@ -56,8 +58,7 @@ def render_page(error: Optional[str] = None, entry: Optional[Entry] = None,
     values = _submitted()
     if entry is None and error is not None:
         # after an error, keep showing the result the user was looking at, if it is still cached
-        depth_id = str(values.get("depth_id", ""))
-        entry = service().cache.get(depth_id) if DEPTH_ID.fullmatch(depth_id) else None
+        entry = lookup(values.get("depth_id"))
     if opts is None:
         opts = _kept_options(values)
     if mode is None:
@@ -65,8 +66,7 @@ def render_page(error: Optional[str] = None, entry: Optional[Entry] = None,
     return render_template(
         "index.html", error=error, entry=entry, opts=opts, mode=mode, modes=MODES,
         colormaps=COLORMAPS, colorblind=COLORBLIND_FRIENDLY,
-        meta={f.name: f.metadata for f in fields(Options)},
-        defaults=Options().as_dict(), depth_options=DEPTH_OPTIONS, view_query=options_query,
+        meta=FIELD_META, defaults=DEFAULTS, depth_options=DEPTH_OPTIONS, view_query=options_query,
         max_bytes=current_app.config["MAX_CONTENT_LENGTH"], preview=PREVIEW_SIDE)
 
 

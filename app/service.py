@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import io
 import re
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from pathlib import PurePosixPath
 from typing import Dict, Optional, Sequence, Tuple
@@ -20,6 +22,12 @@ from .pipeline import (DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, Model, encode_png, 
                        render_views, shrink)
 
 INFER_STAGES = ("decode", "preprocess", "infer", "upsample")
+PREVIEWS_KEPT = 4  # one page asks for up to four images of the same preview: shrink the arrays once
+
+
+def no_work() -> Dict[str, float]:
+    """The stage timings of an answer that came from the cache."""
+    return dict.fromkeys(INFER_STAGES, 0.0)
 
 
 def safe_stem(filename: Optional[str]) -> str:
@@ -52,6 +60,9 @@ class DepthService:
         self.cache = cache
         self.max_pixels = max_pixels
         self.max_side = max_side
+        # (entry id, max_side) -> shrunk (photo, depth); small and bounded, beside the byte-bounded cache
+        self._previews: "OrderedDict[Tuple[str, int], Tuple[np.ndarray, np.ndarray]]" = OrderedDict()
+        self._lock = threading.Lock()
 
     def infer(self, data: bytes, name: str, opts: Options) -> Result:
         """Raw depth of an upload for ``opts``' depth options; a repeated upload costs nothing.
@@ -63,7 +74,7 @@ class DepthService:
             if hit.name != name:  # same photo under a new name: downloads should use the new one
                 hit = replace(hit, name=name)
                 self.cache.put(hit)
-            return Result(hit, True, dict.fromkeys(INFER_STAGES, 0.0))
+            return Result(hit, True, no_work())
         pred = predict(data, self.model, opts, self.max_pixels, self.max_side)
         entry = Entry(key, data, name, opts.depth_options(), pred.photo, pred.depth, pred.pred, pred.pad_box)
         self.cache.put(entry)
@@ -75,15 +86,15 @@ class DepthService:
         inference of the same upload."""
         wanted = opts.depth_options()
         if wanted == dict(entry.depth_opts):
-            return Result(entry, True, dict.fromkeys(INFER_STAGES, 0.0))
+            return Result(entry, True, no_work())
         if all(wanted[k] == entry.depth_opts[k] for k in INFERENCE_OPTIONS):
             key = depth_id(entry.data, wanted)
             hit = self.cache.get(key)
             if hit is not None:
-                return Result(hit, True, dict.fromkeys(INFER_STAGES, 0.0))
+                return Result(hit, True, no_work())
             t0 = time.perf_counter()
             depth = full_depth(entry.pred, entry.photo, entry.pad_box, opts)
-            timings = {**dict.fromkeys(INFER_STAGES, 0.0), "upsample": ms_since(t0)}
+            timings = {**no_work(), "upsample": ms_since(t0)}
             new = replace(entry, id=key, depth_opts=wanted, depth=depth)
             self.cache.put(new)
             return Result(new, False, timings)
@@ -94,19 +105,33 @@ class DepthService:
         """PNG bytes of each asked-for view (full size, or a preview no longer than ``max_side``), and
         the render and encode times."""
         t0 = time.perf_counter()
-        photo, depth = entry.photo, entry.depth
-        if max_side and max(depth.shape) > max_side:
-            photo, depth = shrink(photo, max_side), shrink(depth, max_side)
+        photo, depth = self.preview(entry, max_side)
         images = render_views(photo, depth, opts, views)
         render_ms = ms_since(t0)
         t1 = time.perf_counter()
         pngs = {view: encode_png(img) for view, img in images.items()}
         return pngs, {"render": render_ms, "encode": ms_since(t1)}
 
-    @staticmethod
-    def photo_png(entry: Entry, max_side: Optional[int] = None) -> bytes:
+    def preview(self, entry: Entry, max_side: Optional[int]) -> Tuple[np.ndarray, np.ndarray]:
+        """``entry``'s photo and depth with their longer side at most ``max_side`` (None: as they are)."""
+        if not max_side or max(entry.depth.shape) <= max_side:
+            return entry.photo, entry.depth
+        key = (entry.id, max_side)
+        with self._lock:
+            made = self._previews.get(key)
+            if made is not None:
+                self._previews.move_to_end(key)
+                return made
+        made = (shrink(entry.photo, max_side), shrink(entry.depth, max_side))
+        with self._lock:
+            self._previews[key] = made
+            while len(self._previews) > PREVIEWS_KEPT:
+                self._previews.popitem(last=False)
+        return made
+
+    def photo_png(self, entry: Entry, max_side: Optional[int] = None) -> bytes:
         """The photo as the depth map sees it (oriented, downscaled, cropped), as PNG."""
-        return encode_png(shrink(entry.photo, max_side))
+        return encode_png(self.preview(entry, max_side)[0])
 
     @staticmethod
     def depth_npy(entry: Entry) -> bytes:

@@ -28,6 +28,7 @@ IMAGE_ERROR_STATUS: Mapping[str, int] = {"empty": 400, "corrupt": 400, "not_imag
 NOT_OPTIONS = frozenset({"image", "views", "view", "depth_id", "download", "max_side"})
 PREVIEW_SIDES = (64, 8192)  # the range of max_side
 DEPTH_ID = re.compile(r"[0-9a-f]{32}")
+DEFAULTS: Mapping[str, Any] = Options().as_dict()  # built once: URLs carry only what differs from it
 
 
 class InMemoryRequest(Request):
@@ -114,11 +115,17 @@ def infer(data: bytes, name: str, opts: Options) -> Any:
         fail(IMAGE_ERROR_STATUS.get(exc.code, 400), exc.code, exc.message)
 
 
+def lookup(depth_id: Any) -> Optional[Entry]:
+    """The cache entry of a well-formed ``depth_id``, else None (junk never reaches the cache)."""
+    text = str(depth_id or "")
+    return service().cache.get(text) if DEPTH_ID.fullmatch(text) else None
+
+
 def cached_entry(depth_id: Any) -> Entry:
     """The cache entry of ``depth_id``, or a 404 that tells the user what to do."""
     if not depth_id:
         fail(400, "missing_depth_id", "Give the depth_id of an earlier result.")
-    entry = service().cache.get(str(depth_id)) if DEPTH_ID.fullmatch(str(depth_id)) else None
+    entry = lookup(depth_id)
     if entry is None:
         fail(404, "not_cached", "That depth map is no longer in this server's memory (only recent "
              "results are kept); upload the photo again.")
@@ -137,10 +144,9 @@ def options_query(opts: Options, view: Optional[str] = None) -> Dict[str, str]:
             skip.add("colormap")
         if view == "photo":
             skip.update(opts.as_dict())
-    default = Options()
     out = {}
     for name, value in opts.as_dict().items():
-        if name not in skip and value != getattr(default, name):
+        if name not in skip and value != DEFAULTS[name]:
             out[name] = ("on" if value else "off") if isinstance(value, bool) else str(value)
     return out
 

@@ -139,3 +139,20 @@ def test_render_gives_the_asked_views_as_png(model, samples) -> None:
     assert service.render(e, Options(), ())[0] == {}
     npy = service.depth_npy(e)
     assert npy.startswith(b"\x93NUMPY")
+
+
+def test_previews_are_shrunk_once_for_all_views_of_a_page(model, samples, monkeypatch) -> None:
+    import app.service as service_module
+
+    calls = []
+    real = service_module.shrink
+    monkeypatch.setattr(service_module, "shrink", lambda a, side: calls.append(a.ndim) or real(a, side))
+    service = DepthService(model, DepthCache(10**9))
+    e = service.infer(samples["rocket"], "rocket", Options()).entry  # 640 x 427
+    for view in ("heatmap", "overlay", "gray"):
+        png = service.render(e, Options(colormap="jet"), (view,), max_side=320)[0][view]
+        assert png.startswith(b"\x89PNG")
+    service.photo_png(e, 320)
+    assert sorted(calls) == [2, 3]  # the depth and the photo, once each
+    photo, depth = service.preview(e, 1600)
+    assert photo is e.photo and depth is e.depth  # never enlarged: the cached arrays themselves
