@@ -22,6 +22,11 @@ DEFAULTS: Mapping[str, Any] = {
     "MAX_PIXELS": 40_000_000,
     "MAX_SIDE": 4096,
     "CACHE_BYTES": 200 * 1024 * 1024,  # recent uploads and raw depths kept for re-rendering
+    # admission (app.gate): depth maps computed at once, how many more may wait, and for how long;
+    # beyond that a request gets 503 + Retry-After
+    "INFERENCE_SLOTS": 1,
+    "INFERENCE_QUEUE": 2,
+    "QUEUE_TIMEOUT": 30.0,
 }
 
 
@@ -30,6 +35,7 @@ def create_app(test_config: Optional[Mapping[str, Any]] = None) -> Flask:
     then the model is loaded once for this process and kept in ``app.extensions["depth_model"]``."""
     from . import api, page, web
     from .cache import DepthCache
+    from .gate import Gate
     from .model import DepthModel, resolve_weights
     from .service import DepthService
 
@@ -44,13 +50,19 @@ def create_app(test_config: Optional[Mapping[str, Any]] = None) -> Flask:
     if test_config:
         app.config.from_mapping(test_config)
 
+    t0 = time.monotonic()
     weights = resolve_weights(app.config["MIDAS_WEIGHTS"], download=app.config["WEIGHTS_DOWNLOAD"])
+    # loads, compiles and warms up: a server process answers nothing, /healthz included, before this
     model = DepthModel.load(weights, threads=app.config["TORCH_THREADS"],
                             script=app.config["TORCHSCRIPT"])
     app.extensions["depth_model"] = model
-    app.extensions["depth_service"] = DepthService(
-        model, DepthCache(app.config["CACHE_BYTES"]), app.config["MAX_PIXELS"], app.config["MAX_SIDE"])
+    gate = Gate(int(app.config["INFERENCE_SLOTS"]), int(app.config["INFERENCE_QUEUE"]),
+                float(app.config["QUEUE_TIMEOUT"]))
+    service = DepthService(model, DepthCache(app.config["CACHE_BYTES"]), app.config["MAX_PIXELS"],
+                           app.config["MAX_SIDE"], gate)
+    app.extensions["depth_service"] = service
     started = time.monotonic()
+    load_s = round(started - t0, 2)
 
     app.register_blueprint(page.bp)
     app.register_blueprint(api.bp)
@@ -59,7 +71,9 @@ def create_app(test_config: Optional[Mapping[str, Any]] = None) -> Flask:
     @app.get("/healthz")
     def healthz() -> Any:
         return jsonify(status="ok", model=model.name, weights_sha256=model.weights_sha256,
-                       torchscript=model.scripted, torch_threads=model.threads,
-                       uptime_s=round(time.monotonic() - started, 1))
+                       torchscript=model.scripted, torch_threads=model.threads, load_s=load_s,
+                       uptime_s=round(time.monotonic() - started, 1), pid=os.getpid(),
+                       cache={"entries": len(service.cache), "bytes": service.cache.nbytes},
+                       gate=gate.stats())
 
     return app

@@ -17,6 +17,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 
 from .cache import DepthCache, Entry, depth_id
+from .gate import Gate
 from .options import INFERENCE_OPTIONS, Options
 from .pipeline import (DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, Model, encode_png, full_depth, predict,
                        render_views, shrink)
@@ -52,12 +53,13 @@ class Result:
 
 
 class DepthService:
-    """The model, the result cache and the decode limits of one process."""
+    """The model, the result cache, the admission gate and the decode limits of one process."""
 
     def __init__(self, model: Model, cache: DepthCache, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 max_side: int = DEFAULT_MAX_SIDE) -> None:
+                 max_side: int = DEFAULT_MAX_SIDE, gate: Optional[Gate] = None) -> None:
         self.model = model
         self.cache = cache
+        self.gate = gate or Gate()
         self.max_pixels = max_pixels
         self.max_side = max_side
         # (entry id, max_side) -> shrunk (photo, depth); small and bounded, beside the byte-bounded cache
@@ -67,7 +69,7 @@ class DepthService:
     def infer(self, data: bytes, name: str, opts: Options) -> Result:
         """Raw depth of an upload for ``opts``' depth options; a repeated upload costs nothing.
         ``name`` is the download stem (see ``safe_stem``). Raises ``pipeline.ImageError`` for bytes
-        that are not a usable image."""
+        that are not a usable image, ``gate.Busy`` when the process is at capacity."""
         key = depth_id(data, opts.depth_options())
         hit = self.cache.get(key)
         if hit is not None:
@@ -75,7 +77,8 @@ class DepthService:
                 hit = replace(hit, name=name)
                 self.cache.put(hit)
             return Result(hit, True, no_work())
-        pred = predict(data, self.model, opts, self.max_pixels, self.max_side)
+        with self.gate.slot():  # decoding is inside: a waiting request holds only its compressed bytes
+            pred = predict(data, self.model, opts, self.max_pixels, self.max_side)
         entry = Entry(key, data, name, opts.depth_options(), pred.photo, pred.depth, pred.pred, pred.pad_box)
         self.cache.put(entry)
         return Result(entry, False, pred.timings_ms)
@@ -92,8 +95,9 @@ class DepthService:
             hit = self.cache.get(key)
             if hit is not None:
                 return Result(hit, True, no_work())
-            t0 = time.perf_counter()
-            depth = full_depth(entry.pred, entry.photo, entry.pad_box, opts)
+            with self.gate.slot():
+                t0 = time.perf_counter()
+                depth = full_depth(entry.pred, entry.photo, entry.pad_box, opts)
             timings = {**no_work(), "upsample": ms_since(t0)}
             new = replace(entry, id=key, depth_opts=wanted, depth=depth)
             self.cache.put(new)

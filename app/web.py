@@ -8,10 +8,11 @@ import logging
 import re
 from typing import IO, Any, Dict, Mapping, NoReturn, Optional, Tuple
 
-from flask import Flask, Request, current_app, jsonify, render_template, request
+from flask import Flask, Request, Response, current_app, jsonify, make_response, render_template, request
 from werkzeug.exceptions import HTTPException, abort
 
 from .cache import Entry
+from .gate import Busy
 from .options import DEPTH_OPTIONS, OptionError, Options
 from .pipeline import VIEWS, ImageError
 from .service import DepthService, safe_stem
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 # the stable machine-readable code each status gets unless a view names a more precise one
 ERROR_CODES: Mapping[int, str] = {
     400: "bad_request", 404: "not_found", 405: "method_not_allowed", 406: "not_acceptable",
-    413: "too_large", 415: "unsupported_type", 422: "bad_option", 500: "internal_error",
+    413: "too_large", 415: "unsupported_type", 422: "bad_option", 500: "internal_error", 503: "busy",
 }
 # pipeline.ImageError codes -> HTTP status
 IMAGE_ERROR_STATUS: Mapping[str, int] = {"empty": 400, "corrupt": 400, "not_image": 415, "too_large": 413}
@@ -158,31 +159,68 @@ def wants_json() -> bool:
     return best == "application/json"
 
 
-def handle_error(exc: HTTPException) -> Any:
+def handle_error(exc: HTTPException) -> Response:
     """The one error handler: JSON ``{"error", "message"}`` for the API, an HTML page otherwise."""
     status = exc.code or 500
     error = getattr(exc, "error", None) or ERROR_CODES.get(status, "error")
     if status == 413 and error == "too_large" and not getattr(exc, "error", None):
         limit = current_app.config["MAX_CONTENT_LENGTH"]
         message = f"The upload is larger than this server's limit of {limit / 2**20:g} MB."
-    elif status >= 500:
+    elif status >= 500 and status != 503:
         message = "Something went wrong on the server; the error was logged. Please try again."
     else:
         message = exc.description or exc.name
-    if status >= 500:
+    if status >= 500 and status != 503:
         log.error("%s %s -> %d", request.method, request.path, status)
     if wants_json():
         response = jsonify(error=error, message=message)
-        response.status_code = status
-        return response
-    if request.blueprint == "page":
+    elif request.blueprint == "page":
         # errors of the page appear next to its form, with the user's choices kept
         from .page import render_page
 
-        return render_page(error=message), status
-    return render_template("error.html", status=status, error=error, message=message), status
+        response = make_response(render_page(error=message))
+    else:
+        response = make_response(render_template("error.html", status=status, error=error, message=message))
+    response.status_code = status
+    if getattr(exc, "retry_after", None):
+        response.headers["Retry-After"] = str(exc.retry_after)
+    return response
+
+
+def handle_busy(exc: Busy) -> Response:
+    """At capacity (see ``app.gate``): 503 with Retry-After, through the one error handler."""
+    log.warning("%s %s -> 503 busy (retry after %d s)", request.method, request.path, exc.retry_after)
+    try:
+        fail(503, "busy", exc.message)
+    except HTTPException as http:
+        http.retry_after = exc.retry_after  # type: ignore[attr-defined]
+        return handle_error(http)
+    raise AssertionError("unreachable")
+
+
+# Content-Security-Policy: everything from this origin only; images may also be data: URIs (the API's
+# inline views) and blob: (the studio's local previews); no inline script, no framing
+CSP = ("default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; object-src 'none'; "
+       "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+SECURITY_HEADERS: Mapping[str, str] = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",  # frame-ancestors for browsers that predate CSP 2
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+
+
+def add_security_headers(response: Response) -> Response:
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
 
 
 def init_app(app: Flask) -> None:
     app.request_class = InMemoryRequest
     app.register_error_handler(HTTPException, handle_error)
+    app.register_error_handler(Busy, handle_busy)
+    app.after_request(add_security_headers)
+    # the studio sets no cookies; should a later feature use Flask's session, it is locked down
+    app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax")

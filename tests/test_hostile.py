@@ -1,0 +1,241 @@
+"""Hostile and odd inputs through the API: a corpus generated here (nothing large is committed), each with
+the answer a user should get, and property-based tests over options and mutated image bytes: no 5xx, ever.
+
+The same corpus is sent to a real gunicorn server in test_serve.py, which checks the worker survives it.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import struct
+import zlib
+from typing import Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from app.options import Options
+from conftest import form_data
+
+
+def pil_bytes(im: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def gradient(w: int, h: int, mode: str = "RGB") -> Image.Image:
+    y, x = np.mgrid[0:h, 0:w]
+    rgb = np.stack([x * 255 // max(1, w - 1), y * 255 // max(1, h - 1), (x + y) % 256], -1).astype(np.uint8)
+    return Image.fromarray(rgb).convert(mode)
+
+
+def chunk(kind: bytes, body: bytes, crc: Optional[int] = None) -> bytes:
+    crc = zlib.crc32(kind + body) if crc is None else crc
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+
+def raw_png(width: int, height: int, *, level: int = 9, ihdr_crc: Optional[int] = None,
+            rows: bool = True) -> bytes:
+    """A grayscale PNG of zeros written with zlib directly: 64 MP compresses to ~60 KB, a decompression
+    bomb in all but name. ``rows=False`` declares the size but carries (almost) no pixels."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    data = zlib.compress(b"\0" * ((width + 1) * height), level) if rows else zlib.compress(b"\0" * 16)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr, ihdr_crc) + chunk(b"IDAT", data)
+            + chunk(b"IEND", b""))
+
+
+def jpeg_header_only(width: int, height: int) -> bytes:
+    """SOI + a baseline SOF0 that declares ``width`` x ``height``, and nothing else."""
+    sof = struct.pack(">BHHB", 8, height, width, 3) + b"".join(bytes([i, 0x11, 0]) for i in (1, 2, 3))
+    return b"\xff\xd8" + b"\xff\xc0" + struct.pack(">H", len(sof) + 2) + sof
+
+
+def exif_rotated() -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 CW to display
+    return pil_bytes(gradient(40, 20), "JPEG", exif=exif.tobytes())
+
+
+def corrupt_exif() -> bytes:
+    jpeg = pil_bytes(gradient(40, 30), "JPEG")
+    junk = b"Exif\0\0" + b"MM\0*\0\0\0\x08" + b"\xff" * 40  # a TIFF header that points at garbage
+    return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(junk) + 2) + junk + jpeg[2:]
+
+
+def animated(fmt: str) -> bytes:
+    frames = [gradient(32, 24).rotate(a) for a in (0, 90, 180)]
+    return pil_bytes(frames[0], fmt, save_all=True, append_images=frames[1:], duration=100, loop=0)
+
+
+def cmyk_jpeg() -> bytes:
+    return pil_bytes(gradient(48, 32, "CMYK"), "JPEG")
+
+
+def sixteen_bit() -> bytes:
+    return pil_bytes(Image.fromarray((np.arange(40 * 30, dtype=np.uint16).reshape(30, 40) * 50)), "PNG")
+
+
+def multipage_tiff() -> bytes:
+    return pil_bytes(gradient(40, 30), "TIFF", save_all=True, append_images=[gradient(20, 10)])
+
+
+SVG = b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"></svg>'
+
+# name -> (bytes maker, expected status, expected error code or the (width, height) of the result)
+Case = Tuple[Callable[[], bytes], int, object]
+CORPUS: Dict[str, Case] = {
+    "empty": (lambda: b"", 400, "empty"),
+    "text as jpg": (lambda: b"just some words\n" * 20, 415, "not_image"),
+    "html as jpg": (lambda: b"<!doctype html><html><body><img src=x></body></html>", 415, "not_image"),
+    "pdf as jpg": (lambda: b"%PDF-1.7\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF", 415, "not_image"),
+    "zip as jpg": (lambda: b"PK\x03\x04\x14\0\0\0\0\0" + b"\0" * 60, 415, "not_image"),
+    "svg": (lambda: SVG, 415, "not_image"),
+    "truncated jpeg": (lambda: pil_bytes(gradient(64, 48), "JPEG")[:300], 400, "corrupt"),
+    "truncated png": (lambda: pil_bytes(gradient(64, 48), "PNG")[:100], 400, "corrupt"),
+    "png with a bad crc": (lambda: raw_png(16, 16, ihdr_crc=0xDEADBEEF), 400, "corrupt"),
+    "png declaring 50000x50000": (lambda: raw_png(50000, 50000, rows=False), 413, "too_large"),
+    "jpeg declaring 65000x65000": (lambda: jpeg_header_only(65000, 65000), 413, "too_large"),
+    "64 MP of zeros in 60 KB": (lambda: raw_png(8000, 8000), 413, "too_large"),
+    "38 MP of zeros, under the limit": (lambda: raw_png(6400, 6000), 200, (4096, 3840)),
+    "1x1": (lambda: pil_bytes(gradient(1, 1), "PNG"), 200, (1, 1)),
+    "1xN": (lambda: pil_bytes(gradient(1, 300), "PNG"), 200, (1, 300)),
+    "10000x50": (lambda: pil_bytes(gradient(10000, 50), "PNG"), 200, (4096, 20)),
+    "16-bit grayscale": (sixteen_bit, 200, (40, 30)),
+    "palette": (lambda: pil_bytes(gradient(40, 30, "P"), "PNG"), 200, (40, 30)),
+    "grayscale + alpha": (lambda: pil_bytes(gradient(40, 30, "LA"), "PNG"), 200, (40, 30)),
+    "cmyk jpeg": (cmyk_jpeg, 200, (48, 32)),
+    "exif-rotated jpeg": (exif_rotated, 200, (20, 40)),
+    "corrupt exif": (corrupt_exif, 200, (40, 30)),
+    "animated gif": (lambda: animated("GIF"), 200, (32, 24)),
+    "animated webp": (lambda: animated("WEBP"), 200, (32, 24)),
+    "multi-page tiff": (multipage_tiff, 200, (40, 30)),
+}
+
+
+def post(client, data: bytes, filename: str = "upload.jpg", **fields):
+    return client.post("/api/v1/depth", **form_data({"image": (data, filename), **fields}))
+
+
+def png_size(data: bytes) -> Tuple[int, int]:
+    assert data.startswith(b"\x89PNG")
+    return Image.open(io.BytesIO(data)).size
+
+
+@pytest.mark.parametrize("name", list(CORPUS))
+def test_corpus_gets_the_right_answer(client, name: str) -> None:
+    make, status, expected = CORPUS[name]
+    r = post(client, make())
+    assert r.status_code == status, (name, r.get_json())
+    body = r.get_json()
+    if status == 200:
+        for view in ("heatmap", "overlay", "gray"):
+            got = client.get(f"/api/v1/depth/{body['depth_id']}/{view}.png")
+            assert got.status_code == 200 and png_size(got.data) == expected
+    else:
+        assert body["error"] == expected and len(body["message"]) > 10
+
+
+@pytest.mark.parametrize("filename, stem", [
+    ("../../etc/passwd.png", "passwd"),
+    ("..\\..\\windows\\win.ini.png", "win.ini"),
+    ("\x07bell\x1b[31m; Set-Cookie: x=1.png", "bell_31m_Set-Cookie_x_1"),
+    ("evil\x00name.png", "evil_name"),
+    ("/absolute/path/photo.png", "photo"),
+    ("", "photo"),
+])
+def test_filenames_are_never_paths_or_headers(client, samples, filename: str, stem: str, tmp_path,
+                                              monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    r = post(client, samples["chelsea"], filename)
+    assert r.status_code == 200
+    got = client.get(f"/api/v1/depth/{r.get_json()['depth_id']}/heatmap.png?download=1")
+    disposition = got.headers["Content-Disposition"]
+    # (Werkzeug drops the backslashes of a Windows path before we see it; what is left is a plain name)
+    assert re.search(rf'filename="[^"/\\]*{re.escape(stem)}\.heatmap\.png"', disposition), disposition
+    assert "\r" not in disposition and "\n" not in disposition and "/" not in disposition
+    assert list(tmp_path.iterdir()) == []  # nothing written where the server runs
+
+
+def test_a_header_broken_by_a_raw_newline_in_the_filename_is_a_400(client, samples) -> None:
+    # browsers escape it (%0D%0A); a hand-made request that does not breaks its own part header
+    r = post(client, samples["chelsea"], "a\r\nSet-Cookie: x=1.png")
+    assert r.status_code == 400 and r.get_json()["error"] == "missing_file"
+
+
+def test_security_headers_on_every_answer(client, samples) -> None:
+    for r in (client.get("/"), client.get("/healthz"), client.get("/static/studio.js"),
+              post(client, b""), client.get("/nothing")):
+        csp = r.headers["Content-Security-Policy"]
+        assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp and "unsafe" not in csp
+        assert r.headers["X-Content-Type-Options"] == "nosniff"
+        assert r.headers["Referrer-Policy"] == "no-referrer"
+        assert "Set-Cookie" not in r.headers
+        r.close()
+
+
+# property-based: whatever the options or the bytes, the answer is a result or a clear 4xx ---------------
+
+OPTION_NAMES = list(Options().as_dict()) + ["views", "max_side", "bogus", ""]
+VALUES = st.one_of(
+    st.text(max_size=12),
+    st.floats(allow_nan=True, allow_infinity=True).map(str),
+    st.integers(min_value=-10**12, max_value=10**12).map(str),
+    st.sampled_from(["on", "off", "true", "0", "1e309", "-0", "nan", "inferno", "crop", "pad", "fgs",
+                     "guided", "joint_bilateral", "384", "512", "all", "none", "heatmap,gray", "\0"]),
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_id(app, samples) -> str:
+    """A cached depth of a small photo, so option fuzzing costs renders, not inference."""
+    small = pil_bytes(Image.open(io.BytesIO(samples["chelsea"])).convert("RGB").resize((48, 32)), "PNG")
+    r = post(app.test_client(), small)
+    assert r.status_code == 200
+    return r.get_json()["depth_id"]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(fields=st.dictionaries(st.sampled_from(OPTION_NAMES), VALUES, max_size=5))
+def test_any_options_never_5xx(app, tiny_id, fields: Dict[str, str]) -> None:
+    client = app.test_client()
+    r = client.post("/api/v1/render", json={"depth_id": tiny_id, **fields})
+    assert r.status_code in (200, 422), (fields, r.get_json())
+    assert r.get_json()["error" if r.status_code == 422 else "depth_id"]
+    r = client.get(f"/api/v1/depth/{tiny_id}/overlay.png", query_string=fields)
+    assert r.status_code in (200, 422), (fields, r.data[:200])
+
+
+def seeds() -> List[bytes]:
+    im = gradient(24, 16)
+    return [pil_bytes(im, fmt) for fmt in ("PNG", "JPEG", "GIF", "WEBP", "BMP", "TIFF")]
+
+
+@st.composite
+def mutated(draw) -> bytes:
+    data = bytearray(draw(st.sampled_from(seeds())))
+    for _ in range(draw(st.integers(1, 4))):
+        kind = draw(st.sampled_from(["flip", "cut", "insert", "repeat"]))
+        at = draw(st.integers(0, max(0, len(data) - 1)))
+        if kind == "flip" and data:
+            data[at] ^= draw(st.integers(1, 255))
+        elif kind == "cut":
+            del data[at:at + draw(st.integers(1, 64))]
+        elif kind == "insert":
+            data[at:at] = draw(st.binary(min_size=1, max_size=32))
+        else:
+            data[at:at] = data[at:at + draw(st.integers(1, 64))]
+    return bytes(data)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=mutated())
+def test_mutated_images_never_5xx(app, data: bytes) -> None:
+    r = post(app.test_client(), data)
+    assert r.status_code in (200, 400, 413, 415), (r.status_code, r.get_json())
+    body = r.get_json()
+    assert body.get("depth_id") if r.status_code == 200 else body["message"]
