@@ -74,6 +74,6 @@ def create_app(test_config: Optional[Mapping[str, Any]] = None) -> Flask:
                        torchscript=model.scripted, torch_threads=model.threads, load_s=load_s,
                        uptime_s=round(time.monotonic() - started, 1), pid=os.getpid(),
                        cache={"entries": len(service.cache), "bytes": service.cache.nbytes},
-                       gate=gate.stats())
+                       gate=service.gate.stats())
 
     return app

@@ -150,7 +150,7 @@ def serve_cmd(bind: str, workers: int, threads: int, timeout: int, weights: str)
     """Serve the web studio and the API with gunicorn (config: app/gunicorn_conf.py)."""
     import os
 
-    from .model import WeightsError, resolve_weights
+    from .model import WeightsError, load_network, resolve_weights
 
     # find (or download) the weights once, here: a missing file is one clear line and exit code 2
     # rather than a traceback per worker, and several workers never download at the same time
@@ -158,6 +158,7 @@ def serve_cmd(bind: str, workers: int, threads: int, timeout: int, weights: str)
         "false", "0", "no", "off")
     try:
         path = resolve_weights(weights, download=download)
+        load_network(path)  # a corrupt or foreign file stops here too, not in every worker's boot
     except WeightsError as exc:
         log.error("%s", exc)
         sys.exit(2)

@@ -1,0 +1,276 @@
+"""Load test and soak of the real server, on loopback only, bounded in clients, time and requests.
+
+    .venv/bin/python benchmarks/load_test.py [--weights PATH] [--clients 20] [--seconds 60] [--soak 1000]
+
+Starts ``depthmap serve`` (real gunicorn, the default settings unless ``--workers``/``--env`` say
+otherwise) on a free loopback port, or uses ``--url`` (which must be a loopback address). Without
+``--weights`` (or ``MIDAS_WEIGHTS``) it makes the synthetic weights of the tests, which cost the same
+to run as the official ones.
+
+1. Warm-up: ``--warmup`` requests from all clients, enough to fill the result cache to its byte bound
+   (with a full cache, memory that still grows is a leak, not the cache doing its job).
+2. Load: ``--clients`` concurrent clients post sample photos to ``POST /api/v1/depth`` (all three views)
+   for ``--seconds``. Every upload is unique (random bytes after the image data, which decoders ignore),
+   so each one costs a real inference. Every 200 is checked (three PNG views at the photo's size); the
+   only other acceptable answer is a 503 with Retry-After, which the clients honour (with jitter).
+3. Soak: ``--soak`` sequential requests, RSS sampled every 100.
+
+Prints requests/s, p50/p95/p99 latency, answers by status, errors, and the server's RSS (master and
+workers, from /proc) after start, after warm-up, after the load and along the soak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import ipaddress
+import os
+import random
+import signal
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+from urllib.parse import urlparse
+
+import requests
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+MAX_CLIENTS, MAX_SECONDS, MAX_REQUESTS = 64, 600, 20_000  # the bounds of one run
+PNG_B64 = "data:image/png;base64,"
+
+
+def sample_photos() -> List[Tuple[str, bytes, Tuple[int, int]]]:
+    """(name, bytes, (width, height)) of the test samples."""
+    out = []
+    for p in sorted((ROOT / "tests/fixtures/samples").iterdir()):
+        if p.suffix in (".png", ".jpg"):
+            data = p.read_bytes()
+            with Image.open(io.BytesIO(data)) as im:
+                out.append((p.stem, data, im.size))
+    return out
+
+
+def unique(data: bytes) -> bytes:
+    """The same image with 16 random bytes after its end: a new cache key, the same pixels."""
+    return data + os.urandom(16)
+
+
+def png_size(uri: str) -> Tuple[int, int]:
+    """Width and height from a PNG data URI's IHDR, without decoding the image."""
+    head = base64.b64decode(uri[len(PNG_B64):len(PNG_B64) + 32])
+    return struct.unpack(">II", head[16:24])
+
+
+@dataclass
+class Tally:
+    """What the clients saw; shared by the client threads."""
+
+    latencies: Dict[str, List[float]] = field(default_factory=dict)
+    statuses: Counter = field(default_factory=Counter)
+    errors: Counter = field(default_factory=Counter)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, status: str, seconds: float, error: Optional[str] = None) -> None:
+        with self.lock:
+            self.statuses[status] += 1
+            self.latencies.setdefault(status, []).append(seconds)
+            if error:
+                self.errors[error] += 1
+
+
+def one_request(session: requests.Session, url: str, photo: Tuple[str, bytes, Tuple[int, int]],
+                tally: Tally) -> float:
+    """Posts one photo and checks the answer; returns the seconds to wait before the next (Retry-After)."""
+    name, data, size = photo
+    t0 = time.perf_counter()
+    try:
+        r = session.post(f"{url}/api/v1/depth", files={"image": (f"{name}.img", unique(data))}, timeout=120)
+    except requests.RequestException as exc:
+        tally.add("connection error", time.perf_counter() - t0, type(exc).__name__)
+        return 1.0
+    seconds = time.perf_counter() - t0
+    error = None
+    if r.status_code == 200:
+        views = r.json().get("views", {})
+        if sorted(views) != ["gray", "heatmap", "overlay"] or any(
+                not v.startswith(PNG_B64) or png_size(v) != size for v in views.values()):
+            error = "wrong result"
+    elif r.status_code == 503:
+        if not r.headers.get("Retry-After", "").isdigit() or r.json().get("error") != "busy":
+            error = "503 without Retry-After"
+    else:
+        error = f"unexpected {r.status_code}"
+    tally.add(str(r.status_code), seconds, error)
+    retry = r.headers.get("Retry-After", "") if r.status_code == 503 else ""
+    return float(retry) if retry.isdigit() else 0.0
+
+
+def drive(url: str, clients: int, seconds: float = 0.0, requests_total: int = 0) -> Tuple[Tally, float]:
+    """``clients`` threads post photos until ``seconds`` pass or ``requests_total`` are sent."""
+    clients = max(1, min(clients, MAX_CLIENTS))
+    seconds = min(seconds, MAX_SECONDS) if seconds else MAX_SECONDS
+    budget = min(requests_total, MAX_REQUESTS) if requests_total else MAX_REQUESTS
+    photos, tally, lock = sample_photos(), Tally(), threading.Lock()
+    sent = [0]
+    deadline = time.monotonic() + seconds
+
+    def client(i: int) -> None:
+        rng = random.Random(i)
+        with requests.Session() as session:
+            while time.monotonic() < deadline:
+                with lock:
+                    if sent[0] >= budget:
+                        return
+                    sent[0] += 1
+                wait = one_request(session, url, rng.choice(photos), tally)
+                # a polite client honours Retry-After (jittered, so the clients do not return in step)
+                time.sleep(min(wait * rng.uniform(0.5, 1.5), max(0.0, deadline - time.monotonic())))
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return tally, time.perf_counter() - t0
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def server_rss(master: int) -> Dict[str, float]:
+    """RSS in MB of the gunicorn master and each worker (its children)."""
+    out = {"master": rss_mb(master)}
+    for task in Path(f"/proc/{master}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            out[f"worker {child}"] = rss_mb(int(child))
+    return out
+
+
+def pct(xs: List[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q / 100 * len(xs)))] * 1000 if xs else float("nan")
+
+
+def report(title: str, tally: Tally, wall: float) -> None:
+    total = sum(tally.statuses.values())
+    ok = tally.latencies.get("200", [])
+    print(f"\n## {title}: {total} requests in {wall:.1f} s = {total / wall:.2f} req/s "
+          f"({len(ok) / wall:.2f} results/s)")
+    print(f"{'answer':<18}{'count':>7}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}")
+    for status, n in sorted(tally.statuses.items()):
+        xs = tally.latencies[status]
+        print(f"{status:<18}{n:>7}{pct(xs, 50):>9.0f}{pct(xs, 95):>9.0f}{pct(xs, 99):>9.0f}")
+    print("problems: " + (", ".join(f"{k} x{v}" for k, v in tally.errors.items()) or "none"))
+
+
+def print_rss(label: str, rss: Dict[str, float]) -> None:
+    print(f"RSS {label:<22}" + "  ".join(f"{k} {v:.0f} MB" for k, v in rss.items()))
+
+
+def start_server(weights: str, workers: int, extra_env: Dict[str, str], log: Path) -> Tuple[str, subprocess.Popen]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "MIDAS_WEIGHTS": weights, "DEPTHMAP_ACCESS_LOG": "/dev/null", **extra_env}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([str(Path(sys.executable).parent / "depthmap"), "serve", "--bind",
+                                 f"127.0.0.1:{port}", "--workers", str(workers)],
+                                env=env, stdout=out, stderr=subprocess.STDOUT)
+    url, t0 = f"http://127.0.0.1:{port}", time.perf_counter()
+    while True:
+        try:
+            requests.get(url + "/healthz", timeout=1).raise_for_status()
+            return url, proc
+        except requests.RequestException:
+            if proc.poll() is not None or time.perf_counter() - t0 > 120:
+                sys.exit(f"server did not start:\n{log.read_text()}")
+            time.sleep(0.1)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--weights", default=os.environ.get("MIDAS_WEIGHTS"))
+    ap.add_argument("--url", help="an already running server on loopback (then --workers/--env are unused)")
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                    help="extra server environment, e.g. DEPTHMAP_INFERENCE_QUEUE=8")
+    ap.add_argument("--clients", type=int, default=20)
+    ap.add_argument("--seconds", type=float, default=60)
+    ap.add_argument("--warmup", type=int, default=120, help="requests before the load (fill the cache)")
+    ap.add_argument("--soak", type=int, default=1000, help="sequential requests after the load (0: none)")
+    args = ap.parse_args()
+
+    proc = None
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.url:
+            url = args.url.rstrip("/")
+            if not ipaddress.ip_address(socket.gethostbyname(urlparse(url).hostname or "")).is_loopback:
+                sys.exit("refusing a load test against a non-loopback address")
+            master = None
+        else:
+            weights = args.weights
+            if not weights:
+                sys.path.insert(0, str(ROOT / "tests"))
+                from synthetic import write_synthetic_weights
+
+                weights = str(write_synthetic_weights(ROOT / "tests/fixtures/state_dict_manifest.json",
+                                                      Path(tmp) / "synthetic.pt"))
+                print("# synthetic weights (same architecture and cost as the official file)")
+            extra = dict(e.split("=", 1) for e in args.env)
+            url, proc = start_server(weights, args.workers, extra, Path(tmp) / "server.log")
+            master = proc.pid
+        try:
+            health = requests.get(url + "/healthz", timeout=10).json()
+            print(f"# {url}: {args.workers} worker(s), torch threads {health['torch_threads']}, "
+                  f"gate {health['gate']}, cache bound in server config")
+            if master:
+                print_rss("after start", server_rss(master))
+            tally, wall = drive(url, args.clients, requests_total=args.warmup)
+            report(f"warm-up ({args.clients} clients)", tally, wall)
+            warm = server_rss(master) if master else {}
+            if master:
+                print_rss("after warm-up", warm)
+            tally, wall = drive(url, args.clients, seconds=args.seconds)
+            report(f"load ({args.clients} clients, {args.seconds:g} s)", tally, wall)
+            if master:
+                after = server_rss(master)
+                print_rss("after load", after)
+                growth = max(after[k] / warm[k] for k in warm if k in after)
+                print(f"RSS after load / after warm-up (largest process ratio): {growth:.2f}")
+            if args.soak:
+                soak_rss = []
+                for start in range(0, args.soak, 100):
+                    tally, wall = drive(url, 1, requests_total=min(100, args.soak - start))
+                    bad = sum(v for k, v in tally.statuses.items() if k != "200")
+                    if master:
+                        soak_rss.append(server_rss(master))
+                    line = f"soak {start + 100:>5}: {100 / wall:.1f} req/s, non-200 {bad}"
+                    print(line + (f", worker RSS {max(v for k, v in soak_rss[-1].items() if k != 'master'):.0f} MB"
+                                  if master else ""))
+            health = requests.get(url + "/healthz", timeout=10).json()
+            print(f"# server after the run: cache {health['cache']}, gate {health['gate']}")
+        finally:
+            if proc is not None:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(60)
+
+
+if __name__ == "__main__":
+    main()
