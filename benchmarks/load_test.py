@@ -29,7 +29,6 @@ import os
 import random
 import signal
 import socket
-import statistics
 import struct
 import subprocess
 import sys
@@ -184,7 +183,8 @@ def print_rss(label: str, rss: Dict[str, float]) -> None:
     print(f"RSS {label:<22}" + "  ".join(f"{k} {v:.0f} MB" for k, v in rss.items()))
 
 
-def start_server(weights: str, workers: int, extra_env: Dict[str, str], log: Path) -> Tuple[str, subprocess.Popen]:
+def start_server(weights: str, workers: int, extra_env: Dict[str, str],
+                 log: Path) -> Tuple[str, subprocess.Popen]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -262,8 +262,10 @@ def main() -> None:
                     if master:
                         soak_rss.append(server_rss(master))
                     line = f"soak {start + 100:>5}: {100 / wall:.1f} req/s, non-200 {bad}"
-                    print(line + (f", worker RSS {max(v for k, v in soak_rss[-1].items() if k != 'master'):.0f} MB"
-                                  if master else ""))
+                    if master:
+                        worst = max(v for k, v in soak_rss[-1].items() if k != "master")
+                        line += f", worker RSS {worst:.0f} MB"
+                    print(line)
             health = requests.get(url + "/healthz", timeout=10).json()
             print(f"# server after the run: cache {health['cache']}, gate {health['gate']}")
         finally:
