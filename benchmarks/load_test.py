@@ -7,7 +7,7 @@ otherwise) on a free loopback port, or uses ``--url`` (which must be a loopback 
 ``--weights`` (or ``MIDAS_WEIGHTS``) it makes the synthetic weights of the tests, which cost the same
 to run as the official ones.
 
-1. Warm-up: ``--warmup`` requests from all clients, enough to fill the result cache to its byte bound
+1. Warm-up: ``--warmup`` results from all clients, enough to fill the result cache to its byte bound
    (with a full cache, memory that still grows is a leak, not the cache doing its job).
 2. Load: ``--clients`` concurrent clients post sample photos to ``POST /api/v1/depth`` (all three views)
    for ``--seconds``. Every upload is unique (random bytes after the image data, which decoders ignore),
@@ -79,6 +79,12 @@ class Tally:
     statuses: Counter = field(default_factory=Counter)
     errors: Counter = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def merge(self, other: "Tally") -> None:
+        for status, xs in other.latencies.items():
+            self.latencies.setdefault(status, []).extend(xs)
+        self.statuses.update(other.statuses)
+        self.errors.update(other.errors)
 
     def add(self, status: str, seconds: float, error: Optional[str] = None) -> None:
         with self.lock:
@@ -213,7 +219,8 @@ def main() -> None:
                     help="extra server environment, e.g. DEPTHMAP_INFERENCE_QUEUE=8")
     ap.add_argument("--clients", type=int, default=20)
     ap.add_argument("--seconds", type=float, default=60)
-    ap.add_argument("--warmup", type=int, default=120, help="requests before the load (fill the cache)")
+    ap.add_argument("--warmup", type=int, default=120,
+                    help="results before the load: enough to fill the default 200 MB cache")
     ap.add_argument("--soak", type=int, default=1000, help="sequential requests after the load (0: none)")
     args = ap.parse_args()
 
@@ -242,7 +249,11 @@ def main() -> None:
                   f"gate {health['gate']}, cache bound in server config")
             if master:
                 print_rss("after start", server_rss(master))
-            tally, wall = drive(url, args.clients, requests_total=args.warmup)
+            tally, wall = Tally(), 0.0
+            while tally.statuses["200"] < args.warmup:  # results, not answers: the cache must be full
+                more, seconds = drive(url, args.clients, requests_total=args.clients * 4)
+                tally.merge(more)
+                wall += seconds
             report(f"warm-up ({args.clients} clients)", tally, wall)
             warm = server_rss(master) if master else {}
             if master:

@@ -31,3 +31,18 @@ def test_environment_then_test_config(monkeypatch, weights_path) -> None:
 def test_missing_weights_never_falls_back(tmp_path) -> None:
     with pytest.raises(WeightsError):
         create_app({"MIDAS_WEIGHTS": str(tmp_path / "absent.pt")})
+
+
+def test_secret_key_and_gate_come_from_the_environment(monkeypatch, weights_path) -> None:
+    monkeypatch.setenv("MIDAS_WEIGHTS", str(weights_path))
+    config = {"TORCHSCRIPT": False}
+    first, second = create_app(config), create_app(config)
+    assert len(first.config["SECRET_KEY"]) >= 32  # never a fixed key: random per process...
+    assert first.config["SECRET_KEY"] != second.config["SECRET_KEY"]
+    monkeypatch.setenv("DEPTHMAP_SECRET_KEY", "from-the-environment")  # ...unless the operator sets one
+    monkeypatch.setenv("DEPTHMAP_INFERENCE_QUEUE", "5")
+    monkeypatch.setenv("DEPTHMAP_QUEUE_TIMEOUT", "2.5")
+    app = create_app(config)
+    gate = app.extensions["depth_service"].gate
+    assert app.config["SECRET_KEY"] == "from-the-environment" and not app.debug
+    assert (gate.slots, gate.queue, gate.timeout) == (1, 5, 2.5)

@@ -74,6 +74,7 @@ def make_driver(width: int = 1400, height: int = 1000, phone: bool = False) -> w
     if phone:
         opts.add_experimental_option("mobileEmulation", {
             "deviceMetrics": {"width": 390, "height": 844, "pixelRatio": 2, "touch": True}})
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # console, for CSP violations
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
     driver.set_page_load_timeout(60)
     return driver
@@ -225,6 +226,13 @@ def test_screenshots_desktop_and_phone(driver, server_url) -> None:
         save_screenshot(phone, "studio-phone.jpg")
     finally:
         phone.quit()
+
+
+def test_the_strict_content_security_policy_blocks_nothing_the_studio_needs(driver) -> None:
+    # everything the tests above did ran under the server's CSP; a violation is logged to the console
+    logs = driver.get_log("browser")
+    assert driver.execute_script("return document.querySelectorAll('#grid img').length") > 0
+    assert not [e["message"] for e in logs if "Content Security Policy" in e["message"]]
 
 
 def test_works_without_javascript(server_url) -> None:
