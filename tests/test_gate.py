@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -90,15 +91,20 @@ def full_gate(app, monkeypatch):
     holder.join(5)
 
 
+def fresh(data: bytes) -> bytes:
+    """The same image under a new cache key (trailing bytes), so it needs a slot."""
+    return data + os.urandom(16)
+
+
 def test_api_answers_503_with_retry_after_when_full(client, full_gate, samples) -> None:
-    r = client.post("/api/v1/depth", **form_data({"image": (samples["rocket"], "r.jpg")}))
+    r = client.post("/api/v1/depth", **form_data({"image": (fresh(samples["rocket"]), "r.jpg")}))
     assert r.status_code == 503 and int(r.headers["Retry-After"]) >= 1
     assert r.get_json()["error"] == "busy" and "try again" in r.get_json()["message"]
     assert client.get("/healthz").get_json()["gate"]["refused"] == 1
 
 
 def test_page_shows_busy_next_to_the_form(client, full_gate, samples) -> None:
-    r = client.post("/", **form_data({"image": (samples["rocket"], "r.jpg")}))
+    r = client.post("/", **form_data({"image": (fresh(samples["rocket"]), "r.jpg")}))
     assert r.status_code == 503 and r.headers["Retry-After"]
     assert b"busy" in r.data and b"<form" in r.data
 
