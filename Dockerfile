@@ -26,9 +26,9 @@ RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/dep
         --shell /usr/sbin/nologin depthmap \
     && install -d -o depthmap -g depthmap -m 0755 /weights
 
-# 1. PyTorch, alone in its layer (about 730 MB): changes to the project never reinstall it. A virtual
+# 1. PyTorch, alone in its layer (about 700 MB): changes to the project never reinstall it. A virtual
 # environment, so this works the same on the official python image and on plain Debian. Dropped: the C++
-# test programs, headers and protoc some torch wheels carry (about 190 MB), which only building C++
+# test programs, headers and protoc some torch wheels carry (about 180 MB), which only building C++
 # extensions or torch.compile would use; TorchScript and eager inference do not.
 ENV VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH
 ARG TORCH_SPEC=torch==2.13.0
