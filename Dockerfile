@@ -1,6 +1,6 @@
 # Depth-map studio: the web studio and the JSON API (gunicorn), CPU only. See README, "Self-hosting".
 #
-#   docker build -t depthmap-studio .
+#   docker build -t depthmap-studio .      (needs BuildKit: Docker 23+, or DOCKER_BUILDKIT=1)
 #   docker run -d -p 127.0.0.1:8000:8000 -v depthmap-weights:/weights depthmap-studio
 #
 # Build arguments:
