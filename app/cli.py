@@ -134,7 +134,7 @@ def predict_cmd(inputs: Tuple[str, ...], out_dir: str, weights: str, threads: in
             try:
                 result = predict(path.read_bytes(), model, opts)
                 for view, img in render_views(result.photo, result.depth, opts).items():
-                    (out / f"{stem}.{view}.png").write_bytes(encode_png(img))
+                    (out / f"{stem}.{view}.png").write_bytes(encode_png(img, view))
                 np.save(out / f"{stem}.depth.npy", result.depth)
                 log.debug("%s: %s", path, result.timings_ms)
             except (OSError, ImageError) as exc:  # unreadable input, bad image, or a failed write
