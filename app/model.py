@@ -31,11 +31,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, FrozenSet, Iterator, List, Mapping, Optional, Sequence, Tuple
 
-import numpy as np
-import torch
-from torch.nn.utils.fusion import fuse_conv_bn_eval
+# torch's OpenMP threads spin while they wait for each other: fastest on an idle machine, ruinous on a
+# busy one. When another process, another worker or this server's own PNG encoding holds one of the
+# cores, each of the network's few hundred parallel regions can wait out a whole time slice (measured
+# on 2 busy cores: 1.5-3.8 s per forward pass spinning, 0.36 s passive; README, "Speed"). libgomp reads
+# this once, when torch is first imported; a value the user set wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from .network import DepthwiseSeparable, InvertedResidual, MidasSmall
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch.nn.utils.fusion import fuse_conv_bn_eval  # noqa: E402
+
+from .network import DepthwiseSeparable, InvertedResidual, MidasSmall  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -323,10 +330,13 @@ def _import_openvino() -> Any:
     return openvino
 
 
-def _openvino(onnx_model: bytes, threads: int) -> Tuple[Runner, str]:
+def _openvino(onnx_model: bytes, threads: int, precision: Optional[str] = None) -> Tuple[Runner, str]:
+    """OpenVINO on the CPU, in bf16 where the CPU has it natively, else f32 (``precision`` forces one:
+    the benchmark measures both)."""
     ov = _import_openvino()
     core = ov.Core()
-    precision = "bf16" if "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES") else "f32"
+    if precision is None:
+        precision = "bf16" if "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES") else "f32"
     compiled = core.compile_model(core.read_model(onnx_model), "CPU", {
         "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1, "INFERENCE_NUM_THREADS": threads,
         "INFERENCE_PRECISION_HINT": precision,
