@@ -348,6 +348,9 @@ def enhance(depth: np.ndarray, opts: Options) -> np.ndarray:
     return v
 
 
+DISPLAY_STRIP = 512  # depth rows clipped at a time
+
+
 def display(depth: np.ndarray, opts: Options) -> np.ndarray:
     """Raw depth ``(H, W)`` -> display levels ``(H, W)`` uint8: ``to_uint8(enhance(depth, opts))`` to
     within one level (rounding), in two passes over the map instead of about eight. Normalising,
@@ -365,11 +368,16 @@ def display(depth: np.ndarray, opts: Options) -> np.ndarray:
         return np.full(d.shape, int(np.rint(255.0 * (1.0 - v0 if opts.invert else v0))), np.uint8)
     alpha = c / (hi - lo)  # v = alpha * d + beta, clipped to [v0, v1]
     beta = k - alpha * lo
-    clipped = np.clip(d, (v0 - beta) / alpha, (v1 - beta) / alpha)
+    d_lo, d_hi = (v0 - beta) / alpha, (v1 - beta) / alpha
     # convertScaleAbs: saturate(round(|a * x + b|)); the clip keeps a * x + b in [0, 255]
-    if opts.invert:
-        return cv2.convertScaleAbs(clipped, alpha=-255.0 * alpha, beta=255.0 * (1.0 - beta))
-    return cv2.convertScaleAbs(clipped, alpha=255.0 * alpha, beta=255.0 * beta)
+    a, b = (-255.0 * alpha, 255.0 * (1.0 - beta)) if opts.invert else (255.0 * alpha, 255.0 * beta)
+    levels = np.empty(d.shape, np.uint8)
+    clipped = np.empty((min(DISPLAY_STRIP, d.shape[0]),) + d.shape[1:], np.float32)
+    for r in range(0, d.shape[0], DISPLAY_STRIP):  # strips: no float copy of a whole 12 MP map
+        n = min(DISPLAY_STRIP, d.shape[0] - r)
+        np.clip(d[r:r + n], d_lo, d_hi, out=clipped[:n])
+        cv2.convertScaleAbs(clipped[:n], dst=levels[r:r + n], alpha=a, beta=b)
+    return levels
 
 
 # 6. colorize ----------------------------------------------------------------------------------------
