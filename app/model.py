@@ -281,19 +281,17 @@ def _eager(net: MidasSmall) -> Runner:
     return lambda x: net(torch.from_numpy(x)).numpy()
 
 
-def _torchscript(net: MidasSmall) -> Runner:
-    with _quiet_compilers():
-        module = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.script(net)))
-    return lambda x: module(torch.from_numpy(x)).numpy()
-
-
-def _bf16(net: MidasSmall) -> Runner:
+def _traced(net: MidasSmall, bf16: bool = False) -> Runner:
+    """TorchScript: batch norms folded, channels-last memory layout, traced, frozen (weights become
+    constants). Measured against the other ways to compile it (scripting, optimize_for_inference,
+    without channels-last), this was the fastest in fp32 and in bf16 (README, "Engines")."""
     folded = fold_batchnorm(net).to(memory_format=torch.channels_last)
     example = _example().contiguous(memory_format=torch.channels_last)
-    # traced under autocast so the casts are in the graph; freezing then stores bf16 copies of the
-    # weights once instead of casting them on every call
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=False)
-    with _quiet_compilers(), torch.no_grad(), autocast:
+    # bf16: traced under autocast so the casts are in the graph; freezing then stores bf16 copies of
+    # the weights once instead of casting them on every call
+    cast = (torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=False) if bf16
+            else contextlib.nullcontext())
+    with _quiet_compilers(), torch.no_grad(), cast:
         module = torch.jit.freeze(torch.jit.trace(folded, example))
     return lambda x: module(torch.from_numpy(x).contiguous(memory_format=torch.channels_last)).float().numpy()
 
@@ -357,10 +355,9 @@ def build_runner(net: MidasSmall, engine: str, threads: int, check: bool = True)
         raise EngineError(problem)
     if engine == "eager":
         return _eager(net), "fp32"
-    if engine == "torchscript":
-        return _torchscript(net), "fp32"
-    if engine == "bf16":
-        return _bf16(net), "bf16"
+    if engine in ("torchscript", "bf16"):
+        precision = "bf16" if engine == "bf16" else "fp32"
+        return _traced(net, bf16=engine == "bf16"), precision
     onnx_model = export_onnx(net)
     if engine == "onnxruntime":
         return _onnxruntime(onnx_model, threads), "fp32"

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from app.model import (DEFAULT_ENGINE, ENGINES, FAST_EXTRA, DepthModel, EngineError, WeightsError,
-                       configure_threads, cpu_flags, file_digest, fold_batchnorm, load_network, native_bf16)
+                       configure_threads, cpu_flags, engine_problem, file_digest, fold_batchnorm,
+                       load_network, native_bf16)
 from app.network import MidasSmall
 from conftest import SAMPLES, reference
 from synthetic import load_manifest, synthetic_state_dict
@@ -101,6 +102,19 @@ def test_network_output_matches_official_implementation(engine_models, name, eng
     assert model.engine == engine and model.precision == {"bf16": "bf16"}.get(engine, "fp32") or (
         engine == "openvino" and model.precision == "bf16")
     close_enough(model(reference(name, "net_input")), reference(name, "net_output"), model.precision)
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLES))
+@pytest.mark.parametrize("engine", [e for e in ENGINES if e not in ("torchscript", "eager")])
+def test_photo_to_depth_on_each_engine(engine_models, samples, name, engine) -> None:
+    """The issue's bar for a fast mode, on the whole chain: photo file -> depth at the photo's size
+    against the official fp32 implementation's."""
+    from app.options import Options
+    from app.pipeline import predict
+
+    model = engine_models(engine)
+    depth = predict(samples[name], model, Options()).depth
+    close_enough(depth, reference(name, "upsampled"), model.precision)
 
 
 @pytest.mark.parametrize("shape", [(256, 256), (160, 256), (384, 288), (512, 512), (32, 512)])
@@ -199,3 +213,21 @@ def test_official_weights_see_near_and_far(real_weights, samples) -> None:
     h = depth.shape[0]
     # rocket.jpg: sky at the top (far, small inverse depth), launch tower and ground below (nearer)
     assert depth[: h // 6].mean() < depth[-h // 3:].mean()
+
+
+@pytest.mark.real_weights
+@pytest.mark.parametrize("engine", ["bf16", "openvino"])
+def test_official_weights_fast_engines_hold_the_bar(real_weights, samples, engine) -> None:
+    """With the real checkpoint: the fast engines' depth within correlation 0.999 and relative L1 1 %
+    of fp32 on every sample photo."""
+    from app.options import Options
+    from app.pipeline import predict
+
+    problem = engine_problem(engine)
+    if problem:
+        pytest.skip(problem)
+    fp32 = DepthModel.load(real_weights, threads=2, warm_up=False)
+    fast = DepthModel.load(real_weights, threads=2, engine=engine, warm_up=False)
+    for data in samples.values():
+        close_enough(predict(data, fast, Options()).depth, predict(data, fp32, Options()).depth,
+                     fast.precision)
