@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.metadata
 import io
 import os
 import platform
@@ -96,11 +97,11 @@ def machine() -> str:
     import torch
 
     versions = [f"torch {torch.__version__}"]
-    for mod in ("onnxruntime", "openvino"):
+    for dist in ("onnxruntime", "openvino"):  # without importing openvino: that would report usage
         try:
-            versions.append(f"{mod} {__import__(mod).__version__}")
-        except ImportError:
-            versions.append(f"{mod} not installed")
+            versions.append(f"{dist} {importlib.metadata.version(dist)}")
+        except importlib.metadata.PackageNotFoundError:
+            versions.append(f"{dist} not installed")
     return (f"{datetime.date.today()}, {model}, {len(os.sched_getaffinity(0))} CPUs, {' '.join(isa)}; "
             f"{platform.python_version()}, {', '.join(versions)}")
 
