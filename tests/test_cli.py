@@ -166,3 +166,10 @@ def test_engine_this_machine_cannot_run_is_one_clear_line(monkeypatch, caplog, w
     result = CliRunner().invoke(cli.main, args + ([str(SAMPLES["chelsea"])] if command == "predict" else []))
     assert result.exit_code == 2
     assert "The openvino engine needs X: do Y." in caplog.text + result.output
+
+
+def test_cli_lists_the_models_engines() -> None:
+    from app import cli
+    from app.model import ENGINES
+
+    assert cli.ENGINES == ENGINES
