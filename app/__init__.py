@@ -17,7 +17,7 @@ DEFAULTS: Mapping[str, Any] = {
     "MIDAS_WEIGHTS": None,  # path; None = user cache, else download (see app.model.resolve_weights)
     "WEIGHTS_DOWNLOAD": True,
     "TORCH_THREADS": None,  # None = every core this process may use
-    "TORCHSCRIPT": True,
+    "ENGINE": "torchscript",  # torchscript | eager | bf16 | onnxruntime | openvino (app.model.ENGINES)
     "MAX_CONTENT_LENGTH": 20 * 1024 * 1024,
     "MAX_PIXELS": 40_000_000,
     "MAX_SIDE": 4096,
@@ -54,7 +54,7 @@ def create_app(test_config: Optional[Mapping[str, Any]] = None) -> Flask:
     weights = resolve_weights(app.config["MIDAS_WEIGHTS"], download=app.config["WEIGHTS_DOWNLOAD"])
     # loads, compiles and warms up: a server process answers nothing, /healthz included, before this
     model = DepthModel.load(weights, threads=app.config["TORCH_THREADS"],
-                            script=app.config["TORCHSCRIPT"])
+                            engine=app.config["ENGINE"])
     app.extensions["depth_model"] = model
     gate = Gate(int(app.config["INFERENCE_SLOTS"]), int(app.config["INFERENCE_QUEUE"]),
                 float(app.config["QUEUE_TIMEOUT"]))

@@ -21,6 +21,16 @@ from .pipeline import ImageError, encode_png, predict, render_views
 log = logging.getLogger("depthmap")
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".mpo"}
+# the same names as app.model.ENGINES, spelled out so that --help does not need to import torch
+ENGINES = ("torchscript", "eager", "bf16", "onnxruntime", "openvino")
+
+
+def engine_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--engine", envvar="DEPTHMAP_ENGINE", type=click.Choice(ENGINES),
+                        default="torchscript", show_default=True,
+                        help="how the network runs: torchscript (fp32, exact), eager (fp32, plain "
+                             "PyTorch), bf16 (CPUs with native bfloat16), onnxruntime or openvino "
+                             "(optional extra 'fast') [env DEPTHMAP_ENGINE]; see README, \"Engines\"")(func)
 
 
 def option_flags(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -86,9 +96,10 @@ def main(verbose: bool) -> None:
               help="MiDaS v2.1 small checkpoint [env MIDAS_WEIGHTS; default: user cache, "
                    "else download]")
 @click.option("--threads", envvar="DEPTHMAP_TORCH_THREADS", type=click.IntRange(1, 256),
-              help="torch threads [env DEPTHMAP_TORCH_THREADS; default: all cores]")
+              help="inference threads [env DEPTHMAP_TORCH_THREADS; default: all cores]")
+@engine_option
 @option_flags
-def predict_cmd(inputs: Tuple[str, ...], out_dir: str, weights: str, threads: int,
+def predict_cmd(inputs: Tuple[str, ...], out_dir: str, weights: str, threads: int, engine: str,
                 **raw: Any) -> None:
     """Write STEM.heatmap.png, STEM.overlay.png, STEM.gray.png and STEM.depth.npy per photo.
 
@@ -98,7 +109,7 @@ def predict_cmd(inputs: Tuple[str, ...], out_dir: str, weights: str, threads: in
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from .model import DepthModel, WeightsError, resolve_weights
+    from .model import DepthModel, EngineError, WeightsError, resolve_weights
 
     try:
         opts = Options.from_strings({k: str(v) for k, v in raw.items()})
@@ -108,8 +119,9 @@ def predict_cmd(inputs: Tuple[str, ...], out_dir: str, weights: str, threads: in
     if not files:
         raise click.UsageError("no photos to process")
     try:
-        model = DepthModel.load(resolve_weights(weights), threads=threads)
-    except WeightsError as exc:
+        # one photo at a time: the usual shapes' warm-up would cost more than it saves
+        model = DepthModel.load(resolve_weights(weights), threads=threads, engine=engine, warm_up=False)
+    except (WeightsError, EngineError) as exc:
         log.error("%s", exc)
         sys.exit(2)
 
@@ -122,7 +134,7 @@ def predict_cmd(inputs: Tuple[str, ...], out_dir: str, weights: str, threads: in
             try:
                 result = predict(path.read_bytes(), model, opts)
                 for view, img in render_views(result.photo, result.depth, opts).items():
-                    (out / f"{stem}.{view}.png").write_bytes(encode_png(img))
+                    (out / f"{stem}.{view}.png").write_bytes(encode_png(img, view))
                 np.save(out / f"{stem}.depth.npy", result.depth)
                 log.debug("%s: %s", path, result.timings_ms)
             except (OSError, ImageError) as exc:  # unreadable input, bad image, or a failed write
@@ -146,11 +158,17 @@ def predict_cmd(inputs: Tuple[str, ...], out_dir: str, weights: str, threads: in
               show_default=True, help="seconds before a stuck worker is restarted [env DEPTHMAP_TIMEOUT]")
 @click.option("--weights", envvar="MIDAS_WEIGHTS", type=click.Path(dir_okay=False),
               help="MiDaS v2.1 small checkpoint [env MIDAS_WEIGHTS; default: user cache, else download]")
-def serve_cmd(bind: str, workers: int, threads: int, timeout: int, weights: str) -> None:
+@engine_option
+def serve_cmd(bind: str, workers: int, threads: int, timeout: int, weights: str, engine: str) -> None:
     """Serve the web studio and the API with gunicorn (config: app/gunicorn_conf.py)."""
     import os
 
-    from .model import WeightsError, load_network, resolve_weights
+    from .model import WeightsError, engine_problem, load_network, resolve_weights
+
+    problem = engine_problem(engine)  # one clear line here, not a traceback per worker
+    if problem:
+        log.error("%s", problem)
+        sys.exit(2)
 
     # find (or download) the weights once, here: a missing file is one clear line and exit code 2
     # rather than a traceback per worker, and several workers never download at the same time
@@ -162,12 +180,16 @@ def serve_cmd(bind: str, workers: int, threads: int, timeout: int, weights: str)
     except WeightsError as exc:
         log.error("%s", exc)
         sys.exit(2)
+    # glibc gives each thread that allocates its own heap and keeps what is freed there: with request,
+    # encoder and OpenMP threads a worker held about 90 MB more after a 12 MP request (README, "Speed")
+    os.environ.setdefault("MALLOC_ARENA_MAX", "2")
     env = dict(os.environ, DEPTHMAP_BIND=bind, DEPTHMAP_WORKERS=str(workers),
                DEPTHMAP_WORKER_THREADS=str(threads), DEPTHMAP_TIMEOUT=str(timeout),
-               MIDAS_WEIGHTS=str(path.resolve()))
+               DEPTHMAP_ENGINE=engine, MIDAS_WEIGHTS=str(path.resolve()))
     conf = Path(__file__).with_name("gunicorn_conf.py")
     argv = [sys.executable, "-m", "gunicorn", "--config", str(conf), "app:create_app()"]
-    log.info("starting gunicorn on http://%s (%d worker(s) x %d threads)", bind, workers, threads)
+    log.info("starting gunicorn on http://%s (%d worker(s) x %d threads, engine %s)", bind, workers,
+             threads, engine)
     # exec: gunicorn's master becomes this process, so signals from a terminal, systemd or Docker
     # reach it directly
     os.execve(sys.executable, argv, env)

@@ -13,22 +13,38 @@ Nothing ever falls back to random weights: any failure is a ``WeightsError`` tha
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import ctypes
+import gc
 import hashlib
+import importlib.util
+import io
 import logging
 import os
+import sys
 import tempfile
 import threading
+import time
 import urllib.error
 import urllib.request
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Mapping, Optional
+from typing import Any, Callable, Dict, FrozenSet, Iterator, List, Mapping, Optional, Sequence, Tuple
 
-import numpy as np
-import torch
+# torch's OpenMP threads spin while they wait for each other: fastest on an idle machine, ruinous on a
+# busy one. When another process, another worker or this server's own PNG encoding holds one of the
+# cores, each of the network's few hundred parallel regions can wait out a whole time slice (measured
+# on 2 busy cores: 1.5-3.8 s per forward pass spinning, 0.36 s passive; README, "Speed"). libgomp reads
+# this once, when torch is first imported; a value the user set wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from .network import MidasSmall
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch.nn.utils.fusion import fuse_conv_bn_eval  # noqa: E402
+
+from .network import DepthwiseSeparable, InvertedResidual, MidasSmall  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -178,41 +194,249 @@ def configure_threads(threads: Optional[int] = None) -> int:
     return n
 
 
+# engines --------------------------------------------------------------------------------------------
+# One network, several ways to run it. Each builder returns a function from a (1, 3, h, w) float32
+# array to a (1, h, w) float32 array. See README, "Engines", for the measured speed of each.
+
+ENGINES: Tuple[str, ...] = ("torchscript", "eager", "bf16", "onnxruntime", "openvino")
+DEFAULT_ENGINE = "torchscript"  # the fastest that computes exactly what the official code does (fp32)
+FAST_EXTRA = "pip install 'depthmap-studio[fast]'  (or: pip install onnx onnxruntime openvino)"
+Runner = Callable[[np.ndarray], np.ndarray]
+# photos' usual shapes (square, 4:3, 3:2, 16:9, both ways); each new input shape costs a slow first call
+WARM_UP_ASPECTS: Tuple[Tuple[int, int], ...] = ((1, 1), (3, 4), (4, 3), (2, 3), (3, 2), (9, 16), (16, 9))
+
+
+class EngineError(RuntimeError):
+    """The chosen engine cannot run on this machine or install. The message says why and what to do."""
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> FrozenSet[str]:
+    """The CPU's feature flags as Linux reports them (empty where there is no /proc/cpuinfo)."""
+    try:
+        with open(cpuinfo, encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def native_bf16(flags: Optional[FrozenSet[str]] = None) -> bool:
+    """Whether the CPU computes in bfloat16 natively (AVX512-BF16 or AMX-BF16). Elsewhere bfloat16 is
+    emulated with float32 arithmetic plus conversions, so the bf16 engine would lose accuracy for no
+    speed, and is not offered."""
+    return bool({"avx512_bf16", "amx_bf16"} & (cpu_flags() if flags is None else flags))
+
+
+def engine_problem(engine: str) -> Optional[str]:
+    """Why ``engine`` cannot run here (a sentence that says what to do), or None if it can."""
+    if engine not in ENGINES:
+        return f"Unknown engine {engine!r}: choose one of {', '.join(ENGINES)}."
+    if engine == "bf16" and not native_bf16():
+        return ("The bf16 engine needs a CPU with native bfloat16 arithmetic (AVX512-BF16 or AMX-BF16); "
+                f"this one has neither. Use the default engine, {DEFAULT_ENGINE}.")
+    if engine in ("onnxruntime", "openvino"):
+        missing = [m for m in ("onnx", engine) if importlib.util.find_spec(m) is None]
+        if missing:
+            return (f"The {engine} engine needs the optional packages {' and '.join(missing)}: "
+                    f"{FAST_EXTRA}.")
+    return None
+
+
+def fold_batchnorm(net: MidasSmall) -> MidasSmall:
+    """A copy of ``net`` with every batch norm folded into the convolution before it (eval mode only):
+    the same function with fewer operations, and in bf16 one rounding of the folded weights instead
+    of a rounding after each convolution and again after its batch norm."""
+    net = copy.deepcopy(net).eval()
+    pairs: List[Tuple[torch.nn.Module, str, str]] = []
+    for m in net.modules():
+        if isinstance(m, DepthwiseSeparable):
+            pairs += [(m, "conv_dw", "bn1"), (m, "conv_pw", "bn2")]
+        elif isinstance(m, InvertedResidual):
+            pairs += [(m, "conv_pw", "bn1"), (m, "conv_dw", "bn2"), (m, "conv_pwl", "bn3")]
+    pairs.append((net.pretrained.layer1, "0", "1"))  # the stem: conv_stem, bn1
+    for module, conv, norm in pairs:
+        setattr(module, conv, fuse_conv_bn_eval(getattr(module, conv), getattr(module, norm)))
+        setattr(module, norm, torch.nn.Identity())
+    return net
+
+
+@contextlib.contextmanager
+def _quiet_compilers() -> Iterator[None]:
+    # torch >= 2.10 marks TorchScript and the TorchScript-based ONNX exporter deprecated, and tracing
+    # warns about the Python ints of the TF-"same" padding: that padding is the same for every input
+    # whose sides are multiples of 32, which is all this network accepts (tested at several shapes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        yield
+
+
+def _example(size: int = 256) -> torch.Tensor:
+    return torch.zeros(1, 3, size, size)
+
+
+def _eager(net: MidasSmall) -> Runner:
+    return lambda x: net(torch.from_numpy(x)).numpy()
+
+
+def _traced(net: MidasSmall, bf16: bool = False) -> Runner:
+    """TorchScript: batch norms folded, channels-last memory layout, traced, frozen (weights become
+    constants). In fp32 the fastest of the ways to compile it that were measured (scripting, freezing,
+    optimize_for_inference, with and without channels-last; README, "Speed"). In bf16 the folding
+    matters for accuracy: without it one sample photo came out 1.16 % off in relative L1, with it 0.63 %."""
+    folded = fold_batchnorm(net).to(memory_format=torch.channels_last)
+    example = _example().contiguous(memory_format=torch.channels_last)
+    # bf16: traced under autocast so the casts are in the graph; freezing then stores bf16 copies of
+    # the weights once instead of casting them on every call
+    cast = (torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=False) if bf16
+            else contextlib.nullcontext())
+    with _quiet_compilers(), torch.no_grad(), cast:
+        module = torch.jit.freeze(torch.jit.trace(folded, example))
+    return lambda x: module(torch.from_numpy(x).contiguous(memory_format=torch.channels_last)).float().numpy()
+
+
+def export_onnx(net: MidasSmall) -> bytes:
+    """The network as an ONNX model with a free height and width (TorchScript-based exporter)."""
+    buf = io.BytesIO()
+    with _quiet_compilers(), torch.no_grad():
+        torch.onnx.export(net, (_example(),), buf, dynamo=False, opset_version=17,
+                          input_names=["image"], output_names=["depth"],
+                          dynamic_axes={"image": {2: "height", 3: "width"},
+                                        "depth": {1: "height", 2: "width"}})
+    return buf.getvalue()
+
+
+def _onnxruntime(onnx_model: bytes, threads: int) -> Runner:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    # no busy-waiting between operators: the request threads' PNG encoding and the other workers
+    # need those cores more than the network saves by spinning
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(onnx_model, opts, providers=["CPUExecutionProvider"])
+    return lambda x: session.run(None, {"image": x})[0]
+
+
+def _import_openvino() -> Any:
+    """``import openvino``, without its telemetry: importing openvino records a usage event in
+    ~/intel and sends it to Intel's analytics unless the user opted out. Nothing here may leave the
+    machine, so the telemetry package is hidden and openvino falls back to its own no-op stub."""
+    sys.modules.setdefault("openvino_telemetry", None)  # type: ignore[arg-type]
+    import openvino
+
+    return openvino
+
+
+def _openvino(onnx_model: bytes, threads: int, precision: Optional[str] = None) -> Tuple[Runner, str]:
+    """OpenVINO on the CPU, in bf16 where the CPU has it natively, else f32 (``precision`` forces one:
+    the benchmark measures both)."""
+    ov = _import_openvino()
+    core = ov.Core()
+    if precision is None:
+        precision = "bf16" if "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES") else "f32"
+    compiled = core.compile_model(core.read_model(onnx_model), "CPU", {
+        "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1, "INFERENCE_NUM_THREADS": threads,
+        "INFERENCE_PRECISION_HINT": precision,
+        # pinning would put every worker's threads on the same first cores
+        "ENABLE_CPU_PINNING": False,
+    })
+    request = compiled.create_infer_request()
+    return (lambda x: request.infer([x])[0]), ("bf16" if precision == "bf16" else "fp32")
+
+
+def build_runner(net: MidasSmall, engine: str, threads: int, check: bool = True) -> Tuple[Runner, str]:
+    """The network compiled for ``engine``, and the precision it computes in (fp32 or bf16).
+    ``check=False`` skips the support check (tests build the bf16 engine on any CPU)."""
+    problem = engine_problem(engine) if check else None
+    if problem:
+        raise EngineError(problem)
+    if engine == "eager":
+        return _eager(net), "fp32"
+    if engine in ("torchscript", "bf16"):
+        precision = "bf16" if engine == "bf16" else "fp32"
+        return _traced(net, bf16=engine == "bf16"), precision
+    onnx_model = export_onnx(net)
+    if engine == "onnxruntime":
+        return _onnxruntime(onnx_model, threads), "fp32"
+    return _openvino(onnx_model, threads)
+
+
+def release_freed_memory() -> None:
+    """Gives the memory freed while compiling and warming up back to the system. glibc otherwise keeps
+    it for reuse, and a serving process would carry about 40 MB it never needs again."""
+    gc.collect()
+    try:
+        ctypes.CDLL(None).malloc_trim(0)  # glibc only; elsewhere there is nothing to do
+    except (OSError, AttributeError):
+        pass
+
+
 # inference ------------------------------------------------------------------------------------------
 
 @dataclass
 class DepthModel:
     """One loaded network, ready to call on preprocessed input; create once per process."""
 
-    net: torch.nn.Module
+    run: Runner
     weights_path: Path
     weights_sha256: str
     threads: int
-    scripted: bool
+    engine: str = DEFAULT_ENGINE
+    precision: str = "fp32"
     name: str = MODEL_NAME
-    # one forward pass at a time per process: torch already spreads one pass over every thread it
-    # has, so concurrent passes only oversubscribe the cores and multiply peak memory
+    # one forward pass at a time per process: every engine already spreads one pass over all the
+    # threads it has, so concurrent passes only oversubscribe the cores and multiply peak memory
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
+    @property
+    def scripted(self) -> bool:
+        return self.engine == "torchscript"
+
     @classmethod
-    def load(cls, weights: Path, threads: Optional[int] = None, script: bool = True) -> "DepthModel":
-        """Strict-loads ``weights``, optionally compiles with ``torch.jit.script``, and warms up."""
+    def load(cls, weights: Path, threads: Optional[int] = None, script: bool = True,
+             engine: Optional[str] = None, warm_up: bool = True) -> "DepthModel":
+        """Strict-loads ``weights`` and compiles them for ``engine`` (default torchscript; ``script=False``
+        is the older spelling of ``engine="eager"``), then, with ``warm_up``, runs ``warm_up()``.
+        Raises ``WeightsError`` or ``EngineError``."""
+        engine = engine or (DEFAULT_ENGINE if script else "eager")
+        problem = engine_problem(engine)
+        if problem:  # before the slow part
+            raise EngineError(problem)
+        t0 = time.perf_counter()
         n = configure_threads(threads)
-        net: torch.nn.Module = load_network(weights)
-        if script:
-            with warnings.catch_warnings():
-                # torch >= 2.10 marks TorchScript deprecated; it still is the fastest stable
-                # ahead-of-time path for this CPU model (see README, "Engine")
-                warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*deprecated",
-                                        category=DeprecationWarning)
-                net = torch.jit.script(net)
-        model = cls(net, weights, file_digest(weights, "sha256"), n, script)
-        model(np.zeros((1, 3, 256, 256), np.float32))  # first call pays TorchScript's profiling
-        log.info("loaded %s from %s (sha256 %s, %s, %d threads)", MODEL_NAME, weights,
-                 model.weights_sha256, "TorchScript" if script else "eager", n)
+        runner, precision = build_runner(load_network(weights), engine, n)
+        model = cls(runner, weights, file_digest(weights, "sha256"), n, engine, precision)
+        model(np.zeros((1, 3, 256, 256), np.float32))  # first call: compilers finish their work
+        log.info("loaded %s from %s (sha256 %s), engine %s (%s), %d threads, in %.1f s", MODEL_NAME,
+                 weights, model.weights_sha256, engine, precision, n, time.perf_counter() - t0)
+        if warm_up:
+            model.warm_up()
+        else:
+            release_freed_memory()
         return model
 
+    def warm_up(self, sizes: Sequence[int] = (256,)) -> float:
+        """Runs the network once at each input shape that photos of the usual aspect ratios get at
+        ``sizes`` (the first call at a new shape pays for the engine's per-shape preparation);
+        returns the seconds it took. Safe to call from another thread while serving."""
+        from .pipeline import network_size  # pipeline does not import torch; no cycle
+
+        t0 = time.perf_counter()
+        shapes = {network_size(h, w, size) for size in sizes for h, w in WARM_UP_ASPECTS}
+        for h, w in sorted(shapes):
+            self(np.zeros((1, 3, h, w), np.float32))
+        took = time.perf_counter() - t0
+        log.info("warm-up: %d input shapes in %.2f s", len(shapes), took)
+        release_freed_memory()
+        return took
+
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        """``(1, 3, h, w)`` float32 normalised RGB -> ``(h, w)`` float32 relative inverse depth."""
+        """``(1, 3, h, w)`` float32 normalised RGB, h and w multiples of 32 -> ``(h, w)`` float32
+        relative inverse depth."""
         with self._lock, torch.inference_mode():
-            return self.net(torch.from_numpy(x))[0].numpy()
+            return np.asarray(self.run(x), dtype=np.float32)[0]

@@ -155,26 +155,42 @@ def network_size(height: int, width: int, target: int = 256, multiple: int = 32)
     return constrain(scale * height), constrain(scale * width)
 
 
+PREPROCESS_STRIP = 256  # photo rows converted to float32 at a time
+
+
 def preprocess(rgb: np.ndarray, size: int = 256,
                pad_square: bool = False) -> Tuple[np.ndarray, Optional[PadBox]]:
     """``(H, W, 3)`` uint8 -> network input ``(1, 3, h, w)`` float32, and where the photo sits if padded.
 
     Same order as the official transform: scale to [0, 1], bicubic resize, ImageNet normalisation.
+    The bicubic resize is separable, so it is done as OpenCV does it inside, rows first, then columns,
+    but strip by strip: only ``PREPROCESS_STRIP`` rows of the photo are ever in float32 (all of a
+    12 MP photo would be 144 MB), and the result is the same to float rounding.
     """
+    h, w = rgb.shape[:2]
     pad_box: Optional[PadBox] = None
-    img = rgb.astype(np.float32)
-    img /= 255.0  # in place: one float copy of a possibly 12-megapixel photo, not two
+    top = left = 0
+    out_h, out_w = h, w  # the image the network sees: the photo, or the square it is padded to
     if pad_square:
-        h, w = img.shape[:2]
         side = max(h, w)
         top, left = (side - h) // 2, (side - w) // 2
+        out_h = out_w = side
+        pad_box = (top, left, side)
+    nh, nw = network_size(out_h, out_w, size)
+    rows = np.empty((out_h, nw, 3), np.float32)  # every row resized to the network's width
+    strip = np.empty((min(PREPROCESS_STRIP, h), out_w, 3), np.float32)
+    if pad_square:
         # pad with the ImageNet mean: it normalises to exactly zero, the least informative value
-        square = np.empty((side, side, 3), np.float32)
-        square[:] = IMAGENET_MEAN
-        square[top:top + h, left:left + w] = img
-        img, pad_box = square, (top, left, side)
-    nh, nw = network_size(img.shape[0], img.shape[1], size)
-    img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_CUBIC)
+        strip[:] = IMAGENET_MEAN
+        rows[:] = cv2.resize(strip[:1], (nw, 1), interpolation=cv2.INTER_CUBIC)  # rows of padding only
+    for r in range(0, h, PREPROCESS_STRIP):
+        n = min(PREPROCESS_STRIP, h - r)
+        photo = strip[:n, left:left + w]
+        photo[:] = rgb[r:r + n]
+        photo /= 255.0
+        # height unchanged: OpenCV's cubic weights are then exactly (0, 1, 0, 0), rows stay as they are
+        rows[top + r:top + r + n] = cv2.resize(strip[:n], (nw, n), interpolation=cv2.INTER_CUBIC)
+    img = cv2.resize(rows, (nw, nh), interpolation=cv2.INTER_CUBIC)
     img = (img - IMAGENET_MEAN) / IMAGENET_STD
     return np.ascontiguousarray(img.transpose(2, 0, 1)[None]), pad_box
 
@@ -275,6 +291,18 @@ def refine_edges(depth: np.ndarray, photo: np.ndarray, scale: float, method: str
 
 # 5. enhance -----------------------------------------------------------------------------------------
 
+def value_range(d: np.ndarray, clip: float = 0.0) -> Tuple[float, float]:
+    """The values ``normalize`` maps to 0 and 1: the ``clip`` and ``100 - clip`` percentiles of a finite
+    ``(H, W)`` map (min and max when ``clip`` is 0)."""
+    if clip > 0:
+        # percentiles of a strided sample: same answer to a fraction of a level, far cheaper at 12 MP
+        sample = d.ravel()[:: max(1, d.size // 250_000)]
+        lo, hi = (float(v) for v in np.percentile(sample, [clip, 100.0 - clip]))
+        return lo, hi
+    lo, hi, _, _ = cv2.minMaxLoc(d)
+    return lo, hi
+
+
 def normalize(depth: np.ndarray, clip: float = 0.0) -> np.ndarray:
     """``(H, W)`` any float -> float32 in [0, 1]; ``clip`` percent clipped at each end; NaN/inf -> 0."""
     d = depth.astype(np.float32, copy=True)
@@ -283,12 +311,7 @@ def normalize(depth: np.ndarray, clip: float = 0.0) -> np.ndarray:
         if not finite.any():
             return np.zeros_like(d)
         d[~finite] = d[finite].min()
-    if clip > 0:
-        # percentiles of a strided sample: same answer to a fraction of a level, far cheaper at 12 MP
-        sample = d.ravel()[:: max(1, d.size // 250_000)]
-        lo, hi = (float(v) for v in np.percentile(sample, [clip, 100.0 - clip]))
-    else:
-        lo, hi = float(d.min()), float(d.max())
+    lo, hi = value_range(d, clip)
     if not hi > lo:  # constant map: nothing to show, and no division by zero
         return np.zeros_like(d)
     d -= lo
@@ -325,6 +348,38 @@ def enhance(depth: np.ndarray, opts: Options) -> np.ndarray:
     return v
 
 
+DISPLAY_STRIP = 512  # depth rows clipped at a time
+
+
+def display(depth: np.ndarray, opts: Options) -> np.ndarray:
+    """Raw depth ``(H, W)`` -> display levels ``(H, W)`` uint8: ``to_uint8(enhance(depth, opts))`` to
+    within one level (rounding), in two passes over the map instead of about eight. Normalising,
+    contrast, brightness and invert are all clipped affine maps, so they compose into one: a clip of
+    the depth, then one scaled conversion to 8 bits. CLAHE and maps with NaN or inf take the float path."""
+    d = log_depth(depth) if opts.log else depth
+    if opts.clahe or d.dtype != np.float32 or d.size == 0 or not cv2.checkRange(d, quiet=True)[0]:
+        return to_uint8(enhance(depth, opts))
+    lo, hi = value_range(d, opts.clip)
+    # enhance as a function of the normalised n in [0, 1]: v = clip(c * n + k, 0, 1) (clip only with
+    # contrast or brightness; without, n is already in [0, 1])
+    c, k = float(opts.contrast), 0.5 - 0.5 * opts.contrast + opts.brightness
+    v0, v1 = min(max(k, 0.0), 1.0), min(max(c + k, 0.0), 1.0)  # v at n = 0 and n = 1 (c >= 0)
+    if not hi > lo or v0 == v1:  # one level everywhere: v at n = 0 (normalize gives 0 for a flat map)
+        return np.full(d.shape, int(np.rint(255.0 * (1.0 - v0 if opts.invert else v0))), np.uint8)
+    alpha = c / (hi - lo)  # v = alpha * d + beta, clipped to [v0, v1]
+    beta = k - alpha * lo
+    d_lo, d_hi = (v0 - beta) / alpha, (v1 - beta) / alpha
+    # convertScaleAbs: saturate(round(|a * x + b|)); the clip keeps a * x + b in [0, 255]
+    a, b = (-255.0 * alpha, 255.0 * (1.0 - beta)) if opts.invert else (255.0 * alpha, 255.0 * beta)
+    levels = np.empty(d.shape, np.uint8)
+    clipped = np.empty((min(DISPLAY_STRIP, d.shape[0]),) + d.shape[1:], np.float32)
+    for r in range(0, d.shape[0], DISPLAY_STRIP):  # strips: no float copy of a whole 12 MP map
+        n = min(DISPLAY_STRIP, d.shape[0] - r)
+        np.clip(d[r:r + n], d_lo, d_hi, out=clipped[:n])
+        cv2.convertScaleAbs(clipped[:n], dst=levels[r:r + n], alpha=a, beta=b)
+    return levels
+
+
 # 6. colorize ----------------------------------------------------------------------------------------
 
 _CV2_MAPS = {
@@ -355,15 +410,15 @@ def colormap_lut(name: str) -> np.ndarray:
 
 
 def to_uint8(v: np.ndarray) -> np.ndarray:
-    """``(H, W)`` float in [0, 1] -> ``(H, W)`` uint8, rounded."""
-    return (v * 255.0 + 0.5).astype(np.uint8)
+    """``(H, W)`` float in [0, 1] -> ``(H, W)`` uint8, rounded (one OpenCV pass)."""
+    return cv2.convertScaleAbs(np.asarray(v, np.float32), alpha=255.0)
 
 
 def colorize(v: np.ndarray, name: str = "inferno") -> np.ndarray:
-    """``(H, W)`` float32 in [0, 1] -> ``(H, W, 3)`` uint8 RGB through the named colormap."""
-    gray = to_uint8(v)
-    lut = colormap_lut(name)
-    return cv2.LUT(cv2.merge([gray, gray, gray]), lut.reshape(256, 1, 3))
+    """``(H, W)`` display levels (uint8) or values (float in [0, 1]) -> ``(H, W, 3)`` uint8 RGB through
+    the named colormap."""
+    levels = v if v.dtype == np.uint8 else to_uint8(v)
+    return cv2.applyColorMap(levels, colormap_lut(name).reshape(256, 1, 3))
 
 
 # 7. views -------------------------------------------------------------------------------------------
@@ -391,24 +446,32 @@ def render_views(photo: np.ndarray, depth: np.ndarray, opts: Options,
         raise ValueError(f"unknown views {sorted(unknown)}")
     if not views:
         return {}
-    v = enhance(depth, opts)
+    levels = display(depth, opts)
     out: Dict[str, np.ndarray] = {}
-    heat = colorize(v, opts.colormap) if {"heatmap", "overlay"} & set(views) else None
+    heat = colorize(levels, opts.colormap) if {"heatmap", "overlay"} & set(views) else None
     for view in views:
         if view == "heatmap":
             out[view] = heat
         elif view == "overlay":
             out[view] = overlay(photo, heat, opts.alpha)
         else:
-            out[view] = to_uint8(v)
+            out[view] = levels
     return out
 
 
-def encode_png(img: np.ndarray, compression: int = 1) -> bytes:
-    """``(H, W)`` or ``(H, W, 3)`` RGB uint8 -> PNG bytes (level 1: much faster, slightly larger)."""
+# PNG row filters: depth views are smooth, so plain deflate of the raw rows is smallest and fastest;
+# photographic ones (the overlay, the photo) compress far better predicted from the row above. Both
+# measured on a 12 MP photo (README, "Speed"); OpenCV's default tries several filters per row.
+PNG_FILTERS = {"overlay": cv2.IMWRITE_PNG_FILTER_UP, "photo": cv2.IMWRITE_PNG_FILTER_UP}
+
+
+def encode_png(img: np.ndarray, view: str = "heatmap", compression: int = 1) -> bytes:
+    """``(H, W)`` or ``(H, W, 3)`` RGB uint8 -> PNG bytes: zlib level 1 (much faster, slightly larger)
+    and the row filter that suits ``view`` (heatmap, overlay, gray or photo)."""
     if img.ndim == 3:
         img = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
-    ok, buf = cv2.imencode(".png", img, [cv2.IMWRITE_PNG_COMPRESSION, compression])
+    ok, buf = cv2.imencode(".png", img, [cv2.IMWRITE_PNG_COMPRESSION, compression, cv2.IMWRITE_PNG_FILTER,
+                                         PNG_FILTERS.get(view, cv2.IMWRITE_PNG_FILTER_NONE)])
     if not ok:
         raise RuntimeError("PNG encoding failed")
     return buf.tobytes()

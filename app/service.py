@@ -10,6 +10,7 @@ import re
 import threading
 import time
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import PurePosixPath
 from typing import Dict, Optional, Sequence, Tuple
@@ -19,8 +20,8 @@ import numpy as np
 from .cache import DepthCache, Entry, depth_id
 from .gate import Gate
 from .options import INFERENCE_OPTIONS, Options
-from .pipeline import (DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, Model, encode_png, full_depth, predict,
-                       render_views, shrink)
+from .pipeline import (DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, VIEWS, Model, encode_png, full_depth,
+                       predict, render_views, shrink)
 
 INFER_STAGES = ("decode", "preprocess", "infer", "upsample")
 PREVIEWS_KEPT = 4  # one page asks for up to four images of the same preview: shrink the arrays once
@@ -65,6 +66,7 @@ class DepthService:
         # (entry id, max_side) -> shrunk (photo, depth); small and bounded, beside the byte-bounded cache
         self._previews: "OrderedDict[Tuple[str, int], Tuple[np.ndarray, np.ndarray]]" = OrderedDict()
         self._lock = threading.Lock()
+        self._encoders = ThreadPoolExecutor(len(VIEWS), thread_name_prefix="png")
 
     def infer(self, data: bytes, name: str, opts: Options) -> Result:
         """Raw depth of an upload for ``opts``' depth options; a repeated upload costs nothing.
@@ -113,7 +115,10 @@ class DepthService:
         images = render_views(photo, depth, opts, views)
         render_ms = ms_since(t0)
         t1 = time.perf_counter()
-        pngs = {view: encode_png(img) for view, img in images.items()}
+        if len(images) > 1:  # OpenCV lets go of the GIL while it encodes: the views in parallel
+            pngs = dict(zip(images, self._encoders.map(encode_png, images.values(), images), strict=True))
+        else:
+            pngs = {view: encode_png(img, view) for view, img in images.items()}
         return pngs, {"render": render_ms, "encode": ms_since(t1)}
 
     def preview(self, entry: Entry, max_side: Optional[int]) -> Tuple[np.ndarray, np.ndarray]:
@@ -135,7 +140,7 @@ class DepthService:
 
     def photo_png(self, entry: Entry, max_side: Optional[int] = None) -> bytes:
         """The photo as the depth map sees it (oriented, downscaled, cropped), as PNG."""
-        return encode_png(self.preview(entry, max_side)[0])
+        return encode_png(self.preview(entry, max_side)[0], "photo")
 
     @staticmethod
     def depth_npy(entry: Entry) -> bytes:

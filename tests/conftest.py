@@ -36,17 +36,39 @@ def weights_path(tmp_path_factory: pytest.TempPathFactory, manifest_path: Path) 
 
 
 @pytest.fixture(scope="session")
-def model(weights_path: Path):
-    from app.model import DepthModel
+def engine_models(weights_path: Path):
+    """``get(engine)``: the synthetic-weights model on that engine, loaded once per session; skips,
+    visibly, where the engine's optional packages are not installed. The bf16 engine is built even on
+    CPUs without native bfloat16 (oneDNN emulates it, slowly), so that its numerics are tested
+    everywhere."""
+    from app.model import DepthModel, build_runner, engine_problem, file_digest, load_network
 
-    return DepthModel.load(weights_path, threads=2, script=True)
+    made: Dict[str, object] = {}
+
+    def get(engine: str):
+        if engine not in made:
+            problem = engine_problem(engine)
+            if engine == "bf16" and problem:
+                runner, precision = build_runner(load_network(weights_path), "bf16", 2, check=False)
+                made[engine] = DepthModel(runner, weights_path, file_digest(weights_path, "sha256"), 2,
+                                          "bf16", precision)
+            elif problem:
+                pytest.skip(problem)
+            else:
+                made[engine] = DepthModel.load(weights_path, threads=2, engine=engine, warm_up=False)
+        return made[engine]
+
+    return get
 
 
 @pytest.fixture(scope="session")
-def eager_model(weights_path: Path):
-    from app.model import DepthModel
+def model(engine_models):
+    return engine_models("torchscript")
 
-    return DepthModel.load(weights_path, threads=2, script=False)
+
+@pytest.fixture(scope="session")
+def eager_model(engine_models):
+    return engine_models("eager")
 
 
 @pytest.fixture(scope="session")

@@ -23,9 +23,9 @@ def test_environment_then_test_config(monkeypatch, weights_path) -> None:
     monkeypatch.setenv("DEPTHMAP_MAX_PIXELS", "1234")
     monkeypatch.setenv("DEPTHMAP_MAX_SIDE", "999")
     monkeypatch.setenv("MIDAS_WEIGHTS", str(weights_path))
-    app = create_app({"MAX_SIDE": 512, "TORCHSCRIPT": False})
+    app = create_app({"MAX_SIDE": 512, "ENGINE": "eager"})
     assert app.config["MAX_PIXELS"] == 1234 and app.config["MAX_SIDE"] == 512
-    assert app.config["SECRET_KEY"] and not app.extensions["depth_model"].scripted
+    assert app.config["SECRET_KEY"] and app.extensions["depth_model"].engine == "eager"
 
 
 def test_missing_weights_never_falls_back(tmp_path) -> None:

@@ -135,3 +135,41 @@ def test_same_stem_twice_does_not_overwrite(weights_path, tmp_path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert png(out / "x.overlay.png").shape == (32, 64, 3)
     assert png(out / "x-2.overlay.png").shape == (64, 32, 3)
+
+
+def test_engine_option_reaches_the_model(weights_path, tmp_path) -> None:
+    out = tmp_path / "out"
+    proc = run(["predict", str(SAMPLES["coffee"]), "--weights", str(weights_path), "--out", str(out),
+                "--engine", "eager"])
+    assert proc.returncode == 0, proc.stderr
+    assert "engine eager (fp32)" in proc.stderr
+    ref = reference("coffee", "upsampled")
+    assert np.abs(np.load(out / "coffee.depth.npy") - ref).max() <= 1e-4 * np.abs(ref).max()
+
+
+def test_unknown_engine_exits_2(weights_path) -> None:
+    proc = run(["predict", str(SAMPLES["chelsea"]), "--weights", str(weights_path), "--engine", "tpu"])
+    assert proc.returncode == 2 and "'tpu' is not one of" in proc.stderr
+
+
+@pytest.mark.parametrize("command", ["predict", "serve"])
+def test_engine_this_machine_cannot_run_is_one_clear_line(monkeypatch, caplog, weights_path, command) -> None:
+    """An engine whose extra is missing (or bf16 on a CPU without it): exit 2 with what to do, before
+    any model is loaded or any server started."""
+    from click.testing import CliRunner
+
+    from app import cli
+
+    monkeypatch.setattr("app.model.engine_problem", lambda engine: f"The {engine} engine needs X: do Y.")
+    monkeypatch.setattr("os.execve", lambda *a: pytest.fail("gunicorn started"))
+    args = [command, "--engine", "openvino", "--weights", str(weights_path)]
+    result = CliRunner().invoke(cli.main, args + ([str(SAMPLES["chelsea"])] if command == "predict" else []))
+    assert result.exit_code == 2
+    assert "The openvino engine needs X: do Y." in caplog.text + result.output
+
+
+def test_cli_lists_the_models_engines() -> None:
+    from app import cli
+    from app.model import ENGINES
+
+    assert cli.ENGINES == ENGINES

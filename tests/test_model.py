@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from app.model import DepthModel, WeightsError, configure_threads, file_digest, load_network
+from app.model import (DEFAULT_ENGINE, ENGINES, FAST_EXTRA, DepthModel, EngineError, WeightsError,
+                       configure_threads, cpu_flags, engine_problem, file_digest, fold_batchnorm,
+                       load_network, native_bf16)
 from app.network import MidasSmall
 from conftest import SAMPLES, reference
 from synthetic import load_manifest, synthetic_state_dict
@@ -77,23 +83,117 @@ def test_checkpoint_wrapped_under_model_key_loads(manifest_path, tmp_path) -> No
     assert torch.equal(net.state_dict()["scratch.output_conv.4.bias"], state["scratch.output_conv.4.bias"])
 
 
-@pytest.mark.parametrize("name", sorted(SAMPLES))
-@pytest.mark.parametrize("which", ["model", "eager_model"])
-def test_network_output_matches_official_implementation(request, name, which) -> None:
-    model = request.getfixturevalue(which)
-    ref = reference(name, "net_output")
-    out = model(reference(name, "net_input"))
+def close_enough(out: np.ndarray, ref: np.ndarray, precision: str) -> None:
+    """fp32 engines: equal to 1e-4 of the range. bf16: the issue's bar for a fast mode, correlation
+    >= 0.999 and relative L1 <= 1 %."""
     assert out.shape == ref.shape and out.dtype == np.float32
-    assert np.abs(out - ref).max() <= 1e-4 * np.abs(ref).max()
+    if precision == "fp32":
+        assert np.abs(out - ref).max() <= 1e-4 * np.abs(ref).max()
+    else:
+        assert np.corrcoef(out.ravel(), ref.ravel())[0, 1] >= 0.999
+        assert np.abs(out - ref).sum() <= 0.01 * np.abs(ref).sum()
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLES))
+@pytest.mark.parametrize("engine", ENGINES)
+def test_network_output_matches_official_implementation(engine_models, name, engine) -> None:
+    model = engine_models(engine)
+    # openvino computes in bf16 where the CPU has it natively, else in fp32
+    assert model.engine == engine and model.precision == {"bf16": "bf16"}.get(engine, "fp32") or (
+        engine == "openvino" and model.precision == "bf16")
+    close_enough(model(reference(name, "net_input")), reference(name, "net_output"), model.precision)
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLES))
+@pytest.mark.parametrize("engine", [e for e in ENGINES if e not in ("torchscript", "eager")])
+def test_photo_to_depth_on_each_engine(engine_models, samples, name, engine) -> None:
+    """The issue's bar for a fast mode, on the whole chain: photo file -> depth at the photo's size
+    against the official fp32 implementation's."""
+    from app.options import Options
+    from app.pipeline import predict
+
+    model = engine_models(engine)
+    depth = predict(samples[name], model, Options()).depth
+    close_enough(depth, reference(name, "upsampled"), model.precision)
 
 
 @pytest.mark.parametrize("shape", [(256, 256), (160, 256), (384, 288), (512, 512), (32, 512)])
-def test_scripted_equals_eager(model, eager_model, shape) -> None:
-    assert isinstance(model.net, torch.jit.ScriptModule) and model.scripted
+@pytest.mark.parametrize("engine", [e for e in ENGINES if e != "eager"])
+def test_engine_equals_eager_at_any_shape(engine_models, eager_model, engine, shape) -> None:
+    """Traced and exported engines fixed the TF-"same" padding at export: still right at every shape."""
     x = np.random.default_rng(0).normal(size=(1, 3, *shape)).astype(np.float32)
-    a, b = model(x), eager_model(x)
-    assert a.shape == shape
-    np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * float(np.abs(b).max()))
+    model = engine_models(engine)
+    close_enough(model(x), eager_model(x), model.precision)
+
+
+def test_default_engine_is_torchscript_fp32(model) -> None:
+    assert DEFAULT_ENGINE == "torchscript" and model.scripted and model.precision == "fp32"
+
+
+@pytest.mark.parametrize("flags, native", [({"avx512f", "avx512_bf16"}, True), ({"amx_bf16"}, True),
+                                           ({"avx512f", "avx2"}, False), (set(), False)])
+def test_native_bf16_from_cpu_flags(flags, native) -> None:
+    assert native_bf16(frozenset(flags)) is native
+
+
+def test_cpu_flags_read_from_cpuinfo(tmp_path) -> None:
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512_bf16\n\nprocessor\t: 1\n")
+    assert cpu_flags(info) == {"fpu", "avx2", "avx512_bf16"}
+    assert cpu_flags(tmp_path / "absent") == frozenset()
+
+
+def test_bf16_refused_without_native_support(monkeypatch, weights_path) -> None:
+    monkeypatch.setattr("app.model.native_bf16", lambda flags=None: False)
+    with pytest.raises(EngineError, match="native bfloat16 .* Use the default engine, torchscript"):
+        DepthModel.load(weights_path, engine="bf16")
+
+
+@pytest.mark.parametrize("engine, module", [("onnxruntime", "onnxruntime"), ("openvino", "openvino"),
+                                            ("openvino", "onnx")])
+def test_engine_without_its_extra_says_how_to_install(monkeypatch, weights_path, engine, module) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == module else real(name, *a))
+    expected = rf"needs the optional packages {module}: pip install 'depthmap-studio\[fast\]'"
+    with pytest.raises(EngineError, match=expected):
+        DepthModel.load(weights_path, engine=engine)
+
+
+def test_unknown_engine_is_refused(weights_path) -> None:
+    with pytest.raises(EngineError, match="Unknown engine 'tensorrt': choose one of torchscript, eager"):
+        DepthModel.load(weights_path, engine="tensorrt")
+
+
+def test_fold_batchnorm_is_the_same_function(weights_path) -> None:
+    net = load_network(weights_path)
+    folded = fold_batchnorm(net)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())  # the original is untouched
+    x = torch.from_numpy(reference("coffee", "net_input"))
+    with torch.inference_mode():
+        a, b = folded(x), net(x)
+    assert torch.allclose(a, b, rtol=0, atol=1e-5 * float(b.abs().max()))
+
+
+def test_warm_up_runs_the_usual_shapes(model, monkeypatch) -> None:
+    seen = []
+    monkeypatch.setattr(type(model), "__call__", lambda self, x: seen.append(x.shape[2:]))
+    assert model.warm_up() >= 0
+    assert set(seen) == {(256, 256), (192, 256), (256, 192), (160, 256), (256, 160), (128, 256), (256, 128)}
+
+
+def test_openvino_sends_no_telemetry(tmp_path) -> None:
+    """Importing openvino records and sends a usage event unless opted out (its telemetry writes
+    ~/intel first); the engine hides the telemetry package."""
+    if importlib.util.find_spec("openvino") is None:  # not importorskip: that import would report
+        pytest.skip("openvino not installed: " + FAST_EXTRA)
+    code = "import app.model as m; m._import_openvino(); import openvino; print(openvino.__version__)"
+    env = {**os.environ, "HOME": str(tmp_path), "CI": ""}
+    done = subprocess.run([sys.executable, "-c", code], env=env, cwd=Path(__file__).parents[1],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert not (tmp_path / "intel").exists()
 
 
 def test_model_reports_weights_and_threads(model, weights_path) -> None:
@@ -114,3 +214,21 @@ def test_official_weights_see_near_and_far(real_weights, samples) -> None:
     h = depth.shape[0]
     # rocket.jpg: sky at the top (far, small inverse depth), launch tower and ground below (nearer)
     assert depth[: h // 6].mean() < depth[-h // 3:].mean()
+
+
+@pytest.mark.real_weights
+@pytest.mark.parametrize("engine", ["bf16", "openvino"])
+def test_official_weights_fast_engines_hold_the_bar(real_weights, samples, engine) -> None:
+    """With the real checkpoint: the fast engines' depth within correlation 0.999 and relative L1 1 %
+    of fp32 on every sample photo."""
+    from app.options import Options
+    from app.pipeline import predict
+
+    problem = engine_problem(engine)
+    if problem:
+        pytest.skip(problem)
+    fp32 = DepthModel.load(real_weights, threads=2, warm_up=False)
+    fast = DepthModel.load(real_weights, threads=2, engine=engine, warm_up=False)
+    for data in samples.values():
+        close_enough(predict(data, fast, Options()).depth, predict(data, fp32, Options()).depth,
+                     fast.precision)

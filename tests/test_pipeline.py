@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import struct
+import tracemalloc
 import warnings
 import zlib
 
@@ -13,9 +14,10 @@ import pytest
 from PIL import Image
 
 from app.options import COLORMAPS, Options
-from app.pipeline import (ImageError, clahe, colorize, colormap_lut, decode, encode_png, enhance,
-                          full_depth, infer, log_depth, network_size, normalize, overlay, predict,
-                          preprocess, refine_edges, render_views, square_crop, upsample)
+from app.pipeline import (IMAGENET_MEAN, IMAGENET_STD, ImageError, clahe, colorize, colormap_lut, decode,
+                          display, encode_png, enhance, full_depth, infer, log_depth, network_size,
+                          normalize, overlay, predict, preprocess, refine_edges, render_views, square_crop,
+                          to_uint8, upsample)
 from conftest import SAMPLES, reference
 
 
@@ -170,6 +172,44 @@ def test_network_size_follows_official_rule(hw, target, expected) -> None:
     assert network_size(*hw, target) == expected
 
 
+def one_shot_preprocess(rgb: np.ndarray, size: int, pad_square: bool) -> np.ndarray:
+    """The official transform written plainly: the whole photo to float, padded, resized at once."""
+    img = rgb.astype(np.float32) / 255.0
+    if pad_square:
+        h, w = img.shape[:2]
+        side = max(h, w)
+        square = np.empty((side, side, 3), np.float32)
+        square[:] = IMAGENET_MEAN
+        square[(side - h) // 2:(side - h) // 2 + h, (side - w) // 2:(side - w) // 2 + w] = img
+        img = square
+    nh, nw = network_size(img.shape[0], img.shape[1], size)
+    img = (cv2.resize(img, (nw, nh), interpolation=cv2.INTER_CUBIC) - IMAGENET_MEAN) / IMAGENET_STD
+    return img.transpose(2, 0, 1)[None]
+
+
+@pytest.mark.parametrize("hw", [(1000, 1500), (1500, 1000), (600, 37), (37, 600), (300, 300), (5, 7),
+                                (257, 513)])
+@pytest.mark.parametrize("pad_square", [False, True])
+def test_preprocess_in_strips_equals_one_resize(hw, pad_square) -> None:
+    rgb = np.random.default_rng(0).integers(0, 256, (*hw, 3), dtype=np.uint8)
+    x, _ = preprocess(rgb, 384, pad_square)
+    ref = one_shot_preprocess(rgb, 384, pad_square)
+    assert x.shape == ref.shape
+    np.testing.assert_allclose(x, ref, rtol=0, atol=1e-5)
+
+
+def test_preprocess_of_a_12mp_photo_stays_small() -> None:
+    """The whole photo in float32 would be 144 MB; strips keep it to a few tens."""
+    rgb = np.random.default_rng(0).integers(0, 256, (3000, 4000, 3), dtype=np.uint8)
+    tracemalloc.start()
+    try:
+        x, _ = preprocess(rgb, 256)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert x.shape == (1, 3, 192, 256) and peak < 40e6
+
+
 def test_square_crop_and_pad() -> None:
     rgb = np.asarray(gradient(90, 30))
     assert square_crop(rgb).shape == (30, 30, 3)
@@ -253,6 +293,27 @@ def test_enhance_controls() -> None:
     assert not np.allclose(eq, enhance(d ** 4, Options(clip=0.0)))
 
 
+@pytest.mark.parametrize("opts", [
+    Options(), Options(clip=0.0), Options(clip=5.0, contrast=2.5, brightness=-0.2),
+    Options(contrast=0.0, brightness=0.3), Options(contrast=0.4, brightness=0.9, invert=True),
+    Options(log=True, contrast=4.0), Options(brightness=-1.0), Options(invert=True, clip=0.0),
+    Options(clahe=True, invert=True),
+], ids=lambda o: ",".join(f"{k}={v}" for k, v in vars(o).items() if v != getattr(Options(), k)) or "default")
+@pytest.mark.parametrize("name", ["ramp", "cubed-noise", "flat", "with-nan"])
+def test_display_levels_are_enhance_rounded(opts, name) -> None:
+    """The fast two-pass display path equals the readable float one to within rounding (one level)."""
+    rng = np.random.default_rng(3)
+    # cubed-noise is taller than one strip of display's clipping
+    depth = {"ramp": ramp(), "cubed-noise": (rng.random((1100, 70)) * 5 + 1).astype(np.float32) ** 3,
+             "flat": np.full((20, 30), 4.2, np.float32),
+             "with-nan": np.where(np.eye(50, 80) > 0, np.nan, ramp()).astype(np.float32)}[name]
+    levels = display(depth, opts)
+    expected = to_uint8(enhance(depth, opts))
+    assert levels.dtype == np.uint8 and levels.shape == depth.shape
+    assert np.abs(levels.astype(int) - expected).max() <= 1
+    assert (levels == expected).mean() > 0.99
+
+
 def test_clahe_spreads_a_compressed_histogram() -> None:
     v = np.clip(np.random.default_rng(1).normal(0.5, 0.02, (64, 64)), 0, 1).astype(np.float32)
     assert clahe(v, 4.0, 4).std() > 2 * v.std()
@@ -296,8 +357,9 @@ def test_views_and_png_roundtrip(samples, model) -> None:
     views = render_views(result.photo, result.depth, Options(colormap="gray"))
     assert views["heatmap"].shape == (400, 600, 3) and views["gray"].shape == (400, 600)
     np.testing.assert_array_equal(views["heatmap"][:, :, 0], views["gray"])
-    for img in views.values():
-        back = np.asarray(Image.open(io.BytesIO(encode_png(img))))
+    views["photo"] = result.photo
+    for view, img in views.items():  # each view with its own PNG row filter
+        back = np.asarray(Image.open(io.BytesIO(encode_png(img, view))))
         np.testing.assert_array_equal(back, img)
 
 

@@ -103,3 +103,16 @@ def test_workers_split_the_cores_for_torch(weights_path, tmp_path) -> None:
         health = requests.get(url + "/healthz", timeout=10).json()
     assert health["torch_threads"] == max(1, cores // 2)
     assert (tmp_path / "two.log").read_text().count("Booting worker") == 2
+
+
+def test_engine_setting_reaches_the_workers(weights_path, tmp_path, samples) -> None:
+    from app.model import engine_problem
+
+    if engine_problem("onnxruntime"):
+        pytest.skip(engine_problem("onnxruntime"))
+    log = tmp_path / "ort.log"
+    with running_server(weights_path, log, env={"DEPTHMAP_ENGINE": "onnxruntime"}) as (url, _):
+        r = requests.post(url + "/api/v1/depth", files={"image": ("c.png", samples["coffee"])},
+                          data={"views": "gray"}, timeout=120)
+        assert r.status_code == 200 and r.json()["width"] == 600
+    assert "engine onnxruntime (fp32)" in log.read_text()

@@ -1,0 +1,435 @@
+"""The speed benchmark: every figure behind README's "Speed" section, measured in one run.
+
+    .venv/bin/python benchmarks/bench.py [--weights PATH] [--quick] [--no-serve] [--sizes 256 384 512]
+
+Needs the ``test`` extra (requests); the onnxruntime and openvino rows, and the OpenVINO bf16 reference
+the fast-mode target is measured against, need the ``fast`` extra (``pip install -e ".[test,fast]"``).
+Without ``--weights`` (or ``MIDAS_WEIGHTS``) it uses the tests' synthetic weights: the same network,
+so the same speed. A full run takes about 4 minutes on 2 cores, ``--quick`` about 2.
+
+1. Forward pass of every engine at 256/384/512 px, the calls interleaved round by round (each round in
+   a new order) so that a busy moment on a shared machine hits every engine alike; median, p10..p90,
+   and each engine's median ratio to the official-style eager model and to OpenVINO bf16, taken
+   within each round.
+2. A whole request in-process (``DepthService``, as the server runs it) for the sample photos and a
+   12 MP JPEG: decode, preprocess, infer, upsample, render and PNG-encode all three views; the total
+   over the bare forward pass of the same request.
+3. Re-rendering a cached 12 MP result with a new colormap: all three views or one, full size or the
+   page's preview (at most 1600 px).
+4. ``depthmap serve`` with 1 and 2 workers: time to the first answer, requests/s with 4 clients, and
+   the peak RSS of each worker after a 12 MP request.
+5. The issue's targets with the measured figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.metadata
+import io
+import os
+import platform
+import random
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from app.cache import DepthCache  # noqa: E402
+from app.model import (DepthModel, EngineError, _openvino, cpu_flags, engine_problem,  # noqa: E402
+                       export_onnx, load_network, resolve_weights)
+from app.options import COLORMAPS, Options  # noqa: E402
+from app.pipeline import VIEWS, colorize, display, encode_png  # noqa: E402
+from app.service import DepthService  # noqa: E402
+
+Stats = Tuple[float, float, float]
+TARGETS: List[Tuple[str, str, str]] = []  # (target, measured, verdict), printed at the end
+
+
+def stats(xs: Sequence[float]) -> Stats:
+    """Median, 10th and 90th percentile."""
+    if len(xs) < 2:
+        return xs[0], xs[0], xs[0]
+    q = statistics.quantiles(xs, n=10, method="inclusive")
+    return statistics.median(xs), q[0], q[-1]
+
+
+def fmt(s: Stats) -> str:
+    return f"{s[0]:8.1f} {s[1]:7.1f}..{s[2]:<7.1f}"
+
+
+def target(name: str, value: float, limit: float, unit: str = "x") -> None:
+    TARGETS.append((name, f"{value:.2f}{unit} (target <= {limit:g}{unit})",
+                    "met" if value <= limit else "NOT met"))
+
+
+def contention() -> str:
+    load = os.getloadavg()
+    try:
+        some = Path("/proc/pressure/cpu").read_text().split()[1]  # avg10=..: % of time a task waited
+    except OSError:
+        some = "avg10=?"
+    return f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, CPU pressure {some} %"
+
+
+def machine() -> str:
+    model = "?"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    flags = cpu_flags()
+    isa = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
+    import torch
+
+    versions = [f"torch {torch.__version__}"]
+    for dist in ("onnxruntime", "openvino"):  # without importing openvino: that would report usage
+        try:
+            versions.append(f"{dist} {importlib.metadata.version(dist)}")
+        except importlib.metadata.PackageNotFoundError:
+            versions.append(f"{dist} not installed")
+    return (f"{datetime.date.today()}, {model}, {len(os.sched_getaffinity(0))} CPUs, {' '.join(isa)}; "
+            f"{platform.python_version()}, {', '.join(versions)}")
+
+
+# 1. forward pass -------------------------------------------------------------------------------------
+
+def load_engines(weights: Path, threads: Optional[int]) -> Dict[str, Callable[[np.ndarray], np.ndarray]]:
+    engines: Dict[str, Callable[[np.ndarray], np.ndarray]] = {}
+    for engine in ("eager", "torchscript", "bf16", "onnxruntime", "openvino"):
+        problem = engine_problem(engine)
+        if problem:
+            print(f"# {engine}: skipped. {problem}")
+            continue
+        t = time.perf_counter()
+        model = DepthModel.load(weights, threads=threads, engine=engine, warm_up=False)
+        name = f"{engine} ({model.precision})" if engine == "openvino" else engine
+        engines[name] = model
+        print(f"# {name}: loaded and compiled in {time.perf_counter() - t:.1f} s")
+    if "openvino (bf16)" in engines:  # the f32 reference, as the issue lists it
+        runner, _ = _openvino(export_onnx(load_network(weights)), engines["eager"].threads, "f32")
+        engines["openvino (fp32)"] = lambda x, run=runner: run(x)[0]
+    return engines
+
+
+def paired_ratio(times: Dict[str, List[float]], name: str, base: str) -> Optional[float]:
+    """Median over rounds of this engine's time over the base's in the same round."""
+    if base not in times:
+        return None
+    return statistics.median(a / b for a, b in zip(times[name], times[base], strict=True))
+
+
+def forward_table(engines: Dict[str, Callable], sizes: Sequence[int], rounds: int) -> Dict[int, Dict]:
+    print(f"\n## 1. Forward pass, 1x3xSxS float32, {rounds} rounds after 2 warm-up calls, engines "
+          "interleaved; ms; ratios are medians of the per-round ratios")
+    print(f"{'size':>5} {'engine':18s} {'median':>8} {'p10..p90':>15} {'vs eager':>9} {'vs OV bf16':>11}")
+    rng = np.random.default_rng(0)
+    results: Dict[int, Dict] = {}
+    for size in sizes:
+        x = rng.normal(size=(1, 3, size, size)).astype(np.float32)
+        for run in engines.values():
+            run(x)
+            run(x)
+        times: Dict[str, List[float]] = {name: [] for name in engines}
+        order = list(engines)
+        for _ in range(rounds):
+            random.shuffle(order)
+            for name in order:
+                t = time.perf_counter()
+                engines[name](x)
+                times[name].append((time.perf_counter() - t) * 1000)
+
+        results[size] = {}
+        for name, ts in times.items():
+            vs_eager, vs_ov = paired_ratio(times, name, "eager"), paired_ratio(times, name, "openvino (bf16)")
+            results[size][name] = (stats(ts), vs_eager, vs_ov)
+            ov = f"{vs_ov:10.2f}x" if vs_ov is not None else f"{'-':>11}"
+            print(f"{size:>5} {name:18s} {fmt(stats(ts))} {vs_eager:8.2f}x {ov}")
+    return results
+
+
+# 2. whole request, 3. re-render ----------------------------------------------------------------------
+
+def photos() -> Dict[str, bytes]:
+    out = {p.stem: p.read_bytes() for p in sorted((ROOT / "tests/fixtures/samples").iterdir())
+           if p.suffix in (".png", ".jpg")}
+    with Image.open(io.BytesIO(out["astronaut"])) as im:
+        big = im.convert("RGB").resize((4000, 3000), Image.Resampling.BICUBIC)
+    buf = io.BytesIO()
+    big.save(buf, "JPEG", quality=90)
+    out["12 MP 4000x3000 JPEG"] = buf.getvalue()
+    return out
+
+
+STAGES = ("decode", "preprocess", "infer", "upsample", "render", "encode")
+
+
+def request_table(engine: str, model: DepthModel, samples: Dict[str, bytes], runs: int) -> Dict[str, float]:
+    print(f"\n## 2. Whole request in-process, engine {engine}: decode -> ... -> 3 PNG views; median of "
+          f"{runs}, ms")
+    print(f"{'photo':22s}" + "".join(f"{s:>11}" for s in STAGES) + f"{'total':>9}{'total/infer':>12}")
+    service = DepthService(model, DepthCache(300 << 20))  # evicts old uploads as the server would
+    ratios: Dict[str, float] = {}
+    for name, data in samples.items():
+        rows: Dict[str, List[float]] = {s: [] for s in STAGES + ("total", "ratio")}
+        for i in range(runs + 1):
+            # a few random bytes after the image data (decoders ignore them): a new upload each time
+            result = service.infer(data + os.urandom(8), "p", Options())
+            _, times = service.render(result.entry, Options(), VIEWS)
+            timings = {**result.timings_ms, **times}
+            if i == 0:  # the first call at a new input shape is the engine's, not the request's
+                continue
+            for s in STAGES:
+                rows[s].append(timings[s])
+            total = sum(timings[s] for s in STAGES)
+            rows["total"].append(total)
+            rows["ratio"].append(total / timings["infer"])
+        ratios[name] = statistics.median(rows["ratio"])
+        print(f"{name:22s}" + "".join(f"{statistics.median(rows[s]):11.1f}" for s in STAGES)
+              + f"{statistics.median(rows['total']):9.1f}{ratios[name]:11.2f}x")
+    return ratios
+
+
+def rerender_table(model: DepthModel, data: bytes, runs: int) -> Dict[str, float]:
+    print(f"\n## 3. Re-render of a cached 12 MP result, a new colormap each time; median of {runs}, ms")
+    service = DepthService(model, DepthCache(1 << 30))
+    entry = service.infer(data, "p", Options()).entry
+    out: Dict[str, float] = {}
+    cases = [("3 views, full size", VIEWS, None), ("heatmap, full size", ("heatmap",), None),
+             ("3 views, page preview <= 1600 px", VIEWS, 1600)]
+    # the page loads each view by its own GET, in parallel
+    cases += [(f"{view}, page preview <= 1600 px", (view,), 1600) for view in VIEWS]
+    print(f"{'what':34s}{'render':>9}{'encode':>9}{'total':>9}{'p10..p90':>17}")
+    for label, views, max_side in cases:
+        service.render(entry, Options(), views, max_side)  # the page makes the preview arrays once
+        render, encode, total = [], [], []
+        for i in range(runs):
+            opts = Options(colormap=COLORMAPS[i % len(COLORMAPS)])
+            t = time.perf_counter()
+            _, times = service.render(entry, opts, views, max_side)
+            total.append((time.perf_counter() - t) * 1000)
+            render.append(times["render"])
+            encode.append(times["encode"])
+        s = stats(total)
+        out[label] = s[0]
+        print(f"{label:34s}{statistics.median(render):9.1f}{statistics.median(encode):9.1f}{s[0]:9.1f}"
+              f"{s[1]:8.1f}..{s[2]:<8.1f}")
+    # where the full-size heatmap's time goes
+    parts: Dict[str, List[float]] = {"display levels": [], "colormap": [], "PNG": []}
+    for i in range(runs):
+        opts = Options(colormap=COLORMAPS[i % len(COLORMAPS)])
+        t0 = time.perf_counter()
+        levels = display(entry.depth, opts)
+        t1 = time.perf_counter()
+        heat = colorize(levels, opts.colormap)
+        t2 = time.perf_counter()
+        encode_png(heat, "heatmap")
+        t3 = time.perf_counter()
+        for part, a, b in (("display levels", t0, t1), ("colormap", t1, t2), ("PNG", t2, t3)):
+            parts[part].append((b - a) * 1000)
+    print("full-size heatmap, by step: " + ", ".join(
+        f"{k} {statistics.median(v):.1f}" for k, v in parts.items()))
+    return out
+
+
+# 4. serving ------------------------------------------------------------------------------------------
+
+def worker_pids(master: int) -> List[int]:
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == master:  # field 4, ppid
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def peak_rss_mb(pid: int) -> Tuple[float, float]:
+    status = Path(f"/proc/{pid}/status").read_text()
+    get = lambda key: int(re.search(rf"^{key}:\s+(\d+)", status, re.M).group(1)) / 1024  # noqa: E731
+    return get("VmRSS"), get("VmHWM")
+
+
+def serve_run(weights: Path, workers: int, engine: str, samples: Dict[str, bytes],
+              requests_n: int) -> Dict[str, float]:
+    import requests
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEPTHMAP_")}
+    env.update(MIDAS_WEIGHTS=str(weights), DEPTHMAP_ACCESS_LOG="/dev/null", DEPTHMAP_ENGINE=engine)
+    url = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryFile() as log:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([str(Path(sys.executable).parent / "depthmap"), "serve", "--bind",
+                                 f"127.0.0.1:{port}", "--workers", str(workers)],
+                                env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            while True:
+                try:
+                    if requests.get(url + "/healthz", timeout=1).ok:
+                        break
+                except requests.RequestException:
+                    pass
+                if proc.poll() is not None or time.perf_counter() - t0 > 180:
+                    log.seek(0)
+                    sys.exit(f"server did not start:\n{log.read().decode()}")
+                time.sleep(0.05)
+            ready = time.perf_counter() - t0
+            while True:  # every worker loaded and warmed up, not just the one that answered
+                log.seek(0)
+                if log.read().decode().count("warm-up: ") >= workers:
+                    break
+                time.sleep(0.05)
+            base = max(peak_rss_mb(pid)[0] for pid in worker_pids(proc.pid))
+            r = requests.post(url + "/api/v1/depth", files={"image": ("p", samples["coffee"])}, timeout=300)
+            r.raise_for_status()
+            first = time.perf_counter() - t0
+
+            done, lock = [0], threading.Lock()
+
+            def client() -> None:
+                while True:
+                    with lock:
+                        if done[0] >= requests_n:
+                            return
+                        done[0] += 1
+                    requests.post(url + "/api/v1/depth", timeout=300, files={
+                        "image": ("p", samples["coffee"] + os.urandom(8))}).raise_for_status()
+
+            t = time.perf_counter()
+            clients = [threading.Thread(target=client) for _ in range(4)]
+            for c in clients:
+                c.start()
+            for c in clients:
+                c.join()
+            rate = requests_n / (time.perf_counter() - t)
+
+            big = samples["12 MP 4000x3000 JPEG"]
+            out = {"ready": ready, "first": first, "rate": rate, "base": base}
+            if workers == 1:  # a re-render may reach another worker, which answers 404
+                # what the page asks for a 12 MP photo: inference only, then the four previews
+                depth_id = requests.post(url + "/api/v1/depth", files={"image": ("p", big)},
+                                         data={"views": "none"}, timeout=300).json()["depth_id"]
+                for view in ("photo",) + VIEWS:
+                    requests.get(f"{url}/api/v1/depth/{depth_id}/{view}.png", params={"max_side": 1600},
+                                 timeout=300).raise_for_status()
+                out["page"] = max(peak_rss_mb(pid) for pid in worker_pids(proc.pid))
+            # the heaviest single request: 12 MP, all three views at full size, base64 in JSON
+            for _ in range(workers):  # gunicorn may hand it to either worker
+                requests.post(url + "/api/v1/depth", files={"image": ("p", big + os.urandom(8))},
+                              timeout=300).raise_for_status()
+            out["api"] = max(peak_rss_mb(pid) for pid in worker_pids(proc.pid))
+            return out
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(60)
+
+
+def serve_table(weights: Path, engine: str, samples: Dict[str, bytes], requests_n: int) -> None:
+    print(f"\n## 4. depthmap serve, engine {engine}: {requests_n} POST /api/v1/depth of coffee.png (3 views, "
+          "JSON) from 4 client threads; then RSS / peak RSS of the worker (the larger of two) after a 12 MP "
+          "photo the way the page asks for it (inference, four previews), and after 12 MP API requests "
+          "(3 full-size views in JSON)")
+    print(f"{'workers':>7} {'healthz 200 after':>18} {'first depth map':>16} {'requests/s':>11} "
+          f"{'RSS at start':>13} {'RSS, page flow':>16} {'RSS, full-size API':>19}")
+    rates = {}
+    for workers in (1, 2):
+        r = serve_run(weights, workers, engine, samples, requests_n)
+        rates[workers] = r["rate"]
+        page = f"{r['page'][0]:.0f} / {r['page'][1]:.0f} MB" if "page" in r else "-"
+        print(f"{workers:>7} {r['ready']:>16.1f} s {r['first']:>14.1f} s {r['rate']:>11.2f} "
+              f"{r['base']:>10.0f} MB {page:>16} {r['api'][0]:>9.0f} / {r['api'][1]:.0f} MB")
+        if "page" in r:
+            target("serving: peak RSS of a worker, 12 MP photo via the page", r["page"][1], 600, " MB")
+            target("serving: peak RSS of a worker, 12 MP full-size API request", r["api"][1], 600, " MB")
+    TARGETS.append(("serving: requests/s, 2 workers vs 1", f"{rates[2] / rates[1]:.2f}x", "measured"))
+
+
+# -----------------------------------------------------------------------------------------------------
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--weights", default=os.environ.get("MIDAS_WEIGHTS"),
+                    help="checkpoint [env MIDAS_WEIGHTS; default: the tests' synthetic weights]")
+    ap.add_argument("--quick", action="store_true", help="fewer rounds and requests (about 2 minutes)")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[256, 384, 512])
+    ap.add_argument("--threads", type=int, default=None, help="inference threads (default: all CPUs)")
+    ap.add_argument("--no-serve", action="store_true", help="skip the server runs")
+    args = ap.parse_args()
+    rounds = {256: 12, 384: 8, 512: 6} if args.quick else {256: 30, 384: 16, 512: 10}
+    runs = 4 if args.quick else 8
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.weights:
+            weights = resolve_weights(args.weights)
+            kind = "weights " + weights.name
+        else:
+            from synthetic import write_synthetic_weights
+
+            weights = write_synthetic_weights(ROOT / "tests/fixtures/state_dict_manifest.json",
+                                              Path(tmp) / "synthetic.pt")
+            kind = "synthetic weights (same network, same speed)"
+        print(f"# {machine()}\n# {kind}\n# before: {contention()}")
+        engines = load_engines(weights, args.threads)
+        forward = {}
+        for size in args.sizes:
+            forward.update(forward_table(engines, [size], rounds.get(size, 8)))
+        samples = photos()
+        default = engines["torchscript"]
+        fast_name = "bf16" if "bf16" in engines else next(
+            (n for n in engines if n.startswith("openvino")), None)
+        ratios = request_table("torchscript", default, samples, runs)
+        if fast_name:
+            request_table(fast_name, engines[fast_name], samples, runs)
+        rerender = rerender_table(default, samples["12 MP 4000x3000 JPEG"], runs * 2)
+        del engines
+        if not args.no_serve:
+            serve_table(weights, "torchscript", samples, 12 if args.quick else 24)
+        print(f"# after: {contention()}")
+
+    print("\n## 5. Targets")
+    f256 = forward.get(256, {})
+    if "torchscript" in f256:
+        target("default engine (torchscript) forward vs eager, 256 px", f256["torchscript"][1], 0.5)
+    for name in ("bf16", "onnxruntime"):
+        if name in f256 and f256[name][2] is not None:
+            target(f"fast mode {name} forward vs OpenVINO bf16, 256 px", f256[name][2], 1.5)
+    samples_ratio = statistics.median(v for k, v in ratios.items() if not k.startswith("12 MP"))
+    target("whole request (3 PNG views) vs bare forward, sample photos (median)", samples_ratio, 1.3)
+    target("whole request (3 PNG views) vs bare forward, 12 MP photo", ratios["12 MP 4000x3000 JPEG"], 1.3)
+    target("re-render 12 MP, heatmap full size", rerender["heatmap, full size"], 50, " ms")
+    target("re-render 12 MP, page preview of the heatmap", rerender["heatmap, page preview <= 1600 px"],
+           50, " ms")
+    for view in ("overlay", "gray"):
+        target(f"re-render 12 MP, page preview of the {view}", rerender[f"{view}, page preview <= 1600 px"],
+               50, " ms")
+    target("re-render 12 MP, page preview of all 3 views in one call",
+           rerender["3 views, page preview <= 1600 px"], 50, " ms")
+    width = max(len(t[0]) for t in TARGETS)
+    for name, measured, verdict in TARGETS:
+        print(f"{name:{width}s}  {measured:34s} {verdict}")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except EngineError as exc:
+        sys.exit(str(exc))
