@@ -275,15 +275,19 @@ def refine_edges(depth: np.ndarray, photo: np.ndarray, scale: float, method: str
 
 # 5. enhance -----------------------------------------------------------------------------------------
 
-def normalize(depth: np.ndarray, clip: float = 0.0) -> np.ndarray:
-    """``(H, W)`` any float -> float32 in [0, 1]; ``clip`` percent clipped at each end; NaN/inf -> 0."""
+def normalize(depth: np.ndarray, clip: float = 0.0,
+              value_range: Optional[Tuple[float, float]] = None) -> np.ndarray:
+    """``(H, W)`` any float -> float32 in [0, 1]; ``clip`` percent clipped at each end; NaN/inf -> 0.
+    A given ``value_range`` (lo, hi) is used instead of the map's own (a video's one range for the clip)."""
     d = depth.astype(np.float32, copy=True)
     finite = np.isfinite(d)
     if not finite.all():
         if not finite.any():
             return np.zeros_like(d)
         d[~finite] = d[finite].min()
-    if clip > 0:
+    if value_range is not None:
+        lo, hi = value_range
+    elif clip > 0:
         # percentiles of a strided sample: same answer to a fraction of a level, far cheaper at 12 MP
         sample = d.ravel()[:: max(1, d.size // 250_000)]
         lo, hi = (float(v) for v in np.percentile(sample, [clip, 100.0 - clip]))
@@ -312,9 +316,11 @@ def clahe(v: np.ndarray, clip_limit: float = 2.0, grid: int = 8) -> np.ndarray:
     return out.astype(np.float32) * (1.0 / 65535.0)
 
 
-def enhance(depth: np.ndarray, opts: Options) -> np.ndarray:
-    """Raw depth ``(H, W)`` -> display values ``(H, W)`` float32 in [0, 1], 1 = nearest (unless inverted)."""
-    v = normalize(log_depth(depth) if opts.log else depth, opts.clip)
+def enhance(depth: np.ndarray, opts: Options,
+            value_range: Optional[Tuple[float, float]] = None) -> np.ndarray:
+    """Raw depth ``(H, W)`` -> display values ``(H, W)`` float32 in [0, 1], 1 = nearest (unless inverted).
+    ``value_range``: see ``normalize`` (in log units with ``log``)."""
+    v = normalize(log_depth(depth) if opts.log else depth, opts.clip, value_range)
     if opts.clahe:
         v = clahe(v, opts.clahe_clip, opts.clahe_grid)
     if opts.contrast != 1.0 or opts.brightness != 0.0:
