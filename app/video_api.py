@@ -91,8 +91,8 @@ def _receive(workdir: Path) -> tuple[Path, str, Dict[str, str]]:
     request.max_content_length = limit
     count = 0
 
-    def to_disk(total: Optional[int], content_type: Optional[str], filename: Optional[str] = None,
-                content_length: Optional[int] = None) -> IO[bytes]:
+    def to_disk(total_content_length: Optional[int], content_type: Optional[str],
+                filename: Optional[str] = None, content_length: Optional[int] = None) -> IO[bytes]:
         nonlocal count
         count += 1
         return open(workdir / f"upload-{count}", "w+b")
@@ -119,7 +119,7 @@ def _receive(workdir: Path) -> tuple[Path, str, Dict[str, str]]:
         if name == "photo":
             name = "video"
     finally:
-        for storage in files.values():
+        for _, storage in files.items(multi=True):
             storage.close()
     return path, name, dict(form.items())
 
