@@ -209,6 +209,7 @@ def video_cmd(source: str, out_path: str, weights: str, threads: int, **raw: Any
             bar.close()
     if result.warning:
         log.warning("%s: %s", src, result.warning)
+    log.debug("seconds per stage: %s", result.seconds)
     total_s = sum(result.seconds.values())
     log.info("%d frames, %dx%d at %.3g fps -> %s%s (%.1f frames/s)", result.frames, result.width,
              result.height, result.fps, out, f" and {result.depth_zip}" if result.depth_zip else "",
