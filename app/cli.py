@@ -152,9 +152,10 @@ def video_cmd(source: str, out_path: str, weights: str, threads: int, **raw: Any
 
     Each frame's depth is blended with the previous ones (--ema), smoothed with an edge-preserving
     bilateral filter (--bilateral) and shown with one range for the whole clip (--norm clip; two passes
-    over the file, the network runs once per frame). With --depth-zip, OUT's name with .depth.zip holds
-    the depth as 16-bit PNGs. Exit code 0 on success (a warning if the file ended early), 1 if the
-    video could not be processed, 2 for a usage error or missing weights.
+    over the file, the network runs once per frame). With --depth-zip, the depth as 16-bit PNGs goes
+    beside OUT (walk.mp4 or walk.depth.mp4 -> walk.depth.zip). Exit code 0 on success (a warning if
+    the file ended early), 1 if the video could not be processed, 2 for a usage error or missing
+    weights.
     """
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
@@ -187,8 +188,8 @@ def video_cmd(source: str, out_path: str, weights: str, threads: int, **raw: Any
     def progress(pass_no: int, passes: int, done: int, total: int) -> None:
         bar = bars.get(pass_no)
         if bar is None:
-            for old in bars.values():
-                old.close()
+            for previous in bars.values():
+                previous.close()
             desc = f"pass {pass_no}/{passes} {names[pass_no] if passes == 2 else 'frames'}"
             bar = bars[pass_no] = tqdm(total=total, unit="frame", desc=desc, disable=None)
         bar.total = total

@@ -548,19 +548,21 @@ class _Run:
         return written, size
 
 
-def process_video(src: Path, out: Path, model: Model, opts: Options = Options(),
-                  vopts: VideoOptions = VideoOptions(), workdir: Optional[Path] = None,
+def process_video(src: Path, out: Path, model: Model, opts: Optional[Options] = None,
+                  vopts: Optional[VideoOptions] = None, workdir: Optional[Path] = None,
                   zip_path: Optional[Path] = None, info: Optional[VideoInfo] = None,
                   limits: Limits = Limits(), progress: Optional[Progress] = None) -> VideoResult:
     """``src`` -> depth video at ``out`` (and with ``vopts.depth_zip``, the 16-bit PNGs at ``zip_path``,
-    default ``out`` with ``.depth.zip``). ``workdir`` holds the clip pass's spool (default: beside
+    default ``out``'s name with ``.depth.zip``). ``workdir`` holds the clip pass's spool (default: beside
     ``out``). ``progress(pass, passes, done, total)`` is called after every frame; an exception it
     raises (a cancelled job) stops the work with every file closed. Raises ``VideoError`` for a file
     that is not a usable video."""
+    opts, vopts = opts or Options(), vopts or VideoOptions()
     info = info or probe(src, limits)
     workdir = workdir or out.parent
-    if vopts.depth_zip and zip_path is None:
-        zip_path = out.with_name(out.stem + ".depth.zip")
+    if vopts.depth_zip and zip_path is None:  # walk.mp4 or walk.depth.mp4 -> walk.depth.zip
+        stem = out.stem[: -len(".depth")] if out.stem.endswith(".depth") else out.stem
+        zip_path = out.with_name(stem + ".depth.zip")
     elif not vopts.depth_zip:
         zip_path = None
     fps = info.fps / vopts.stride

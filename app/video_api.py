@@ -136,7 +136,8 @@ def read_video_options(values: Mapping[str, Any]) -> tuple[Options, VideoOptions
 
 def _limits() -> Limits:
     c = current_app.config
-    return Limits(c["VIDEO_MAX_SECONDS"] or None, c["VIDEO_MAX_FRAMES"] or None, c["VIDEO_MAX_PIXELS"] or None)
+    return Limits(max_seconds=c["VIDEO_MAX_SECONDS"] or None, max_frames=c["VIDEO_MAX_FRAMES"] or None,
+                  max_pixels=c["VIDEO_MAX_PIXELS"] or None)
 
 
 def _work(src: Path, name: str, opts: Options, vopts: VideoOptions, info: Any, model: Any) -> Any:
@@ -166,7 +167,8 @@ def submit() -> Any:
     manager = jobs()
     limit = current_app.config["VIDEO_MAX_CONTENT_LENGTH"]
     if request.content_length is not None and request.content_length > limit:
-        fail(413, "too_large", f"The upload is larger than this server's video limit of {limit / 2**20:g} MB.")
+        fail(413, "too_large", f"The upload is larger than this server's video limit of "
+             f"{limit / 2**20:g} MB.")
     workdir = manager.new_workdir()
     try:
         src, name, form = _receive(workdir)

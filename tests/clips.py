@@ -32,7 +32,8 @@ def write_clip(path: Path, frames: Iterable[np.ndarray], fps: float = 10, fastst
                     stream.options = {"crf": "12", "preset": "veryfast"}
                 if rotation:
                     stream.set_display_rotation(rotation)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+            for packet in stream.encode(frame):
                 container.mux(packet)
         assert stream is not None, "no frames"
         for packet in stream.encode():

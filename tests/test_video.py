@@ -39,8 +39,8 @@ def zip_depths(path: Path) -> tuple[List[np.ndarray], List[Dict[str, str]]]:
 
 def flicker(frames: List[np.ndarray], scale: float = 65535.0) -> float:
     """Mean absolute frame-to-frame change, as a fraction of the full range."""
-    return float(np.mean([np.abs(b.astype(np.float64) - a) .mean() for a, b in zip(frames, frames[1:])])
-                 / scale)
+    changes = [np.abs(b.astype(np.float64) - a).mean() for a, b in zip(frames, frames[1:], strict=False)]
+    return float(np.mean(changes)) / scale
 
 
 @pytest.fixture(scope="module")
@@ -278,13 +278,13 @@ def test_clip_pass_gives_the_same_depth_as_one_pass(model, tmp_path) -> None:
         process_video(src, tmp_path / f"{norm}.mp4", model, vopts=VideoOptions(norm=norm, depth_zip=True))
         pngs, rows = zip_depths(tmp_path / f"{norm}.depth.zip")
         depth[norm] = [float(r["lo"]) + p / 65535.0 * (float(r["hi"]) - float(r["lo"]))
-                       for p, r in zip(pngs, rows)]
+                       for p, r in zip(pngs, rows, strict=True)]
         assert len(pngs) == 8 and pngs[0].dtype == np.uint16 and pngs[0].shape == (80, 120)
         assert [float(r["time_s"]) for r in rows] == pytest.approx([i / 10 for i in range(8)])
     _, rows = zip_depths(tmp_path / "clip.depth.zip")
     assert len({(r["lo"], r["hi"]) for r in rows}) == 1  # one range for the clip
     step = max(float(rows[0]["hi"]) - float(rows[0]["lo"]), 1e-9) / 65535.0
-    for a, b in zip(depth["frame"], depth["clip"]):
+    for a, b in zip(depth["frame"], depth["clip"], strict=True):
         assert np.abs(a - b).max() <= 2 * step
 
 

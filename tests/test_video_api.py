@@ -260,7 +260,8 @@ def test_not_multipart_and_too_big(vapp, vclient, clip, refused, monkeypatch) ->
     assert r.status_code == 415 and r.get_json()["error"] == "unsupported_type"
     monkeypatch.setitem(vapp.config, "VIDEO_MAX_CONTENT_LENGTH", 1000)
     r = post_video(vclient, clip)
-    assert r.status_code == 413 and r.get_json()["error"] == "too_large" and "video limit" in r.get_json()["message"]
+    body = r.get_json()
+    assert r.status_code == 413 and body["error"] == "too_large" and "video limit" in body["message"]
 
 
 def test_videos_may_be_larger_than_photos(vapp, vclient, refused, monkeypatch) -> None:
