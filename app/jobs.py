@@ -26,7 +26,7 @@ QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed"
 FINISHED = (DONE, FAILED, CANCELLED)
 # until a second pass has run, assume it costs this fraction of the first per frame (the clip pass:
 # pass 1 runs the network, pass 2 only decodes, renders and encodes; measured on an idle 2-core machine
-# at 640x360: 18% without the depth zip, 38% with it, less when inference is slower)
+# at 640x360: about 15% without the depth zip, 35% with it, less when inference is slower)
 LATER_PASS_COST = 0.3
 
 
