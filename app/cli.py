@@ -1,4 +1,4 @@
-"""The ``depthmap`` command line: ``depthmap predict PHOTO_OR_DIR... --out DIR``.
+"""The ``depthmap`` command line: ``depthmap predict PHOTO_OR_DIR... --out DIR``, ``depthmap video VIDEO``.
 
 Every field of ``Options`` becomes a flag with the same name (``clahe_clip`` -> ``--clahe-clip``), so
 the CLI, the web form and the API share one set of names, defaults and ranges.
@@ -6,6 +6,7 @@ the CLI, the web form and the API share one set of names, defaults and ranges.
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 from dataclasses import MISSING, fields
@@ -15,7 +16,7 @@ from typing import Any, Callable, Dict, Iterable, List, Tuple
 import click
 import numpy as np
 
-from .options import OptionError, Options
+from .options import OptionError, Options, VideoOptions
 from .pipeline import ImageError, encode_png, predict, render_views
 
 log = logging.getLogger("depthmap")
@@ -33,9 +34,9 @@ def engine_option(func: Callable[..., Any]) -> Callable[..., Any]:
                              "(optional extra 'fast') [env DEPTHMAP_ENGINE]; see README, \"Engines\"")(func)
 
 
-def option_flags(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Decorates a click command with one flag per ``Options`` field."""
-    for f in reversed(fields(Options)):
+def option_flags(func: Callable[..., Any], cls: type = Options) -> Callable[..., Any]:
+    """Decorates a click command with one flag per field of ``cls`` (``Options``, ``VideoOptions``)."""
+    for f in reversed(fields(cls)):
         flag = "--" + f.name.replace("_", "-")
         meta, default = f.metadata, f.default
         assert default is not MISSING
@@ -145,6 +146,88 @@ def predict_cmd(inputs: Tuple[str, ...], out_dir: str, weights: str, threads: in
                 log.exception("%s: unexpected error", path)
     log.info("%d of %d photos done, results in %s", len(files) - failed, len(files), out)
     sys.exit(1 if failed else 0)
+
+
+@main.command("video")
+@click.argument("source", metavar="VIDEO", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", "out_path", type=click.Path(dir_okay=False),
+              help="the depth video (H.264 MP4) [default: VIDEO's name with .depth.mp4, here]")
+@click.option("--weights", envvar="MIDAS_WEIGHTS", type=click.Path(dir_okay=False),
+              help="MiDaS v2.1 small checkpoint [env MIDAS_WEIGHTS; default: user cache, "
+                   "else download]")
+@click.option("--threads", envvar="DEPTHMAP_TORCH_THREADS", type=click.IntRange(1, 256),
+              help="torch threads [env DEPTHMAP_TORCH_THREADS; default: all cores]")
+@option_flags
+@functools.partial(option_flags, cls=VideoOptions)
+def video_cmd(source: str, out_path: str, weights: str, threads: int, **raw: Any) -> None:
+    """Turn VIDEO (MP4, WebM, MOV, AVI, MKV, animated GIF) into a depth video.
+
+    Each frame's depth is blended with the previous ones (--ema), smoothed with an edge-preserving
+    bilateral filter (--bilateral) and shown with one range for the whole clip (--norm clip; two passes
+    over the file, the network runs once per frame). With --depth-zip, the depth as 16-bit PNGs goes
+    beside OUT (walk.mp4 or walk.depth.mp4 -> walk.depth.zip). Exit code 0 on success (a warning if
+    the file ended early), 1 if the video could not be processed, 2 for a usage error or missing
+    weights.
+    """
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from .model import DepthModel, WeightsError, resolve_weights
+    from .video import VideoError, probe, process_video
+
+    video_names = {f.name for f in fields(VideoOptions)}
+    try:
+        opts = Options.from_strings({k: str(v) for k, v in raw.items() if k not in video_names})
+        vopts = VideoOptions.from_strings({k: str(v) for k, v in raw.items() if k in video_names})
+    except OptionError as exc:
+        raise click.BadParameter(exc.message, param_hint="--" + exc.name.replace("_", "-")) from None
+    src = Path(source)
+    out = Path(out_path) if out_path else Path(src.stem + ".depth.mp4")
+    try:
+        info = probe(src)
+    except VideoError as exc:
+        log.error("%s: %s", src, exc.message)
+        sys.exit(1)
+    try:
+        model = DepthModel.load(resolve_weights(weights), threads=threads)
+    except WeightsError as exc:
+        log.error("%s", exc)
+        sys.exit(2)
+    log.info("%s: %dx%d, %d frames at %.3g fps", src, info.width, info.height, info.frames, float(info.fps))
+    bars: Dict[int, Any] = {}
+    names = {1: "depth", 2: "render"}
+
+    def progress(pass_no: int, passes: int, done: int, total: int) -> None:
+        bar = bars.get(pass_no)
+        if bar is None:
+            for previous in bars.values():
+                previous.close()
+            desc = f"pass {pass_no}/{passes} {names[pass_no] if passes == 2 else 'frames'}"
+            bar = bars[pass_no] = tqdm(total=total, unit="frame", desc=desc, disable=None)
+        bar.total = total
+        bar.update(done - bar.n)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with logging_redirect_tqdm():
+            result = process_video(src, out, model, opts, vopts, info=info, progress=progress)
+    except VideoError as exc:
+        log.error("%s: %s", src, exc.message)
+        sys.exit(1)
+    except OSError as exc:  # a failed write
+        log.error("%s: %s", out, exc)
+        sys.exit(1)
+    finally:
+        for bar in bars.values():
+            bar.close()
+    if result.warning:
+        log.warning("%s: %s", src, result.warning)
+    log.debug("seconds per stage: %s", result.seconds)
+    total_s = sum(result.seconds.values())
+    log.info("%d frames, %dx%d at %.3g fps -> %s%s (%.1f frames/s)", result.frames, result.width,
+             result.height, result.fps, out, f" and {result.depth_zip}" if result.depth_zip else "",
+             result.frames / total_s if total_s else 0.0)
+    sys.exit(0)
 
 
 @main.command("serve")

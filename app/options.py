@@ -148,3 +148,38 @@ def _check(name: str, value: Any, kind: str, meta: Mapping[str, Any]) -> None:
     lo, hi = meta.get("lo"), meta.get("hi")
     if lo is not None and hi is not None and not lo <= value <= hi:
         raise OptionError(name, f"must be between {lo} and {hi}; got {value}")
+
+
+# video ----------------------------------------------------------------------------------------------
+
+VIDEO_VIEWS: Tuple[str, ...] = ("heatmap", "overlay", "gray", "side")
+NORM_MODES: Tuple[str, ...] = ("clip", "frame")
+
+
+@dataclass(frozen=True)
+class VideoOptions:
+    """How a video is turned into a depth video, beside the per-frame ``Options``. Validated and parsed
+    exactly like ``Options`` (the same methods, which read only the fields' metadata)."""
+
+    view: str = _opt("heatmap", "what the output video shows: heatmap, overlay on the frame, gray, or "
+                     "side (the frame and its heatmap side by side)", choices=VIDEO_VIEWS)
+    ema: bool = _opt(True, "temporal smoothing: blend each frame's depth with the previous ones "
+                     "(exponential moving average)")
+    ema_alpha: float = _opt(0.7, "EMA weight of the current frame (1 = no smoothing; lower = smoother, "
+                            "but moving edges trail)", lo=0.05, hi=1.0)
+    bilateral: bool = _opt(True, "edge-preserving bilateral smoothing of each depth frame")
+    bilateral_d: int = _opt(5, "bilateral filter diameter, in network pixels", lo=1, hi=15)
+    bilateral_sigma_color: float = _opt(0.1, "bilateral range sigma, as a fraction of the frame's depth "
+                                        "range (depth steps well above it are kept sharp)", lo=0.01, hi=1.0)
+    bilateral_sigma_space: float = _opt(2.0, "bilateral spatial sigma, in network pixels", lo=0.5, hi=10.0)
+    norm: str = _opt("clip", "normalisation range: one for the whole clip (no flicker; two passes) or "
+                     "each frame's own", choices=NORM_MODES)
+    stride: int = _opt(1, "process every Nth frame (the output keeps the clip's duration)", lo=1, hi=30)
+    out_side: int = _opt(1280, "longer side of the output frames, in pixels (larger frames are "
+                         "downscaled)", lo=64, hi=3840)
+    depth_zip: bool = _opt(False, "also write the depth as a zip of 16-bit PNGs, one per frame")
+
+    # the same validation and parsing as Options: they read only dataclass fields and their metadata
+    __post_init__ = Options.__post_init__
+    from_strings = classmethod(Options.from_strings.__func__)  # type: ignore[attr-defined]
+    as_dict = Options.as_dict

@@ -291,7 +291,7 @@ def refine_edges(depth: np.ndarray, photo: np.ndarray, scale: float, method: str
 
 # 5. enhance -----------------------------------------------------------------------------------------
 
-def value_range(d: np.ndarray, clip: float = 0.0) -> Tuple[float, float]:
+def map_range(d: np.ndarray, clip: float = 0.0) -> Tuple[float, float]:
     """The values ``normalize`` maps to 0 and 1: the ``clip`` and ``100 - clip`` percentiles of a finite
     ``(H, W)`` map (min and max when ``clip`` is 0)."""
     if clip > 0:
@@ -303,15 +303,17 @@ def value_range(d: np.ndarray, clip: float = 0.0) -> Tuple[float, float]:
     return lo, hi
 
 
-def normalize(depth: np.ndarray, clip: float = 0.0) -> np.ndarray:
-    """``(H, W)`` any float -> float32 in [0, 1]; ``clip`` percent clipped at each end; NaN/inf -> 0."""
+def normalize(depth: np.ndarray, clip: float = 0.0,
+              value_range: Optional[Tuple[float, float]] = None) -> np.ndarray:
+    """``(H, W)`` any float -> float32 in [0, 1]; ``clip`` percent clipped at each end; NaN/inf -> 0.
+    A given ``value_range`` (lo, hi) is used instead of the map's own (a video's one range for the clip)."""
     d = depth.astype(np.float32, copy=True)
     finite = np.isfinite(d)
     if not finite.all():
         if not finite.any():
             return np.zeros_like(d)
         d[~finite] = d[finite].min()
-    lo, hi = value_range(d, clip)
+    lo, hi = value_range if value_range is not None else map_range(d, clip)
     if not hi > lo:  # constant map: nothing to show, and no division by zero
         return np.zeros_like(d)
     d -= lo
@@ -335,9 +337,11 @@ def clahe(v: np.ndarray, clip_limit: float = 2.0, grid: int = 8) -> np.ndarray:
     return out.astype(np.float32) * (1.0 / 65535.0)
 
 
-def enhance(depth: np.ndarray, opts: Options) -> np.ndarray:
-    """Raw depth ``(H, W)`` -> display values ``(H, W)`` float32 in [0, 1], 1 = nearest (unless inverted)."""
-    v = normalize(log_depth(depth) if opts.log else depth, opts.clip)
+def enhance(depth: np.ndarray, opts: Options,
+            value_range: Optional[Tuple[float, float]] = None) -> np.ndarray:
+    """Raw depth ``(H, W)`` -> display values ``(H, W)`` float32 in [0, 1], 1 = nearest (unless inverted).
+    ``value_range``: see ``normalize`` (in log units with ``log``)."""
+    v = normalize(log_depth(depth) if opts.log else depth, opts.clip, value_range)
     if opts.clahe:
         v = clahe(v, opts.clahe_clip, opts.clahe_grid)
     if opts.contrast != 1.0 or opts.brightness != 0.0:
@@ -359,7 +363,7 @@ def display(depth: np.ndarray, opts: Options) -> np.ndarray:
     d = log_depth(depth) if opts.log else depth
     if opts.clahe or d.dtype != np.float32 or d.size == 0 or not cv2.checkRange(d, quiet=True)[0]:
         return to_uint8(enhance(depth, opts))
-    lo, hi = value_range(d, opts.clip)
+    lo, hi = map_range(d, opts.clip)
     # enhance as a function of the normalised n in [0, 1]: v = clip(c * n + k, 0, 1) (clip only with
     # contrast or brightness; without, n is already in [0, 1])
     c, k = float(opts.contrast), 0.5 - 0.5 * opts.contrast + opts.brightness

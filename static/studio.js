@@ -199,9 +199,12 @@
     }
   }
 
-  function upload(file) {
+  async function upload(file) {
     if (!file) return;
     fileNameEl.textContent = file.name;
+    // videos (and animated GIFs) become background jobs: static/video.js
+    if (window.depthVideo && (await window.depthVideo.take(file))) return;
+    if (window.depthVideo) window.depthVideo.hide();
     if (file.size > maxBytes) {
       setError(`That file is ${(file.size / 1048576).toFixed(1)} MB; the limit is ${+(maxBytes / 1048576).toFixed(1)} MB.`);
       return;
@@ -229,7 +232,7 @@
     }
     const out = document.getElementById(`o-${el.name}`);
     if (out) out.textContent = el.value;
-    if (!depthId) return;
+    if (!depthId || document.body.dataset.media === "video") return;
     if (DEPTH_OPTIONS.includes(el.name)) {
       if (ev.type === "change" && currentDepthOptions() !== inferredWith) reinfer();
       return;
@@ -243,7 +246,8 @@
 
   form.addEventListener("submit", (ev) => {
     ev.preventDefault();
-    if (fileInput.files[0] && !depthId) upload(fileInput.files[0]);
+    if (document.body.dataset.media === "video" && fileInput.files[0]) upload(fileInput.files[0]); // run again
+    else if (fileInput.files[0] && !depthId) upload(fileInput.files[0]);
     else if (depthId && currentDepthOptions() !== inferredWith) reinfer();
     else if (depthId) show();
     else setError("Choose a photo first.");

@@ -1,0 +1,268 @@
+"""Video jobs over HTTP, under ``/api/v1``: upload a clip (202 and a job id), follow its progress,
+fetch the depth video (and the 16-bit depth zip), cancel or delete.
+
+The upload is streamed straight into the job's private temporary folder (never held in memory whole);
+it is deleted as soon as the job ends, and the results ``VIDEO_JOB_TTL`` seconds later (or at once with
+``DELETE``). Jobs live in the process that received them (``app.extensions["video_jobs"]``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import fields
+from pathlib import Path
+from typing import IO, Any, Dict, Mapping, NoReturn, Optional
+
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, request, send_file, url_for
+from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.formparser import FormDataParser
+
+from .jobs import DONE, FAILED, FINISHED, Job, JobError, JobManager, QueueFull
+from .options import OptionError, Options, VideoOptions
+from .service import safe_stem
+from .video import Limits, VideoError, probe, process_video
+from .web import fail, read_options
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("video_api", __name__, url_prefix="/api/v1")
+
+# config keys (DEPTHMAP_VIDEO_* in the environment); create_app's values, if any, win over these
+VIDEO_DEFAULTS: Mapping[str, Any] = {
+    "VIDEO_WORKERS": 1,  # videos processed at once per server process
+    "VIDEO_QUEUE": 4,  # videos waiting; one more gets 503
+    "VIDEO_JOB_TTL": 3600,  # seconds a finished job and its files are kept
+    "VIDEO_JOB_TIMEOUT": 3600,  # seconds one job may run
+    "VIDEO_MAX_CONTENT_LENGTH": 200 * 1024 * 1024,  # largest video upload (bytes)
+    "VIDEO_MAX_SECONDS": 300,
+    "VIDEO_MAX_FRAMES": 9000,
+    "VIDEO_MAX_PIXELS": 3840 * 2160,  # per frame
+    "VIDEO_DIR": None,  # where jobs' temporary folders go; None = the system's temporary folder
+}
+VIDEO_FIELD = "video"
+VIDEO_OPTION_NAMES = frozenset(f.name for f in fields(VideoOptions))
+# VideoError codes -> HTTP status
+VIDEO_ERROR_STATUS: Mapping[str, int] = {"empty": 400, "corrupt": 400, "not_video": 415, "too_large": 413,
+                                         "too_long": 413}
+FILES = {"video": "result", "depth_zip": "depth.zip"}  # result name -> URL tail
+
+
+def init_app(app: Flask) -> None:
+    """Video config defaults, the job manager and the routes."""
+    for key, value in VIDEO_DEFAULTS.items():
+        app.config.setdefault(key, value)
+    c = app.config
+    app.extensions["video_jobs"] = JobManager(
+        workers=int(c["VIDEO_WORKERS"]), queue_size=int(c["VIDEO_QUEUE"]), ttl_s=float(c["VIDEO_JOB_TTL"]),
+        timeout_s=float(c["VIDEO_JOB_TIMEOUT"]) if c["VIDEO_JOB_TIMEOUT"] else None,
+        root=Path(c["VIDEO_DIR"]) if c["VIDEO_DIR"] else None)
+    app.register_blueprint(bp)
+
+    video_meta = {f.name: f.metadata for f in fields(VideoOptions)}
+    option_names = [f.name for f in fields(Options)] + sorted(VIDEO_OPTION_NAMES)
+
+    @app.context_processor
+    def video_template_values() -> Dict[str, Any]:
+        # what templates/video_controls.html and video_results.html show
+        return {"video_meta": video_meta, "video_opts": VideoOptions(), "video_option_names": option_names,
+                "video_max_bytes": app.config["VIDEO_MAX_CONTENT_LENGTH"]}
+
+
+def jobs() -> JobManager:
+    return current_app.extensions["video_jobs"]
+
+
+@bp.after_request
+def _retry_after(response: Response) -> Response:
+    if getattr(g, "retry_after", None):
+        response.headers["Retry-After"] = str(g.retry_after)
+    return response
+
+
+# upload -----------------------------------------------------------------------------------------------
+
+def _receive(workdir: Path) -> tuple[Path, str, Dict[str, str]]:
+    """The multipart body, its one file in ``video`` written into ``workdir`` as it arrives; returns
+    (path, safe stem, the other form fields)."""
+    if request.mimetype != "multipart/form-data":
+        fail(415, "unsupported_type", "Send the video as multipart/form-data in the field 'video'.")
+    limit = current_app.config["VIDEO_MAX_CONTENT_LENGTH"]
+    request.max_content_length = limit
+    count = 0
+
+    def to_disk(total_content_length: Optional[int], content_type: Optional[str],
+                filename: Optional[str] = None, content_length: Optional[int] = None) -> IO[bytes]:
+        nonlocal count
+        count += 1
+        return open(workdir / f"upload-{count}", "w+b")
+
+    parser = FormDataParser(stream_factory=to_disk, max_content_length=limit,
+                            max_form_memory_size=request.max_form_memory_size,
+                            max_form_parts=request.max_form_parts)
+    try:
+        _, form, files = parser.parse(request.stream, request.mimetype, request.content_length,
+                                      request.mimetype_params)
+    except RequestEntityTooLarge:
+        fail(413, "too_large", f"The upload is larger than this server's video limit of "
+             f"{limit / 2**20:g} MB.")
+    try:
+        uploads = files.getlist(VIDEO_FIELD)
+        if not uploads:
+            hint = " (photos go to /api/v1/depth)" if "image" in files else ""
+            fail(400, "missing_file", f"No video was sent: put it in the form field 'video'{hint}.")
+        if len(uploads) > 1:
+            fail(400, "too_many_files", f"Send one video per request (got {len(uploads)} in 'video').")
+        upload = uploads[0]
+        path = Path(upload.stream.name)  # type: ignore[attr-defined]
+        name = safe_stem(upload.filename)
+        if name == "photo":
+            name = "video"
+    finally:
+        for _, storage in files.items(multi=True):
+            storage.close()
+    return path, name, dict(form.items())
+
+
+def read_video_options(values: Mapping[str, Any]) -> tuple[Options, VideoOptions]:
+    """Image options and video options from one set of form fields; unknown names are an error."""
+    video = {k: v for k, v in values.items() if k in VIDEO_OPTION_NAMES}
+    opts = read_options({k: v for k, v in values.items() if k not in VIDEO_OPTION_NAMES}, strict=True)
+    try:
+        return opts, VideoOptions.from_strings(video)
+    except OptionError as exc:
+        fail(422, "bad_option", f"Option '{exc.name}': {exc.message}.")
+
+
+def _limits() -> Limits:
+    c = current_app.config
+    return Limits(max_seconds=c["VIDEO_MAX_SECONDS"] or None, max_frames=c["VIDEO_MAX_FRAMES"] or None,
+                  max_pixels=c["VIDEO_MAX_PIXELS"] or None)
+
+
+def _work(src: Path, name: str, opts: Options, vopts: VideoOptions, info: Any, model: Any) -> Any:
+    """The job: the clip through ``process_video`` in the job's folder; the upload is deleted after."""
+    def run(job: Job) -> Dict[str, Any]:
+        out = job.workdir / f"{name}.depth.mp4"
+        zip_path = job.workdir / f"{name}.depth.zip" if vopts.depth_zip else None
+        try:
+            result = process_video(src, out, model, opts, vopts, workdir=job.workdir, zip_path=zip_path,
+                                   info=info, progress=job.progress)
+        except VideoError as exc:
+            raise JobError(exc.code, exc.message) from None
+        finally:
+            src.unlink(missing_ok=True)
+        job.files["video"] = result.video
+        if result.depth_zip is not None:
+            job.files["depth_zip"] = result.depth_zip
+        return {"frames": result.frames, "width": result.width, "height": result.height,
+                "fps": round(result.fps, 3), "warning": result.warning,
+                "seconds": result.seconds}
+    return run
+
+
+@bp.post("/video")
+def submit() -> Any:
+    """Multipart ``video`` plus options -> 202 and the job (``Location``: its URL)."""
+    manager = jobs()
+    limit = current_app.config["VIDEO_MAX_CONTENT_LENGTH"]
+    if request.content_length is not None and request.content_length > limit:
+        fail(413, "too_large", f"The upload is larger than this server's video limit of "
+             f"{limit / 2**20:g} MB.")
+    workdir = manager.new_workdir()
+    try:
+        src, name, form = _receive(workdir)
+        opts, vopts = read_video_options(form)
+        try:
+            info = probe(src, _limits())
+        except VideoError as exc:
+            fail(VIDEO_ERROR_STATUS.get(exc.code, 400), exc.code, exc.message)
+        job_info = {"name": name, "input": info.as_dict(), "options": opts.as_dict(),
+                    "video_options": vopts.as_dict()}
+        model = current_app.extensions["depth_model"]
+        try:
+            job = manager.submit(_work(src, name, opts, vopts, info, model), workdir, job_info)
+        except QueueFull as exc:
+            g.retry_after = exc.retry_after
+            fail(503, "busy", f"The server is processing as many videos as it queues; try again in about "
+                 f"{exc.retry_after} s.")
+    except BaseException:
+        manager.discard(workdir)
+        raise
+    response = jsonify(_job_json(job))
+    response.status_code = 202
+    response.headers["Location"] = url_for("video_api.job_status", job_id=job.id)
+    return response
+
+
+# jobs -----------------------------------------------------------------------------------------------------
+
+def _job(job_id: str) -> Job:
+    job = jobs().get(job_id)
+    if job is None:
+        fail(404, "no_job", "No such job: the id is wrong, or the job ended more than "
+             f"{current_app.config['VIDEO_JOB_TTL']:g} s ago and its files were deleted.")
+    return job
+
+
+def _job_json(job: Job) -> Dict[str, Any]:
+    body = job.as_dict()
+    if job.state == DONE:
+        body["result"] = {**(body["result"] or {}), "files": {
+            kind: url_for(f"video_api.{'job_result' if kind == 'video' else 'job_zip'}", job_id=job.id)
+            for kind in job.files}}
+    if job.state in FINISHED and job.finished is not None:
+        ttl = float(current_app.config["VIDEO_JOB_TTL"])
+        body["expires_in_s"] = round(max(0.0, ttl - (time.monotonic() - job.finished)), 1)
+    return body
+
+
+@bp.get("/jobs/<job_id>")
+def job_status(job_id: str) -> Any:
+    """State (queued, running, done, failed, cancelled), progress, time left, errors, result URLs."""
+    return jsonify(_job_json(_job(job_id)))
+
+
+def _not_ready(job: Job) -> NoReturn:
+    if job.state == FAILED and job.error:
+        fail(409, "job_failed", f"The job failed: {job.error['message']}")
+    if job.state in FINISHED:
+        fail(409, "job_cancelled", "The job was cancelled; it has no result.")
+    fail(409, "not_ready", f"The job is {job.state}; the result is not ready yet.")
+
+
+def _send(job: Job, kind: str, mimetype: str) -> Response:
+    if job.state != DONE:
+        _not_ready(job)
+    path = job.files.get(kind)
+    if path is None:
+        fail(404, "not_found", "This job made no depth zip: ask for it with depth_zip=on.")
+    # conditional: Range requests, so a <video> can seek and a download can resume
+    return send_file(path, mimetype=mimetype, conditional=True, download_name=path.name,
+                     as_attachment=bool(request.args.get("download")), max_age=0)
+
+
+@bp.get("/jobs/<job_id>/result")
+def job_result(job_id: str) -> Response:
+    """The depth video (H.264 MP4); ``download=1`` for an attachment."""
+    return _send(_job(job_id), "video", "video/mp4")
+
+
+@bp.get("/jobs/<job_id>/depth.zip")
+def job_zip(job_id: str) -> Response:
+    """The 16-bit depth PNGs and frames.csv, if the job was asked for them (``depth_zip=on``)."""
+    return _send(_job(job_id), "depth_zip", "application/zip")
+
+
+@bp.delete("/jobs/<job_id>")
+def job_delete(job_id: str) -> Any:
+    """A queued or running job is cancelled (202 with its state); an ended one is deleted with its
+    files (204)."""
+    job = _job(job_id)
+    if job.state in FINISHED:
+        jobs().remove(job_id)
+        return "", 204
+    jobs().cancel(job_id)
+    response = jsonify(_job_json(job))
+    response.status_code = 202
+    return response

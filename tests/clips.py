@@ -1,0 +1,97 @@
+"""Short video clips the tests make themselves, written with the same encoder libraries a user's camera
+or browser output goes through (PyAV: libx264, libvpx-vp9, mpeg4, gif)."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterable, Iterator, List, Optional
+
+import av
+import numpy as np
+from PIL import Image
+
+CODECS = {".mp4": "libx264", ".mov": "libx264", ".mkv": "libx264", ".webm": "libvpx-vp9", ".avi": "mpeg4",
+          ".gif": "gif"}
+
+
+def write_clip(path: Path, frames: Iterable[np.ndarray], fps: float = 10, faststart: bool = False,
+               rotation: Optional[int] = None) -> Path:
+    """RGB uint8 frames -> a video file; the codec follows the suffix. ``rotation``: a display matrix
+    that turns the frames counter-clockwise by that many degrees (what phones write)."""
+    codec = CODECS[path.suffix]
+    options = {"movflags": "+faststart"} if faststart else {}
+    with av.open(str(path), "w", options=options) as container:
+        stream = None
+        for rgb in frames:
+            if stream is None:
+                stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+                stream.height, stream.width = rgb.shape[:2]
+                stream.pix_fmt = "rgb8" if codec == "gif" else "yuv420p"
+                if codec == "libx264":
+                    stream.options = {"crf": "12", "preset": "veryfast"}
+                if rotation:
+                    stream.set_display_rotation(rotation)
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        assert stream is not None, "no frames"
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def moving_scene(n: int = 12, width: int = 96, height: int = 64) -> Iterator[np.ndarray]:
+    """A bright square sliding right over a horizontal gradient."""
+    base = np.zeros((height, width, 3), np.uint8)
+    base[:] = np.linspace(30, 140, width, dtype=np.uint8)[None, :, None]
+    side = height // 2
+    for i in range(n):
+        frame = base.copy()
+        left = (4 + 3 * i) % (width - side)
+        frame[height // 4: height // 4 + side, left:left + side] = (230, 200, 60)
+        yield frame
+
+
+def static_noisy(photo: np.ndarray, n: int, sigma: float, seed: int = 0) -> Iterator[np.ndarray]:
+    """A static camera: the same photo every frame, with fresh sensor-like noise each frame."""
+    rng = np.random.default_rng(seed)
+    base = photo.astype(np.float32)
+    for _ in range(n):
+        yield np.clip(base + rng.normal(0.0, sigma, base.shape), 0, 255).astype(np.uint8)
+
+
+def pan(photo: np.ndarray, n: int, width: int, height: int) -> Iterator[np.ndarray]:
+    """A camera panning left to right across ``photo`` (a window of ``width`` x ``height``)."""
+    h, w = photo.shape[:2]
+    for i in range(n):
+        left = round(i * (w - width) / max(1, n - 1))
+        top = (h - height) // 2
+        yield np.ascontiguousarray(photo[top:top + height, left:left + width])
+
+
+def load_photo(path: Path, width: Optional[int] = None) -> np.ndarray:
+    """A sample photo as RGB uint8, optionally resized to ``width`` (even sides, for 4:2:0 video)."""
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        if width:
+            height = round(im.height * width / im.width) // 2 * 2
+            im = im.resize((width, height), Image.LANCZOS)
+        return np.asarray(im)
+
+
+def read_video(path: Path) -> List[np.ndarray]:
+    """Every frame of a video as RGB uint8 (a test's clips are small)."""
+    with av.open(str(path)) as container:
+        return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+
+
+def stream_info(path: Path) -> dict:
+    """Container, codec, pixel format, size, frame count and rate of a video file's first stream."""
+    with av.open(str(path)) as container:
+        s = container.streams.video[0]
+        frames = sum(1 for _ in container.decode(s))
+        return {"format": container.format.name, "codec": s.codec_context.name,
+                "pix_fmt": s.codec_context.pix_fmt, "width": s.codec_context.width,
+                "height": s.codec_context.height, "frames": frames, "fps": float(s.average_rate or 0),
+                "profile": s.codec_context.profile}
