@@ -80,7 +80,7 @@ def legend(depth: np.ndarray, opts: Options, gray: bool = False, ticks: int = 5)
     raw = np.linspace(lo, hi, ticks) if hi > lo else np.array([lo])
     pos = display_value(raw, depth, opts)
     tick_list: List[Dict[str, float]] = [{"value": float(r), "pos": round(float(p), 4)}
-                                         for r, p in zip(raw, pos)]
+                                         for r, p in zip(raw, pos, strict=True)]
     out["ticks"] = tick_list
     # values beyond the window (clip %) share the end colours: the end ticks then mean "or beyond"
     out["saturated"] = [end for end, beyond in (("far", float(d.min()) < lo), ("near", float(d.max()) > hi))

@@ -24,7 +24,8 @@ LEGEND_VIEWS = ("heatmap", "overlay", "gray")
 def _view_options(entry: Entry, args: Mapping[str, Any]) -> Options:
     """The display options in the query (as for a view PNG); the depth's own options may be repeated
     but not changed, since a new depth needs POST /api/v1/render."""
-    values = {k: v for k, v in args.items() if k not in exports.SCENE_FIELDS and k not in ("view", "download")}
+    skip = set(exports.SCENE_FIELDS) | {"view", "download"}
+    values = {k: v for k, v in args.items() if k not in skip}
     opts = read_options({**entry.depth_opts, **values}, strict=True)
     if opts.depth_options() != dict(entry.depth_opts):
         fail(422, "bad_option", "Options that change the depth (size, square, flip, upsampling) need "
@@ -120,6 +121,7 @@ def legend_json(depth_id: str) -> Response:
     entry = cached_entry(depth_id)
     view = request.args.get("view", "heatmap")
     if view not in LEGEND_VIEWS:
-        fail(422, "bad_option", f"Option 'view': must be one of {', '.join(LEGEND_VIEWS)}; got {view[:40]!r}.")
+        fail(422, "bad_option",
+             f"Option 'view': must be one of {', '.join(LEGEND_VIEWS)}; got {view[:40]!r}.")
     opts = _view_options(entry, request.args)
     return jsonify(legend(entry.depth, opts, gray=view == "gray"))

@@ -24,7 +24,8 @@ from conftest import form_data
 def result(app, samples):
     """One upload of the rocket photo: its depth_id, size and raw depth."""
     client = app.test_client()
-    r = client.post("/api/v1/depth", **form_data({"image": (samples["rocket"], "rocket.jpg"), "views": "none"}))
+    body = form_data({"image": (samples["rocket"], "rocket.jpg"), "views": "none"})
+    r = client.post("/api/v1/depth", **body)
     assert r.status_code == 200
     depth = np.load(io.BytesIO(client.get(f"/api/v1/depth/{r.json['depth_id']}.npy").data))
     return {"id": r.json["depth_id"], "width": r.json["width"], "height": r.json["height"], "depth": depth}
@@ -163,7 +164,8 @@ def test_legend_maps_values_exactly_as_the_image_does(result, opts) -> None:
     shown = enhance(depth, opts)
     rng = np.random.default_rng(0)
     pick = rng.integers(0, depth.size, 2000)
-    np.testing.assert_allclose(display_value(depth.ravel()[pick], depth, opts), shown.ravel()[pick], atol=1e-5)
+    mapped = display_value(depth.ravel()[pick], depth, opts)
+    np.testing.assert_allclose(mapped, shown.ravel()[pick], atol=1e-5)
 
 
 def test_legend_ends_and_ticks_follow_invert_log_and_clahe(client, result) -> None:
@@ -171,7 +173,8 @@ def test_legend_ends_and_ticks_follow_invert_log_and_clahe(client, result) -> No
     plain = legend(depth, Options())
     assert plain["near"] == "right" and len(plain["stops"]) == 33 and len(plain["ticks"]) == 5
     values = [t["value"] for t in plain["ticks"]]
-    assert values == sorted(values) and [t["pos"] for t in plain["ticks"]] == pytest.approx([0, .25, .5, .75, 1])
+    assert values == sorted(values)
+    assert [t["pos"] for t in plain["ticks"]] == pytest.approx([0, .25, .5, .75, 1])
     assert plain["saturated"] == ["far", "near"]  # 1 % clipped at each end
     inverted = legend(depth, Options(invert=True))
     assert inverted["near"] == "left" and inverted["ticks"][-1]["pos"] == 0.0
