@@ -166,17 +166,27 @@ def grid_triangles(z: np.ndarray) -> np.ndarray:
     return np.concatenate([first, second]).astype(np.uint32)
 
 
+def _srgb_to_linear16() -> np.ndarray:
+    c = np.arange(256) / 255.0
+    lin = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    return (lin * 65535.0 + 0.5).astype(np.uint16)
+
+
+_SRGB_TO_LINEAR16 = _srgb_to_linear16()
+
+
 def mesh_glb(photo: np.ndarray, depth: np.ndarray, opts: SceneOptions) -> bytes:
     """glTF 2.0 binary: the depth as a displaced grid (one vertex per pixel of the downscaled depth),
-    coloured per vertex by the photo, triangles across depth edges left out. Unlit, so it looks like the
+    coloured per vertex by the photo (linear 16-bit RGBA, as glTF defines COLOR_0), triangles across depth edges left out. Unlit, so it looks like the
     photo in any viewer."""
     pts = scene_points(depth, opts)
     faces = grid_triangles(-pts[..., 2])
     positions = np.ascontiguousarray(pts.reshape(-1, 3))
-    colors = np.ascontiguousarray(photo.reshape(-1, 3), dtype=np.uint8)
-    # glTF wants every buffer view 4-byte aligned; RGB bytes are padded to RGBA for that (alpha 255)
-    rgba = np.concatenate([colors, np.full((len(colors), 1), 255, np.uint8)], axis=1)
-    blobs = [positions.tobytes(), rgba.tobytes(), faces.tobytes()]
+    # glTF vertex colours are linear, not sRGB like the photo: 16 bits keep the dark tones after the
+    # conversion; RGBA rather than RGB keeps each vertex 4-byte aligned (alpha = 1)
+    linear = _SRGB_TO_LINEAR16[np.asarray(photo, dtype=np.uint8).reshape(-1, 3)]
+    rgba = np.concatenate([linear, np.full((len(linear), 1), 65535, np.uint16)], axis=1)
+    blobs = [positions.tobytes(), rgba.astype("<u2").tobytes(), faces.tobytes()]
     offsets, offset = [], 0
     for blob in blobs:
         offsets.append(offset)
@@ -201,7 +211,7 @@ def mesh_glb(photo: np.ndarray, depth: np.ndarray, opts: SceneOptions) -> bytes:
         "accessors": [
             {"bufferView": 0, "componentType": 5126, "count": len(positions), "type": "VEC3",
              "min": positions.min(axis=0).tolist(), "max": positions.max(axis=0).tolist()},
-            {"bufferView": 1, "componentType": 5121, "normalized": True, "count": len(rgba), "type": "VEC4"},
+            {"bufferView": 1, "componentType": 5123, "normalized": True, "count": len(rgba), "type": "VEC4"},
             {"bufferView": 2, "componentType": 5125, "count": int(faces.size), "type": "SCALAR"},
         ],
     }

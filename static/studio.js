@@ -118,6 +118,7 @@
       if (typeof def === "boolean" ? v !== def : String(v) !== String(def)) page.set(k, v === true ? "on" : v === false ? "off" : v);
     }
     history.replaceState(null, "", `?${page}`);
+    announce();
     if (waiting.length) {
       renderStarted = performance.now();
       if (!statusEl.classList.contains("busy")) setStatus("Rendering…", true);
@@ -266,5 +267,13 @@
     const item = [...(ev.clipboardData ? ev.clipboardData.files : [])].find((f) => f.type.startsWith("image/"));
     if (item) upload(item);
   });
-  if (depthId) setStatus("", false);
+  // tells the studio's other scripts (compare.js, legend.js, exports.js, viewer3d.js) what is shown
+  function announce() {
+    document.dispatchEvent(new CustomEvent("studio:result", { detail: {
+      depthId, mode: form.elements.views.value, api,
+      query: (view) => viewQuery(view),
+      url: (view, download) => url(view, viewQuery(view), download),
+    } }));
+  }
+  if (depthId) { setStatus("", false); announce(); }
 })();

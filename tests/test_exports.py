@@ -101,7 +101,12 @@ def test_mesh_glb_is_valid_gltf_with_triangles_over_the_grid(client, result) -> 
     cells = 2 * (round(w * 96 / max(w, h)) - 1) * (round(h * 96 / max(w, h)) - 1)
     assert 0.5 * cells <= idx_acc.count // 3 <= cells  # most cells kept; depth edges dropped
     col_acc = gltf.accessors[prim.attributes.COLOR_0]
-    assert col_acc.count == pos_acc.count and col_acc.normalized
+    assert col_acc.count == pos_acc.count and col_acc.normalized and col_acc.componentType == 5123
+    cview = gltf.bufferViews[col_acc.bufferView]
+    rgba = np.frombuffer(blob, "<u2", col_acc.count * 4, cview.byteOffset).reshape(-1, 4)
+    assert (rgba[:, 3] == 65535).all() and rgba[:, :3].std() > 500  # opaque, the photo's colours
+    # linear light: sRGB mid-grey 128 is 21.6 % linear
+    assert exports._SRGB_TO_LINEAR16[128] == round(0.2158605 * 65535)
 
 
 def test_grid_triangles_leave_out_depth_edges() -> None:

@@ -1,0 +1,73 @@
+// The colour key of the shown result: asks the server for the legend of the current view and options
+// (/api/v1/depth/<id>/legend.json), which follows clip, log, contrast, brightness and invert exactly and
+// drops its values under CLAHE, whose colours mean different depths in different places.
+(() => {
+  "use strict";
+  const box = document.getElementById("legend");
+  if (!box) return;
+  const bar = document.getElementById("legend-bar");
+  const ticksEl = document.getElementById("legend-ticks");
+  const left = document.getElementById("legend-left");
+  const right = document.getElementById("legend-right");
+  const mapName = document.getElementById("legend-map");
+  const note = document.getElementById("legend-note");
+  const baseNote = note.innerHTML;
+  let wanted = "";
+  let ctrl = null;
+
+  const fmt = (v) => (Math.abs(v) >= 100 ? v.toFixed(0) : v.toPrecision(3));
+
+  function draw(lg) {
+    bar.style.background = `linear-gradient(to right, ${lg.stops.join(", ")})`;
+    const near = lg.near === "right" ? right : left;
+    const far = lg.near === "right" ? left : right;
+    near.textContent = "near";
+    far.textContent = "far";
+    mapName.textContent = `(${lg.colormap})`;
+    ticksEl.replaceChildren();
+    const n = lg.ticks.length;
+    lg.ticks.forEach((t, i) => {
+      const el = document.createElement("span");
+      el.className = "legend-tick";
+      // the far end tick is the smallest value: with clipping it also covers everything farther
+      const sat = (i === 0 && lg.saturated.includes("far")) ? "≤ " : (i === n - 1 && lg.saturated.includes("near")) ? "≥ " : "";
+      el.textContent = sat + fmt(t.value);
+      el.style.left = `${(t.pos * 100).toFixed(2)}%`;
+      ticksEl.appendChild(el);
+    });
+    const ends = lg.near === "right" ? "dark/left = far, bright/right = near" : "left = near, right = far (inverted)";
+    bar.setAttribute("aria-label", `Colour bar, ${lg.colormap}: ${ends}` +
+      (n ? `; relative values from ${fmt(lg.ticks[0].value)} (far) to ${fmt(lg.ticks[n - 1].value)} (near)` : ""));
+    box.dataset.near = lg.near;
+    box.dataset.local = lg.local ? "true" : "false";
+    note.innerHTML = baseNote;
+    if (lg.local) {
+      const p = document.createElement("span");
+      p.className = "legend-local";
+      p.textContent = " Local contrast (CLAHE) is on: each area is stretched on its own, so a colour means " +
+        "nearer or farther only compared with its surroundings; no values are shown.";
+      note.appendChild(p);
+    }
+    box.hidden = false;
+  }
+
+  document.addEventListener("studio:result", async (ev) => {
+    const { depthId, mode, api, query } = ev.detail;
+    const view = mode === "gray" ? "gray" : "heatmap";
+    const q = query(view);
+    q.set("view", view);
+    const url = `${api}/depth/${depthId}/legend.json?${q}`;
+    if (url === wanted) return;
+    wanted = url;
+    if (ctrl) ctrl.abort();
+    ctrl = new AbortController();
+    try {
+      const r = await fetch(url, { signal: ctrl.signal, headers: { Accept: "application/json" } });
+      if (!r.ok) return; // the image itself reports errors; a stale key is hidden rather than wrong
+      const lg = await r.json();
+      if (url === wanted) draw(lg);
+    } catch (e) {
+      if (e.name !== "AbortError") box.hidden = true;
+    }
+  });
+})();

@@ -1,0 +1,260 @@
+"""The studio's tools in a real headless Chromium against the real server: the colour key follows invert,
+log and CLAHE; the compare slider moves by keyboard and by dragging; every download link gives a file
+that parses back with the right size and values; the 3D preview draws the mesh (WebGL through
+SwiftShader, Chromium's software renderer) and turns with the keyboard. No CSP violation on the way.
+
+With SCREENSHOT_DIR set, saves studio-compare.jpg and studio-3d.jpg (README's screenshots).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+from plyfile import PlyData
+from pygltflib import GLTF2
+
+from app.exports import read_pfm
+from conftest import SAMPLES, running_server
+from test_browser import CHROMEDRIVER, CHROMIUM, photo_size, upload, wait_settled
+
+from selenium import webdriver  # noqa: E402  (test_browser skips the module first where Chromium is missing)
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
+from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
+
+# share of the canvas's pixels that differ from the background, and their spread: a drawn mesh has both
+CANVAS_STATS = """
+const c = document.getElementById('viewer-canvas');
+const probe = document.createElement('canvas');
+probe.width = c.width; probe.height = c.height;
+const ctx = probe.getContext('2d'); ctx.drawImage(c, 0, 0);
+const d = ctx.getImageData(0, 0, probe.width, probe.height).data;
+let drawn = 0, n = 0, sum = 0, sum2 = 0, hash = 0;
+for (let i = 0; i < d.length; i += 16) {
+  n++;
+  const bg = Math.abs(d[i] - 0x20) + Math.abs(d[i + 1] - 0x20) + Math.abs(d[i + 2] - 0x28);
+  if (bg > 12) drawn++;
+  const l = d[i] + d[i + 1] + d[i + 2]; sum += l; sum2 += l * l;
+  hash = (Math.imul(hash, 31) + d[i] + d[i + 1] * 3) | 0;
+}
+return {drawn: drawn / n, std: Math.sqrt(sum2 / n - (sum / n) ** 2), hash, w: c.width, h: c.height};
+"""
+
+
+def make_webgl_driver(width: int = 1400, height: int = 1100) -> webdriver.Chrome:
+    """As test_browser.make_driver, but with WebGL: headless Chromium has no GPU here, so it renders
+    WebGL with SwiftShader, which recent Chromium enables only when asked."""
+    import tempfile
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--use-angle=swiftshader",
+                 "--enable-unsafe-swiftshader", "--ignore-gpu-blocklist",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--no-first-run", "--disable-quic", f"--window-size={width},{height}",
+                 f"--user-data-dir={tempfile.mkdtemp(prefix='chromium-')}"):
+        opts.add_argument(flag)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    driver.set_page_load_timeout(60)
+    return driver
+
+
+@pytest.fixture(scope="module")
+def server_url(weights_path: Path, tmp_path_factory) -> Iterator[str]:
+    with running_server(weights_path, tmp_path_factory.mktemp("studio") / "server.log") as (url, _):
+        yield url
+
+
+@pytest.fixture(scope="module")
+def driver(server_url) -> Iterator[webdriver.Chrome]:
+    d = make_webgl_driver()
+    d.get(server_url + "/")
+    upload(d, SAMPLES["chelsea"])
+    wait_settled(d)
+    yield d
+    d.quit()
+
+
+def by_id(driver, name: str):
+    return driver.find_element(By.ID, name)
+
+
+def legend_state(driver) -> dict:
+    return driver.execute_script("""
+      const ticks = [...document.querySelectorAll('#legend-ticks .legend-tick')];
+      return {left: document.getElementById('legend-left').textContent,
+              right: document.getElementById('legend-right').textContent,
+              local: document.getElementById('legend').dataset.local,
+              note: document.getElementById('legend-note').textContent,
+              bar: document.getElementById('legend-bar').style.background,
+              ticks: ticks.map(t => [t.textContent, parseFloat(t.style.left)])};""")
+
+
+def wait_legend(driver, check) -> dict:
+    WebDriverWait(driver, 30).until(lambda d: check(legend_state(d)))
+    return legend_state(driver)
+
+
+def test_legend_shows_near_and_far_and_follows_invert_log_and_clahe(driver) -> None:
+    assert by_id(driver, "legend").is_displayed()
+    plain = wait_legend(driver, lambda s: len(s["ticks"]) == 5)
+    assert (plain["left"], plain["right"]) == ("far", "near")
+    assert "not metres" in plain["note"] and "gradient" in plain["bar"]
+    assert [p for _, p in plain["ticks"]] == pytest.approx([0, 25, 50, 75, 100])
+    assert plain["ticks"][0][0].startswith("≤") and plain["ticks"][-1][0].startswith("≥")  # 1 % clipped
+
+    by_id(driver, "f-invert").click()
+    inverted = wait_legend(driver, lambda s: s["left"] == "near")
+    assert inverted["right"] == "far" and inverted["ticks"][-1][1] == pytest.approx(0)
+    by_id(driver, "f-invert").click()
+    wait_legend(driver, lambda s: s["right"] == "near")
+
+    by_id(driver, "f-log").click()
+    logged = wait_legend(driver, lambda s: len(s["ticks"]) == 5 and s["ticks"][2][1] != 50)
+    assert logged["ticks"][2][1] > 50  # evenly spaced values bunch toward the far end of a log bar
+    by_id(driver, "f-log").click()
+
+    Select(by_id(driver, "f-colormap")).select_by_value("viridis")
+    assert "(viridis)" in WebDriverWait(driver, 30).until(
+        lambda d: by_id(d, "legend-map").text if "viridis" in by_id(d, "legend-map").text else None)
+    by_id(driver, "f-clahe").click()
+    local = wait_legend(driver, lambda s: s["local"] == "true")
+    assert local["ticks"] == [] and "CLAHE" in local["note"] and local["right"] == "near"
+    by_id(driver, "f-clahe").click()
+    wait_legend(driver, lambda s: s["local"] == "false" and len(s["ticks"]) == 5)
+    wait_settled(driver)
+
+
+def compare_state(driver) -> dict:
+    return driver.execute_script("""
+      const r = document.getElementById('compare-pos');
+      return {value: Number(r.value), clip: document.getElementById('compare-before').style.clipPath,
+              after: document.getElementById('compare-after').getAttribute('src'),
+              before: document.getElementById('compare-before').getAttribute('src'),
+              loaded: ['compare-after', 'compare-before'].every(
+                id => document.getElementById(id).complete && document.getElementById(id).naturalWidth > 0),
+              label: r.getAttribute('aria-valuetext'), focused: document.activeElement === r};""")
+
+
+def test_compare_slider_by_keyboard_and_drag(driver) -> None:
+    section = by_id(driver, "compare")
+    driver.execute_script("arguments[0].scrollIntoView()", section)
+    WebDriverWait(driver, 30).until(lambda d: compare_state(d)["loaded"])
+    state = compare_state(driver)
+    assert "/photo.png" in state["before"] and "/heatmap.png" in state["after"]
+    assert "colormap=viridis" in state["after"]  # the view as the page shows it now
+    assert state["value"] == 50 and state["clip"] == "inset(0px 50% 0px 0px)"
+
+    # keyboard: the range input is labelled and takes the usual keys
+    slider = by_id(driver, "compare-pos")
+    assert driver.find_element(By.CSS_SELECTOR, "label[for=compare-pos]").text.startswith("Divider")
+    slider.send_keys(Keys.END)
+    assert compare_state(driver)["clip"] == "inset(0px 0% 0px 0px)"  # all photo
+    slider.send_keys(Keys.HOME)
+    state = compare_state(driver)
+    assert state["clip"] == "inset(0px 100% 0px 0px)" and state["label"].startswith("0% photo")
+    slider.send_keys(Keys.ARROW_RIGHT, Keys.ARROW_RIGHT, Keys.ARROW_RIGHT)
+    assert compare_state(driver)["value"] == 3
+
+    # dragging anywhere on the picture moves the divider there
+    stage = by_id(driver, "compare-stage")
+    width = stage.size["width"]
+    (ActionChains(driver).move_to_element_with_offset(stage, -width // 2 + 10, 0).click_and_hold()
+     .move_by_offset(width // 2, 0).release().perform())  # from 10 px to the middle + 10 px
+    state = compare_state(driver)
+    assert abs(state["value"] - (50 + 100 * 10 / width)) <= 2 and state["focused"]
+
+    Select(by_id(driver, "compare-view")).select_by_value("gray")
+    WebDriverWait(driver, 30).until(lambda d: "/gray.png" in compare_state(d)["after"]
+                                    and compare_state(d)["loaded"])
+    Select(by_id(driver, "compare-view")).select_by_value("heatmap")
+    WebDriverWait(driver, 30).until(lambda d: "/heatmap.png" in compare_state(d)["after"]
+                                    and compare_state(d)["loaded"])
+    if section.screenshot_as_png:
+        save_element(driver, section, "studio-compare.jpg")
+
+
+def save_element(driver, element, name: str) -> None:
+    """Like test_browser.save_screenshot, for one element of the page."""
+    import os
+
+    out = os.environ.get("SCREENSHOT_DIR")
+    if out:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        with Image.open(io.BytesIO(element.screenshot_as_png)) as shot:
+            shot.convert("RGB").save(Path(out) / name, quality=85)
+
+
+def href(driver, name: str) -> str:
+    return by_id(driver, name).get_attribute("href")
+
+
+def test_every_download_gives_a_valid_file(driver) -> None:
+    width, height = photo_size(SAMPLES["chelsea"])
+    # a deeper relief and a narrower lens for the 3D files, set on the page
+    scale = by_id(driver, "s-depth_scale")
+    driver.execute_script("arguments[0].scrollIntoView()", scale)
+    for _ in range(20):
+        scale.send_keys(Keys.ARROW_RIGHT)  # 1 -> 2
+    scale.send_keys(Keys.TAB)  # "change" fires when the range loses focus after keyboard input
+    Select(by_id(driver, "s-grid")).select_by_value("256")
+    WebDriverWait(driver, 10).until(lambda d: "depth_scale=2" in href(d, "x-ply") and "grid=256" in href(d, "x-glb"))
+
+    r = requests.get(href(driver, "x-png16"), timeout=60)
+    with Image.open(io.BytesIO(r.content)) as im:
+        levels = np.asarray(im)
+        assert im.size == (width, height) and levels.min() == 0 and levels.max() == 65535
+        assert float(im.text["depth_max"]) > float(im.text["depth_min"])
+    pfm = read_pfm(requests.get(href(driver, "x-pfm"), timeout=60).content)
+    assert pfm.shape == (height, width) and pfm.dtype == np.float32 and np.isfinite(pfm).all()
+    ply = PlyData.read(io.BytesIO(requests.get(href(driver, "x-ply"), timeout=60).content))
+    z = np.asarray(ply["vertex"]["z"])
+    assert ply["vertex"].count == 256 * round(256 * height / width)
+    assert z.max() == pytest.approx(-1, abs=1e-3) and z.min() == pytest.approx(-3, abs=1e-3)  # scale 2
+    gltf = GLTF2.load_from_bytes(requests.get(href(driver, "x-glb"), timeout=60).content)
+    assert gltf.accessors[gltf.meshes[0].primitives[0].attributes.POSITION].count == ply["vertex"].count
+    zipped = requests.get(href(driver, "x-zip"), timeout=120)
+    zf = zipfile.ZipFile(io.BytesIO(zipped.content))
+    assert len(zf.namelist()) == 11 and zf.testzip() is None
+    info = json.loads(zf.read(next(n for n in zf.namelist() if n.endswith("options.json"))))
+    # the zip carries what the page shows: the colormap chosen above and the 3D settings
+    assert info["options"]["colormap"] == "viridis" and info["scene"]["depth_scale"] == 2.0
+    with Image.open(io.BytesIO(zf.read(next(n for n in zf.namelist() if n.endswith("/heatmap.png"))))) as im:
+        assert im.size == (width, height)
+
+
+def test_3d_preview_draws_the_mesh_and_turns_with_the_keyboard(driver) -> None:
+    button = by_id(driver, "viewer-open")
+    driver.execute_script("arguments[0].scrollIntoView()", button)
+    button.click()
+    WebDriverWait(driver, 60).until(lambda d: by_id(d, "viewer").get_attribute("data-ready")
+                                    or "could not" in by_id(d, "viewer-status").text)
+    assert by_id(driver, "viewer-status").text == "3D view ready."
+    assert "depth_scale=2" in by_id(driver, "viewer").get_attribute("data-ready")
+    first = driver.execute_script(CANVAS_STATS)
+    assert first["w"] > 300 and first["h"] > 150
+    assert first["drawn"] > 0.3 and first["std"] > 10  # not blank, not one flat colour
+    canvas = by_id(driver, "viewer-canvas")
+    canvas.send_keys(Keys.ARROW_LEFT, Keys.ARROW_LEFT, Keys.ARROW_LEFT, Keys.ARROW_LEFT, Keys.ARROW_UP)
+    turned = driver.execute_script(CANVAS_STATS)
+    assert turned["hash"] != first["hash"] and turned["drawn"] > 0.2
+    save_element(driver, by_id(driver, "viewer"), "studio-3d.jpg")
+    canvas.send_keys("0")  # back to the photo's own viewpoint
+    assert driver.execute_script(CANVAS_STATS)["hash"] == first["hash"]
+
+
+def test_no_content_security_policy_violation(driver) -> None:
+    logs = driver.get_log("browser")
+    assert not [e["message"] for e in logs if "Content Security Policy" in e["message"]]
+    assert not [e["message"] for e in logs if e["level"] == "SEVERE"]
