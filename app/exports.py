@@ -177,8 +177,8 @@ _SRGB_TO_LINEAR16 = _srgb_to_linear16()
 
 def mesh_glb(photo: np.ndarray, depth: np.ndarray, opts: SceneOptions) -> bytes:
     """glTF 2.0 binary: the depth as a displaced grid (one vertex per pixel of the downscaled depth),
-    coloured per vertex by the photo (linear 16-bit RGBA, as glTF defines COLOR_0), triangles across depth edges left out. Unlit, so it looks like the
-    photo in any viewer."""
+    coloured per vertex by the photo (linear 16-bit RGBA, as glTF defines COLOR_0), triangles across
+    depth edges left out. Unlit, so it looks like the photo in any viewer."""
     pts = scene_points(depth, opts)
     faces = grid_triangles(-pts[..., 2])
     positions = np.ascontiguousarray(pts.reshape(-1, 3))

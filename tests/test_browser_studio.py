@@ -209,7 +209,8 @@ def test_every_download_gives_a_valid_file(driver) -> None:
         scale.send_keys(Keys.ARROW_RIGHT)  # 1 -> 2
     scale.send_keys(Keys.TAB)  # "change" fires when the range loses focus after keyboard input
     Select(by_id(driver, "s-grid")).select_by_value("256")
-    WebDriverWait(driver, 10).until(lambda d: "depth_scale=2" in href(d, "x-ply") and "grid=256" in href(d, "x-glb"))
+    WebDriverWait(driver, 10).until(
+        lambda d: "depth_scale=2" in href(d, "x-ply") and "grid=256" in href(d, "x-glb"))
 
     r = requests.get(href(driver, "x-png16"), timeout=60)
     with Image.open(io.BytesIO(r.content)) as im:
