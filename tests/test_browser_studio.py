@@ -110,6 +110,7 @@ def test_legend_shows_near_and_far_and_follows_invert_log_and_clahe(driver) -> N
     assert by_id(driver, "legend").is_displayed()
     plain = wait_legend(driver, lambda s: len(s["ticks"]) == 5)
     assert (plain["left"], plain["right"]) == ("far", "near")
+    save_element(driver, by_id(driver, "results"), "studio-result.jpg")
     assert "not metres" in plain["note"] and "gradient" in plain["bar"]
     assert [p for _, p in plain["ticks"]] == pytest.approx([0, 25, 50, 75, 100])
     assert plain["ticks"][0][0].startswith("≤") and plain["ticks"][-1][0].startswith("≥")  # 1 % clipped
