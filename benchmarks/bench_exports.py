@@ -53,7 +53,7 @@ def main() -> None:
     boundary, body = encode_multipart(MultiDict({"image": FileStorage(io.BytesIO(data), filename=name),
                                                  "views": "none"}))
     r = client.post("/api/v1/depth", data=body, content_type=f"multipart/form-data; boundary={boundary}")
-    r.raise_for_status() if hasattr(r, "raise_for_status") else None
+    assert r.status_code == 200, r.json
     depth_id, width, height = r.json["depth_id"], r.json["width"], r.json["height"]
     print(f"# photo {width}×{height} ({width * height / 1e6:.1f} MP), upload {len(data) / 1e6:.2f} MB")
     print("| export | size | server time |")
