@@ -12,12 +12,13 @@
   const out = document.getElementById("compare-out");
   const pick = document.getElementById("compare-view");
   let state = null;
+  const t = window.studioT || ((s) => s);
 
   function setPos(p) {
     p = Math.max(0, Math.min(100, Math.round(p)));
     range.value = String(p);
     out.textContent = `${p}%`;
-    range.setAttribute("aria-valuetext", `${p}% photo, ${100 - p}% ${pick.options[pick.selectedIndex].text.toLowerCase()}`);
+    range.setAttribute("aria-valuetext", t("{p}% photo, {q}% {view}", { p, q: 100 - p, view: pick.options[pick.selectedIndex].text.toLowerCase() }));
     // the photo shows left of the divider, the depth view right of it
     before.style.clipPath = `inset(0 ${100 - p}% 0 0)`;
     divider.style.left = `${p}%`;

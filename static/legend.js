@@ -12,6 +12,7 @@
   const mapName = document.getElementById("legend-map");
   const note = document.getElementById("legend-note");
   const baseNote = note.innerHTML;
+  const t = window.studioT || ((s) => s);
   let wanted = "";
   let ctrl = null;
 
@@ -21,8 +22,8 @@
     bar.style.background = `linear-gradient(to right, ${lg.stops.join(", ")})`;
     const near = lg.near === "right" ? right : left;
     const far = lg.near === "right" ? left : right;
-    near.textContent = "near";
-    far.textContent = "far";
+    near.textContent = t("near");
+    far.textContent = t("far");
     mapName.textContent = `(${lg.colormap})`;
     ticksEl.replaceChildren();
     const n = lg.ticks.length;
@@ -35,17 +36,17 @@
       el.style.left = `${(t.pos * 100).toFixed(2)}%`;
       ticksEl.appendChild(el);
     });
-    const ends = lg.near === "right" ? "dark/left = far, bright/right = near" : "left = near, right = far (inverted)";
-    bar.setAttribute("aria-label", `Colour bar, ${lg.colormap}: ${ends}` +
-      (n ? `; relative values from ${fmt(lg.ticks[0].value)} (far) to ${fmt(lg.ticks[n - 1].value)} (near)` : ""));
+    const ends = lg.near === "right" ? `${t("far")} → ${t("near")}` : `${t("near")} → ${t("far")}`;
+    bar.setAttribute("aria-label", `${t("Colour bar")}, ${lg.colormap}: ${ends}` + (n ? "; " + t(
+      "relative values from {far} (far) to {near} (near)", { far: fmt(lg.ticks[0].value), near: fmt(lg.ticks[n - 1].value) }) : ""));
     box.dataset.near = lg.near;
     box.dataset.local = lg.local ? "true" : "false";
     note.innerHTML = baseNote;
     if (lg.local) {
       const p = document.createElement("span");
       p.className = "legend-local";
-      p.textContent = " Local contrast (CLAHE) is on: each area is stretched on its own, so a colour means " +
-        "nearer or farther only compared with its surroundings; no values are shown.";
+      p.textContent = " " + t("Local contrast (CLAHE) is on: each area is stretched on its own, so a colour means " +
+        "nearer or farther only compared with its surroundings; no values are shown.");
       note.appendChild(p);
     }
     box.hidden = false;

@@ -7,7 +7,8 @@ const openBtn = document.getElementById("viewer-open");
 const stage = document.getElementById("viewer-stage");
 const canvas = document.getElementById("viewer-canvas");
 const statusEl = document.getElementById("viewer-status");
-const PREVIEW_GRID = 384; // enough for a screen; the .glb download keeps the chosen grid
+const PREVIEW_GRID = 384;
+const t = window.studioT || ((s) => s); // static/i18n.js runs first (deferred scripts keep their order) // enough for a screen; the .glb download keeps the chosen grid
 
 let scene = null; // { base, query } from exports.js
 let three = null; // the vendored module, once loaded
@@ -104,7 +105,7 @@ async function load() {
   const url = meshUrl();
   if (url === loaded) return;
   loaded = url;
-  statusEl.textContent = "Loading the 3D view…";
+  statusEl.textContent = t("Loading the 3D view…");
   try {
     if (!three) three = await import("./vendor/three-viewer.min.js");
     if (!view) setup();
@@ -112,11 +113,11 @@ async function load() {
     const gltf = await new three.GLTFLoader().loadAsync(url);
     if (url !== loaded) return; // a newer setting won meanwhile
     frame(gltf);
-    statusEl.textContent = "3D view ready.";
+    statusEl.textContent = t("3D view ready.");
     section.dataset.ready = url;
   } catch (e) {
     loaded = "";
-    statusEl.textContent = `The 3D view could not be shown: ${e.message || e}`;
+    statusEl.textContent = t("The 3D view could not be shown: {error}", { error: e.message || e });
   }
 }
 
@@ -129,7 +130,7 @@ if (section) {
   openBtn.addEventListener("click", () => {
     const open = stage.hidden;
     stage.hidden = !open;
-    openBtn.textContent = open ? "Hide 3D" : "Show in 3D";
+    openBtn.textContent = open ? t("Hide 3D") : t("Show in 3D");
     openBtn.setAttribute("aria-expanded", String(open));
     if (open) load();
   });

@@ -287,6 +287,29 @@ def test_api_reference_page_sends_real_requests(driver, server_url) -> None:
     assert json.loads(answer.find_element(By.TAG_NAME, "pre").text)["error"] == "bad_option"
 
 
+def html_lang(driver) -> str:
+    return driver.find_element(By.TAG_NAME, "html").get_attribute("lang")
+
+
+def test_language_switch_is_remembered_and_translates_the_scripts_too(driver, server_url) -> None:
+    driver.get(server_url + "/")
+    assert driver.find_element(By.TAG_NAME, "html").get_attribute("lang") == "en"  # Chromium asks for en-US
+    driver.find_element(By.CSS_SELECTOR, "nav.languages a[hreflang=zh-Hans]").click()
+    WebDriverWait(driver, 30).until(lambda d: html_lang(d) == "zh-Hans")
+    assert driver.find_element(By.CSS_SELECTOR, "button[type=submit]").text == "生成深度图"
+    assert "（色盲友好）" in by_id(driver, "f-colormap").text
+    upload(driver, SAMPLES["coffee"])
+    wait_settled(driver)
+    assert "深度图用时" in by_id(driver, "status").text  # a string of studio.js
+    wait_legend(driver, lambda s: s["right"] == "近" and s["left"] == "远")
+    driver.get(server_url + "/")  # remembered: a new visit stays Chinese
+    assert driver.find_element(By.TAG_NAME, "html").get_attribute("lang") == "zh-Hans"
+    cookie = driver.get_cookie("lang")
+    assert cookie["value"] == "zh_Hans" and cookie["sameSite"] == "Lax"
+    driver.find_element(By.CSS_SELECTOR, "nav.languages a[hreflang=en]").click()
+    WebDriverWait(driver, 30).until(lambda d: html_lang(d) == "en")
+
+
 def test_no_content_security_policy_violation(driver) -> None:
     logs = driver.get_log("browser")
     assert not [e["message"] for e in logs if "Content Security Policy" in e["message"]]
