@@ -245,6 +245,15 @@ The 3D files assume a field of view of {fov:g} degrees and a far end {ratio:g} t
 """
 
 
+def zip_files(files: Mapping[str, bytes]) -> bytes:
+    """A zip of ``files`` (path -> bytes), stored rather than deflated (see ``bundle``)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for fname, data in files.items():
+            zf.writestr(fname, data, compress_type=zipfile.ZIP_STORED)
+    return buf.getvalue()
+
+
 def bundle(name: str, files: Mapping[str, bytes], info: Mapping[str, Any]) -> bytes:
     """A zip of ``files`` (name -> bytes) plus README.txt and options.json. Everything binary is stored,
     not deflated: PNGs are compressed already, and float32 depth deflates poorly (12 MP, measured by

@@ -143,6 +143,25 @@ ROUTES: Mapping[str, Dict[str, Any]] = {
         "responses": {"200": {"description": "the colour key", "content": {
             "application/json": {"schema": _ref("Legend")}}}, **_errors(404, 422)},
     },
+    "studio.batch": {
+        "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": _form({
+            "image": {"type": "array", "items": {"type": "string", "format": "binary"},
+                      "description": "the photos (the field repeated), at most BATCH_MAX_FILES"},
+            "views": VIEWS_PARAM}, ["image"])}}},
+        "responses": {"200": {"description": "one result per photo, in order; with `Accept: "
+                              "application/zip`, a zip with a folder per photo and results.json",
+                              "content": {"application/json": {"schema": _ref("BatchResult")},
+                                          "application/zip": {"schema": {"type": "string",
+                                                                         "format": "binary"}}}},
+                      **_errors(400, 413, 415, 422)},
+    },
+    "studio.batch_zip": {
+        "parameters": [{"name": "depth_id", "in": "query", "required": True, "style": "form", "explode": True,
+                        "schema": {"type": "array", "items": DEPTH_ID, "minItems": 1}},
+                       *_display_query()],
+        "responses": {"200": _file("application/zip", "a folder per photo and results.json"),
+                      **_errors(400, 404, 413, 422)},
+    },
     "healthz": {"responses": {"200": {"description": "the process is up, its model loaded",
                                       "content": {"application/json": {"schema": _ref("Health")}}}}},
     "openapi.spec": {"responses": {"200": {"description": "this document",
@@ -177,6 +196,13 @@ SCHEMAS: Dict[str, Any] = {
                                                                        "pos": {"type": "number", "minimum": 0,
                                                                                "maximum": 1}}}},
                    "saturated": {"type": "array", "items": {"type": "string", "enum": ["far", "near"]}}}},
+    "BatchResult": {"type": "object", "required": ["results", "options"], "properties": {
+        "options": _ref("Options"),
+        "results": {"type": "array", "items": {"type": "object", "required": ["name"], "properties": {
+            "name": {"type": "string"}, "depth_id": DEPTH_ID, "width": {"type": "integer"},
+            "height": {"type": "integer"}, "cached": {"type": "boolean"},
+            "error": {"type": "string", "description": "this photo's error code; the others still count"},
+            "message": {"type": "string"}}}}}},
     "Health": {"type": "object", "required": ["status", "model"], "properties": {
         "status": {"type": "string"}, "model": {"type": "string"}, "weights_sha256": {"type": "string"}}},
 }

@@ -3,18 +3,21 @@ GLB, a zip of everything) and the colour legend. None of them runs the network."
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any, Dict, Mapping, Tuple
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 
 from . import exports
 from .api import _attach
 from .cache import Entry
+from .gate import Busy
 from .legend import legend
 from .options import OptionError, Options
-from .pipeline import VIEWS
-from .web import cached_entry, fail, read_options, service
+from .pipeline import VIEWS, ImageError
+from .service import safe_stem
+from .web import cached_entry, fail, read_options, read_views, service
 
 bp = Blueprint("studio", __name__, url_prefix="/api/v1")
 
@@ -125,3 +128,83 @@ def legend_json(depth_id: str) -> Response:
              f"Option 'view': must be one of {', '.join(LEGEND_VIEWS)}; got {view[:40]!r}.")
     opts = _view_options(entry, request.args)
     return jsonify(legend(entry.depth, opts, gray=view == "gray"))
+
+
+# batch ------------------------------------------------------------------------------------------------
+
+BATCH_MAX_FILES = 20  # default of the BATCH_MAX_FILES setting: photos per batch request
+
+
+def _batch_zip(entries: list, opts: Options, views: Tuple[str, ...], report: list) -> bytes:
+    """One folder per photo (its views with ``opts``, raw depth as .npy and 16-bit PNG) and results.json."""
+    files: Dict[str, bytes] = {}
+    used: Dict[str, int] = {}
+    for entry, row in zip(entries, (r for r in report if "depth_id" in r), strict=True):
+        used[entry.name] = used.get(entry.name, 0) + 1
+        folder = entry.name if used[entry.name] == 1 else f"{entry.name}-{used[entry.name]}"
+        row["folder"] = folder
+        pngs, _ = service().render(entry, opts, views)
+        for view, png in pngs.items():
+            files[f"{folder}/{view}.png"] = png
+        files[f"{folder}/depth.npy"] = service().depth_npy(entry)
+        files[f"{folder}/depth16.png"] = exports.depth_png16(entry.depth)
+    files["results.json"] = json.dumps({"options": opts.as_dict(), "results": report}, indent=2).encode()
+    return exports.zip_files(files)
+
+
+@bp.post("/batch")
+def batch() -> Response:
+    """Several photos at once: every file in the multipart field ``image`` (up to ``BATCH_MAX_FILES``)
+    with one set of options. Answers JSON, one result per file in the order sent (a depth_id, or the
+    error of that file alone: one bad photo does not fail the others); with ``Accept: application/zip``,
+    a zip with a folder per photo (its views, .npy and 16-bit PNG) and results.json."""
+    if request.mimetype != "multipart/form-data":
+        fail(415, "unsupported_type", "Send the photos as multipart/form-data in the field 'image'.")
+    uploads = [f for f in request.files.getlist("image") if f.filename or f.content_length]
+    limit = int(current_app.config.get("BATCH_MAX_FILES", BATCH_MAX_FILES))
+    if not uploads:
+        fail(400, "missing_file", "No photos were sent: put them in the form field 'image'.")
+    if len(uploads) > limit:
+        fail(413, "too_many_files", f"At most {limit} photos per batch (got {len(uploads)}).")
+    opts = read_options(request.form, strict=True)
+    views = read_views(request.form)
+    best = request.accept_mimetypes.best_match(["application/json", "application/zip"])
+    want_zip = best == "application/zip"
+    report, entries = [], []
+    for upload in uploads:
+        name = safe_stem(upload.filename)
+        try:
+            result = service().infer(upload.read(), name, opts)
+        except ImageError as exc:
+            report.append({"name": upload.filename or name, "error": exc.code, "message": exc.message})
+            continue
+        except Busy as exc:
+            report.append({"name": upload.filename or name, "error": "busy", "message": exc.message})
+            continue
+        height, width = result.entry.depth.shape
+        entries.append(result.entry)
+        report.append({"name": upload.filename or name, "depth_id": result.entry.id, "width": width,
+                       "height": height, "cached": result.cached})
+    if want_zip:
+        response = _file(_batch_zip(entries, opts, views, report), "application/zip", "batch.zip")
+    else:
+        response = jsonify(results=report, options=opts.as_dict())
+    return response
+
+
+@bp.get("/batch.zip")
+def batch_zip() -> Response:
+    """The zip of earlier results (``depth_id`` repeated, in order) with the display options in the
+    query: what the page's batch offers once its photos are done."""
+    ids = request.args.getlist("depth_id")
+    if not ids:
+        fail(400, "missing_depth_id", "Give one depth_id per photo (depth_id=…&depth_id=…).")
+    if len(ids) > int(current_app.config.get("BATCH_MAX_FILES", BATCH_MAX_FILES)):
+        fail(413, "too_many_files", "Too many depth_id values for one batch.")
+    entries = [cached_entry(i) for i in ids]
+    values = {k: v for k, v in request.args.items() if k not in ("depth_id", "views")}
+    opts = read_options({**values}, strict=True)
+    views = read_views(request.args)
+    report = [{"name": e.name, "depth_id": e.id, "width": e.depth.shape[1], "height": e.depth.shape[0]}
+              for e in entries]
+    return _file(_batch_zip(entries, opts, views, report), "application/zip", "batch.zip")

@@ -287,6 +287,34 @@ def test_api_reference_page_sends_real_requests(driver, server_url) -> None:
     assert json.loads(answer.find_element(By.TAG_NAME, "pre").text)["error"] == "bad_option"
 
 
+def test_batch_of_three_photos_with_progress_and_one_zip(driver, server_url) -> None:
+    driver.get(server_url + "/")
+    Select(by_id(driver, "f-colormap")).select_by_value("magma")
+    files = [SAMPLES["rocket"], SAMPLES["coffee"], SAMPLES["chelsea"]]
+    by_id(driver, "batch-files").send_keys("\n".join(str(f) for f in files))
+    WebDriverWait(driver, 120).until(lambda d: "3 of 3" in by_id(d, "batch-summary").text)
+    items = driver.find_elements(By.CSS_SELECTOR, "#batch-list li")
+    assert [i.find_element(By.CLASS_NAME, "batch-name").text for i in items] == [f.name for f in files]
+    for item in items:
+        assert item.find_element(By.TAG_NAME, "progress").get_attribute("value") == "100"
+        assert item.find_element(By.CLASS_NAME, "batch-state").text.startswith("done in")
+        thumb = item.find_element(By.TAG_NAME, "img")
+        assert driver.execute_script("return arguments[0].naturalWidth", thumb) > 0
+    link = by_id(driver, "batch-zip")
+    assert link.is_displayed() and "colormap=magma" in link.get_attribute("href")
+    zf = zipfile.ZipFile(io.BytesIO(requests.get(link.get_attribute("href"), timeout=120).content))
+    report = json.loads(zf.read("results.json"))
+    assert [r["name"] for r in report["results"]] == [f.stem for f in files]
+    assert report["options"]["colormap"] == "magma"
+    for f in files:
+        with Image.open(io.BytesIO(zf.read(f"{f.stem}/heatmap.png"))) as im:
+            assert im.size == photo_size(f)
+    # each item opens its result in the studio
+    items[0].find_element(By.LINK_TEXT, "open").click()
+    wait_settled(driver)
+    assert items and "depth_id=" in driver.current_url
+
+
 def html_lang(driver) -> str:
     return driver.find_element(By.TAG_NAME, "html").get_attribute("lang")
 
@@ -300,7 +328,8 @@ def test_language_switch_is_remembered_and_translates_the_scripts_too(driver, se
     assert "（色盲友好）" in by_id(driver, "f-colormap").text
     upload(driver, SAMPLES["coffee"])
     wait_settled(driver)
-    assert "深度图用时" in by_id(driver, "status").text  # a string of studio.js
+    status = by_id(driver, "status").text  # strings of studio.js (the batch above cached this photo)
+    assert status.startswith("深度图来自缓存 · 显示用时") and status.endswith("毫秒")
     wait_legend(driver, lambda s: s["right"] == "近" and s["left"] == "远")
     driver.get(server_url + "/")  # remembered: a new visit stays Chinese
     assert driver.find_element(By.TAG_NAME, "html").get_attribute("lang") == "zh-Hans"
