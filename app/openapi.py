@@ -68,7 +68,7 @@ def _field_schemas(cls: type) -> Dict[str, Any]:
 
 def _error_codes() -> List[str]:
     return sorted(set(ERROR_CODES.values()) | set(IMAGE_ERROR_STATUS) | {
-        "missing_file", "too_many_files", "missing_depth_id", "not_cached"})
+        "missing_file", "too_many_files", "missing_depth_id", "not_cached", "bad_calibration"})
 
 
 def _errors(*statuses: int) -> Dict[str, Any]:
@@ -162,6 +162,28 @@ ROUTES: Mapping[str, Dict[str, Any]] = {
         "responses": {"200": _file("application/zip", "a folder per photo and results.json"),
                       **_errors(400, 404, 413, 422)},
     },
+    "studio.depth_preview": {
+        "parameters": [{"name": "max_side", "in": "query", "required": False, "schema": {
+            "type": "integer", "minimum": PREVIEW_SIDES[0], "maximum": PREVIEW_SIDES[1], "default": 512}}],
+        "responses": {"200": _file("application/octet-stream", "float32 .npy, downscaled"),
+                      **_errors(404, 422)}},
+    "studio.calibrate_depth": {
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {
+            "type": "object", "required": ["points"], "properties": {"points": {
+                "type": "array", "minItems": 2, "maxItems": 32, "items": {
+                    "type": "object", "required": ["u", "v", "metres"], "properties": {
+                        "u": {"type": "number", "minimum": 0, "maximum": 1,
+                              "description": "relative x in the photo (0 left, 1 right)"},
+                        "v": {"type": "number", "minimum": 0, "maximum": 1,
+                              "description": "relative y in the photo (0 top, 1 bottom)"},
+                        "metres": {"type": "number", "exclusiveMinimum": 0, "maximum": 100000}}}}}}}}},
+        "responses": {"200": {"description": "the fit", "content": {"application/json": {
+            "schema": _ref("Calibration")}}}, **_errors(400, 404, 422)}},
+    "studio.metric_npy": {
+        "parameters": [{"name": n, "in": "query", "required": True, "schema": {"type": "number"}}
+                       for n in ("scale", "shift")],
+        "responses": {"200": _file("application/octet-stream", "float32 metres .npy (NaN: beyond the fit)"),
+                      **_errors(404, 422)}},
     "healthz": {"responses": {"200": {"description": "the process is up, its model loaded",
                                       "content": {"application/json": {"schema": _ref("Health")}}}}},
     "openapi.spec": {"responses": {"200": {"description": "this document",
@@ -203,6 +225,12 @@ SCHEMAS: Dict[str, Any] = {
             "height": {"type": "integer"}, "cached": {"type": "boolean"},
             "error": {"type": "string", "description": "this photo's error code; the others still count"},
             "message": {"type": "string"}}}}}},
+    "Calibration": {"type": "object", "required": ["scale", "shift", "rmse_m", "points"], "properties": {
+        "scale": {"type": "number"}, "shift": {"type": "number"},
+        "rmse_m": {"type": ["number", "null"]},
+        "points": {"type": "array", "items": {"type": "object", "properties": {
+            "u": {"type": "number"}, "v": {"type": "number"}, "metres": {"type": "number"},
+            "relative": {"type": "number"}, "fitted_metres": {"type": ["number", "null"]}}}}}},
     "Health": {"type": "object", "required": ["status", "model"], "properties": {
         "status": {"type": "string"}, "model": {"type": "string"}, "weights_sha256": {"type": "string"}}},
 }

@@ -3,10 +3,12 @@ GLB, a zip of everything) and the colour legend. None of them runs the network."
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from typing import Any, Dict, Mapping, Tuple
 
+import numpy as np
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from . import exports
@@ -14,10 +16,11 @@ from .api import _attach
 from .cache import Entry
 from .gate import Busy
 from .legend import legend
+from .measure import CalibrationError, calibrate, metric, points_from_json
 from .options import OptionError, Options
 from .pipeline import VIEWS, ImageError
 from .service import safe_stem
-from .web import cached_entry, fail, read_options, read_views, service
+from .web import cached_entry, fail, read_max_side, read_options, read_views, service
 
 bp = Blueprint("studio", __name__, url_prefix="/api/v1")
 
@@ -208,3 +211,65 @@ def batch_zip() -> Response:
     report = [{"name": e.name, "depth_id": e.id, "width": e.depth.shape[1], "height": e.depth.shape[0]}
               for e in entries]
     return _file(_batch_zip(entries, opts, views, report), "application/zip", "batch.zip")
+
+
+# measure ----------------------------------------------------------------------------------------------
+
+@bp.get("/depth/<depth_id>/preview.npy")
+def depth_preview(depth_id: str) -> Response:
+    """The raw depth area-averaged to at most ``max_side`` (default 512) pixels on its longer side, as
+    float32 .npy: what the page reads the value under the cursor from."""
+    entry = cached_entry(depth_id)
+    max_side = read_max_side(request.args) or 512
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(service().preview(entry, max_side)[1], dtype="<f4"), allow_pickle=False)
+    response = Response(buf.getvalue(), mimetype="application/octet-stream")
+    response.headers["Cache-Control"] = "private, max-age=86400"
+    return response
+
+
+@bp.post("/depth/<depth_id>/calibrate")
+def calibrate_depth(depth_id: str) -> Response:
+    """Fits metric inverse depth ``1/Z = scale * relative + shift`` (least squares) to two or more points
+    of known distance: JSON ``{"points": [{"u": 0…1, "v": 0…1, "metres": m}, …]}``, (u, v) the point's
+    relative position in the photo. Answers the scale, shift, each point's fitted distance and the RMSE."""
+    entry = cached_entry(depth_id)
+    body = request.get_json(silent=True) if request.is_json else None
+    if not isinstance(body, dict):
+        fail(400, "bad_request",
+             'Send a JSON object: {"points": [{"u": …, "v": …, "metres": …}, …]}.')
+    try:
+        points = points_from_json(body.get("points"))
+        result = calibrate(entry.depth, points)
+    except CalibrationError as exc:
+        fail(422, "bad_calibration", f"Calibration: {exc}.")
+    fitted = metric(np.asarray(result.samples, dtype=np.float32), result.scale, result.shift)
+    rows = [{"u": u, "v": v, "metres": m, "relative": s,
+             "fitted_metres": float(f) if np.isfinite(f) else None}
+            for (u, v, m), s, f in zip(points, result.samples, fitted, strict=True)]
+    rmse = result.rmse_m if np.isfinite(result.rmse_m) else None  # JSON has no NaN
+    return jsonify(scale=result.scale, shift=result.shift, rmse_m=rmse, points=rows)
+
+
+def _float_arg(name: str) -> float:
+    raw = request.args.get(name)
+    try:
+        value = float(str(raw))
+    except ValueError:
+        fail(422, "bad_option", f"Option '{name}': expected a number, got {str(raw)[:40]!r}.")
+    if not np.isfinite(value):
+        fail(422, "bad_option", f"Option '{name}': must be a finite number.")
+    return value
+
+
+@bp.get("/depth/<depth_id>/metric.npy")
+def metric_npy(depth_id: str) -> Response:
+    """Metric depth in metres (float32 H×W, NaN where the fit puts a pixel at or beyond infinity) from
+    the ``scale`` and ``shift`` that POST …/calibrate answered."""
+    entry = cached_entry(depth_id)
+    scale, shift = _float_arg("scale"), _float_arg("shift")
+    if not scale > 0:
+        fail(422, "bad_option", "Option 'scale': must be above 0 (nearer must mean closer).")
+    buf = io.BytesIO()
+    np.save(buf, metric(entry.depth, scale, shift), allow_pickle=False)
+    return _file(buf.getvalue(), "application/octet-stream", f"{entry.name}.metres.npy")
