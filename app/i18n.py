@@ -43,6 +43,8 @@ JS_STRINGS = (
     N_("The 3D view could not be shown: {error}"), N_("Show in 3D"), N_("Hide 3D"),
     N_("waiting"), N_("uploading {p}%"), N_("computing…"), N_("done in {ms} ms"), N_("open"),
     N_("{ok} of {n} done"), N_("{failed} failed"),
+    N_("relative depth {value}"), N_("≈ {m} m ({rel})"), N_("beyond the calibrated range ({rel})"),
+    N_("Point {n} ({value}): distance in metres"), N_("fitted: RMSE {rmse} m at the {n} points"),
 )
 
 

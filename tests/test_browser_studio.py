@@ -186,6 +186,78 @@ def test_compare_slider_by_keyboard_and_drag(driver) -> None:
         save_element(driver, section, "studio-compare.jpg")
 
 
+def readout(driver) -> str:
+    return by_id(driver, "measure-readout").text
+
+
+def test_measure_hover_and_calibrate_to_metres(driver, server_url) -> None:
+    section = by_id(driver, "measure")
+    driver.execute_script("arguments[0].scrollIntoView()", section)
+    WebDriverWait(driver, 30).until(lambda d: section.get_attribute("data-ready"))
+    depth_id = section.get_attribute("data-ready")
+    probe = np.load(io.BytesIO(requests.get(f"{server_url}/api/v1/depth/{depth_id}/preview.npy?max_side=512",
+                                            timeout=30).content))
+    full = np.load(io.BytesIO(requests.get(f"{server_url}/api/v1/depth/{depth_id}.npy", timeout=30).content))
+    stage = by_id(driver, "measure-stage")
+    width, height = stage.size["width"], stage.size["height"]
+
+    def at(u: float, v: float) -> float:
+        h, w = probe.shape
+        return float(probe[min(h - 1, int(v * h)), min(w - 1, int(u * w))])
+
+    def relative_shown() -> float:
+        return float(readout(driver).split()[-1].rstrip(")"))
+
+    ActionChains(driver).move_to_element_with_offset(stage, 0, 0).perform()  # the middle
+    WebDriverWait(driver, 10).until(lambda d: readout(d).startswith("relative depth"))
+    u, v = float(by_id(driver, "measure-readout").get_attribute("data-u")), float(
+        by_id(driver, "measure-readout").get_attribute("data-v"))
+    assert abs(u - 0.5) < 0.02 and abs(v - 0.5) < 0.02
+    assert relative_shown() == pytest.approx(at(u, v), rel=2e-3)
+
+    # calibrate with distances made from a known scale and shift, at two clicked points
+    scale, shift = 1.0 / (2.0 * float(full.max())), 0.05
+    by_id(driver, "calib-toggle").click()
+    assert by_id(driver, "calib-toggle").get_attribute("aria-pressed") == "true"
+    for dx, dy in ((-width // 3, -height // 4), (width // 3, height // 4)):
+        ActionChains(driver).move_to_element_with_offset(stage, dx, dy).click().perform()
+    inputs = driver.find_elements(By.CSS_SELECTOR, "#calib-points input")
+    assert len(inputs) == 2 and by_id(driver, "calib-fit").get_attribute("disabled")
+    # each point's distance from the same model the fit must recover (the server samples full size)
+    for item, box in zip(inputs, driver.find_elements(By.CSS_SELECTOR, ".calib-marker"), strict=True):
+        left = float(box.value_of_css_property("left").rstrip("px")) / width
+        top = float(box.value_of_css_property("top").rstrip("px")) / height
+        h, w = full.shape
+        y, x = int(top * h), int(left * w)
+        d = float(np.median(full[max(0, y - 2):y + 3, max(0, x - 2):x + 3]))
+        label = driver.find_element(By.CSS_SELECTOR, f"label[for={item.get_attribute('id')}]").text
+        assert "distance in metres" in label
+        item.send_keys(f"{1.0 / (scale * d + shift):.6f}")
+    by_id(driver, "calib-fit").click()
+    WebDriverWait(driver, 30).until(lambda d: section.get_attribute("data-fitted") == "true")
+    assert "RMSE 0.000 m" in by_id(driver, "calib-result").text
+    # hover now reads metres: the same model at the probe's value
+    ActionChains(driver).move_to_element_with_offset(stage, width // 5, 0).perform()
+    WebDriverWait(driver, 10).until(lambda d: readout(d).startswith("≈"))
+    u = float(by_id(driver, "measure-readout").get_attribute("data-u"))
+    v = float(by_id(driver, "measure-readout").get_attribute("data-v"))
+    metres = float(readout(driver).split()[1])
+    assert metres == pytest.approx(1.0 / (scale * at(u, v) + shift), abs=0.011)
+    # keyboard: the cross moves and Enter adds a third point
+    stage.send_keys(Keys.ARROW_RIGHT, Keys.ARROW_RIGHT)
+    assert by_id(driver, "measure-cross").is_displayed()
+    stage.send_keys(Keys.ENTER)
+    assert len(driver.find_elements(By.CSS_SELECTOR, "#calib-points input")) == 3
+    link = by_id(driver, "metric-npy")
+    assert link.is_displayed()
+    metric = np.load(io.BytesIO(requests.get(link.get_attribute("href"), timeout=30).content))
+    assert metric.shape == full.shape
+    np.testing.assert_allclose(metric, 1.0 / (scale * full.astype(np.float64) + shift), rtol=1e-3)
+    save_element(driver, section, "studio-measure.jpg")
+    by_id(driver, "calib-clear").click()
+    by_id(driver, "calib-toggle").click()
+
+
 def save_element(driver, element, name: str) -> None:
     """Like test_browser.save_screenshot, for one element of the page."""
     import os
