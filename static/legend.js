@@ -16,7 +16,12 @@
   let wanted = "";
   let ctrl = null;
 
-  const fmt = (v) => (Math.abs(v) >= 100 ? v.toFixed(0) : v.toPrecision(3));
+  // every label of one bar with the same decimals, enough to tell neighbouring ticks apart
+  let decimals = 2;
+  const fmt = (v) => {
+    const text = v.toFixed(decimals);
+    return /^-0(\.0*)?$/.test(text) ? text.slice(1) : text;
+  };
 
   function draw(lg) {
     bar.style.background = `linear-gradient(to right, ${lg.stops.join(", ")})`;
@@ -27,6 +32,10 @@
     mapName.textContent = `(${lg.colormap})`;
     ticksEl.replaceChildren();
     const n = lg.ticks.length;
+    if (n > 1) {
+      const step = Math.abs(lg.ticks[1].value - lg.ticks[0].value) || 1;
+      decimals = Math.max(0, Math.min(6, 1 - Math.floor(Math.log10(step))));
+    }
     lg.ticks.forEach((t, i) => {
       const el = document.createElement("span");
       el.className = "legend-tick";
