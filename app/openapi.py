@@ -264,7 +264,11 @@ def build_spec(app: Flask, server_url: Optional[str] = None) -> Dict[str, Any]:
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
         if not (rule.rule.startswith("/api/") or rule.endpoint == "healthz"):
             continue
-        doc = ROUTES.get(rule.endpoint, {"responses": {"200": {"description": "see the description"}}})
+        # a route nobody has described yet still appears, with its docstring and the one error shape
+        doc = ROUTES.get(rule.endpoint, {"responses": {
+            "200": {"description": "see the description"},
+            "default": {"description": "an error",
+                        "content": {"application/json": {"schema": _ref("Error")}}}}})
         summary, description = _docstring(app.view_functions[rule.endpoint])
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
             op: Dict[str, Any] = {"operationId": rule.endpoint.replace(".", "_") + "_" + method.lower(),

@@ -80,3 +80,23 @@ def test_schemathesis_every_answer_conforms(api_schema) -> None:
                                            content_type_conformance, response_schema_conformance])
 
         conforms()
+
+
+def test_a_route_added_later_is_described_from_its_docstring(weights_path) -> None:
+    from flask import jsonify
+
+    from app import create_app
+    from app.openapi import build_spec
+
+    app = create_app({"TESTING": True, "MIDAS_WEIGHTS": str(weights_path), "TORCH_THREADS": 1})
+
+    @app.get("/api/v1/echo/<word>")
+    def echo(word: str):
+        """Says the word back. Nothing else."""
+        return jsonify(word=word)
+
+    spec = build_spec(app)
+    validate(spec)
+    op = spec["paths"]["/api/v1/echo/{word}"]["get"]
+    assert op["summary"] == "Says the word back" and op["parameters"][0]["name"] == "word"
+    assert "default" in op["responses"]  # its errors have the one documented shape
