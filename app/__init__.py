@@ -33,7 +33,7 @@ DEFAULTS: Mapping[str, Any] = {
 def create_app(test_config: Optional[Mapping[str, Any]] = None) -> Flask:
     """Config goes defaults -> environment (``DEPTHMAP_*``, ``MIDAS_WEIGHTS``) -> ``test_config``;
     then the model is loaded once for this process and kept in ``app.extensions["depth_model"]``."""
-    from . import api, page, video_api, web
+    from . import api, i18n, openapi, page, studio_api, video_api, web
     from .cache import DepthCache
     from .gate import Gate
     from .model import DepthModel, resolve_weights
@@ -66,6 +66,9 @@ def create_app(test_config: Optional[Mapping[str, Any]] = None) -> Flask:
 
     app.register_blueprint(page.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(studio_api.bp)  # exports, legend (issue 7)
+    app.register_blueprint(openapi.bp)  # /api/v1/openapi.json, /docs (issue 7)
+    i18n.init_app(app)  # English / Simplified Chinese page (issue 7)
     web.init_app(app)
     video_api.init_app(app)  # video jobs: config defaults (VIDEO_*), job manager, routes
 

@@ -24,6 +24,7 @@
   // options the raw depth depends on (size, square, flip, upsampling): changing one asks the server
   // for a new depth_id, the rest only re-render
   const DEPTH_OPTIONS = JSON.parse(form.dataset.depthOptions);
+  const t = window.studioT || ((s) => s); // static/i18n.js: the page's language
 
   let depthId = form.elements.depth_id ? form.elements.depth_id.value : null;
   let inferredWith = depthId ? currentDepthOptions() : null; // size/square of depthId
@@ -118,9 +119,10 @@
       if (typeof def === "boolean" ? v !== def : String(v) !== String(def)) page.set(k, v === true ? "on" : v === false ? "off" : v);
     }
     history.replaceState(null, "", `?${page}`);
+    announce();
     if (waiting.length) {
       renderStarted = performance.now();
-      if (!statusEl.classList.contains("busy")) setStatus("Rendering…", true);
+      if (!statusEl.classList.contains("busy")) setStatus(t("Rendering…"), true);
     }
   }
 
@@ -137,13 +139,13 @@
         upload(file);
         return;
       }
-      setError("This view could not be rendered: the result may have expired from the server's memory. " +
-               "Upload the photo again.");
+      setError(t("This view could not be rendered: the result may have expired from the server's memory. " +
+                 "Upload the photo again."));
     }
     if (!grid.querySelector("figure.loading:not([hidden])") && renderStarted) {
       const ms = Math.round(performance.now() - renderStarted);
       renderStarted = 0;
-      setStatus(statusEl.dataset.done ? `${statusEl.dataset.done} · shown in ${ms} ms` : `Re-rendered from cache in ${ms} ms`, false);
+      setStatus(statusEl.dataset.done ? t("{done} · shown in {ms} ms", { done: statusEl.dataset.done, ms }) : t("Re-rendered from cache in {ms} ms", { ms }), false);
       statusEl.dataset.done = "";
     }
   }
@@ -168,11 +170,11 @@
       img.width = json.width;
       img.height = json.height;
     }
-    const t = json.timings_ms;
+    const ms = json.timings_ms;
     statusEl.dataset.done = json.cached
-      ? "Depth map from cache"
-      : `Depth map in ${Math.round(t.total)} ms (decode ${Math.round(t.decode)}, inference ${Math.round(t.infer)})`;
-    submit.textContent = "Apply";
+      ? t("Depth map from cache")
+      : t("Depth map in {total} ms (decode {decode}, inference {infer})", { total: Math.round(ms.total), decode: Math.round(ms.decode), infer: Math.round(ms.infer) });
+    submit.textContent = t("Apply");
   }
 
   async function post(path, body) {
@@ -180,20 +182,20 @@
     const ctrl = new AbortController();
     inflight = ctrl;
     setError("");
-    setStatus("Generating depth map…", true);
+    setStatus(t("Generating depth map…"), true);
     try {
       const r = await fetch(api + path, { method: "POST", body, signal: ctrl.signal,
                                           headers: body instanceof FormData ? { Accept: "application/json" } : { Accept: "application/json", "Content-Type": "application/json" } });
       const json = await r.json().catch(() => null);
-      if (!r.ok) throw new Error((json && json.message) || `The server answered ${r.status} ${r.statusText}.`);
+      if (!r.ok) throw new Error((json && json.message) || t("The server answered {status}.", { status: `${r.status} ${r.statusText}` }));
       setDepth(json);
-      setStatus("Rendering…", true);
+      setStatus(t("Rendering…"), true);
       show();
       if (!renderStarted) setStatus(statusEl.dataset.done, false);
     } catch (e) {
       if (e.name === "AbortError") return;
       setStatus("", false);
-      setError(e instanceof TypeError ? "Could not reach the server. Is it still running?" : e.message);
+      setError(e instanceof TypeError ? t("Could not reach the server. Is it still running?") : e.message);
     } finally {
       if (inflight === ctrl) inflight = null;
     }
@@ -206,7 +208,7 @@
     if (window.depthVideo && (await window.depthVideo.take(file))) return;
     if (window.depthVideo) window.depthVideo.hide();
     if (file.size > maxBytes) {
-      setError(`That file is ${(file.size / 1048576).toFixed(1)} MB; the limit is ${+(maxBytes / 1048576).toFixed(1)} MB.`);
+      setError(t("That file is {size} MB; the limit is {limit} MB.", { size: (file.size / 1048576).toFixed(1), limit: +(maxBytes / 1048576).toFixed(1) }));
       return;
     }
     const body = new FormData();
@@ -250,7 +252,7 @@
     else if (fileInput.files[0] && !depthId) upload(fileInput.files[0]);
     else if (depthId && currentDepthOptions() !== inferredWith) reinfer();
     else if (depthId) show();
-    else setError("Choose a photo first.");
+    else setError(t("Choose a photo first."));
   });
 
   for (const type of ["dragenter", "dragover"]) {
@@ -270,5 +272,13 @@
     const item = [...(ev.clipboardData ? ev.clipboardData.files : [])].find((f) => f.type.startsWith("image/"));
     if (item) upload(item);
   });
-  if (depthId) setStatus("", false);
+  // tells the studio's other scripts (compare.js, legend.js, exports.js, viewer3d.js) what is shown
+  function announce() {
+    document.dispatchEvent(new CustomEvent("studio:result", { detail: {
+      depthId, mode: form.elements.views.value, api,
+      query: (view) => viewQuery(view),
+      url: (view, download) => url(view, viewQuery(view), download),
+    } }));
+  }
+  if (depthId) { setStatus("", false); announce(); }
 })();

@@ -1,0 +1,269 @@
+"""Files made from a cached depth map without new inference: lossless depth (16-bit PNG, PFM), 3D
+(a coloured point cloud as PLY, a displaced-grid mesh as GLB) and a zip of everything for one photo.
+
+Plain numpy functions, no Flask, like ``app.pipeline``. The depth is MiDaS's relative inverse depth
+(larger = nearer, no unit); none of these files claims metres.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import struct
+import zipfile
+from dataclasses import dataclass, field, fields
+from typing import Any, Dict, Mapping
+
+import numpy as np
+from PIL import Image, PngImagePlugin
+
+from .options import _check, _parse
+
+# PNG text keys of the 16-bit export: value = depth_min + level / 65535 * (depth_max - depth_min)
+PNG16_KEYS = ("depth_min", "depth_max")
+
+
+def _finite(depth: np.ndarray) -> np.ndarray:
+    d = np.asarray(depth, dtype=np.float32)
+    if not np.isfinite(d).all():
+        d = np.nan_to_num(d, nan=0.0, posinf=0.0, neginf=0.0)
+    return d
+
+
+def depth_png16(depth: np.ndarray) -> bytes:
+    """``(H, W)`` raw depth -> 16-bit grayscale PNG, min-max scaled to 0 … 65535 (near = bright, no
+    clipping, 256× finer than the 8-bit view). The range is kept in the PNG's text chunks
+    ``depth_min``/``depth_max``, so the raw values come back to 1/65535 of the range."""
+    d = _finite(depth)
+    lo, hi = (float(d.min()), float(d.max())) if d.size else (0.0, 0.0)
+    scale = 65535.0 / (hi - lo) if hi > lo else 0.0
+    levels = np.clip((d - lo) * scale + 0.5, 0, 65535).astype(np.uint16)
+    info = PngImagePlugin.PngInfo()
+    info.add_text("depth_min", repr(lo))
+    info.add_text("depth_max", repr(hi))
+    info.add_text("Description", "MiDaS relative inverse depth (larger = nearer, no unit), min-max scaled")
+    buf = io.BytesIO()
+    Image.fromarray(levels).save(buf, format="PNG", pnginfo=info, compress_level=1)
+    return buf.getvalue()
+
+
+def depth_pfm(depth: np.ndarray) -> bytes:
+    """``(H, W)`` raw depth -> PFM (Portable Float Map, one channel, float32, little-endian), the format
+    MiDaS's own ``utils.write_pfm`` writes. PFM stores rows bottom to top."""
+    d = np.asarray(depth, dtype="<f4")
+    height, width = d.shape
+    header = f"Pf\n{width} {height}\n-1.0\n".encode("ascii")  # negative scale = little-endian
+    return header + np.ascontiguousarray(d[::-1]).tobytes()
+
+
+def read_pfm(data: bytes) -> np.ndarray:
+    """The inverse of ``depth_pfm`` (also reads big-endian and 3-channel PFM): ``(H, W[, 3])`` float32."""
+    parts = data.split(b"\n", 3)
+    if len(parts) < 4 or parts[0] not in (b"Pf", b"PF"):
+        raise ValueError("not a PFM file")
+    width, height = (int(v) for v in parts[1].split())
+    scale = float(parts[2])
+    channels = 3 if parts[0] == b"PF" else 1
+    arr = np.frombuffer(parts[3], dtype="<f4" if scale < 0 else ">f4", count=width * height * channels)
+    shape = (height, width, 3) if channels == 3 else (height, width)
+    return arr.reshape(shape)[::-1].astype(np.float32)
+
+
+# 3D --------------------------------------------------------------------------------------------------
+
+def _opt3d(default: Any, help: str, lo: float, hi: float) -> Any:
+    return field(default=default, metadata={"help": help, "choices": None, "lo": lo, "hi": hi})
+
+
+@dataclass(frozen=True)
+class SceneOptions:
+    """How relative depth becomes geometry. MiDaS gives inverse depth up to an unknown scale and shift,
+    so the 3D shape needs two assumptions from the user: how much deeper the far end is than the near
+    end, and the camera's field of view."""
+
+    depth_scale: float = _opt3d(1.0, "how much farther the farthest point is than the nearest: far = near × "
+                                     "(1 + depth_scale); larger gives deeper relief", 0.05, 20.0)
+    fov: float = _opt3d(60.0, "assumed horizontal field of view of the camera, in degrees (a phone's main "
+                              "camera: about 65-75)", 10.0, 150.0)
+    grid: int = _opt3d(512, "longer side of the vertex grid, in points (the depth is downscaled to it)",
+                       16, 2048)
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            _check(f.name, getattr(self, f.name), f.type, f.metadata)
+
+    @classmethod
+    def from_strings(cls, values: Mapping[str, Any]) -> "SceneOptions":
+        """Only this class's names are read from ``values``; the rest belong to someone else."""
+        known = {f.name: f for f in fields(cls)}
+        return cls(**{n: _parse(n, values[n], f.type) for n, f in known.items() if n in values})
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+SCENE_FIELDS = tuple(f.name for f in fields(SceneOptions))
+# a triangle whose corners' distances differ by more than this factor spans a depth edge: it is left out
+# rather than drawn as a "rubber sheet" between the foreground and what lies behind it
+EDGE_RATIO = 1.06
+
+
+def scene_points(depth: np.ndarray, opts: SceneOptions) -> np.ndarray:
+    """``(H, W)`` relative inverse depth -> ``(H, W, 3)`` float32 camera-space points (x right, y up,
+    the camera at the origin looking down -z, as glTF and three.js expect). The inverse depth, robustly
+    normalised to [0, 1] (0.5 % clipped each end), is interpolated between the near plane (distance 1)
+    and the far plane (1 + depth_scale) *in inverse depth*, so it stays a disparity-like quantity; the
+    pinhole has its centre in the middle and a focal length from ``fov``."""
+    d = _finite(depth)
+    height, width = d.shape
+    sample = d.ravel()[:: max(1, d.size // 250_000)]
+    lo, hi = (float(v) for v in np.percentile(sample, [0.5, 99.5])) if d.size else (0.0, 0.0)
+    n = np.clip((d - lo) / (hi - lo), 0.0, 1.0) if hi > lo else np.zeros_like(d)
+    near, far = 1.0, 1.0 + opts.depth_scale
+    z = 1.0 / (1.0 / far + n * (1.0 / near - 1.0 / far))
+    focal = (width / 2.0) / math.tan(math.radians(opts.fov) / 2.0)
+    u = (np.arange(width, dtype=np.float32) + 0.5 - width / 2.0) / focal
+    v = (np.arange(height, dtype=np.float32) + 0.5 - height / 2.0) / focal
+    pts = np.empty((height, width, 3), dtype=np.float32)
+    pts[..., 0] = u[None, :] * z
+    pts[..., 1] = -v[:, None] * z
+    pts[..., 2] = -z
+    return pts
+
+
+def point_cloud_ply(photo: np.ndarray, depth: np.ndarray, opts: SceneOptions) -> bytes:
+    """Binary little-endian PLY: one vertex per pixel of the (already downscaled) depth, x y z float32
+    and the photo's red green blue uchar."""
+    pts = scene_points(depth, opts).reshape(-1, 3)
+    rgb = np.ascontiguousarray(photo.reshape(-1, 3), dtype=np.uint8)
+    vertex = np.empty(len(pts), dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"),
+                                       ("red", "u1"), ("green", "u1"), ("blue", "u1")])
+    vertex["x"], vertex["y"], vertex["z"] = pts[:, 0], pts[:, 1], pts[:, 2]
+    vertex["red"], vertex["green"], vertex["blue"] = rgb[:, 0], rgb[:, 1], rgb[:, 2]
+    header = (
+        "ply\nformat binary_little_endian 1.0\n"
+        "comment depth-map studio: MiDaS relative depth, near plane at 1, "
+        f"depth_scale {opts.depth_scale:g}, fov {opts.fov:g} deg (not metres)\n"
+        f"element vertex {len(vertex)}\n"
+        "property float x\nproperty float y\nproperty float z\n"
+        "property uchar red\nproperty uchar green\nproperty uchar blue\nend_header\n")
+    return header.encode("ascii") + vertex.tobytes()
+
+
+def grid_triangles(z: np.ndarray) -> np.ndarray:
+    """Two triangles per grid cell of ``(H, W)`` distances ``z``, as ``(N, 3)`` uint32 vertex indices,
+    without the cells that span a depth edge (see ``EDGE_RATIO``)."""
+    height, width = z.shape
+    idx = np.arange(height * width, dtype=np.uint32).reshape(height, width)
+    a, b = idx[:-1, :-1], idx[:-1, 1:]  # top-left, top-right
+    c, d = idx[1:, :-1], idx[1:, 1:]  # bottom-left, bottom-right
+    corners = np.stack([z[:-1, :-1], z[:-1, 1:], z[1:, :-1], z[1:, 1:]])
+    keep = (corners.max(axis=0) <= corners.min(axis=0) * EDGE_RATIO).ravel()
+    # counter-clockwise seen from the camera (front faces point at it)
+    first = np.stack([a.ravel(), c.ravel(), b.ravel()], axis=1)[keep]
+    second = np.stack([b.ravel(), c.ravel(), d.ravel()], axis=1)[keep]
+    return np.concatenate([first, second]).astype(np.uint32)
+
+
+def _srgb_to_linear16() -> np.ndarray:
+    c = np.arange(256) / 255.0
+    lin = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    return (lin * 65535.0 + 0.5).astype(np.uint16)
+
+
+_SRGB_TO_LINEAR16 = _srgb_to_linear16()
+
+
+def mesh_glb(photo: np.ndarray, depth: np.ndarray, opts: SceneOptions) -> bytes:
+    """glTF 2.0 binary: the depth as a displaced grid (one vertex per pixel of the downscaled depth),
+    coloured per vertex by the photo (linear 16-bit RGBA, as glTF defines COLOR_0), triangles across
+    depth edges left out. Unlit, so it looks like the photo in any viewer."""
+    pts = scene_points(depth, opts)
+    faces = grid_triangles(-pts[..., 2])
+    positions = np.ascontiguousarray(pts.reshape(-1, 3))
+    # glTF vertex colours are linear, not sRGB like the photo: 16 bits keep the dark tones after the
+    # conversion; RGBA rather than RGB keeps each vertex 4-byte aligned (alpha = 1)
+    linear = _SRGB_TO_LINEAR16[np.asarray(photo, dtype=np.uint8).reshape(-1, 3)]
+    rgba = np.concatenate([linear, np.full((len(linear), 1), 65535, np.uint16)], axis=1)
+    blobs = [positions.tobytes(), rgba.astype("<u2").tobytes(), faces.tobytes()]
+    offsets, offset = [], 0
+    for blob in blobs:
+        offsets.append(offset)
+        offset += len(blob)
+    gltf = {
+        "asset": {"version": "2.0", "generator": "depth-map studio"},
+        "extensionsUsed": ["KHR_materials_unlit"],
+        "scene": 0,
+        "scenes": [{"nodes": [0]}],
+        "nodes": [{"mesh": 0, "name": "depth"}],
+        "meshes": [{"primitives": [{"attributes": {"POSITION": 0, "COLOR_0": 1}, "indices": 2,
+                                    "material": 0, "mode": 4}]}],
+        "materials": [{"pbrMetallicRoughness": {"baseColorFactor": [1, 1, 1, 1], "metallicFactor": 0,
+                                                "roughnessFactor": 1},
+                       "doubleSided": True, "extensions": {"KHR_materials_unlit": {}}}],
+        "buffers": [{"byteLength": offset}],
+        "bufferViews": [
+            {"buffer": 0, "byteOffset": offsets[0], "byteLength": len(blobs[0]), "target": 34962},
+            {"buffer": 0, "byteOffset": offsets[1], "byteLength": len(blobs[1]), "target": 34962},
+            {"buffer": 0, "byteOffset": offsets[2], "byteLength": len(blobs[2]), "target": 34963},
+        ],
+        "accessors": [
+            {"bufferView": 0, "componentType": 5126, "count": len(positions), "type": "VEC3",
+             "min": positions.min(axis=0).tolist(), "max": positions.max(axis=0).tolist()},
+            {"bufferView": 1, "componentType": 5123, "normalized": True, "count": len(rgba), "type": "VEC4"},
+            {"bufferView": 2, "componentType": 5125, "count": int(faces.size), "type": "SCALAR"},
+        ],
+    }
+    text = json.dumps(gltf, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 4)  # chunks are 4-byte aligned: JSON padded with spaces
+    binary = b"".join(blobs)
+    binary += b"\0" * (-len(binary) % 4)
+    total = 12 + 8 + len(text) + 8 + len(binary)
+    return b"".join([struct.pack("<4sII", b"glTF", 2, total),
+                     struct.pack("<I4s", len(text), b"JSON"), text,
+                     struct.pack("<I4s", len(binary), b"BIN\0"), binary])
+
+
+# zip -------------------------------------------------------------------------------------------------
+
+README_TXT = """Depth-map studio export: {name}
+
+photo.png            the photo as the depth map sees it (oriented, at most {max_side} px)
+heatmap.png          the depth through the colormap ({colormap})
+overlay.png          the heatmap over the photo
+gray.png             the display depth, 8-bit (near = {near})
+depth.npy            float32 H x W raw MiDaS output: relative inverse depth, larger = nearer, no unit
+depth.pfm            the same array as PFM (float32, rows bottom to top)
+depth16.png          the same, min-max scaled to 16 bits (near = bright); depth_min/depth_max text chunks
+pointcloud.ply       3D points coloured by the photo ({grid_note})
+mesh.glb             the same as a displaced-grid mesh (glTF 2.0, vertex colours)
+options.json         the options these files were made with
+
+The depth is relative: it is comparable within this photo, not between photos, and it is not in metres.
+The 3D files assume a field of view of {fov:g} degrees and a far end {ratio:g} times as far as the near end.
+"""
+
+
+def zip_files(files: Mapping[str, bytes]) -> bytes:
+    """A zip of ``files`` (path -> bytes), stored rather than deflated (see ``bundle``)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for fname, data in files.items():
+            zf.writestr(fname, data, compress_type=zipfile.ZIP_STORED)
+    return buf.getvalue()
+
+
+def bundle(name: str, files: Mapping[str, bytes], info: Mapping[str, Any]) -> bytes:
+    """A zip of ``files`` (name -> bytes) plus README.txt and options.json. Everything binary is stored,
+    not deflated: PNGs are compressed already, and float32 depth deflates poorly (12 MP, measured by
+    benchmarks/bench_exports.py: 124 MB in 8.0 s deflated at level 1, 139 MB in 4.1 s stored)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for fname, data in files.items():
+            zf.writestr(f"{name}/{fname}", data, compress_type=zipfile.ZIP_STORED)
+        zf.writestr(f"{name}/options.json", json.dumps(info, indent=2), compress_type=zipfile.ZIP_DEFLATED)
+        zf.writestr(f"{name}/README.txt", README_TXT.format(name=name, **info["readme"]),
+                    compress_type=zipfile.ZIP_DEFLATED)
+    return buf.getvalue()
+

@@ -1,0 +1,311 @@
+"""The OpenAPI 3.1 description of the HTTP API, generated from the code each time it is asked for:
+
+* paths and methods from the app's URL map (every ``/api/v1`` route and ``/healthz``; a route added
+  later appears with its docstring even before anyone describes it here),
+* summaries and descriptions from the view functions' docstrings,
+* every option's type, default, range, choices and help from the ``Options`` and ``SceneOptions``
+  dataclasses' field metadata (the same source the CLI, the form and the validation use),
+* error codes from ``web.ERROR_CODES`` and ``web.IMAGE_ERROR_STATUS``.
+
+Only what a route takes and answers (``ROUTES`` below) is written here, per endpoint.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import fields
+from typing import Any, Dict, List, Mapping, Optional
+
+from flask import Blueprint, Flask, Response, current_app, jsonify, render_template, request
+
+from .exports import SceneOptions
+from .options import Options
+from .pipeline import VIEWS
+from .web import ERROR_CODES, IMAGE_ERROR_STATUS, PREVIEW_SIDES
+
+JSON_TYPES = {"bool": "boolean", "int": "integer", "float": "number", "str": "string"}
+DEPTH_ID = {"type": "string", "pattern": "^[0-9a-f]{32}$",
+            "description": "the id of an earlier result (from POST /api/v1/depth or /render)"}
+VIEWS_PARAM = {"type": "string", "default": "all",
+               "description": "`all`, `none`, or a comma-separated list of " + ", ".join(VIEWS)}
+
+
+def _ref(name: str) -> Dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def dataclass_schema(cls: type, description: str) -> Dict[str, Any]:
+    """A JSON Schema object from a dataclass whose fields carry ``help``/``choices``/``lo``/``hi``."""
+    props: Dict[str, Any] = {}
+    for f in fields(cls):
+        meta = f.metadata
+        prop: Dict[str, Any] = {"type": JSON_TYPES[str(f.type)], "default": f.default,
+                                "description": meta["help"]}
+        if meta.get("choices"):
+            prop["enum"] = list(meta["choices"])
+        if meta.get("lo") is not None:
+            prop["minimum"], prop["maximum"] = meta["lo"], meta["hi"]
+        props[f.name] = prop
+    return {"type": "object", "description": description, "properties": props}
+
+
+def _form(extra: Dict[str, Any], required: List[str]) -> Dict[str, Any]:
+    """A request body of every option plus ``extra``; any other name is refused (422 bad_option)."""
+    props = {**dataclass_schema(Options, "")["properties"], **extra}
+    return {"type": "object", "properties": props, "required": required, "additionalProperties": False}
+
+
+def _query(cls: type) -> List[Dict[str, Any]]:
+    """Each field of ``cls`` as an optional query parameter."""
+    return [{"name": name, "in": "query", "required": False, "schema": _ref(cls.__name__ + "_" + name)}
+            for name in (f.name for f in fields(cls))]
+
+
+def _field_schemas(cls: type) -> Dict[str, Any]:
+    whole = dataclass_schema(cls, "")
+    return {f"{cls.__name__}_{name}": prop for name, prop in whole["properties"].items()}
+
+
+def _error_codes() -> List[str]:
+    return sorted(set(ERROR_CODES.values()) | set(IMAGE_ERROR_STATUS) | {
+        "missing_file", "too_many_files", "missing_depth_id", "not_cached", "bad_calibration"})
+
+
+def _errors(*statuses: int) -> Dict[str, Any]:
+    reasons = {400: "bad request (see `error`)",
+               404: "unknown URL or the result left the cache (`not_cached`)",
+               405: "wrong method", 406: "`Accept: image/png` with more than one view",
+               413: "body or image too large", 415: "not an image, or not multipart",
+               422: "a bad option (`bad_option`), named in `message`",
+               503: "at capacity (`busy`); see `Retry-After`"}
+    return {str(s): {"description": reasons[s], "content": {"application/json": {"schema": _ref("Error")}}}
+            for s in statuses}
+
+
+def _file(mimetype: str, description: str) -> Dict[str, Any]:
+    return {"description": description, "content": {mimetype: {"schema": {"type": "string",
+                                                                          "format": "binary"}}}}
+
+
+def _display_query() -> List[Dict[str, Any]]:
+    return _query(Options)
+
+
+# what each endpoint takes and answers; paths, methods and words come from the URL map and docstrings
+ROUTES: Mapping[str, Dict[str, Any]] = {
+    "api.depth": {
+        "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": _form({
+            "image": {"type": "string", "format": "binary",
+                      "description": "the photo: JPEG, PNG, WebP, BMP, TIFF or GIF"},
+            "views": VIEWS_PARAM, "view": {"type": "string", "description": "same as views"}}, ["image"]),
+            "encoding": {"image": {"contentType": "image/*"}}}}},
+        "responses": {"200": {"description": "the depth's id and the asked-for views as data-URI PNGs; with "
+                              "`Accept: image/png` and one view, that PNG",
+                              "headers": {"X-Depth-Id": {"schema": DEPTH_ID}},
+                              "content": {"application/json": {"schema": _ref("DepthResult")},
+                                          "image/png": {"schema": {"type": "string", "format": "binary"}}}},
+                      **_errors(400, 406, 413, 415, 422, 503)},
+    },
+    "api.render": {
+        "requestBody": {"required": True, "content": {
+            "application/json": {"schema": _form({"depth_id": DEPTH_ID, "views": VIEWS_PARAM}, ["depth_id"])},
+            "application/x-www-form-urlencoded": {
+                "schema": _form({"depth_id": DEPTH_ID, "views": VIEWS_PARAM}, ["depth_id"])}}},
+        "responses": {"200": {"description": "as POST /api/v1/depth",
+                              "content": {"application/json": {"schema": _ref("DepthResult")},
+                                          "image/png": {"schema": {"type": "string", "format": "binary"}}}},
+                      **_errors(400, 404, 406, 422, 503)},
+    },
+    "api.depth_npy": {"responses": {"200": _file("application/octet-stream", "float32 H×W .npy"),
+                                    **_errors(404)}},
+    "api.view_png": {
+        "parameters": [*_display_query(),
+                       {"name": "max_side", "in": "query", "required": False, "schema": {
+                           "type": "integer", "minimum": PREVIEW_SIDES[0], "maximum": PREVIEW_SIDES[1],
+                           "description": "a preview whose longer side is at most this"}},
+                       {"name": "download", "in": "query", "required": False,
+                        "schema": {"type": "string", "description": "any value: answer as a file download"}}],
+        "responses": {"200": _file("image/png", "the view"), **_errors(404, 422)},
+    },
+    "studio.depth_png16": {"responses": {"200": _file("image/png", "16-bit grayscale PNG"), **_errors(404)}},
+    "studio.depth_pfm": {"responses": {"200": _file("application/octet-stream", "PFM"), **_errors(404)}},
+    "studio.point_cloud": {"parameters": _query(SceneOptions),
+                           "responses": {"200": _file("application/octet-stream", "binary PLY"),
+                                         **_errors(404, 422)}},
+    "studio.mesh": {"parameters": _query(SceneOptions),
+                    "responses": {"200": _file("model/gltf-binary", "glTF 2.0 binary"), **_errors(404, 422)}},
+    "studio.bundle": {"parameters": [*_display_query(), *_query(SceneOptions)],
+                      "responses": {"200": _file("application/zip", "zip"), **_errors(404, 422)}},
+    "studio.legend_json": {
+        "parameters": [{"name": "view", "in": "query", "required": False,
+                        "schema": {"type": "string", "enum": ["heatmap", "overlay", "gray"],
+                                   "default": "heatmap"}}, *_display_query()],
+        "responses": {"200": {"description": "the colour key", "content": {
+            "application/json": {"schema": _ref("Legend")}}}, **_errors(404, 422)},
+    },
+    "studio.batch": {
+        "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": _form({
+            "image": {"type": "array", "items": {"type": "string", "format": "binary"},
+                      "description": "the photos (the field repeated), at most BATCH_MAX_FILES"},
+            "views": VIEWS_PARAM}, ["image"])}}},
+        "responses": {"200": {"description": "one result per photo, in order; with `Accept: "
+                              "application/zip`, a zip with a folder per photo and results.json",
+                              "content": {"application/json": {"schema": _ref("BatchResult")},
+                                          "application/zip": {"schema": {"type": "string",
+                                                                         "format": "binary"}}}},
+                      **_errors(400, 413, 415, 422)},
+    },
+    "studio.batch_zip": {
+        "parameters": [{"name": "depth_id", "in": "query", "required": True, "style": "form", "explode": True,
+                        "schema": {"type": "array", "items": DEPTH_ID, "minItems": 1}},
+                       *_display_query()],
+        "responses": {"200": _file("application/zip", "a folder per photo and results.json"),
+                      **_errors(400, 404, 413, 422)},
+    },
+    "studio.depth_preview": {
+        "parameters": [{"name": "max_side", "in": "query", "required": False, "schema": {
+            "type": "integer", "minimum": PREVIEW_SIDES[0], "maximum": PREVIEW_SIDES[1], "default": 512}}],
+        "responses": {"200": _file("application/octet-stream", "float32 .npy, downscaled"),
+                      **_errors(404, 422)}},
+    "studio.calibrate_depth": {
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {
+            "type": "object", "required": ["points"], "properties": {"points": {
+                "type": "array", "minItems": 2, "maxItems": 32, "items": {
+                    "type": "object", "required": ["u", "v", "metres"], "properties": {
+                        "u": {"type": "number", "minimum": 0, "maximum": 1,
+                              "description": "relative x in the photo (0 left, 1 right)"},
+                        "v": {"type": "number", "minimum": 0, "maximum": 1,
+                              "description": "relative y in the photo (0 top, 1 bottom)"},
+                        "metres": {"type": "number", "exclusiveMinimum": 0, "maximum": 100000}}}}}}}}},
+        "responses": {"200": {"description": "the fit", "content": {"application/json": {
+            "schema": _ref("Calibration")}}}, **_errors(400, 404, 422)}},
+    "studio.metric_npy": {
+        "parameters": [{"name": n, "in": "query", "required": True, "schema": {"type": "number"}}
+                       for n in ("scale", "shift")],
+        "responses": {"200": _file("application/octet-stream", "float32 metres .npy (NaN: beyond the fit)"),
+                      **_errors(404, 422)}},
+    "healthz": {"responses": {"200": {"description": "the process is up, its model loaded",
+                                      "content": {"application/json": {"schema": _ref("Health")}}}}},
+    "openapi.spec": {"responses": {"200": {"description": "this document",
+                                           "content": {"application/json": {"schema": {"type": "object"}}}}}},
+}
+
+SCHEMAS: Dict[str, Any] = {
+    "Options": dataclass_schema(Options, "How to compute and show a depth map (README: Options)"),
+    "SceneOptions": dataclass_schema(SceneOptions, "How relative depth becomes 3D geometry"),
+    **_field_schemas(Options),
+    **_field_schemas(SceneOptions),
+    "Error": {"type": "object", "required": ["error", "message"], "properties": {
+        "error": {"type": "string", "enum": _error_codes(), "description": "stable, machine-readable"},
+        "message": {"type": "string", "description": "plain words, English"}}},
+    "DepthResult": {"type": "object", "required": ["width", "height", "depth_id", "cached", "options",
+                                                   "views", "timings_ms"], "properties": {
+        "width": {"type": "integer", "minimum": 1}, "height": {"type": "integer", "minimum": 1},
+        "depth_id": DEPTH_ID, "cached": {"type": "boolean"}, "options": _ref("Options"),
+        "views": {"type": "object",
+                  "additionalProperties": {"type": "string", "pattern": "^data:image/png;base64,"},
+                  "description": "view name -> data-URI PNG"},
+        "timings_ms": {"type": "object", "additionalProperties": {"type": "number"}}}},
+    "Legend": {"type": "object", "required": ["colormap", "stops", "near", "local", "ticks", "saturated"],
+               "properties": {
+                   "colormap": {"type": "string"},
+                   "stops": {"type": "array", "items": {"type": "string", "pattern": "^#[0-9a-f]{6}$"}},
+                   "near": {"type": "string", "enum": ["left", "right"]},
+                   "local": {"type": "boolean", "description": "CLAHE: no values"},
+                   "unit": {"type": "string"},
+                   "ticks": {"type": "array", "items": {"type": "object", "required": ["value", "pos"],
+                                                        "properties": {"value": {"type": "number"},
+                                                                       "pos": {"type": "number", "minimum": 0,
+                                                                               "maximum": 1}}}},
+                   "saturated": {"type": "array", "items": {"type": "string", "enum": ["far", "near"]}}}},
+    "BatchResult": {"type": "object", "required": ["results", "options"], "properties": {
+        "options": _ref("Options"),
+        "results": {"type": "array", "items": {"type": "object", "required": ["name"], "properties": {
+            "name": {"type": "string"}, "depth_id": DEPTH_ID, "width": {"type": "integer"},
+            "height": {"type": "integer"}, "cached": {"type": "boolean"},
+            "error": {"type": "string", "description": "this photo's error code; the others still count"},
+            "message": {"type": "string"}}}}}},
+    "Calibration": {"type": "object", "required": ["scale", "shift", "rmse_m", "points"], "properties": {
+        "scale": {"type": "number"}, "shift": {"type": "number"},
+        "rmse_m": {"type": ["number", "null"]},
+        "points": {"type": "array", "items": {"type": "object", "properties": {
+            "u": {"type": "number"}, "v": {"type": "number"}, "metres": {"type": "number"},
+            "relative": {"type": "number"}, "fitted_metres": {"type": ["number", "null"]}}}}}},
+    "Health": {"type": "object", "required": ["status", "model"], "properties": {
+        "status": {"type": "string"}, "model": {"type": "string"}, "weights_sha256": {"type": "string"}}},
+}
+
+
+def _path(rule: str) -> str:
+    return re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule)
+
+
+def _path_params(rule: Any) -> List[Dict[str, Any]]:
+    out = []
+    for name in sorted(rule.arguments):
+        schema: Dict[str, Any] = DEPTH_ID if name == "depth_id" else {"type": "string"}
+        if name == "view":
+            from .api import IMAGE_VIEWS
+
+            schema = {"type": "string", "enum": list(IMAGE_VIEWS)}
+        out.append({"name": name, "in": "path", "required": True, "schema": schema})
+    return out
+
+
+def _docstring(fn: Any) -> tuple:
+    doc = " ".join((fn.__doc__ or "").split())
+    first, _, rest = doc.partition(". ")
+    return first.rstrip("."), rest
+
+
+def build_spec(app: Flask, server_url: Optional[str] = None) -> Dict[str, Any]:
+    """The OpenAPI 3.1 document of ``app``'s API."""
+    paths: Dict[str, Dict[str, Any]] = {}
+    for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
+        if not (rule.rule.startswith("/api/") or rule.endpoint == "healthz"):
+            continue
+        # a route nobody has described yet still appears, with its docstring and the one error shape
+        doc = ROUTES.get(rule.endpoint, {"responses": {
+            "200": {"description": "see the description"},
+            "default": {"description": "an error",
+                        "content": {"application/json": {"schema": _ref("Error")}}}}})
+        summary, description = _docstring(app.view_functions[rule.endpoint])
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            op: Dict[str, Any] = {"operationId": rule.endpoint.replace(".", "_") + "_" + method.lower(),
+                                  "summary": summary or rule.endpoint, "tags": [rule.endpoint.split(".")[0]],
+                                  "responses": doc["responses"]}
+            if description:
+                op["description"] = description
+            params = _path_params(rule) + doc.get("parameters", [])
+            if params:
+                op["parameters"] = params
+            if "requestBody" in doc:
+                op["requestBody"] = doc["requestBody"]
+            paths.setdefault(_path(rule.rule), {})[method.lower()] = op
+    spec: Dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {"title": "Depth-map studio API", "version": "1",
+                 "description": "Monocular depth maps with MiDaS v2.1 small. Depth is relative inverse depth "
+                                "(larger = nearer), not metres. Errors are JSON `{error, message}` with a "
+                                "stable `error` code; messages are in English."},
+        "paths": paths,
+        "components": {"schemas": SCHEMAS},
+    }
+    if server_url:
+        spec["servers"] = [{"url": server_url}]
+    return spec
+
+
+bp = Blueprint("openapi", __name__)
+
+
+@bp.get("/api/v1/openapi.json")
+def spec() -> Response:
+    """This API's OpenAPI 3.1 document, generated from the code."""
+    return jsonify(build_spec(current_app, request.host_url.rstrip("/")))
+
+
+@bp.get("/docs")
+def docs() -> str:
+    """The interactive API reference (static/apidocs.js renders the document and sends requests)."""
+    return render_template("apidocs.html")

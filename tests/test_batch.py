@@ -1,0 +1,83 @@
+"""Batch: several photos in one request, each with its own result or error, as JSON or a zip; the zip
+of earlier results by id."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import form_data
+
+
+def test_batch_answers_one_result_per_photo_and_one_bad_photo_fails_alone(client, samples) -> None:
+    photos = [(samples["rocket"], "rocket.jpg"), (b"not a photo", "notes.jpg"),
+              (samples["coffee"], "coffee.png"), (samples["chelsea"], "chelsea.png")]
+    r = client.post("/api/v1/batch", **form_data({"image": photos, "colormap": "viridis"}))
+    assert r.status_code == 200
+    results = r.json["results"]
+    assert [x["name"] for x in results] == ["rocket.jpg", "notes.jpg", "coffee.png", "chelsea.png"]
+    assert results[1]["error"] == "not_image" and "depth_id" not in results[1]
+    good = [results[0], results[2], results[3]]
+    for x, (data, _) in zip(good, [photos[0], photos[2], photos[3]], strict=True):
+        with Image.open(io.BytesIO(data)) as im:
+            assert (x["width"], x["height"]) == im.size
+        assert client.get(f"/api/v1/depth/{x['depth_id']}.npy").status_code == 200  # cached like one upload
+    assert r.json["options"]["colormap"] == "viridis"
+
+
+def test_batch_as_zip_has_a_folder_per_photo(client, samples) -> None:
+    photos = [(samples["rocket"], "same.jpg"), (samples["coffee"], "same.png"), (samples["chelsea"], "c.png")]
+    r = client.post("/api/v1/batch", headers={"Accept": "application/zip"},
+                    **form_data({"image": photos, "views": "heatmap,gray"}))
+    assert r.status_code == 200 and r.mimetype == "application/zip"
+    zf = zipfile.ZipFile(io.BytesIO(r.data))
+    names = set(zf.namelist())
+    # two uploads with the same stem get their own folders
+    for folder in ("same", "same-2", "c"):
+        assert {f"{folder}/heatmap.png", f"{folder}/gray.png", f"{folder}/depth.npy",
+                f"{folder}/depth16.png"} <= names
+        assert f"{folder}/overlay.png" not in names
+    report = json.loads(zf.read("results.json"))["results"]
+    assert [x["folder"] for x in report] == ["same", "same-2", "c"]
+    depth = np.load(io.BytesIO(zf.read("c/depth.npy")))
+    with Image.open(io.BytesIO(zf.read("c/heatmap.png"))) as im:
+        assert im.size == (depth.shape[1], depth.shape[0])
+
+
+def test_zip_of_earlier_results_by_id(client, samples) -> None:
+    ids = [client.post("/api/v1/depth", **form_data({"image": (samples[n], f"{n}.png"), "views": "none"}))
+           .json["depth_id"] for n in ("rocket", "coffee")]
+    r = client.get("/api/v1/batch.zip", query_string=[("depth_id", ids[0]), ("depth_id", ids[1]),
+                                                       ("colormap", "jet")])
+    assert r.status_code == 200
+    zf = zipfile.ZipFile(io.BytesIO(r.data))
+    info = json.loads(zf.read("results.json"))
+    assert [x["depth_id"] for x in info["results"]] == ids and info["options"]["colormap"] == "jet"
+
+
+@pytest.mark.parametrize("fields, status, code", [
+    ({}, 400, "missing_file"),
+    ({"image": [(b"x", f"{i}.jpg") for i in range(21)]}, 413, "too_many_files"),
+    ({"image": (b"x", "a.jpg"), "colormap": "rainbow"}, 422, "bad_option"),
+])
+def test_bad_batches_get_a_clear_4xx(client, fields, status, code) -> None:
+    r = client.post("/api/v1/batch", **form_data({"views": "none", **fields}))
+    assert r.status_code == status and r.json["error"] == code
+
+
+@pytest.mark.parametrize("query, status, code", [
+    ("", 400, "missing_depth_id"),
+    ("depth_id=0123456789abcdef0123456789abcdef", 404, "not_cached"),
+])
+def test_bad_batch_zip_requests(client, query, status, code) -> None:
+    r = client.get(f"/api/v1/batch.zip?{query}")
+    assert r.status_code == status and r.json["error"] == code
+
+
+def test_batch_that_is_not_multipart_is_a_415(client) -> None:
+    assert client.post("/api/v1/batch", json={"image": "x"}).json["error"] == "unsupported_type"
