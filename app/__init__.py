@@ -75,7 +75,8 @@ def create_app(test_config: Optional[Mapping[str, Any]] = None) -> Flask:
     @app.get("/healthz")
     def healthz() -> Any:
         return jsonify(status="ok", model=model.name, weights_sha256=model.weights_sha256,
-                       torchscript=model.scripted, torch_threads=model.threads, load_s=load_s,
+                       engine=model.engine, torchscript=model.scripted, torch_threads=model.threads,
+                       load_s=load_s,
                        uptime_s=round(time.monotonic() - started, 1), pid=os.getpid(),
                        cache={"entries": len(service.cache), "bytes": service.cache.nbytes},
                        gate=service.gate.stats())

@@ -67,8 +67,11 @@ def _field_schemas(cls: type) -> Dict[str, Any]:
 
 
 def _error_codes() -> List[str]:
-    return sorted(set(ERROR_CODES.values()) | set(IMAGE_ERROR_STATUS) | {
-        "missing_file", "too_many_files", "missing_depth_id", "not_cached", "bad_calibration"})
+    from .video_api import VIDEO_ERROR_STATUS
+
+    return sorted(set(ERROR_CODES.values()) | set(IMAGE_ERROR_STATUS) | set(VIDEO_ERROR_STATUS) | {
+        "missing_file", "too_many_files", "missing_depth_id", "not_cached", "bad_calibration",
+        "no_job", "job_cancelled", "job_failed", "not_ready"})
 
 
 def _errors(*statuses: int) -> Dict[str, Any]:
