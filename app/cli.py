@@ -16,6 +16,7 @@ from typing import Any, Callable, Dict, Iterable, List, Tuple
 import click
 import numpy as np
 
+from . import config
 from .options import OptionError, Options, VideoOptions
 from .pipeline import ImageError, encode_png, predict, render_views
 
@@ -26,12 +27,17 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".g
 ENGINES = ("torchscript", "eager", "bf16", "onnxruntime", "openvino")
 
 
+def setting_option(flag: str, env: str, help: str, **extra: Any) -> Callable[..., Any]:
+    """A flag whose environment variable and default are those of ``app.config``'s setting ``env``."""
+    return click.option(flag, envvar=env, default=config.BY_ENV[env].default, show_default=True,
+                        help=f"{help} [env {env}]", **extra)
+
+
 def engine_option(func: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--engine", envvar="DEPTHMAP_ENGINE", type=click.Choice(ENGINES),
-                        default="torchscript", show_default=True,
-                        help="how the network runs: torchscript (fp32, exact), eager (fp32, plain "
-                             "PyTorch), bf16 (CPUs with native bfloat16), onnxruntime or openvino "
-                             "(optional extra 'fast') [env DEPTHMAP_ENGINE]; see README, \"Engines\"")(func)
+    return setting_option("--engine", "DEPTHMAP_ENGINE", "how the network runs: torchscript (fp32, exact), "
+                          "eager (fp32, plain PyTorch), bf16 (CPUs with native bfloat16), onnxruntime or "
+                          "openvino (optional extra 'fast'); see docs/engines-and-speed.md",
+                          type=click.Choice(ENGINES))(func)
 
 
 def option_flags(func: Callable[..., Any], cls: type = Options) -> Callable[..., Any]:
@@ -231,14 +237,12 @@ def video_cmd(source: str, out_path: str, weights: str, threads: int, **raw: Any
 
 
 @main.command("serve")
-@click.option("--bind", envvar="DEPTHMAP_BIND", default="127.0.0.1:8000", show_default=True,
-              help="address:port to listen on [env DEPTHMAP_BIND]; 0.0.0.0:8000 for every interface")
-@click.option("--workers", envvar="DEPTHMAP_WORKERS", type=click.IntRange(1, 64), default=1,
-              show_default=True, help="worker processes, each with its own model [env DEPTHMAP_WORKERS]")
-@click.option("--threads", envvar="DEPTHMAP_WORKER_THREADS", type=click.IntRange(1, 64), default=4,
-              show_default=True, help="request threads per worker [env DEPTHMAP_WORKER_THREADS]")
-@click.option("--timeout", envvar="DEPTHMAP_TIMEOUT", type=click.IntRange(5, 3600), default=120,
-              show_default=True, help="seconds before a stuck worker is restarted [env DEPTHMAP_TIMEOUT]")
+@setting_option("--bind", "DEPTHMAP_BIND", "address:port to listen on; 0.0.0.0:8000 for every interface")
+@setting_option("--workers", "DEPTHMAP_WORKERS", "worker processes, each with its own model",
+                type=click.IntRange(1, 64))
+@setting_option("--threads", "DEPTHMAP_WORKER_THREADS", "request threads per worker", type=click.IntRange(1, 64))
+@setting_option("--timeout", "DEPTHMAP_TIMEOUT", "seconds before a stuck worker is restarted",
+                type=click.IntRange(5, 3600))
 @click.option("--weights", envvar="MIDAS_WEIGHTS", type=click.Path(dir_okay=False),
               help="MiDaS v2.1 small checkpoint [env MIDAS_WEIGHTS; default: user cache, else download]")
 @engine_option
@@ -255,8 +259,7 @@ def serve_cmd(bind: str, workers: int, threads: int, timeout: int, weights: str,
 
     # find (or download) the weights once, here: a missing file is one clear line and exit code 2
     # rather than a traceback per worker, and several workers never download at the same time
-    download = os.environ.get("DEPTHMAP_WEIGHTS_DOWNLOAD", "true").strip().lower() not in (
-        "false", "0", "no", "off")
+    download = config.get("DEPTHMAP_WEIGHTS_DOWNLOAD")
     try:
         path = resolve_weights(weights, download=download)
         load_network(path)  # a corrupt or foreign file stops here too, not in every worker's boot

@@ -18,7 +18,7 @@ from typing import Any, Dict, Mapping
 import numpy as np
 from PIL import Image, PngImagePlugin
 
-from .options import _check, _parse
+from .options import SceneOptions
 
 # PNG text keys of the 16-bit export: value = depth_min + level / 65535 * (depth_max - depth_min)
 PNG16_KEYS = ("depth_min", "depth_max")
@@ -72,38 +72,6 @@ def read_pfm(data: bytes) -> np.ndarray:
 
 # 3D --------------------------------------------------------------------------------------------------
 
-def _opt3d(default: Any, help: str, lo: float, hi: float) -> Any:
-    return field(default=default, metadata={"help": help, "choices": None, "lo": lo, "hi": hi})
-
-
-@dataclass(frozen=True)
-class SceneOptions:
-    """How relative depth becomes geometry. MiDaS gives inverse depth up to an unknown scale and shift,
-    so the 3D shape needs two assumptions from the user: how much deeper the far end is than the near
-    end, and the camera's field of view."""
-
-    depth_scale: float = _opt3d(1.0, "how much farther the farthest point is than the nearest: far = near × "
-                                     "(1 + depth_scale); larger gives deeper relief", 0.05, 20.0)
-    fov: float = _opt3d(60.0, "assumed horizontal field of view of the camera, in degrees (a phone's main "
-                              "camera: about 65-75)", 10.0, 150.0)
-    grid: int = _opt3d(512, "longer side of the vertex grid, in points (the depth is downscaled to it)",
-                       16, 2048)
-
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            _check(f.name, getattr(self, f.name), f.type, f.metadata)
-
-    @classmethod
-    def from_strings(cls, values: Mapping[str, Any]) -> "SceneOptions":
-        """Only this class's names are read from ``values``; the rest belong to someone else."""
-        known = {f.name: f for f in fields(cls)}
-        return cls(**{n: _parse(n, values[n], f.type) for n, f in known.items() if n in values})
-
-    def as_dict(self) -> Dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
-
-SCENE_FIELDS = tuple(f.name for f in fields(SceneOptions))
 # a triangle whose corners' distances differ by more than this factor spans a depth edge: it is left out
 # rather than drawn as a "rubber sheet" between the foreground and what lies behind it
 EDGE_RATIO = 1.06

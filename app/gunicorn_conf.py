@@ -1,4 +1,5 @@
-"""gunicorn settings for ``depthmap serve``, read from the environment (see README, "Configuration").
+"""gunicorn settings for ``depthmap serve``, read from the environment (``app.config``, the serving
+settings; docs/configuration.md).
 
 Each worker process loads its own copy of the model (about 80 MB of weights plus torch) when it starts;
 threads within a worker share it, one forward pass at a time.
@@ -6,28 +7,25 @@ threads within a worker share it, one forward pass at a time.
 
 import os
 
+from app import config
 
-def _int(name: str, default: int) -> int:
-    return int(os.environ.get(name, default))
-
-
-bind = os.environ.get("DEPTHMAP_BIND", "127.0.0.1:8000")
-workers = _int("DEPTHMAP_WORKERS", 1)
+bind = config.get("DEPTHMAP_BIND")
+workers = config.get("DEPTHMAP_WORKERS")
 worker_class = "gthread"
 # threads keep the page responsive (images, health checks) while a depth map is computed
-threads = _int("DEPTHMAP_WORKER_THREADS", 4)
-timeout = _int("DEPTHMAP_TIMEOUT", 120)
-graceful_timeout = _int("DEPTHMAP_GRACEFUL_TIMEOUT", 30)
+threads = config.get("DEPTHMAP_WORKER_THREADS")
+timeout = config.get("DEPTHMAP_TIMEOUT")
+graceful_timeout = config.get("DEPTHMAP_GRACEFUL_TIMEOUT")
 keepalive = 5
 # torch threads: the cores split between the workers, unless set explicitly
 if not os.environ.get("DEPTHMAP_TORCH_THREADS"):
     os.environ["DEPTHMAP_TORCH_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // max(1, workers)))
 
 # gunicorn's own log and the app's to stderr, the access log (never bodies) to stdout
-accesslog = os.environ.get("DEPTHMAP_ACCESS_LOG", "-")
+accesslog = config.get("DEPTHMAP_ACCESS_LOG")
 access_log_format = '%(h)s "%(r)s" %(s)s %(B)s %(M)sms'
 logconfig_dict = {
-    "root": {"level": os.environ.get("DEPTHMAP_LOG_LEVEL", "INFO").upper(), "handlers": ["error_console"]},
+    "root": {"level": config.get("DEPTHMAP_LOG_LEVEL").upper(), "handlers": ["error_console"]},
     "loggers": {
         "gunicorn.error": {"level": "INFO", "handlers": [], "propagate": True},
         "gunicorn.access": {"level": "INFO", "handlers": ["console"], "propagate": False},

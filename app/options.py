@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple, Type, TypeVar
+
+from .config import FALSE, TRUE
 
 COLORMAPS: Tuple[str, ...] = (
     "inferno", "magma", "plasma", "viridis", "cividis", "turbo", "jet", "bone", "hot", "gray",
@@ -19,8 +21,7 @@ SIZES: Tuple[int, ...] = (256, 384, 512)
 SQUARE_MODES: Tuple[str, ...] = ("off", "crop", "pad")
 UPSAMPLERS: Tuple[str, ...] = ("bicubic", "guided", "joint_bilateral", "fgs")
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
+T = TypeVar("T", bound="OptionsBase")
 
 
 class OptionError(ValueError):
@@ -37,8 +38,35 @@ def _opt(default: Any, help: str, choices: Optional[Tuple[Any, ...]] = None,
     return field(default=default, metadata={"help": help, "choices": choices, "lo": lo, "hi": hi})
 
 
+class OptionsBase:
+    """What every options dataclass shares: validation on construction, parsing of form or command-line
+    strings and listing, all read from the fields' metadata (``help``, ``choices``, ``lo``, ``hi``)."""
+
+    def __post_init__(self) -> None:
+        for f in fields(self):  # type: ignore[arg-type]  # subclasses are dataclasses
+            _check(f.name, getattr(self, f.name), f.type, f.metadata)
+
+    @classmethod
+    def names(cls) -> Tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))  # type: ignore[arg-type]
+
+    @classmethod
+    def from_strings(cls: Type[T], values: Mapping[str, Any], strict: bool = False) -> T:
+        """Parses form-style strings of this class's names; any other name is an error only with
+        ``strict`` (otherwise it belongs to someone else)."""
+        known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
+        if strict:
+            for name in values:
+                if name not in known:
+                    raise OptionError(name, "unknown option")
+        return cls(**{name: _parse(name, values[name], f.type) for name, f in known.items() if name in values})
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}  # type: ignore[arg-type]
+
+
 @dataclass(frozen=True)
-class Options:
+class Options(OptionsBase):
     """How to compute and show one depth map. Field metadata carries help, choices and ranges."""
 
     colormap: str = _opt("inferno", "colormap of the heatmap and overlay", choices=COLORMAPS)
@@ -71,27 +99,6 @@ class Options:
     invert: bool = _opt(False, "invert the mapping (near = dark instead of near = bright)")
     alpha: float = _opt(0.5, "opacity of the heatmap in the overlay view", lo=0.0, hi=1.0)
 
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            _check(f.name, getattr(self, f.name), f.type, f.metadata)
-
-    @classmethod
-    def from_strings(cls, values: Mapping[str, str], strict: bool = False) -> "Options":
-        """Parses form-style strings; unknown names are an error only with ``strict``."""
-        known = {f.name: f for f in fields(cls)}
-        if strict:
-            for name in values:
-                if name not in known:
-                    raise OptionError(name, "unknown option")
-        parsed: Dict[str, Any] = {}
-        for name, f in known.items():
-            if name in values:
-                parsed[name] = _parse(name, values[name], f.type)
-        return cls(**parsed)
-
-    def as_dict(self) -> Dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
     def depth_options(self) -> Dict[str, Any]:
         """The values that change the raw depth itself (the rest only change how it is shown)."""
         return {name: getattr(self, name) for name in DEPTH_OPTIONS}
@@ -117,9 +124,9 @@ DEPTH_OPTIONS: Tuple[str, ...] = INFERENCE_OPTIONS + (
 def _parse(name: str, raw: Any, kind: str) -> Any:
     text = str(raw).strip()
     if kind == "bool":
-        if text.lower() in _TRUE:
+        if text.lower() in TRUE:
             return True
-        if text.lower() in _FALSE:
+        if text.lower() in FALSE:
             return False
         raise OptionError(name, f"expected true or false, got {text[:40]!r}")
     if kind == "int":
@@ -157,9 +164,8 @@ NORM_MODES: Tuple[str, ...] = ("clip", "frame")
 
 
 @dataclass(frozen=True)
-class VideoOptions:
-    """How a video is turned into a depth video, beside the per-frame ``Options``. Validated and parsed
-    exactly like ``Options`` (the same methods, which read only the fields' metadata)."""
+class VideoOptions(OptionsBase):
+    """How a video is turned into a depth video, beside the per-frame ``Options``."""
 
     view: str = _opt("heatmap", "what the output video shows: heatmap, overlay on the frame, gray, or "
                      "side (the frame and its heatmap side by side)", choices=VIDEO_VIEWS)
@@ -179,7 +185,19 @@ class VideoOptions:
                          "downscaled)", lo=64, hi=3840)
     depth_zip: bool = _opt(False, "also write the depth as a zip of 16-bit PNGs, one per frame")
 
-    # the same validation and parsing as Options: they read only dataclass fields and their metadata
-    __post_init__ = Options.__post_init__
-    from_strings = classmethod(Options.from_strings.__func__)  # type: ignore[attr-defined]
-    as_dict = Options.as_dict
+
+
+# 3D exports --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SceneOptions(OptionsBase):
+    """How relative depth becomes geometry. MiDaS gives inverse depth up to an unknown scale and shift,
+    so the 3D shape needs two assumptions from the user: how much deeper the far end is than the near
+    end, and the camera's field of view."""
+
+    depth_scale: float = _opt(1.0, "how much farther the farthest point is than the nearest: far = near × "
+                                   "(1 + depth_scale); larger gives deeper relief", lo=0.05, hi=20.0)
+    fov: float = _opt(60.0, "assumed horizontal field of view of the camera, in degrees (a phone's main "
+                            "camera: about 65-75)", lo=10.0, hi=150.0)
+    grid: int = _opt(512, "longer side of the vertex grid, in points (the depth is downscaled to it)",
+                     lo=16, hi=2048)

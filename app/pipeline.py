@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from . import config
 from .options import COLORMAPS, UPSAMPLERS, Options
 
 log = logging.getLogger(__name__)
@@ -28,8 +29,9 @@ Model = Callable[[np.ndarray], np.ndarray]
 PadBox = Tuple[int, int, int]  # (top, left, side) of the photo inside its padded square
 
 FORMATS: Tuple[str, ...] = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")  # JPEG covers MPO
-DEFAULT_MAX_PIXELS = 40_000_000  # declared size above this is refused before decoding
-DEFAULT_MAX_SIDE = 4096  # photos with a longer side are downscaled to this working size
+# declared size above this is refused before decoding; photos with a longer side are downscaled to this
+DEFAULT_MAX_PIXELS: int = config.BY_ENV["DEPTHMAP_MAX_PIXELS"].default
+DEFAULT_MAX_SIDE: int = config.BY_ENV["DEPTHMAP_MAX_SIDE"].default
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 VIEWS: Tuple[str, ...] = ("heatmap", "overlay", "gray")

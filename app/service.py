@@ -1,4 +1,5 @@
-"""What one web request asks of the engine: infer (or find in the cache), re-infer at a new size, render.
+"""What one web request asks of the engine: the depth of an upload (or from the cache), the same at
+new depth options, rendered views.
 
 Shared by the page and the API; no Flask here, so it is tested like the pipeline.
 """
@@ -68,7 +69,7 @@ class DepthService:
         self._lock = threading.Lock()
         self._encoders = ThreadPoolExecutor(len(VIEWS), thread_name_prefix="png")
 
-    def infer(self, data: bytes, name: str, opts: Options) -> Result:
+    def from_upload(self, data: bytes, name: str, opts: Options) -> Result:
         """Raw depth of an upload for ``opts``' depth options; a repeated upload costs nothing.
         ``name`` is the download stem (see ``safe_stem``). Raises ``pipeline.ImageError`` for bytes
         that are not a usable image, ``gate.Busy`` when the process is at capacity."""
@@ -104,7 +105,7 @@ class DepthService:
             new = replace(entry, id=key, depth_opts=wanted, depth=depth)
             self.cache.put(new)
             return Result(new, False, timings)
-        return self.infer(entry.data, entry.name, opts)
+        return self.from_upload(entry.data, entry.name, opts)
 
     def render(self, entry: Entry, opts: Options, views: Sequence[str],
                max_side: Optional[int] = None) -> Tuple[Dict[str, bytes], Dict[str, float]]:

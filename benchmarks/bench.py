@@ -188,7 +188,7 @@ def request_table(engine: str, model: DepthModel, samples: Dict[str, bytes], run
         rows: Dict[str, List[float]] = {s: [] for s in STAGES + ("total", "ratio")}
         for i in range(runs + 1):
             # a few random bytes after the image data (decoders ignore them): a new upload each time
-            result = service.infer(data + os.urandom(8), "p", Options())
+            result = service.from_upload(data + os.urandom(8), "p", Options())
             _, times = service.render(result.entry, Options(), VIEWS)
             timings = {**result.timings_ms, **times}
             if i == 0:  # the first call at a new input shape is the engine's, not the request's
@@ -207,7 +207,7 @@ def request_table(engine: str, model: DepthModel, samples: Dict[str, bytes], run
 def rerender_table(model: DepthModel, data: bytes, runs: int) -> Dict[str, float]:
     print(f"\n## 3. Re-render of a cached 12 MP result, a new colormap each time; median of {runs}, ms")
     service = DepthService(model, DepthCache(1 << 30))
-    entry = service.infer(data, "p", Options()).entry
+    entry = service.from_upload(data, "p", Options()).entry
     out: Dict[str, float] = {}
     cases = [("3 views, full size", VIEWS, None), ("heatmap, full size", ("heatmap",), None),
              ("3 views, page preview <= 1600 px", VIEWS, 1600)]

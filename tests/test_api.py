@@ -323,7 +323,7 @@ def test_server_error_is_json_without_details(app, samples, monkeypatch) -> None
     def broken(*args, **kwargs):
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(service, "infer", broken)
+    monkeypatch.setattr(service, "from_upload", broken)
     monkeypatch.setitem(app.config, "PROPAGATE_EXCEPTIONS", False)
     r = post_depth(app.test_client(), samples["chelsea"])
     assert r.status_code == 500 and r.get_json()["error"] == "internal_error"

@@ -86,7 +86,7 @@ def test_a_route_added_later_is_described_from_its_docstring(weights_path) -> No
     from flask import jsonify
 
     from app import create_app
-    from app.openapi import build_spec
+    from app.web.openapi import build_spec
 
     app = create_app({"TESTING": True, "MIDAS_WEIGHTS": str(weights_path), "TORCH_THREADS": 1})
 

@@ -97,8 +97,8 @@ def test_repeated_upload_is_not_inferred_again(model, samples) -> None:
         return model(x)
 
     service = DepthService(counting, DepthCache(10**9))
-    first = service.infer(samples["chelsea"], "chelsea", Options())
-    again = service.infer(samples["chelsea"], "cat", Options(colormap="jet"))
+    first = service.from_upload(samples["chelsea"], "chelsea", Options())
+    again = service.from_upload(samples["chelsea"], "cat", Options(colormap="jet"))
     assert not first.cached and again.cached and len(calls) == 1
     assert again.entry.id == first.entry.id and again.entry.name == "cat"
     assert again.timings_ms["infer"] == 0.0
@@ -106,7 +106,7 @@ def test_repeated_upload_is_not_inferred_again(model, samples) -> None:
 
 def test_new_size_reinfers_the_cached_upload(model, samples) -> None:
     service = DepthService(model, DepthCache(10**9))
-    first = service.infer(samples["rocket"], "rocket", Options()).entry
+    first = service.from_upload(samples["rocket"], "rocket", Options()).entry
     same = service.for_options(first, Options(colormap="jet"))
     bigger = service.for_options(first, Options(size=384, square="pad"))
     assert same.entry is first and same.cached
@@ -118,7 +118,7 @@ def test_new_size_reinfers_the_cached_upload(model, samples) -> None:
 def test_new_upsampling_reuses_the_network_output(model, samples) -> None:
     calls = []
     service = DepthService(lambda x: calls.append(1) or model(x), DepthCache(10**9))
-    first = service.infer(samples["coffee"], "coffee", Options()).entry
+    first = service.from_upload(samples["coffee"], "coffee", Options()).entry
     guided = service.for_options(first, Options(upsample="guided", colormap="jet"))
     assert len(calls) == 1 and not guided.cached and guided.entry.id != first.id
     assert guided.timings_ms["infer"] == 0.0 and guided.timings_ms["upsample"] > 0
@@ -132,7 +132,7 @@ def test_new_upsampling_reuses_the_network_output(model, samples) -> None:
 
 def test_render_gives_the_asked_views_as_png(model, samples) -> None:
     service = DepthService(model, DepthCache(10**9))
-    e = service.infer(samples["coffee"], "coffee", Options()).entry
+    e = service.from_upload(samples["coffee"], "coffee", Options()).entry
     pngs, timings = service.render(e, Options(), ("gray", "overlay"))
     assert list(pngs) == ["gray", "overlay"] and all(p.startswith(b"\x89PNG") for p in pngs.values())
     assert set(timings) == {"render", "encode"}
@@ -148,7 +148,7 @@ def test_previews_are_shrunk_once_for_all_views_of_a_page(model, samples, monkey
     real = service_module.shrink
     monkeypatch.setattr(service_module, "shrink", lambda a, side: calls.append(a.ndim) or real(a, side))
     service = DepthService(model, DepthCache(10**9))
-    e = service.infer(samples["rocket"], "rocket", Options()).entry  # 640 x 427
+    e = service.from_upload(samples["rocket"], "rocket", Options()).entry  # 640 x 427
     for view in ("heatmap", "overlay", "gray"):
         png = service.render(e, Options(colormap="jet"), (view,), max_side=320)[0][view]
         assert png.startswith(b"\x89PNG")

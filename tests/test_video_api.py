@@ -77,7 +77,7 @@ class GatedModel:
 def test_config_reaches_the_job_manager(vapp, video_dir) -> None:
     manager: JobManager = vapp.extensions["video_jobs"]
     assert (manager.workers, manager.queue_size, manager.ttl_s, manager.root) == (1, 1, 120.0, video_dir)
-    assert manager.timeout_s == 3600  # a default from app/video_api.py
+    assert manager.timeout_s == 3600  # a default from app/config.py
 
 
 def test_upload_progress_result_and_zip(vclient, clip, video_dir) -> None:

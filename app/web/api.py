@@ -1,16 +1,17 @@
-"""The JSON API under ``/api/v1``: depth of an upload, re-render from the cache, raw depth, images."""
+"""The JSON API under ``/api/v1``: depth of an upload, re-render from the cache, raw depth, view images."""
 
 from __future__ import annotations
 
 import base64
-from urllib.parse import quote
 from typing import Any, Dict, Mapping
 
 from flask import Blueprint, Response, jsonify, request
 
-from .options import Options
-from .service import Result
-from .web import cached_entry, fail, infer, read_max_side, read_options, read_upload, read_views, service
+from ..options import Options
+from ..service import Result
+from .errors import ApiError
+from .reading import (attach, cached_entry, depth_service, read_display_options, read_max_side, read_options,
+                      read_upload, read_views)
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -21,9 +22,9 @@ def _answer(result: Result, opts: Options, views: tuple) -> Response:
     """JSON with data-URI PNGs, or with ``Accept: image/png`` and one view, the PNG itself."""
     png_wanted = request.accept_mimetypes.best_match(["application/json", "image/png"]) == "image/png"
     if png_wanted and len(views) != 1:
-        fail(406, "not_acceptable", "Accept: image/png returns one image: ask for exactly one view "
-             "(for example view=heatmap).")
-    pngs, render_ms = service().render(result.entry, opts, views)
+        raise ApiError("not_acceptable", "Accept: image/png returns one image: ask for exactly one view "
+                       "(for example view=heatmap).")
+    pngs, render_ms = depth_service().render(result.entry, opts, views)
     timings = {**result.timings_ms, **render_ms}
     timings["total"] = round(sum(timings.values()), 2)
     if png_wanted:
@@ -47,14 +48,14 @@ def depth() -> Response:
     data, name = read_upload()
     opts = read_options(request.form, strict=True)
     views = read_views(request.form)
-    return _answer(infer(data, name, opts), opts, views)
+    return _answer(depth_service().from_upload(data, name, opts), opts, views)
 
 
 def _body() -> Mapping[str, Any]:
     if request.is_json:
         body = request.get_json(silent=True)
         if not isinstance(body, dict):
-            fail(400, "bad_request", "The JSON body must be an object of option names and values.")
+            raise ApiError("bad_request", "The JSON body must be an object of option names and values.")
         return body
     return request.form
 
@@ -69,16 +70,15 @@ def render() -> Response:
     values: Dict[str, Any] = {**entry.depth_opts, **body}
     opts = read_options(values, strict=True)
     views = read_views(body)
-    return _answer(service().for_options(entry, opts), opts, views)
+    return _answer(depth_service().for_options(entry, opts), opts, views)
 
 
 @bp.get("/depth/<depth_id>.npy")
 def depth_npy(depth_id: str) -> Response:
     """The raw float32 depth (relative inverse depth, larger = nearer) while it is cached."""
     entry = cached_entry(depth_id)
-    response = Response(service().depth_npy(entry), mimetype="application/octet-stream")
-    _attach(response, f"{entry.name}.depth.npy")
-    return response
+    return attach(Response(depth_service().depth_npy(entry), mimetype="application/octet-stream"),
+                  f"{entry.name}.depth.npy")
 
 
 @bp.get("/depth/<depth_id>/<view>.png")
@@ -87,26 +87,16 @@ def view_png(depth_id: str, view: str) -> Response:
     ``max_side=N`` gives a preview whose longer side is at most N pixels (the page uses these)."""
     entry = cached_entry(depth_id)
     if view not in IMAGE_VIEWS:
-        fail(404, "not_found", f"Unknown image {view[:40]!r}; use one of {', '.join(IMAGE_VIEWS)}.")
+        raise ApiError("not_found", f"Unknown image {view[:40]!r}; use one of {', '.join(IMAGE_VIEWS)}.")
     max_side = read_max_side(request.args)
     if view == "photo":
-        png = service().photo_png(entry, max_side)
+        png = depth_service().photo_png(entry, max_side)
     else:
-        opts = read_options({**entry.depth_opts, **request.args}, strict=True)
-        if opts.depth_options() != dict(entry.depth_opts):
-            fail(422, "bad_option", "Options that change the depth (size, square, flip, upsampling) need "
-                 "POST /api/v1/render, which answers a new depth_id.")
-        png = service().render(entry, opts, (view,), max_side)[0][view]
+        opts = read_display_options(entry, request.args)
+        png = depth_service().render(entry, opts, (view,), max_side)[0][view]
     response = Response(png, mimetype="image/png")
     # the same id and options always give the same image
     response.headers["Cache-Control"] = "private, max-age=86400"
     if request.args.get("download"):
-        _attach(response, f"{entry.name}.{view}.png")
+        attach(response, f"{entry.name}.{view}.png")
     return response
-
-
-def _attach(response: Response, filename: str) -> None:
-    # RFC 6266: an ASCII fallback plus the UTF-8 name, so names in any script survive
-    ascii_name = filename.encode("ascii", "replace").decode().replace("?", "_")
-    response.headers["Content-Disposition"] = (
-        f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename)}")

@@ -12,7 +12,7 @@ from typing import Any, Dict
 from flask import Blueprint, Flask, Response, redirect, request
 from flask_babel import Babel, get_locale, gettext
 
-from .web import fail
+from .errors import ApiError
 
 LANGUAGES: Dict[str, str] = {"en": "English", "zh_Hans": "简体中文"}
 HTML_LANG = {"en": "en", "zh_Hans": "zh-Hans"}
@@ -66,7 +66,7 @@ def current() -> str:
 def choose(code: str) -> Response:
     """Remembers the user's language (a cookie for a year) and goes back to the page they were on."""
     if code not in LANGUAGES:
-        fail(404, "not_found", f"Unknown language {code[:20]!r}; use one of {', '.join(LANGUAGES)}.")
+        raise ApiError("not_found", f"Unknown language {code[:20]!r}; use one of {', '.join(LANGUAGES)}.")
     target = request.args.get("next", "/")
     if not target.startswith("/") or target.startswith("//") or "\\" in target:
         target = "/"  # only this site's own pages: never an open redirect

@@ -1,19 +1,20 @@
 """The studio page at ``/``: a plain form that works without JavaScript (post -> redirect -> result
-page), which ``static/studio.js`` upgrades to in-place updates."""
+page), which ``static/studio.js`` upgrades to in-place updates. Its errors appear next to the form."""
 
 from __future__ import annotations
 
 from dataclasses import fields
 from typing import Any, Mapping, Optional
 
-from flask import Blueprint, current_app, redirect, render_template, request, url_for
+from flask import Blueprint, Response, current_app, make_response, redirect, render_template, request, url_for
 from werkzeug.exceptions import HTTPException
 
-from .cache import Entry
-from .options import COLORBLIND_FRIENDLY, COLORMAPS, DEPTH_OPTIONS, OptionError, Options
-from .pipeline import VIEWS
-from .web import (DEFAULTS, cached_entry, fail, infer, lookup, options_query, read_options, read_upload,
-                  service)
+from ..cache import Entry
+from ..options import COLORBLIND_FRIENDLY, COLORMAPS, DEPTH_OPTIONS, OptionError, Options
+from ..pipeline import VIEWS
+from .errors import HANDLED, ApiError, answer, as_api_error, finish, log_error, wants_json
+from .reading import (DEFAULTS, cached_entry, depth_service, lookup, options_query, read_options,
+                      read_upload)
 
 bp = Blueprint("page", __name__)
 
@@ -26,18 +27,18 @@ FIELD_META = {f.name: f.metadata for f in fields(Options)}  # ranges and help of
 def read_mode(values: Mapping[str, Any]) -> str:
     mode = str(values.get("views", "all")).strip().lower() or "all"
     if mode not in MODES:
-        fail(422, "bad_option", f"Display mode must be one of {', '.join(MODES)}; got {mode[:40]!r}.")
+        raise ApiError("bad_option", f"Display mode must be one of {', '.join(MODES)}; got {mode[:40]!r}.")
     return mode
 
 
 def _kept_options(values: Mapping[str, Any]) -> Options:
     """The user's valid choices, each kept on its own, to show the form again after an error."""
     kept = {}
-    for f in fields(Options):
-        if f.name in values:
+    for name in Options.names():
+        if name in values:
             try:
-                Options.from_strings({f.name: values[f.name]})
-                kept[f.name] = values[f.name]
+                Options.from_strings({name: values[name]})
+                kept[name] = values[name]
             except OptionError:
                 pass
     return Options.from_strings(kept)
@@ -70,6 +71,19 @@ def render_page(error: Optional[str] = None, entry: Optional[Entry] = None,
         max_bytes=current_app.config["MAX_CONTENT_LENGTH"], preview=PREVIEW_SIDE)
 
 
+def page_error(exc: Exception) -> Response:
+    """The page's errors: next to its form, with the user's choices kept (JSON to a client asking for it)."""
+    if wants_json():
+        return answer(exc)
+    err = as_api_error(exc)
+    log_error(err)
+    return finish(make_response(render_page(error=err.message)), err)
+
+
+for _cls in HANDLED:
+    bp.register_error_handler(_cls, page_error)
+
+
 @bp.get("/")
 def index() -> Any:
     """The empty studio, or with ``?depth_id=…&options`` the result of an earlier upload."""
@@ -89,10 +103,10 @@ def submit() -> Any:
     upload = request.files.get("image")
     if upload is not None and upload.filename:  # browsers send an empty part when nothing was chosen
         data, name = read_upload()
-        result = infer(data, name, opts)
+        result = depth_service().from_upload(data, name, opts)
     elif request.form.get("depth_id"):
-        result = service().for_options(cached_entry(request.form["depth_id"]), opts)
+        result = depth_service().for_options(cached_entry(request.form["depth_id"]), opts)
     else:
-        fail(400, "missing_file", "Choose a photo first.")
+        raise ApiError("missing_file", "Choose a photo first.")
     return redirect(url_for("page.index", depth_id=result.entry.id, views=mode, **options_query(opts)),
                     code=303)

@@ -5,7 +5,7 @@
 * summaries and descriptions from the view functions' docstrings,
 * every option's type, default, range, choices and help from the ``Options`` and ``SceneOptions``
   dataclasses' field metadata (the same source the CLI, the form and the validation use),
-* error codes from ``web.ERROR_CODES`` and ``web.IMAGE_ERROR_STATUS``.
+* error codes from the registry in ``app.web.errors``.
 
 Only what a route takes and answers (``ROUTES`` below) is written here, per endpoint.
 """
@@ -18,10 +18,11 @@ from typing import Any, Dict, List, Mapping, Optional
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, render_template, request
 
-from .exports import SceneOptions
-from .options import Options
-from .pipeline import VIEWS
-from .web import ERROR_CODES, IMAGE_ERROR_STATUS, PREVIEW_SIDES
+from ..options import Options, SceneOptions
+from ..pipeline import VIEWS
+from .api import IMAGE_VIEWS
+from .errors import ERRORS
+from .reading import PREVIEW_SIDES
 
 JSON_TYPES = {"bool": "boolean", "int": "integer", "float": "number", "str": "string"}
 DEPTH_ID = {"type": "string", "pattern": "^[0-9a-f]{32}$",
@@ -66,22 +67,11 @@ def _field_schemas(cls: type) -> Dict[str, Any]:
     return {f"{cls.__name__}_{name}": prop for name, prop in whole["properties"].items()}
 
 
-def _error_codes() -> List[str]:
-    from .video_api import VIDEO_ERROR_STATUS
-
-    return sorted(set(ERROR_CODES.values()) | set(IMAGE_ERROR_STATUS) | set(VIDEO_ERROR_STATUS) | {
-        "missing_file", "too_many_files", "missing_depth_id", "not_cached", "bad_calibration",
-        "no_job", "job_cancelled", "job_failed", "not_ready"})
-
-
 def _errors(*statuses: int) -> Dict[str, Any]:
-    reasons = {400: "bad request (see `error`)",
-               404: "unknown URL or the result left the cache (`not_cached`)",
-               405: "wrong method", 406: "`Accept: image/png` with more than one view",
-               413: "body or image too large", 415: "not an image, or not multipart",
-               422: "a bad option (`bad_option`), named in `message`",
-               503: "at capacity (`busy`); see `Retry-After`"}
-    return {str(s): {"description": reasons[s], "content": {"application/json": {"schema": _ref("Error")}}}
+    """Error answers of these statuses, each described by the registry's codes that come with it."""
+    return {str(s): {"description": "; ".join(f"`{code}`: {spec.meaning}" for code, spec in ERRORS.items()
+                                              if s in spec.statuses),
+                     "content": {"application/json": {"schema": _ref("Error")}}}
             for s in statuses}
 
 
@@ -130,23 +120,23 @@ ROUTES: Mapping[str, Dict[str, Any]] = {
                         "schema": {"type": "string", "description": "any value: answer as a file download"}}],
         "responses": {"200": _file("image/png", "the view"), **_errors(404, 422)},
     },
-    "studio.depth_png16": {"responses": {"200": _file("image/png", "16-bit grayscale PNG"), **_errors(404)}},
-    "studio.depth_pfm": {"responses": {"200": _file("application/octet-stream", "PFM"), **_errors(404)}},
-    "studio.point_cloud": {"parameters": _query(SceneOptions),
+    "exports.depth_png16": {"responses": {"200": _file("image/png", "16-bit grayscale PNG"), **_errors(404)}},
+    "exports.depth_pfm": {"responses": {"200": _file("application/octet-stream", "PFM"), **_errors(404)}},
+    "exports.point_cloud": {"parameters": _query(SceneOptions),
                            "responses": {"200": _file("application/octet-stream", "binary PLY"),
                                          **_errors(404, 422)}},
-    "studio.mesh": {"parameters": _query(SceneOptions),
+    "exports.mesh": {"parameters": _query(SceneOptions),
                     "responses": {"200": _file("model/gltf-binary", "glTF 2.0 binary"), **_errors(404, 422)}},
-    "studio.bundle": {"parameters": [*_display_query(), *_query(SceneOptions)],
+    "exports.bundle": {"parameters": [*_display_query(), *_query(SceneOptions)],
                       "responses": {"200": _file("application/zip", "zip"), **_errors(404, 422)}},
-    "studio.legend_json": {
+    "exports.legend_json": {
         "parameters": [{"name": "view", "in": "query", "required": False,
                         "schema": {"type": "string", "enum": ["heatmap", "overlay", "gray"],
                                    "default": "heatmap"}}, *_display_query()],
         "responses": {"200": {"description": "the colour key", "content": {
             "application/json": {"schema": _ref("Legend")}}}, **_errors(404, 422)},
     },
-    "studio.batch": {
+    "batch.batch": {
         "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": _form({
             "image": {"type": "array", "items": {"type": "string", "format": "binary"},
                       "description": "the photos (the field repeated), at most BATCH_MAX_FILES"},
@@ -158,19 +148,19 @@ ROUTES: Mapping[str, Dict[str, Any]] = {
                                                                          "format": "binary"}}}},
                       **_errors(400, 413, 415, 422)},
     },
-    "studio.batch_zip": {
+    "batch.batch_zip": {
         "parameters": [{"name": "depth_id", "in": "query", "required": True, "style": "form", "explode": True,
                         "schema": {"type": "array", "items": DEPTH_ID, "minItems": 1}},
                        *_display_query()],
         "responses": {"200": _file("application/zip", "a folder per photo and results.json"),
                       **_errors(400, 404, 413, 422)},
     },
-    "studio.depth_preview": {
+    "measure.depth_preview": {
         "parameters": [{"name": "max_side", "in": "query", "required": False, "schema": {
             "type": "integer", "minimum": PREVIEW_SIDES[0], "maximum": PREVIEW_SIDES[1], "default": 512}}],
         "responses": {"200": _file("application/octet-stream", "float32 .npy, downscaled"),
                       **_errors(404, 422)}},
-    "studio.calibrate_depth": {
+    "measure.calibrate_depth": {
         "requestBody": {"required": True, "content": {"application/json": {"schema": {
             "type": "object", "required": ["points"], "properties": {"points": {
                 "type": "array", "minItems": 2, "maxItems": 32, "items": {
@@ -182,12 +172,12 @@ ROUTES: Mapping[str, Dict[str, Any]] = {
                         "metres": {"type": "number", "exclusiveMinimum": 0, "maximum": 100000}}}}}}}}},
         "responses": {"200": {"description": "the fit", "content": {"application/json": {
             "schema": _ref("Calibration")}}}, **_errors(400, 404, 422)}},
-    "studio.metric_npy": {
+    "measure.metric_npy": {
         "parameters": [{"name": n, "in": "query", "required": True, "schema": {"type": "number"}}
                        for n in ("scale", "shift")],
         "responses": {"200": _file("application/octet-stream", "float32 metres .npy (NaN: beyond the fit)"),
                       **_errors(404, 422)}},
-    "healthz": {"responses": {"200": {"description": "the process is up, its model loaded",
+    "health.healthz": {"responses": {"200": {"description": "the process is up, its model loaded",
                                       "content": {"application/json": {"schema": _ref("Health")}}}}},
     "openapi.spec": {"responses": {"200": {"description": "this document",
                                            "content": {"application/json": {"schema": {"type": "object"}}}}}},
@@ -199,7 +189,7 @@ SCHEMAS: Dict[str, Any] = {
     **_field_schemas(Options),
     **_field_schemas(SceneOptions),
     "Error": {"type": "object", "required": ["error", "message"], "properties": {
-        "error": {"type": "string", "enum": _error_codes(), "description": "stable, machine-readable"},
+        "error": {"type": "string", "enum": list(ERRORS), "description": "stable, machine-readable"},
         "message": {"type": "string", "description": "plain words, English"}}},
     "DepthResult": {"type": "object", "required": ["width", "height", "depth_id", "cached", "options",
                                                    "views", "timings_ms"], "properties": {
@@ -248,8 +238,6 @@ def _path_params(rule: Any) -> List[Dict[str, Any]]:
     for name in sorted(rule.arguments):
         schema: Dict[str, Any] = DEPTH_ID if name == "depth_id" else {"type": "string"}
         if name == "view":
-            from .api import IMAGE_VIEWS
-
             schema = {"type": "string", "enum": list(IMAGE_VIEWS)}
         out.append({"name": name, "in": "path", "required": True, "schema": schema})
     return out
@@ -265,7 +253,7 @@ def build_spec(app: Flask, server_url: Optional[str] = None) -> Dict[str, Any]:
     """The OpenAPI 3.1 document of ``app``'s API."""
     paths: Dict[str, Dict[str, Any]] = {}
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
-        if not (rule.rule.startswith("/api/") or rule.endpoint == "healthz"):
+        if not (rule.rule.startswith("/api/") or rule.endpoint == "health.healthz"):
             continue
         # a route nobody has described yet still appears, with its docstring and the one error shape
         doc = ROUTES.get(rule.endpoint, {"responses": {

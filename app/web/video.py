@@ -1,4 +1,4 @@
-"""Video jobs over HTTP, under ``/api/v1``: upload a clip (202 and a job id), follow its progress,
+"""Video jobs under ``/api/v1``: upload a clip (202 and a job id), follow its progress,
 fetch the depth video (and the 16-bit depth zip), cancel or delete.
 
 The upload is streamed straight into the job's private temporary folder (never held in memory whole);
@@ -14,44 +14,28 @@ from dataclasses import fields
 from pathlib import Path
 from typing import IO, Any, Dict, Mapping, NoReturn, Optional
 
-from flask import Blueprint, Flask, Response, current_app, g, jsonify, request, send_file, url_for
+from flask import Blueprint, Flask, Response, current_app, jsonify, request, send_file, url_for
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.formparser import FormDataParser
 
-from .jobs import DONE, FAILED, FINISHED, Job, JobError, JobManager, QueueFull
-from .options import OptionError, Options, VideoOptions
-from .service import safe_stem
-from .video import Limits, VideoError, probe, process_video
-from .web import fail, read_options
+from ..jobs import DONE, FAILED, FINISHED, Job, JobError, JobManager, QueueFull
+from ..options import Options, VideoOptions
+from ..service import safe_stem
+from ..video import Limits, VideoError, probe, process_video
+from .errors import ApiError
+from .reading import read_options
 
 log = logging.getLogger(__name__)
 
-bp = Blueprint("video_api", __name__, url_prefix="/api/v1")
+bp = Blueprint("video", __name__, url_prefix="/api/v1")
 
-# config keys (DEPTHMAP_VIDEO_* in the environment); create_app's values, if any, win over these
-VIDEO_DEFAULTS: Mapping[str, Any] = {
-    "VIDEO_WORKERS": 1,  # videos processed at once per server process
-    "VIDEO_QUEUE": 4,  # videos waiting; one more gets 503
-    "VIDEO_JOB_TTL": 3600,  # seconds a finished job and its files are kept
-    "VIDEO_JOB_TIMEOUT": 3600,  # seconds one job may run
-    "VIDEO_MAX_CONTENT_LENGTH": 200 * 1024 * 1024,  # largest video upload (bytes)
-    "VIDEO_MAX_SECONDS": 300,
-    "VIDEO_MAX_FRAMES": 9000,
-    "VIDEO_MAX_PIXELS": 3840 * 2160,  # per frame
-    "VIDEO_DIR": None,  # where jobs' temporary folders go; None = the system's temporary folder
-}
 VIDEO_FIELD = "video"
-VIDEO_OPTION_NAMES = frozenset(f.name for f in fields(VideoOptions))
-# VideoError codes -> HTTP status
-VIDEO_ERROR_STATUS: Mapping[str, int] = {"empty": 400, "corrupt": 400, "not_video": 415, "too_large": 413,
-                                         "too_long": 413}
-FILES = {"video": "result", "depth_zip": "depth.zip"}  # result name -> URL tail
+FILE_ENDPOINTS = {"video": "video.job_result", "depth_zip": "video.job_zip"}  # a job's files
+VIDEO_OPTION_NAMES = frozenset(VideoOptions.names())
 
 
 def init_app(app: Flask) -> None:
-    """Video config defaults, the job manager and the routes."""
-    for key, value in VIDEO_DEFAULTS.items():
-        app.config.setdefault(key, value)
+    """The job manager and the routes."""
     c = app.config
     app.extensions["video_jobs"] = JobManager(
         workers=int(c["VIDEO_WORKERS"]), queue_size=int(c["VIDEO_QUEUE"]), ttl_s=float(c["VIDEO_JOB_TTL"]),
@@ -60,7 +44,7 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
 
     video_meta = {f.name: f.metadata for f in fields(VideoOptions)}
-    option_names = [f.name for f in fields(Options)] + sorted(VIDEO_OPTION_NAMES)
+    option_names = list(Options.names()) + sorted(VIDEO_OPTION_NAMES)
 
     @app.context_processor
     def video_template_values() -> Dict[str, Any]:
@@ -73,11 +57,8 @@ def jobs() -> JobManager:
     return current_app.extensions["video_jobs"]
 
 
-@bp.after_request
-def _retry_after(response: Response) -> Response:
-    if getattr(g, "retry_after", None):
-        response.headers["Retry-After"] = str(g.retry_after)
-    return response
+def _too_large(limit: int) -> ApiError:
+    return ApiError("too_large", f"The upload is larger than this server's video limit of {limit / 2**20:g} MB.")
 
 
 # upload -----------------------------------------------------------------------------------------------
@@ -86,7 +67,7 @@ def _receive(workdir: Path) -> tuple[Path, str, Dict[str, str]]:
     """The multipart body, its one file in ``video`` written into ``workdir`` as it arrives; returns
     (path, safe stem, the other form fields)."""
     if request.mimetype != "multipart/form-data":
-        fail(415, "unsupported_type", "Send the video as multipart/form-data in the field 'video'.")
+        raise ApiError("unsupported_type", "Send the video as multipart/form-data in the field 'video'.")
     limit = current_app.config["VIDEO_MAX_CONTENT_LENGTH"]
     request.max_content_length = limit
     count = 0
@@ -104,15 +85,14 @@ def _receive(workdir: Path) -> tuple[Path, str, Dict[str, str]]:
         _, form, files = parser.parse(request.stream, request.mimetype, request.content_length,
                                       request.mimetype_params)
     except RequestEntityTooLarge:
-        fail(413, "too_large", f"The upload is larger than this server's video limit of "
-             f"{limit / 2**20:g} MB.")
+        raise _too_large(limit) from None
     try:
         uploads = files.getlist(VIDEO_FIELD)
         if not uploads:
             hint = " (photos go to /api/v1/depth)" if "image" in files else ""
-            fail(400, "missing_file", f"No video was sent: put it in the form field 'video'{hint}.")
+            raise ApiError("missing_file", f"No video was sent: put it in the form field 'video'{hint}.")
         if len(uploads) > 1:
-            fail(400, "too_many_files", f"Send one video per request (got {len(uploads)} in 'video').")
+            raise ApiError("too_many_files", f"Send one video per request (got {len(uploads)} in 'video').")
         upload = uploads[0]
         path = Path(upload.stream.name)  # type: ignore[attr-defined]
         name = safe_stem(upload.filename)
@@ -128,10 +108,7 @@ def read_video_options(values: Mapping[str, Any]) -> tuple[Options, VideoOptions
     """Image options and video options from one set of form fields; unknown names are an error."""
     video = {k: v for k, v in values.items() if k in VIDEO_OPTION_NAMES}
     opts = read_options({k: v for k, v in values.items() if k not in VIDEO_OPTION_NAMES}, strict=True)
-    try:
-        return opts, VideoOptions.from_strings(video)
-    except OptionError as exc:
-        fail(422, "bad_option", f"Option '{exc.name}': {exc.message}.")
+    return opts, VideoOptions.from_strings(video)
 
 
 def _limits() -> Limits:
@@ -167,31 +144,26 @@ def submit() -> Any:
     manager = jobs()
     limit = current_app.config["VIDEO_MAX_CONTENT_LENGTH"]
     if request.content_length is not None and request.content_length > limit:
-        fail(413, "too_large", f"The upload is larger than this server's video limit of "
-             f"{limit / 2**20:g} MB.")
+        raise _too_large(limit)
     workdir = manager.new_workdir()
     try:
         src, name, form = _receive(workdir)
         opts, vopts = read_video_options(form)
-        try:
-            info = probe(src, _limits())
-        except VideoError as exc:
-            fail(VIDEO_ERROR_STATUS.get(exc.code, 400), exc.code, exc.message)
+        info = probe(src, _limits())
         job_info = {"name": name, "input": info.as_dict(), "options": opts.as_dict(),
                     "video_options": vopts.as_dict()}
         model = current_app.extensions["depth_model"]
         try:
             job = manager.submit(_work(src, name, opts, vopts, info, model), workdir, job_info)
         except QueueFull as exc:
-            g.retry_after = exc.retry_after
-            fail(503, "busy", f"The server is processing as many videos as it queues; try again in about "
-                 f"{exc.retry_after} s.")
+            raise ApiError("busy", "The server is processing as many videos as it queues; try again in "
+                           f"about {exc.retry_after} s.", retry_after=exc.retry_after) from None
     except BaseException:
         manager.discard(workdir)
         raise
     response = jsonify(_job_json(job))
     response.status_code = 202
-    response.headers["Location"] = url_for("video_api.job_status", job_id=job.id)
+    response.headers["Location"] = url_for("video.job_status", job_id=job.id)
     return response
 
 
@@ -200,8 +172,8 @@ def submit() -> Any:
 def _job(job_id: str) -> Job:
     job = jobs().get(job_id)
     if job is None:
-        fail(404, "no_job", "No such job: the id is wrong, or the job ended more than "
-             f"{current_app.config['VIDEO_JOB_TTL']:g} s ago and its files were deleted.")
+        raise ApiError("no_job", "No such job: the id is wrong, or the job ended more than "
+                       f"{current_app.config['VIDEO_JOB_TTL']:g} s ago and its files were deleted.")
     return job
 
 
@@ -209,8 +181,7 @@ def _job_json(job: Job) -> Dict[str, Any]:
     body = job.as_dict()
     if job.state == DONE:
         body["result"] = {**(body["result"] or {}), "files": {
-            kind: url_for(f"video_api.{'job_result' if kind == 'video' else 'job_zip'}", job_id=job.id)
-            for kind in job.files}}
+            kind: url_for(FILE_ENDPOINTS[kind], job_id=job.id) for kind in job.files}}
     if job.state in FINISHED and job.finished is not None:
         ttl = float(current_app.config["VIDEO_JOB_TTL"])
         body["expires_in_s"] = round(max(0.0, ttl - (time.monotonic() - job.finished)), 1)
@@ -225,10 +196,10 @@ def job_status(job_id: str) -> Any:
 
 def _not_ready(job: Job) -> NoReturn:
     if job.state == FAILED and job.error:
-        fail(409, "job_failed", f"The job failed: {job.error['message']}")
+        raise ApiError("job_failed", f"The job failed: {job.error['message']}")
     if job.state in FINISHED:
-        fail(409, "job_cancelled", "The job was cancelled; it has no result.")
-    fail(409, "not_ready", f"The job is {job.state}; the result is not ready yet.")
+        raise ApiError("job_cancelled", "The job was cancelled; it has no result.")
+    raise ApiError("not_ready", f"The job is {job.state}; the result is not ready yet.")
 
 
 def _send(job: Job, kind: str, mimetype: str) -> Response:
@@ -236,7 +207,7 @@ def _send(job: Job, kind: str, mimetype: str) -> Response:
         _not_ready(job)
     path = job.files.get(kind)
     if path is None:
-        fail(404, "not_found", "This job made no depth zip: ask for it with depth_zip=on.")
+        raise ApiError("not_found", "This job made no depth zip: ask for it with depth_zip=on.")
     # conditional: Range requests, so a <video> can seek and a download can resume
     return send_file(path, mimetype=mimetype, conditional=True, download_name=path.name,
                      as_attachment=bool(request.args.get("download")), max_age=0)

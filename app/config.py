@@ -1,0 +1,146 @@
+"""Every setting of the studio in one place: its name, default, environment variable and meaning.
+
+``create_app`` reads them as defaults -> environment -> the test's overrides; ``depthmap serve`` and
+``app/gunicorn_conf.py`` read the serving ones, ``app.model`` the weights ones. ``markdown_table()``
+writes the table in docs/configuration.md (a test keeps the two equal).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+TRUE = frozenset({"1", "true", "yes", "on"})
+FALSE = frozenset({"0", "false", "no", "off", ""})
+
+
+class ConfigError(ValueError):
+    """An environment variable holds a value its setting cannot take."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting. ``key`` is its name in Flask's ``app.config`` (``None`` for those read elsewhere),
+    ``env`` its environment variable, ``kind`` how that variable's text is read."""
+
+    env: str
+    default: Any
+    kind: type
+    meaning: str
+    key: Optional[str] = None
+    shown_default: Optional[str] = None  # for the docs, where the default is not a literal value
+
+
+MB = 1024 * 1024
+
+
+def _app(name: str, default: Any, kind: type, meaning: str, shown: Optional[str] = None) -> Setting:
+    """A setting of the Flask app, ``DEPTHMAP_<name>`` in the environment."""
+    return Setting(f"DEPTHMAP_{name}", default, kind, meaning, key=name, shown_default=shown)
+
+
+def _other(env: str, default: Any, kind: type, meaning: str, shown: Optional[str] = None) -> Setting:
+    """A setting read by the server's launcher or the weights loader, not by the Flask app."""
+    return Setting(env, default, kind, meaning, shown_default=shown)
+
+
+SETTINGS: Tuple[Setting, ...] = (
+    # the model
+    Setting("MIDAS_WEIGHTS", None, str, "path of the checkpoint (same as `--weights`); unset: the user "
+            "cache, else a download", key="MIDAS_WEIGHTS", shown_default="unset"),
+    _app("WEIGHTS_DOWNLOAD", True, bool, "allow the first start to download the weights"),
+    _other("DEPTHMAP_CACHE", None, str, "where downloaded weights are kept", "`~/.cache/depthmap`"),
+    _other("MIDAS_WEIGHTS_URL", None, str, "download source of the weights (a mirror)", "official release"),
+    _other("MIDAS_WEIGHTS_DIGEST", None, str, "expected digest of the download (`sha256:HEX` or "
+           "`gitblob:HEX`)", "the official file's git blob id"),
+    _app("ENGINE", "torchscript", str, "how the network runs: `torchscript`, `eager`, `bf16`, "
+         "`onnxruntime` or `openvino` (same as `--engine`)"),
+    _app("TORCH_THREADS", None, int, "inference threads per process, for every engine (same as "
+         "`predict --threads`)", "all cores the process may use (`serve`: cores ÷ workers)"),
+    # requests and their limits
+    _app("MAX_CONTENT_LENGTH", 20 * MB, int, "largest request body the server reads; larger ones get 413"),
+    _app("MAX_PIXELS", 40_000_000, int, "largest image, from its header, before decoding (413 above)"),
+    _app("MAX_SIDE", 4096, int, "photos with a longer side are downscaled to this working size"),
+    _app("CACHE_BYTES", 200 * MB, int, "memory for recent uploads and raw depths, per worker (a 12 MP "
+         "photo takes about 85 MB)"),
+    _app("BATCH_MAX_FILES", 20, int, "photos per batch request"),
+    _app("SECRET_KEY", None, str, "Flask's secret key (nothing uses sessions)", "random per process"),
+    # admission (app.gate)
+    _app("INFERENCE_SLOTS", 1, int, "depth maps computed at once per worker (decode + inference)"),
+    _app("INFERENCE_QUEUE", 2, int, "requests that may wait for a slot; one more gets 503 + `Retry-After`"),
+    _app("QUEUE_TIMEOUT", 30, float, "seconds a request may wait for a slot before it gets 503 (below "
+         "`TIMEOUT`, so a queue never ends in gunicorn killing the worker)"),
+    # video jobs
+    _app("VIDEO_WORKERS", 1, int, "videos processed at once, per server process"),
+    _app("VIDEO_QUEUE", 4, int, "videos waiting for a worker; one more is refused with 503"),
+    _app("VIDEO_JOB_TTL", 3600, float, "seconds an ended video job and its files are kept"),
+    _app("VIDEO_JOB_TIMEOUT", 3600, float, "seconds one video job may run before it is stopped (0: no "
+         "limit)"),
+    _app("VIDEO_MAX_CONTENT_LENGTH", 200 * MB, int, "largest video upload (photos keep "
+         "`DEPTHMAP_MAX_CONTENT_LENGTH`)"),
+    _app("VIDEO_MAX_SECONDS", 300, float, "longest clip, in seconds (0: no limit)"),
+    _app("VIDEO_MAX_FRAMES", 9000, int, "most frames in a clip, before `stride` (0: no limit)"),
+    _app("VIDEO_MAX_PIXELS", 3840 * 2160, int, "largest video frame, in pixels (0: no limit)"),
+    _app("VIDEO_DIR", None, str, "where each video job gets its private folder (upload, spool, results)",
+         "the system's temporary folder"),
+    # serving (depthmap serve, app/gunicorn_conf.py)
+    _other("DEPTHMAP_BIND", "127.0.0.1:8000", str, "address:port to listen on (same as `serve --bind`)"),
+    _other("DEPTHMAP_WORKERS", 1, int, "worker processes, each with its own model (same as `serve "
+           "--workers`)"),
+    _other("DEPTHMAP_WORKER_THREADS", 4, int, "request threads per worker (same as `serve --threads`)"),
+    _other("DEPTHMAP_TIMEOUT", 120, int, "seconds before a stuck worker is restarted (same as `serve "
+           "--timeout`)"),
+    _other("DEPTHMAP_GRACEFUL_TIMEOUT", 30, int, "seconds a stopping worker may finish its requests"),
+    _other("DEPTHMAP_ACCESS_LOG", "-", str, "where the access log goes (`-`: standard output)"),
+    _other("DEPTHMAP_LOG_LEVEL", "INFO", str, "level of the app's log on standard error"),
+)
+BY_ENV: Mapping[str, Setting] = {s.env: s for s in SETTINGS}
+
+
+def parse(setting: Setting, text: str) -> Any:
+    """The value of ``setting`` from the text of its environment variable."""
+    text = text.strip()
+    if setting.kind is bool:
+        if text.lower() in TRUE:
+            return True
+        if text.lower() in FALSE:
+            return False
+        raise ConfigError(f"{setting.env}: expected true or false, got {text[:40]!r}")
+    try:
+        return setting.kind(text)
+    except ValueError:
+        raise ConfigError(f"{setting.env}: expected {setting.kind.__name__}, got {text[:40]!r}") from None
+
+
+def get(env: str, environ: Mapping[str, str] = os.environ) -> Any:
+    """One setting's value: its environment variable if set (and not empty), else its default."""
+    setting = BY_ENV[env]
+    raw = environ.get(env)
+    return setting.default if raw is None or raw == "" else parse(setting, raw)
+
+
+def app_defaults() -> Dict[str, Any]:
+    """The Flask app's settings with their defaults."""
+    return {s.key: s.default for s in SETTINGS if s.key}
+
+
+def app_environ(environ: Mapping[str, str] = os.environ) -> Dict[str, Any]:
+    """The Flask app's settings that the environment sets."""
+    return {s.key: get(s.env, environ) for s in SETTINGS if s.key and environ.get(s.env)}
+
+
+def markdown_table() -> str:
+    """The settings as the Markdown table of docs/configuration.md."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for s in SETTINGS:
+        default = s.shown_default or f"`{s.default}`"
+        if s.kind is int and isinstance(s.default, int) and s.default >= MB:
+            default += f" ({s.default // MB} MB)"
+        rows.append(f"| `{s.env}` | {default} | {s.meaning} |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":  # python -m app.config > the table for docs/configuration.md
+    sys.stdout.write(markdown_table())

@@ -1,0 +1,45 @@
+"""All of the studio's Flask code: the page, the API and its resources, errors, security headers.
+
+``init_app`` wires them into the app that ``app.create_app`` made; the Flask-free core (``app.*``)
+never imports this package.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+from flask import Flask, Response
+
+from . import api, batch, errors, exports, health, i18n, measure, openapi, page, video
+from .reading import InMemoryRequest
+
+# Content-Security-Policy: everything from this origin only; images may also be data: URIs (the API's
+# inline views) and blob: (the studio's local previews); no inline script, no framing
+CSP = ("default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; object-src 'none'; "
+       "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+SECURITY_HEADERS: Mapping[str, str] = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",  # frame-ancestors for browsers that predate CSP 2
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+
+
+def add_security_headers(response: Response) -> Response:
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
+
+
+def init_app(app: Flask) -> None:
+    """Request reading, the error handler, security headers, the page in two languages and every route."""
+    app.request_class = InMemoryRequest
+    errors.init_app(app)
+    app.after_request(add_security_headers)
+    # the studio sets no cookies; should a later feature use Flask's session, it is locked down
+    app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax")
+    for module in (page, api, exports, batch, measure, openapi, health):
+        app.register_blueprint(module.bp)
+    i18n.init_app(app)
+    video.init_app(app)

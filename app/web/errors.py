@@ -1,0 +1,167 @@
+"""The one error type of the web layer, the registry of its codes and the one handler.
+
+Every error answer is ``{"error": code, "message": plain words}`` with the code's HTTP status, as JSON for
+the API (and for clients that prefer JSON) and as an HTML page otherwise; a blueprint with a page of its
+own (the studio) renders that instead. Errors of the core (a bad image, option or video, a full
+queue) are answered through the same registry, so views need no try/except for them.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Mapping, Optional, Tuple, Type
+
+from flask import Flask, Response, current_app, jsonify, make_response, render_template, request
+from werkzeug.exceptions import HTTPException
+
+from ..gate import Busy
+from ..measure import CalibrationError
+from ..options import OptionError
+from ..pipeline import ImageError
+from ..video import VideoError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Code:
+    """An error code: the HTTP statuses it comes with (the first is its usual one) and its meaning."""
+
+    statuses: Tuple[int, ...]
+    meaning: str
+
+
+ERRORS: Mapping[str, Code] = {
+    "bad_request": Code((400,), "the request is malformed (for example a JSON body that is not an object)"),
+    "missing_file": Code((400,), "no file in the form field `image` (photos) or `video`; the message "
+                                 "names the fields that were sent"),
+    "too_many_files": Code((400, 413), "two files where one is expected (400), or more photos than "
+                                       "`DEPTHMAP_BATCH_MAX_FILES` in a batch (413)"),
+    "missing_depth_id": Code((400,), "a `depth_id` is needed and none was given"),
+    "empty": Code((400,), "the uploaded file is empty"),
+    "corrupt": Code((400,), "the image or video is truncated or damaged"),
+    "not_found": Code((404,), "unknown URL, view, language or file"),
+    "not_cached": Code((404,), "that result is no longer kept: upload the photo again"),
+    "no_job": Code((404,), "no such video job (a wrong id, or it ended and was deleted)"),
+    "method_not_allowed": Code((405,), "the URL exists, but not with this method"),
+    "not_acceptable": Code((406,), "`Accept: image/png` with more than one view"),
+    "job_failed": Code((409,), "the video job failed; the message says why"),
+    "job_cancelled": Code((409,), "the video job was cancelled and has no result"),
+    "not_ready": Code((409,), "the video job has not finished yet"),
+    "too_large": Code((413,), "the body, image or video is over this server's limit (decided from the "
+                              "header where possible)"),
+    "too_long": Code((413,), "the video is longer than this server accepts (seconds or frames)"),
+    "unsupported_type": Code((415,), "the body is not `multipart/form-data`"),
+    "not_image": Code((415,), "the file is not an image in a supported format"),
+    "not_video": Code((415,), "the file is not a video in a supported format (or is a still image)"),
+    "bad_option": Code((422,), "an option is unknown, of the wrong type or out of range; the message "
+                               "names it"),
+    "bad_calibration": Code((422,), "calibration points that cannot fix a scale and shift"),
+    "internal_error": Code((500,), "a bug: the server logged it and goes on serving"),
+    "busy": Code((503,), "at capacity: try again after `Retry-After` seconds"),
+    "error": Code((), "any other HTTP error (its status says which)"),
+}
+# the code of an HTTP error that Werkzeug or Flask raised on their own
+STATUS_CODES: Mapping[int, str] = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
+                                   406: "not_acceptable", 413: "too_large", 415: "unsupported_type",
+                                   422: "bad_option", 500: "internal_error", 503: "busy"}
+
+
+class ApiError(HTTPException):
+    """An answer with a registered ``error`` code, its HTTP status (``code``, as Werkzeug names it), a
+    ``message`` in plain words and, for ``busy``, the seconds after which to try again."""
+
+    def __init__(self, error: str, message: str, status: Optional[int] = None,
+                 retry_after: Optional[int] = None) -> None:
+        statuses = ERRORS[error].statuses
+        status = status or statuses[0]
+        if statuses and status not in statuses:
+            raise ValueError(f"error code {error!r} does not go with HTTP status {status}")
+        super().__init__(description=message)
+        self.code = status
+        self.error = error
+        self.retry_after = retry_after
+
+    @property
+    def message(self) -> str:
+        return self.description or ""
+
+
+def as_api_error(exc: Exception) -> ApiError:
+    """The answer to ``exc``: an ``ApiError`` as it is, a core error by its code, an HTTP error that
+    Werkzeug raised by its status."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, (ImageError, VideoError)):
+        return ApiError(exc.code, exc.message)
+    if isinstance(exc, OptionError):
+        return ApiError("bad_option", f"Option '{exc.name}': {exc.message}.")
+    if isinstance(exc, CalibrationError):
+        return ApiError("bad_calibration", f"Calibration: {exc}.")
+    if isinstance(exc, Busy):
+        return ApiError("busy", exc.message, retry_after=exc.retry_after)
+    assert isinstance(exc, HTTPException)
+    status = exc.code or 500
+    if status == 413:
+        limit = current_app.config["MAX_CONTENT_LENGTH"]
+        message = f"The upload is larger than this server's limit of {limit / 2**20:g} MB."
+    elif status >= 500:
+        message = "Something went wrong on the server; the error was logged. Please try again."
+    else:
+        message = exc.description or exc.name
+    return ApiError(STATUS_CODES.get(status, "error"), message, status=status)
+
+
+# what the one handler answers; a view raises any of these and the user gets its 4xx or 5xx
+HANDLED: Tuple[Type[Exception], ...] = (HTTPException, ImageError, VideoError, OptionError, CalibrationError,
+                                         Busy)
+
+
+def wants_json() -> bool:
+    """The API answers JSON; other URLs answer JSON only to a client that prefers it to HTML."""
+    if request.path.startswith("/api/"):
+        return True
+    return request.accept_mimetypes.best_match(["text/html", "application/json"]) == "application/json"
+
+
+def log_error(err: ApiError) -> None:
+    if err.code >= 500 and err.error != "busy":
+        log.error("%s %s -> %d", request.method, request.path, err.code)
+    elif err.error == "busy":
+        log.warning("%s %s -> 503 busy (retry after %s s)", request.method, request.path, err.retry_after)
+
+
+def finish(response: Response, err: ApiError) -> Response:
+    """``response`` with the error's status and, for ``busy``, its Retry-After."""
+    response.status_code = err.code
+    if err.retry_after:
+        response.headers["Retry-After"] = str(err.retry_after)
+    return response
+
+
+def answer(exc: Exception) -> Response:
+    """The one handler: JSON ``{"error", "message"}`` or the plain error page."""
+    err = as_api_error(exc)
+    log_error(err)
+    if wants_json():
+        response = jsonify(error=err.error, message=err.message)
+    else:
+        response = make_response(render_template("error.html", status=err.code, error=err.error,
+                                                 message=err.message))
+    return finish(response, err)
+
+
+def init_app(app: Flask) -> None:
+    for cls in HANDLED:
+        app.register_error_handler(cls, answer)
+
+
+def markdown_table() -> str:
+    """The registry as the Markdown table of docs/api.md."""
+    rows = ["| `error` | HTTP status | meaning |", "|---|---|---|"]
+    for code, spec in ERRORS.items():
+        statuses = ", ".join(map(str, spec.statuses)) or "other"
+        rows.append(f"| `{code}` | {statuses} | {spec.meaning} |")
+    return "\n".join(rows) + "\n"
+
