@@ -1,4 +1,4 @@
-# Depth-map studio: the web studio and the JSON API (gunicorn), CPU only. See README, "Self-hosting".
+# Depth-map studio: the web studio and the JSON API (gunicorn), CPU only. See docs/self-hosting.md.
 #
 #   docker build -t depthmap-studio .      (needs BuildKit: Docker 23+, or DOCKER_BUILDKIT=1)
 #   docker run -d -p 127.0.0.1:8000:8000 -v depthmap-weights:/weights depthmap-studio
@@ -83,7 +83,7 @@ kind, _, want = WEIGHTS_DIGEST.partition(':'); \
 print('baked weights: strict load ok, sha256', file_digest(p, 'sha256'), \
 '(the official file)' if file_digest(p, kind) == want else '(NOT the official file)')"; fi
 
-# Serving defaults (README, "Self-hosting"). DEPTHMAP_TORCH_THREADS is left unset: the entry point sets it
+# Serving defaults (docs/self-hosting.md, "Configuration in the container"). DEPTHMAP_TORCH_THREADS is left unset: the entry point sets it
 # to the cores the container may use (its CPU limit) divided by the workers.
 ENV DEPTHMAP_BIND=0.0.0.0:8000 \
     DEPTHMAP_WORKERS=1 \

@@ -10,8 +10,6 @@ import secrets
 import time
 from typing import TYPE_CHECKING, Any, Mapping, Optional
 
-from . import config
-
 if TYPE_CHECKING:
     from flask import Flask
 
@@ -21,7 +19,7 @@ def create_app(test_config: Optional[Mapping[str, Any]] = None) -> "Flask":
     once for this process and kept in ``app.extensions["depth_model"]``."""
     from flask import Flask
 
-    from . import web
+    from . import config, web
     from .cache import DepthCache
     from .gate import Gate
     from .model import DepthModel, resolve_weights

@@ -240,7 +240,8 @@ def video_cmd(source: str, out_path: str, weights: str, threads: int, **raw: Any
 @setting_option("--bind", "DEPTHMAP_BIND", "address:port to listen on; 0.0.0.0:8000 for every interface")
 @setting_option("--workers", "DEPTHMAP_WORKERS", "worker processes, each with its own model",
                 type=click.IntRange(1, 64))
-@setting_option("--threads", "DEPTHMAP_WORKER_THREADS", "request threads per worker", type=click.IntRange(1, 64))
+@setting_option("--threads", "DEPTHMAP_WORKER_THREADS", "request threads per worker",
+                type=click.IntRange(1, 64))
 @setting_option("--timeout", "DEPTHMAP_TIMEOUT", "seconds before a stuck worker is restarted",
                 type=click.IntRange(5, 3600))
 @click.option("--weights", envvar="MIDAS_WEIGHTS", type=click.Path(dir_okay=False),
@@ -267,7 +268,8 @@ def serve_cmd(bind: str, workers: int, threads: int, timeout: int, weights: str,
         log.error("%s", exc)
         sys.exit(2)
     # glibc gives each thread that allocates its own heap and keeps what is freed there: with request,
-    # encoder and OpenMP threads a worker held about 90 MB more after a 12 MP request (README, "Speed")
+    # encoder and OpenMP threads a worker held about 90 MB more after a 12 MP request
+    # (docs/configuration.md, "Process environment")
     os.environ.setdefault("MALLOC_ARENA_MAX", "2")
     env = dict(os.environ, DEPTHMAP_BIND=bind, DEPTHMAP_WORKERS=str(workers),
                DEPTHMAP_WORKER_THREADS=str(threads), DEPTHMAP_TIMEOUT=str(timeout),

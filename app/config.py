@@ -56,7 +56,7 @@ SETTINGS: Tuple[Setting, ...] = (
     _other("MIDAS_WEIGHTS_DIGEST", None, str, "expected digest of the download (`sha256:HEX` or "
            "`gitblob:HEX`)", "the official file's git blob id"),
     _app("ENGINE", "torchscript", str, "how the network runs: `torchscript`, `eager`, `bf16`, "
-         "`onnxruntime` or `openvino` (same as `--engine`)"),
+         "`onnxruntime` or `openvino` (same as `--engine`; see [Engines](engines-and-speed.md#engines))"),
     _app("TORCH_THREADS", None, int, "inference threads per process, for every engine (same as "
          "`predict --threads`)", "all cores the process may use (`serve`: cores ÷ workers)"),
     # requests and their limits
@@ -65,13 +65,14 @@ SETTINGS: Tuple[Setting, ...] = (
     _app("MAX_SIDE", 4096, int, "photos with a longer side are downscaled to this working size"),
     _app("CACHE_BYTES", 200 * MB, int, "memory for recent uploads and raw depths, per worker (a 12 MP "
          "photo takes about 85 MB)"),
-    _app("BATCH_MAX_FILES", 20, int, "photos per batch request"),
-    _app("SECRET_KEY", None, str, "Flask's secret key (nothing uses sessions)", "random per process"),
+    _app("BATCH_MAX_FILES", 20, int, "photos (or depth ids) in one batch request; more get 413 "
+         "`too_many_files`"),
+    _app("SECRET_KEY", None, str, "Flask's secret key (nothing uses sessions yet)", "random per process"),
     # admission (app.gate)
     _app("INFERENCE_SLOTS", 1, int, "depth maps computed at once per worker (decode + inference)"),
     _app("INFERENCE_QUEUE", 2, int, "requests that may wait for a slot; one more gets 503 + `Retry-After`"),
     _app("QUEUE_TIMEOUT", 30, float, "seconds a request may wait for a slot before it gets 503 (below "
-         "`TIMEOUT`, so a queue never ends in gunicorn killing the worker)"),
+         "`DEPTHMAP_TIMEOUT`, so a queue never ends in gunicorn killing the worker)"),
     # video jobs
     _app("VIDEO_WORKERS", 1, int, "videos processed at once, per server process"),
     _app("VIDEO_QUEUE", 4, int, "videos waiting for a worker; one more is refused with 503"),
@@ -82,19 +83,23 @@ SETTINGS: Tuple[Setting, ...] = (
          "`DEPTHMAP_MAX_CONTENT_LENGTH`)"),
     _app("VIDEO_MAX_SECONDS", 300, float, "longest clip, in seconds (0: no limit)"),
     _app("VIDEO_MAX_FRAMES", 9000, int, "most frames in a clip, before `stride` (0: no limit)"),
-    _app("VIDEO_MAX_PIXELS", 3840 * 2160, int, "largest video frame, in pixels (0: no limit)"),
+    _app("VIDEO_MAX_PIXELS", 3840 * 2160, int, "largest video frame, in pixels (0: no limit)",
+         "`8294400` (3840×2160)"),
     _app("VIDEO_DIR", None, str, "where each video job gets its private folder (upload, spool, results)",
          "the system's temporary folder"),
     # serving (depthmap serve, app/gunicorn_conf.py)
     _other("DEPTHMAP_BIND", "127.0.0.1:8000", str, "address:port to listen on (same as `serve --bind`)"),
-    _other("DEPTHMAP_WORKERS", 1, int, "worker processes, each with its own model (same as `serve "
-           "--workers`)"),
-    _other("DEPTHMAP_WORKER_THREADS", 4, int, "request threads per worker (same as `serve --threads`)"),
+    _other("DEPTHMAP_WORKERS", 1, int, "worker processes, each with its own model and result cache "
+           "(same as `serve --workers`)"),
+    _other("DEPTHMAP_WORKER_THREADS", 4, int, "request threads per worker: pages, images and health "
+           "checks are served while a depth map is computed (same as `serve --threads`)"),
     _other("DEPTHMAP_TIMEOUT", 120, int, "seconds before a stuck worker is restarted (same as `serve "
            "--timeout`)"),
-    _other("DEPTHMAP_GRACEFUL_TIMEOUT", 30, int, "seconds a stopping worker may finish its requests"),
-    _other("DEPTHMAP_ACCESS_LOG", "-", str, "where the access log goes (`-`: standard output)"),
-    _other("DEPTHMAP_LOG_LEVEL", "INFO", str, "level of the app's log on standard error"),
+    _other("DEPTHMAP_GRACEFUL_TIMEOUT", 30, int, "seconds gunicorn gives running requests to finish when "
+           "it stops or restarts a worker"),
+    _other("DEPTHMAP_ACCESS_LOG", "-", str, "access log file, `-` for standard output (client "
+           "address, request line, status, size, time; never bodies)"),
+    _other("DEPTHMAP_LOG_LEVEL", "INFO", str, "the app's log level (standard error)"),
 )
 BY_ENV: Mapping[str, Setting] = {s.env: s for s in SETTINGS}
 
@@ -135,8 +140,8 @@ def markdown_table() -> str:
     """The settings as the Markdown table of docs/configuration.md."""
     rows = ["| variable | default | meaning |", "|---|---|---|"]
     for s in SETTINGS:
-        default = s.shown_default or f"`{s.default}`"
-        if s.kind is int and isinstance(s.default, int) and s.default >= MB:
+        default = s.shown_default or f"`{str(s.default).lower() if s.kind is bool else s.default}`"
+        if s.env.endswith(("CONTENT_LENGTH", "BYTES")):
             default += f" ({s.default // MB} MB)"
         rows.append(f"| `{s.env}` | {default} | {s.meaning} |")
     return "\n".join(rows) + "\n"

@@ -12,8 +12,7 @@ import json
 import math
 import struct
 import zipfile
-from dataclasses import dataclass, field, fields
-from typing import Any, Dict, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 from PIL import Image, PngImagePlugin

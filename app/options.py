@@ -59,7 +59,7 @@ class OptionsBase:
             for name in values:
                 if name not in known:
                     raise OptionError(name, "unknown option")
-        return cls(**{name: _parse(name, values[name], f.type) for name, f in known.items() if name in values})
+        return cls(**{n: _parse(n, values[n], f.type) for n, f in known.items() if n in values})
 
     def as_dict(self) -> Dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}  # type: ignore[arg-type]

@@ -1,4 +1,4 @@
-"""The speed benchmark: every figure behind README's "Speed" section, measured in one run.
+"""The speed benchmark: every figure behind docs/engines-and-speed.md, "Speed", measured in one run.
 
     .venv/bin/python benchmarks/bench.py [--weights PATH] [--quick] [--no-serve] [--sizes 256 384 512]
 

@@ -1,4 +1,5 @@
-"""Several photos in one request (``/api/v1/batch``) and the zip of earlier results (``/api/v1/batch.zip``)."""
+"""Several photos in one request (``/api/v1/batch``) and the zip of earlier results
+(``/api/v1/batch.zip``)."""
 
 from __future__ import annotations
 
@@ -57,7 +58,8 @@ def batch() -> Response:
                        status=413)
     opts = read_options(request.form, strict=True)
     views = read_views(request.form)
-    want_zip = request.accept_mimetypes.best_match(["application/json", "application/zip"]) == "application/zip"
+    best = request.accept_mimetypes.best_match(["application/json", "application/zip"])
+    want_zip = best == "application/zip"
     report, entries = [], []
     for upload in uploads:
         name = safe_stem(upload.filename)
@@ -88,7 +90,8 @@ def batch_zip() -> Response:
     if len(ids) > _limit():
         raise ApiError("too_many_files", "Too many depth_id values for one batch.", status=413)
     entries = [cached_entry(i) for i in ids]
-    opts = read_options({k: v for k, v in request.args.items() if k not in ("depth_id", "views")}, strict=True)
+    opts = read_options({k: v for k, v in request.args.items() if k not in ("depth_id", "views")},
+                        strict=True)
     views = read_views(request.args)
     report = [{"name": e.name, "depth_id": e.id, "width": e.depth.shape[1], "height": e.depth.shape[0]}
               for e in entries]

@@ -33,33 +33,36 @@ class Code:
 
 
 ERRORS: Mapping[str, Code] = {
-    "bad_request": Code((400,), "the request is malformed (for example a JSON body that is not an object)"),
-    "missing_file": Code((400,), "no file in the form field `image` (photos) or `video`; the message "
-                                 "names the fields that were sent"),
-    "too_many_files": Code((400, 413), "two files where one is expected (400), or more photos than "
-                                       "`DEPTHMAP_BATCH_MAX_FILES` in a batch (413)"),
-    "missing_depth_id": Code((400,), "a `depth_id` is needed and none was given"),
-    "empty": Code((400,), "the uploaded file is empty"),
-    "corrupt": Code((400,), "the image or video is truncated or damaged"),
-    "not_found": Code((404,), "unknown URL, view, language or file"),
-    "not_cached": Code((404,), "that result is no longer kept: upload the photo again"),
-    "no_job": Code((404,), "no such video job (a wrong id, or it ended and was deleted)"),
-    "method_not_allowed": Code((405,), "the URL exists, but not with this method"),
+    "bad_request": Code((400,), "a JSON body that is not an object (`/api/v1/render`, calibration)"),
+    "missing_file": Code((400,), "no photo in `image` (no video in `video`)"),
+    "too_many_files": Code((400, 413), "two files in one request (400); a batch of more than "
+                                       "`BATCH_MAX_FILES` photos or depth ids (413)"),
+    "empty": Code((400,), "an empty file"),
+    "corrupt": Code((400,), "a damaged image (truncated JPEG or PNG, bad checksum); a video whose structure "
+                            "cannot be read (an MP4 cut before its index)"),
+    "missing_depth_id": Code((400,), "a render (or a batch zip) without `depth_id`"),
+    "not_cached": Code((404,), "the result left the cache: upload again"),
+    "not_found": Code((404,), "an unknown URL, view or language; a video job's zip that was not asked for"),
+    "no_job": Code((404,), "an unknown video job, or one that expired"),
+    "method_not_allowed": Code((405,), "wrong method"),
     "not_acceptable": Code((406,), "`Accept: image/png` with more than one view"),
-    "job_failed": Code((409,), "the video job failed; the message says why"),
-    "job_cancelled": Code((409,), "the video job was cancelled and has no result"),
-    "not_ready": Code((409,), "the video job has not finished yet"),
-    "too_large": Code((413,), "the body, image or video is over this server's limit (decided from the "
-                              "header where possible)"),
-    "too_long": Code((413,), "the video is longer than this server accepts (seconds or frames)"),
-    "unsupported_type": Code((415,), "the body is not `multipart/form-data`"),
-    "not_image": Code((415,), "the file is not an image in a supported format"),
-    "not_video": Code((415,), "the file is not a video in a supported format (or is a still image)"),
-    "bad_option": Code((422,), "an option is unknown, of the wrong type or out of range; the message "
-                               "names it"),
+    "not_ready": Code((409,), "a video result asked for before the job is done"),
+    "job_failed": Code((409,), "the result of a failed video job"),
+    "job_cancelled": Code((409,), "the result of a cancelled video job"),
+    "too_large": Code((413,), "a body over `MAX_CONTENT_LENGTH` (videos: `VIDEO_MAX_CONTENT_LENGTH`), an "
+                              "image over `MAX_PIXELS` (read from its header before decoding), video frames "
+                              "over `VIDEO_MAX_PIXELS`"),
+    "too_long": Code((413,), "a clip over `VIDEO_MAX_SECONDS` or `VIDEO_MAX_FRAMES`"),
+    "not_image": Code((415,), "a file that is not JPEG, PNG, WebP, BMP, TIFF or GIF"),
+    "not_video": Code((415,), "not a video (a still photo too: it belongs to `/api/v1/depth`)"),
+    "unsupported_type": Code((415,), "a body that is not `multipart/form-data`"),
+    "bad_option": Code((422,), "an unknown option, a wrong type, NaN/inf, a value out of range, an unknown "
+                               "colormap or view (photo or video option alike)"),
     "bad_calibration": Code((422,), "calibration points that cannot fix a scale and shift"),
-    "internal_error": Code((500,), "a bug: the server logged it and goes on serving"),
-    "busy": Code((503,), "at capacity: try again after `Retry-After` seconds"),
+    "internal_error": Code((500,), "a bug (logged; the server goes on serving)"),
+    "busy": Code((503,), "photos: every inference slot is busy and the queue is full; videos: "
+                         "`VIDEO_WORKERS` jobs are running and `VIDEO_QUEUE` more are waiting. `Retry-After` "
+                         "says when to try again"),
     "error": Code((), "any other HTTP error (its status says which)"),
 }
 # the code of an HTTP error that Werkzeug or Flask raised on their own

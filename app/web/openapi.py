@@ -184,7 +184,7 @@ ROUTES: Mapping[str, Dict[str, Any]] = {
 }
 
 SCHEMAS: Dict[str, Any] = {
-    "Options": dataclass_schema(Options, "How to compute and show a depth map (README: Options)"),
+    "Options": dataclass_schema(Options, "How to compute and show a depth map (docs/cli.md, Options)"),
     "SceneOptions": dataclass_schema(SceneOptions, "How relative depth becomes 3D geometry"),
     **_field_schemas(Options),
     **_field_schemas(SceneOptions),

@@ -58,7 +58,8 @@ def jobs() -> JobManager:
 
 
 def _too_large(limit: int) -> ApiError:
-    return ApiError("too_large", f"The upload is larger than this server's video limit of {limit / 2**20:g} MB.")
+    return ApiError("too_large",
+                    f"The upload is larger than this server's video limit of {limit / 2**20:g} MB.")
 
 
 # upload -----------------------------------------------------------------------------------------------
