@@ -18,8 +18,9 @@ STOPS = 33  # colour stops of the bar (every 8th of the 256 levels and the last)
 
 
 def display_value(raw: np.ndarray, depth: np.ndarray, opts: Options) -> np.ndarray:
-    """Where each raw depth value in ``raw`` lands on the bar (0 … 1), as ``enhance`` maps it for this
-    ``depth`` without CLAHE. The tests check it against ``enhance`` pixel for pixel."""
+    """Raw depth values ``raw`` (any shape) -> where each lands on the bar, float32 in [0, 1] of the same
+    shape, as ``enhance`` maps it for this ``(H, W)`` ``depth`` without CLAHE. The tests check it
+    against ``enhance`` pixel for pixel."""
     # the window normalize uses: its range of the map with NaN/inf replaced as it replaces them
     t_all = finite_copy(log_depth(depth) if opts.log else depth)
     lo, hi = map_range(t_all, opts.clip) if t_all is not None else (0.0, 0.0)
@@ -35,11 +36,12 @@ def display_value(raw: np.ndarray, depth: np.ndarray, opts: Options) -> np.ndarr
 
 
 def legend(depth: np.ndarray, opts: Options, gray: bool = False, ticks: int = 5) -> Dict[str, Any]:
-    """The legend as JSON-able data. ``stops``: the bar's colours from its left end (display value 0) to
-    its right (1); ``near``: which end is near ("left"/"right"); ``ticks``: raw relative inverse depths
-    (the ``.npy`` values) at their positions on the bar, from farthest to nearest, evenly spaced in raw
-    value (with ``log`` they bunch toward the far end); ``saturated``: ends whose colour also covers
-    values beyond the end tick (clipped); ``local``: true with CLAHE (no values then)."""
+    """The legend of an ``(H, W)`` float32 depth as JSON-able data. ``stops``: the bar's colours from its
+    left end (display value 0) to its right (1); ``near``: which end is near ("left"/"right");
+    ``ticks``: raw relative inverse depths (the ``.npy`` values) at their positions on the bar, from
+    farthest to nearest, evenly spaced in raw value (with ``log`` they bunch toward the far end);
+    ``saturated``: ends whose colour also covers values beyond the end tick (clipped); ``local``: true
+    with CLAHE (no values then)."""
     lut = colormap_lut("gray" if gray else opts.colormap)
     levels = np.linspace(0, 255, STOPS).round().astype(int)
     stops = ["#%02x%02x%02x" % tuple(int(c) for c in lut[i]) for i in levels]

@@ -110,7 +110,8 @@ def _orient(im: Image.Image) -> Image.Image:
 
 
 def _to_rgb(im: Image.Image) -> np.ndarray:
-    """Any Pillow mode -> uint8 RGB; transparency is composited on white, 16/32-bit is scaled down."""
+    """Any Pillow mode -> ``(H, W, 3)`` uint8 RGB; transparency is composited on white, 16/32-bit is
+    scaled down."""
     mode = im.mode
     if mode == "RGB":
         return np.asarray(im)

@@ -243,6 +243,7 @@ class FrameReader:
                 index += 1
 
     def _rgb(self, frame: "av.VideoFrame") -> np.ndarray:
+        """A decoded frame -> ``(H, W, 3)`` uint8 RGB at the output size, upright."""
         rotation = int(round((frame.rotation or 0) / 90.0)) * 90
         if self.size is None:
             self.size = output_size(frame.width, frame.height, rotation, self.max_side)
@@ -315,6 +316,7 @@ class RangeSampler:
         self.lo, self.hi = math.inf, -math.inf
 
     def add(self, values: np.ndarray) -> None:
+        """Takes a strided sample of one frame's ``(H, W)`` float32 values (NaN/inf ignored)."""
         flat = values.ravel()
         sample = strided_sample(flat, self.per_frame)
         sample = sample[np.isfinite(sample)].astype(np.float32)
@@ -406,6 +408,8 @@ class DepthZip:
         self.writer.writerow(["frame", "time_s", "png", "lo", "hi"])
 
     def write(self, index: int, time_s: float, depth: np.ndarray, lo: float, hi: float) -> None:
+        """Adds frame ``index``'s ``(H, W)`` float32 raw depth as a 16-bit PNG (``lo`` -> 0, ``hi`` ->
+        65535) and its row of ``frames.csv``."""
         ok, png = cv2.imencode(".png", to_uint16(depth, lo, hi), [cv2.IMWRITE_PNG_COMPRESSION, 1])
         if not ok:
             raise RuntimeError("PNG encoding failed")
