@@ -3,7 +3,7 @@ queue, progress with a time-left estimate, cancelling, and expiry of finished jo
 
 A job owns a private temporary folder. When it ends, everything in it except the files it names as
 results is deleted; when it is cancelled, fails, or expires (``ttl_s`` after it ended), the folder
-goes. No Flask here: the API in ``app/video_api.py`` is a thin layer over ``JobManager``.
+goes. No Flask here: the API in ``app/web/video.py`` is a thin layer over ``JobManager``.
 """
 
 from __future__ import annotations
