@@ -18,16 +18,26 @@ import numpy as np
 from PIL import Image, PngImagePlugin
 
 from .options import SceneOptions
+from .pipeline import map_range
 
-# PNG text keys of the 16-bit export: value = depth_min + level / 65535 * (depth_max - depth_min)
-PNG16_KEYS = ("depth_min", "depth_max")
+# a robust depth range for 3D: percent of the values clipped at each end, so a few stray pixels do not
+# flatten the relief of everything else
+SCENE_CLIP = 0.5
 
 
 def _finite(depth: np.ndarray) -> np.ndarray:
+    """``(H, W)`` any float -> ``(H, W)`` float32 with NaN and inf replaced by 0."""
     d = np.asarray(depth, dtype=np.float32)
     if not np.isfinite(d).all():
         d = np.nan_to_num(d, nan=0.0, posinf=0.0, neginf=0.0)
     return d
+
+
+def to_uint16(depth: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """``(H, W)`` float32 raw depth -> ``(H, W)`` uint16 levels, ``lo`` -> 0 and ``hi`` -> 65535 (rounded,
+    clipped; 0 everywhere when ``hi <= lo``), so ``depth ≈ lo + level / 65535 * (hi - lo)``."""
+    scale = 65535.0 / (hi - lo) if hi > lo else 0.0
+    return np.clip((depth - lo) * scale + 0.5, 0, 65535).astype(np.uint16)
 
 
 def depth_png16(depth: np.ndarray) -> bytes:
@@ -36,8 +46,7 @@ def depth_png16(depth: np.ndarray) -> bytes:
     ``depth_min``/``depth_max``, so the raw values come back to 1/65535 of the range."""
     d = _finite(depth)
     lo, hi = (float(d.min()), float(d.max())) if d.size else (0.0, 0.0)
-    scale = 65535.0 / (hi - lo) if hi > lo else 0.0
-    levels = np.clip((d - lo) * scale + 0.5, 0, 65535).astype(np.uint16)
+    levels = to_uint16(d, lo, hi)
     info = PngImagePlugin.PngInfo()
     info.add_text("depth_min", repr(lo))
     info.add_text("depth_max", repr(hi))
@@ -84,8 +93,7 @@ def scene_points(depth: np.ndarray, opts: SceneOptions) -> np.ndarray:
     pinhole has its centre in the middle and a focal length from ``fov``."""
     d = _finite(depth)
     height, width = d.shape
-    sample = d.ravel()[:: max(1, d.size // 250_000)]
-    lo, hi = (float(v) for v in np.percentile(sample, [0.5, 99.5])) if d.size else (0.0, 0.0)
+    lo, hi = map_range(d, SCENE_CLIP) if d.size else (0.0, 0.0)
     n = np.clip((d - lo) / (hi - lo), 0.0, 1.0) if hi > lo else np.zeros_like(d)
     near, far = 1.0, 1.0 + opts.depth_scale
     z = 1.0 / (1.0 / far + n * (1.0 / near - 1.0 / far))

@@ -3,18 +3,18 @@ queue, progress with a time-left estimate, cancelling, and expiry of finished jo
 
 A job owns a private temporary folder. When it ends, everything in it except the files it names as
 results is deleted; when it is cancelled, fails, or expires (``ttl_s`` after it ended), the folder
-goes. No Flask here: the API in ``app/video_api.py`` is a thin layer over ``JobManager``.
+goes. No Flask here: the API in ``app/web/video.py`` is a thin layer over ``JobManager``.
 """
 
 from __future__ import annotations
 
-import atexit
 import logging
 import secrets
 import shutil
 import tempfile
 import threading
 import time
+import weakref
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,7 +149,11 @@ class JobManager:
         self._cond = threading.Condition()
         self._threads: List[threading.Thread] = []
         self._stop = threading.Event()
-        atexit.register(self.shutdown)
+        # at interpreter exit, or when the manager is collected (then its hook goes with it: managers
+        # made and dropped, one per app in the tests, leave none behind). The callback gets the parts
+        # it needs, not the manager, which it would otherwise keep alive until exit.
+        self._finalizer = weakref.finalize(self, _shutdown, self._stop, self._cond, self._jobs, self._queue,
+                                           self._threads)
 
     # the API's side ------------------------------------------------------------------------------------
 
@@ -215,18 +219,7 @@ class JobManager:
 
     def shutdown(self) -> None:
         """Stops the workers (running jobs at their next frame) and deletes every job's folder."""
-        self._stop.set()
-        with self._cond:
-            for job in self._jobs.values():
-                job.cancel_event.set()
-            self._cond.notify_all()
-        for thread in self._threads:
-            thread.join(timeout=10)
-        with self._cond:
-            jobs, self._jobs = list(self._jobs.values()), {}
-            self._queue.clear()
-        for job in jobs:
-            shutil.rmtree(job.workdir, ignore_errors=True)
+        _shutdown(self._stop, self._cond, self._jobs, self._queue, self._threads)
 
     # the workers' side -----------------------------------------------------------------------------------
 
@@ -312,3 +305,22 @@ class JobManager:
         etas = [j.eta_s() for j in self._jobs.values() if j.state == RUNNING]
         known = [e for e in etas if e is not None]
         return int(min(max(5.0, min(known)), 600.0)) if known else 30
+
+
+def _shutdown(stop: threading.Event, cond: threading.Condition, jobs: Dict[str, Job], queue: Deque[Job],
+              threads: List[threading.Thread]) -> None:
+    """``JobManager.shutdown`` on the manager's parts: also its finalizer, which must not hold the manager."""
+    stop.set()
+    with cond:
+        for job in jobs.values():
+            job.cancel_event.set()
+        cond.notify_all()
+    for thread in threads:
+        if thread is not threading.current_thread():  # a worker may drop the manager's last reference
+            thread.join(timeout=10)
+    with cond:
+        ended = list(jobs.values())
+        jobs.clear()
+        queue.clear()
+    for job in ended:
+        shutil.rmtree(job.workdir, ignore_errors=True)

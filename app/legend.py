@@ -12,39 +12,20 @@ from typing import Any, Dict, List
 import numpy as np
 
 from .options import Options
-from .pipeline import colormap_lut, log_depth
+from .pipeline import colormap_lut, finite_copy, log_depth, map_range
 
 STOPS = 33  # colour stops of the bar (every 8th of the 256 levels and the last)
 
 
-def _window(t: np.ndarray, clip: float) -> tuple:
-    """The (lo, hi) that ``pipeline.normalize`` maps to 0 and 1, computed the same way."""
-    t = t.astype(np.float32, copy=True)
-    finite = np.isfinite(t)
-    if not finite.any():
-        return 0.0, 0.0
-    if not finite.all():
-        t[~finite] = t[finite].min()
-    if clip > 0:
-        sample = t.ravel()[:: max(1, t.size // 250_000)]
-        lo, hi = (float(v) for v in np.percentile(sample, [clip, 100.0 - clip]))
-    else:
-        lo, hi = float(t.min()), float(t.max())
-    return lo, hi
-
-
 def display_value(raw: np.ndarray, depth: np.ndarray, opts: Options) -> np.ndarray:
-    """Where each raw depth value in ``raw`` lands on the bar (0 … 1), as ``enhance`` maps it for this
-    ``depth`` without CLAHE. The tests check it against ``enhance`` pixel for pixel."""
-    t_all = log_depth(depth) if opts.log else depth
-    lo, hi = _window(t_all, opts.clip)
+    """Raw depth values ``raw`` (any shape) -> where each lands on the bar, float32 in [0, 1] of the same
+    shape, as ``enhance`` maps it for this ``(H, W)`` ``depth`` without CLAHE. The tests check it
+    against ``enhance`` pixel for pixel."""
+    # the window normalize uses: its range of the map with NaN/inf replaced as it replaces them
+    t_all = finite_copy(log_depth(depth) if opts.log else depth)
+    lo, hi = map_range(t_all, opts.clip) if t_all is not None else (0.0, 0.0)
     raw = np.asarray(raw, dtype=np.float32)
-    if opts.log:
-        top = float(np.nan_to_num(depth.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0).max())
-        eps = max(top * 1e-3, np.finfo(np.float32).tiny)
-        t = np.log(np.maximum(raw, eps))
-    else:
-        t = raw
+    t = log_depth(depth, raw) if opts.log else raw
     if not hi > lo:
         v = np.zeros_like(t)
     else:
@@ -55,11 +36,12 @@ def display_value(raw: np.ndarray, depth: np.ndarray, opts: Options) -> np.ndarr
 
 
 def legend(depth: np.ndarray, opts: Options, gray: bool = False, ticks: int = 5) -> Dict[str, Any]:
-    """The legend as JSON-able data. ``stops``: the bar's colours from its left end (display value 0) to
-    its right (1); ``near``: which end is near ("left"/"right"); ``ticks``: raw relative inverse depths
-    (the ``.npy`` values) at their positions on the bar, from farthest to nearest, evenly spaced in raw
-    value (with ``log`` they bunch toward the far end); ``saturated``: ends whose colour also covers
-    values beyond the end tick (clipped); ``local``: true with CLAHE (no values then)."""
+    """The legend of an ``(H, W)`` float32 depth as JSON-able data. ``stops``: the bar's colours from its
+    left end (display value 0) to its right (1); ``near``: which end is near ("left"/"right");
+    ``ticks``: raw relative inverse depths (the ``.npy`` values) at their positions on the bar, from
+    farthest to nearest, evenly spaced in raw value (with ``log`` they bunch toward the far end);
+    ``saturated``: ends whose colour also covers values beyond the end tick (clipped); ``local``: true
+    with CLAHE (no values then)."""
     lut = colormap_lut("gray" if gray else opts.colormap)
     levels = np.linspace(0, 255, STOPS).round().astype(int)
     stops = ["#%02x%02x%02x" % tuple(int(c) for c in lut[i]) for i in levels]
@@ -72,11 +54,9 @@ def legend(depth: np.ndarray, opts: Options, gray: bool = False, ticks: int = 5)
         out["saturated"] = []
         return out
     if opts.log:
-        top = float(d.max())
-        eps = max(top * 1e-3, np.finfo(np.float32).tiny)
-        lo, hi = (float(np.exp(v)) for v in _window(np.log(np.maximum(d, eps)), opts.clip))
+        lo, hi = (float(np.exp(v)) for v in map_range(log_depth(depth), opts.clip))
     else:
-        lo, hi = _window(d, opts.clip)
+        lo, hi = map_range(d, opts.clip)
     raw = np.linspace(lo, hi, ticks) if hi > lo else np.array([lo])
     pos = display_value(raw, depth, opts)
     tick_list: List[Dict[str, float]] = [{"value": float(r), "pos": round(float(p), 4)}

@@ -398,12 +398,11 @@ class DepthModel:
         return self.engine == "torchscript"
 
     @classmethod
-    def load(cls, weights: Path, threads: Optional[int] = None, script: bool = True,
-             engine: Optional[str] = None, warm_up: bool = True) -> "DepthModel":
-        """Strict-loads ``weights`` and compiles them for ``engine`` (default torchscript; ``script=False``
-        is the older spelling of ``engine="eager"``), then, with ``warm_up``, runs ``warm_up()``.
-        Raises ``WeightsError`` or ``EngineError``."""
-        engine = engine or (DEFAULT_ENGINE if script else "eager")
+    def load(cls, weights: Path, threads: Optional[int] = None, engine: Optional[str] = None,
+             warm_up: bool = True) -> "DepthModel":
+        """Strict-loads ``weights`` and compiles them for ``engine`` (default torchscript), then, with
+        ``warm_up``, runs ``warm_up()``. Raises ``WeightsError`` or ``EngineError``."""
+        engine = engine or DEFAULT_ENGINE
         problem = engine_problem(engine)
         if problem:  # before the slow part
             raise EngineError(problem)

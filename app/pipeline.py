@@ -112,7 +112,8 @@ def _orient(im: Image.Image) -> Image.Image:
 
 
 def _to_rgb(im: Image.Image) -> np.ndarray:
-    """Any Pillow mode -> uint8 RGB; transparency is composited on white, 16/32-bit is scaled down."""
+    """Any Pillow mode -> ``(H, W, 3)`` uint8 RGB; transparency is composited on white, 16/32-bit is
+    scaled down."""
     mode = im.mode
     if mode == "RGB":
         return np.asarray(im)
@@ -127,10 +128,15 @@ def _to_rgb(im: Image.Image) -> np.ndarray:
     has_alpha = mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
         mode == "P" and "transparency" in im.info)
     if has_alpha:
-        rgba = np.asarray(im.convert("RGBA")).astype(np.float32)
-        a = rgba[:, :, 3:4] / 255.0
-        return (rgba[:, :, :3] * a + 255.0 * (1.0 - a) + 0.5).astype(np.uint8)
+        return on_white(np.asarray(im.convert("RGBA")))
     return np.asarray(im.convert("RGB"))
+
+
+def on_white(rgba: np.ndarray) -> np.ndarray:
+    """``(H, W, 4)`` uint8 RGBA -> ``(H, W, 3)`` uint8 RGB composited over white (photos and GIF frames
+    alike: transparent pixels must not turn black)."""
+    a = rgba[:, :, 3:4].astype(np.float32) * (1.0 / 255.0)
+    return (rgba[:, :, :3] * a + 255.0 * (1.0 - a) + 0.5).astype(np.uint8)
 
 
 def square_crop(rgb: np.ndarray) -> np.ndarray:
@@ -293,28 +299,47 @@ def refine_edges(depth: np.ndarray, photo: np.ndarray, scale: float, method: str
 
 # 5. enhance -----------------------------------------------------------------------------------------
 
+# percentiles of this many evenly strided values: the same answer as of every value to a fraction of a
+# display level, and far cheaper at 12 MP
+PERCENTILE_SAMPLE = 250_000
+
+
+def strided_sample(values: np.ndarray, size: int = PERCENTILE_SAMPLE) -> np.ndarray:
+    """Any-shape array -> 1-D view of every k-th value, k = ``values.size // size`` (at least 1): between
+    ``size`` and ``2 * size`` values, or all of them when there are fewer."""
+    flat = values.ravel()
+    return flat[:: max(1, flat.size // size)]
+
+
 def map_range(d: np.ndarray, clip: float = 0.0) -> Tuple[float, float]:
     """The values ``normalize`` maps to 0 and 1: the ``clip`` and ``100 - clip`` percentiles of a finite
-    ``(H, W)`` map (min and max when ``clip`` is 0)."""
+    ``(H, W)`` float32 map (min and max when ``clip`` is 0)."""
     if clip > 0:
-        # percentiles of a strided sample: same answer to a fraction of a level, far cheaper at 12 MP
-        sample = d.ravel()[:: max(1, d.size // 250_000)]
-        lo, hi = (float(v) for v in np.percentile(sample, [clip, 100.0 - clip]))
+        lo, hi = (float(v) for v in np.percentile(strided_sample(d), [clip, 100.0 - clip]))
         return lo, hi
     lo, hi, _, _ = cv2.minMaxLoc(d)
     return lo, hi
+
+
+def finite_copy(depth: np.ndarray) -> Optional[np.ndarray]:
+    """``(H, W)`` any float -> a float32 copy with NaN/inf replaced by the smallest finite value, the
+    map ``normalize`` takes its range from; None when no value is finite."""
+    d = depth.astype(np.float32, copy=True)
+    finite = np.isfinite(d)
+    if not finite.all():
+        if not finite.any():
+            return None
+        d[~finite] = d[finite].min()
+    return d
 
 
 def normalize(depth: np.ndarray, clip: float = 0.0,
               value_range: Optional[Tuple[float, float]] = None) -> np.ndarray:
     """``(H, W)`` any float -> float32 in [0, 1]; ``clip`` percent clipped at each end; NaN/inf -> 0.
     A given ``value_range`` (lo, hi) is used instead of the map's own (a video's one range for the clip)."""
-    d = depth.astype(np.float32, copy=True)
-    finite = np.isfinite(d)
-    if not finite.all():
-        if not finite.any():
-            return np.zeros_like(d)
-        d[~finite] = d[finite].min()
+    d = finite_copy(depth)
+    if d is None:
+        return np.zeros(depth.shape, np.float32)
     lo, hi = value_range if value_range is not None else map_range(d, clip)
     if not hi > lo:  # constant map: nothing to show, and no division by zero
         return np.zeros_like(d)
@@ -323,13 +348,19 @@ def normalize(depth: np.ndarray, clip: float = 0.0,
     return np.clip(d, 0.0, 1.0, out=d)
 
 
-def log_depth(depth: np.ndarray) -> np.ndarray:
-    """Relative inverse depth ``(H, W)`` -> its logarithm (ratios become differences), float32."""
+# log_depth's floor as a fraction of the map's largest value: MiDaS outputs exact zeros (its last layer
+# is a ReLU), whose logarithm would otherwise stretch the display range without bound
+LOG_FLOOR = 1e-3
+
+
+def log_depth(depth: np.ndarray, values: Optional[np.ndarray] = None) -> np.ndarray:
+    """Relative inverse depth ``(H, W)`` -> its logarithm (ratios become differences), float32, values
+    below ``LOG_FLOOR`` times the largest raised to that floor first. Given ``values`` (float32, any
+    shape), their logarithm with ``depth``'s floor instead: where they land on ``depth``'s log scale."""
     d = np.nan_to_num(depth.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
     top = float(d.max()) if d.size else 0.0
-    # floor at 1/1000 of the largest value: MiDaS outputs exact zeros (its last layer is a ReLU)
-    eps = max(top * 1e-3, np.finfo(np.float32).tiny)
-    return np.log(np.maximum(d, eps))
+    eps = max(top * LOG_FLOOR, np.finfo(np.float32).tiny)
+    return np.log(np.maximum(d if values is None else values, eps))
 
 
 def clahe(v: np.ndarray, clip_limit: float = 2.0, grid: int = 8) -> np.ndarray:

@@ -33,19 +33,19 @@ import av.error
 import cv2
 import numpy as np
 
+from .exports import to_uint16
 from .options import Options, VideoOptions
-from .pipeline import (Model, PadBox, colorize, enhance, full_depth, infer, log_depth, overlay, preprocess,
-                       square_crop, to_uint8)
+from .pipeline import (Model, PadBox, colorize, enhance, full_depth, infer, log_depth, on_white, overlay,
+                       preprocess, square_crop, strided_sample, to_uint8)
 
 log = logging.getLogger(__name__)
 
-# containers a user may upload; anything FFmpeg opens as a single still image is refused
-VIDEO_SUFFIXES = (".mp4", ".m4v", ".webm", ".mkv", ".mov", ".avi", ".gif")
 DEFAULT_FPS = Fraction(25)
 CRF = 18  # x264 quality: visually lossless for smooth heatmaps at a few hundred KB per second of 720p
 PRESET = "veryfast"  # encoding costs a fraction of inference at this preset; slower ones barely shrink it
 RANGE_SAMPLE_FRAME = 4096  # values each frame contributes to the clip-range sample
 RANGE_SAMPLE_CAPACITY = 262_144  # the sample's fixed size (1 MB): a uniform sample of any clip length
+BILATERAL_SAMPLE = 50_000  # values of a network output its robust range is estimated from
 
 Progress = Callable[[int, int, int, int], None]  # (pass number, passes, frames done, frames total)
 
@@ -243,6 +243,7 @@ class FrameReader:
                 index += 1
 
     def _rgb(self, frame: "av.VideoFrame") -> np.ndarray:
+        """A decoded frame -> ``(H, W, 3)`` uint8 RGB at the output size, upright."""
         rotation = int(round((frame.rotation or 0) / 90.0)) * 90
         if self.size is None:
             self.size = output_size(frame.width, frame.height, rotation, self.max_side)
@@ -250,8 +251,7 @@ class FrameReader:
         has_alpha = frame.format.has_palette or any(c.is_alpha for c in frame.format.components)
         if has_alpha:  # GIFs: transparent pixels on white, as the photo pipeline does
             rgba = frame.reformat(width=w, height=h, format="rgba", interpolation="AREA").to_ndarray()
-            a = rgba[:, :, 3:4].astype(np.float32) * (1.0 / 255.0)
-            rgb = (rgba[:, :, :3] * a + 255.0 * (1.0 - a) + 0.5).astype(np.uint8)
+            rgb = on_white(rgba)
         else:
             rgb = frame.reformat(width=w, height=h, format="rgb24", interpolation="AREA").to_ndarray()
         if rotation:  # the display matrix turns the frame counter-clockwise; so does np.rot90
@@ -296,7 +296,7 @@ def bilateral(pred: np.ndarray, diameter: int = 5, sigma_color: float = 0.1,
     ``sigma_color`` is a fraction of the map's robust range (1st-99th percentile), so the setting means
     the same whatever the depth's unknown scale; steps well above it stay sharp."""
     pred = np.ascontiguousarray(pred, dtype=np.float32)
-    lo, hi = np.percentile(pred.ravel()[:: max(1, pred.size // 50_000)], [1.0, 99.0])
+    lo, hi = np.percentile(strided_sample(pred, BILATERAL_SAMPLE), [1.0, 99.0])
     span = float(hi - lo)
     if not span > 0 or not math.isfinite(span):
         return pred
@@ -316,8 +316,9 @@ class RangeSampler:
         self.lo, self.hi = math.inf, -math.inf
 
     def add(self, values: np.ndarray) -> None:
+        """Takes a strided sample of one frame's ``(H, W)`` float32 values (NaN/inf ignored)."""
         flat = values.ravel()
-        sample = flat[:: max(1, flat.size // self.per_frame)]
+        sample = strided_sample(flat, self.per_frame)
         sample = sample[np.isfinite(sample)].astype(np.float32)
         if not sample.size:
             return
@@ -407,9 +408,9 @@ class DepthZip:
         self.writer.writerow(["frame", "time_s", "png", "lo", "hi"])
 
     def write(self, index: int, time_s: float, depth: np.ndarray, lo: float, hi: float) -> None:
-        scale = 65535.0 / (hi - lo) if hi > lo else 0.0
-        u16 = np.clip((depth - lo) * scale + 0.5, 0, 65535).astype(np.uint16)
-        ok, png = cv2.imencode(".png", u16, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+        """Adds frame ``index``'s ``(H, W)`` float32 raw depth as a 16-bit PNG (``lo`` -> 0, ``hi`` ->
+        65535) and its row of ``frames.csv``."""
+        ok, png = cv2.imencode(".png", to_uint16(depth, lo, hi), [cv2.IMWRITE_PNG_COMPRESSION, 1])
         if not ok:
             raise RuntimeError("PNG encoding failed")
         name = f"depth_{index:06d}.png"

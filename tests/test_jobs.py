@@ -3,8 +3,10 @@ bounded queue, cancelling queued and running jobs, failures, time limits, expiry
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator
 
@@ -174,3 +176,33 @@ def test_workers_start_with_the_first_job(tmp_path) -> None:
     m.shutdown()
     with pytest.raises(ValueError):
         JobManager(workers=0)
+
+
+def test_dropped_managers_leave_no_exit_hook_and_exit_still_stops_the_workers(tmp_path) -> None:
+    hooks = []
+    for _ in range(3):  # as create_app does once per test
+        m = JobManager(workers=1, queue_size=1, root=tmp_path)
+        hooks.append((weakref.ref(m), m._finalizer))
+        del m
+    gc.collect()
+    assert all(ref() is None and not hook.alive for ref, hook in hooks)
+
+    def slow(job: Job) -> Dict[str, Any]:
+        for i in range(1000):
+            time.sleep(0.01)
+            job.progress(1, 1, i + 1, 1000)
+        return {}
+
+    m = JobManager(workers=1, queue_size=1, root=tmp_path)
+    job = m.submit(slow, m.new_workdir())
+    wait_for(lambda: job.done > 0)
+    threads = list(m._threads)
+    assert m._finalizer.alive and m._finalizer.atexit  # what the interpreter runs at exit
+    m._finalizer()
+    assert not any(t.is_alive() for t in threads) and job.state == CANCELLED
+    assert list(tmp_path.iterdir()) == []
+    ref = weakref.ref(m)
+    del m
+    gc.collect()
+    assert ref() is None  # stopped workers no longer hold it
+
