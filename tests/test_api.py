@@ -15,7 +15,7 @@ from PIL import Image
 from app.cache import DepthCache
 from app.options import Options
 from app.pipeline import predict
-from conftest import form_data
+from helpers import form_data
 
 
 def post_depth(client, data: bytes, filename: str = "photo.png", headers=None, **fields):

@@ -22,7 +22,7 @@ from plyfile import PlyData
 from pygltflib import GLTF2
 
 from app.exports import read_pfm
-from conftest import SAMPLES, running_server
+from helpers import SAMPLES, running_server
 from test_browser import CHROMEDRIVER, CHROMIUM, photo_size, save_screenshot, upload, wait_settled
 
 from selenium import webdriver  # noqa: E402  (test_browser skips the module first where Chromium is missing)

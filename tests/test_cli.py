@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from app.model import WEIGHTS_FILENAME, file_digest
-from conftest import DEPTHMAP, SAMPLES, reference
+from helpers import DEPTHMAP, SAMPLES, reference
 from test_weights import weights_server  # noqa: F401 - fixture
 
 

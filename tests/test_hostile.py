@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from app.options import Options
-from conftest import form_data
+from helpers import form_data
 
 
 def pil_bytes(im: Image.Image, fmt: str, **kw) -> bytes:

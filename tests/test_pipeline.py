@@ -18,7 +18,7 @@ from app.pipeline import (IMAGENET_MEAN, IMAGENET_STD, ImageError, clahe, colori
                           display, encode_png, enhance, full_depth, infer, log_depth, network_size,
                           normalize, overlay, predict, preprocess, refine_edges, render_views, square_crop,
                           to_uint8, upsample)
-from conftest import SAMPLES, reference
+from helpers import SAMPLES, reference
 
 
 def encode(im: Image.Image, fmt: str, **kw) -> bytes:

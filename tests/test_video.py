@@ -19,7 +19,7 @@ from app.options import Options, VideoOptions
 from app.video import (Ema, FrameReader, Limits, RangeSampler, VideoError, bilateral, output_size, probe,
                        process_video)
 from clips import load_photo, moving_scene, pan, read_video, static_noisy, stream_info, write_clip
-from conftest import SAMPLES
+from helpers import SAMPLES
 
 PLAIN = VideoOptions(ema=False, bilateral=False, norm="frame")
 

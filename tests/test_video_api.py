@@ -16,7 +16,7 @@ import pytest
 
 from app.jobs import JobManager
 from clips import moving_scene, stream_info, write_clip
-from conftest import SAMPLES, form_data
+from helpers import SAMPLES, form_data
 
 
 @pytest.fixture(scope="module")

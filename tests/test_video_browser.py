@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from clips import moving_scene, stream_info, write_clip
-from conftest import SAMPLES, running_server
+from helpers import SAMPLES, running_server
 from test_browser import make_driver, save_screenshot, upload, wait_settled
 
 from selenium.webdriver.common.by import By  # noqa: E402 - after test_browser's skip

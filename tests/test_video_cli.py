@@ -11,7 +11,7 @@ from typing import List, Optional
 import pytest
 
 from clips import moving_scene, stream_info, write_clip
-from conftest import DEPTHMAP
+from helpers import DEPTHMAP
 
 
 def run(args: List[str], cwd: Optional[Path] = None) -> subprocess.CompletedProcess:
