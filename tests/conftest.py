@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Iterator
 
 import pytest
 
-from helpers import FIXTURES, SAMPLES
+from helpers import FIXTURES, SAMPLES, make_driver, running_server
 from synthetic import write_synthetic_weights
 
 
@@ -86,3 +86,21 @@ def app(weights_path: Path):
 def client(app):
     return app.test_client()
 
+
+
+# a real server and a browser (each browser test module skips itself first where Chromium is missing) ----
+
+@pytest.fixture(scope="module")
+def server_url(request, weights_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``depthmap serve`` as a real process on the synthetic weights, one per test module; its URL."""
+    log = tmp_path_factory.mktemp(request.module.__name__) / "server.log"
+    with running_server(weights_path, log) as (url, _):
+        yield url
+
+
+@pytest.fixture(scope="module")
+def driver():
+    """A headless Chromium, one per test module."""
+    d = make_driver()
+    yield d
+    d.quit()
