@@ -3,7 +3,10 @@ Fixtures only: helper functions are in helpers.py."""
 
 from __future__ import annotations
 
+import http.server
 import os
+import shutil
+import threading
 from pathlib import Path
 from typing import Dict, Iterator
 
@@ -86,6 +89,30 @@ def app(weights_path: Path):
 def client(app):
     return app.test_client()
 
+
+@pytest.fixture()
+def weights_server(weights_path: Path, tmp_path: Path) -> Iterator[str]:
+    """A real HTTP server on 127.0.0.1 serving the synthetic weights (and a junk file)."""
+    from app.model import WEIGHTS_FILENAME
+
+    root = tmp_path / "www"
+    root.mkdir()
+    shutil.copy(weights_path, root / WEIGHTS_FILENAME)
+    (root / "junk.pt").write_bytes(b"this is not a checkpoint")
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(root), **kwargs)
+
+        def log_message(self, *args) -> None:  # keep test output clean
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
 
 
 # a real server and a browser (each browser test module skips itself first where Chromium is missing) ----

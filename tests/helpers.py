@@ -9,13 +9,15 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+import zlib
 from pathlib import Path
-from typing import Dict, Iterator, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import pytest
@@ -30,13 +32,41 @@ def reference(name: str, kind: str) -> np.ndarray:
     return np.load(FIXTURES / "reference" / f"{name}.{kind}.npy")
 
 
+# images -----------------------------------------------------------------------------------------------
+
 def photo_size(photo) -> Tuple[int, int]:
     """An image's (width, height), from its bytes, its file or a file object."""
     with Image.open(io.BytesIO(photo) if isinstance(photo, bytes) else photo) as im:
         return im.size
 
 
-# requests through Flask's test client ------------------------------------------------------------------
+def pil_bytes(im: Image.Image, fmt: str, **kw) -> bytes:
+    """A PIL image saved in ``fmt`` (PIL's name: "PNG", "JPEG", ...), as bytes."""
+    buf = io.BytesIO()
+    im.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def chunk(kind: bytes, body: bytes, crc: Optional[int] = None) -> bytes:
+    """A PNG chunk; ``crc`` replaces the right checksum."""
+    crc = zlib.crc32(kind + body) if crc is None else crc
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """An RGB PNG that declares ``width`` x ``height`` but carries (almost) no pixels: a decompression
+    bomb's first bytes."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16))
+            + chunk(b"IEND", b""))
+
+
+def truncated(data: bytes) -> bytes:
+    """The first half of a file (of a video: the index, written last, is cut off)."""
+    return data[: len(data) // 2]
+
+
+# requests through Flask's test client -----------------------------------------------------------------
 
 def form_data(fields: Dict[str, object]) -> Dict[str, object]:
     """Test-client keyword arguments for a multipart body built in memory; ``(bytes, filename)`` values
@@ -55,9 +85,24 @@ def form_data(fields: Dict[str, object]) -> Dict[str, object]:
     return {"data": body, "content_type": f"multipart/form-data; boundary={boundary}"}
 
 
-# a real server ----------------------------------------------------------------------------------------
+def post_depth(client, data: bytes, filename: str = "photo.png", headers=None, **fields):
+    """POST /api/v1/depth with ``data`` as the image and ``fields`` as the options."""
+    return client.post("/api/v1/depth", headers=headers or {},
+                       **form_data({"image": (data, filename), **fields}))
+
+
+# the command line and a real server -------------------------------------------------------------------
 
 DEPTHMAP = Path(sys.executable).parent / "depthmap"
+
+
+def run_cli(args: List[str], env: Optional[Dict[str, str]] = None, cwd: Optional[Path] = None,
+            timeout: float = 300) -> subprocess.CompletedProcess:
+    """``depthmap ARGS`` as a process, without this shell's MIDAS_WEIGHTS and DEPTHMAP_CACHE (``env`` is
+    added); its output as text."""
+    base = {k: v for k, v in os.environ.items() if k not in ("MIDAS_WEIGHTS", "DEPTHMAP_CACHE")}
+    return subprocess.run([str(DEPTHMAP), *args], capture_output=True, text=True, timeout=timeout,
+                          env={**base, **(env or {})}, cwd=cwd)
 
 
 def free_port() -> int:
@@ -103,7 +148,7 @@ def running_server(weights: Path, log_path: Path, *args: str,
                 proc.wait()
 
 
-# the browser tests (Debian's ``chromium`` + ``chromium-driver``, via Selenium) ---------------------------
+# the browser tests (Debian's ``chromium`` + ``chromium-driver``, via Selenium) ------------------------
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
