@@ -1,5 +1,6 @@
-"""Shared fixtures: synthetic weights in the official format, the loaded model, the sample photos, the app.
-Fixtures only: helper functions are in helpers.py."""
+"""Shared fixtures: synthetic weights in the official format, the loaded model, the sample photos, the app,
+local servers (the weights over HTTP, `depthmap serve`) and a browser. Fixtures only: helper functions are
+in helpers.py."""
 
 from __future__ import annotations
 
