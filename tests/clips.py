@@ -41,6 +41,14 @@ def write_clip(path: Path, frames: Iterable[np.ndarray], fps: float = 10, fastst
     return path
 
 
+def zero_frames(data: bytes) -> bytes:
+    """A faststart MP4 (index first) with every frame's bytes zeroed and the index intact."""
+    damaged = bytearray(data)
+    start = damaged.index(b"mdat") + 4
+    damaged[start:] = bytes(len(damaged) - start)
+    return bytes(damaged)
+
+
 def moving_scene(n: int = 12, width: int = 96, height: int = 64) -> Iterator[np.ndarray]:
     """A bright square sliding right over a horizontal gradient."""
     base = np.zeros((height, width, 3), np.uint8)

@@ -1,27 +1,20 @@
-"""Shared fixtures: synthetic weights in the official format, the loaded model, the sample photos."""
+"""Shared fixtures: synthetic weights in the official format, the loaded model, the sample photos, the app,
+local servers (the weights over HTTP, `depthmap serve`) and a browser. Fixtures only: helper functions are
+in helpers.py."""
 
 from __future__ import annotations
 
-import contextlib
-import io
+import http.server
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
+import shutil
+import threading
 from pathlib import Path
-from typing import Dict, Iterator, Optional, Tuple
+from typing import Dict, Iterator
 
-import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from synthetic import write_synthetic_weights  # noqa: E402
-
-FIXTURES = Path(__file__).parent / "fixtures"
-SAMPLES = {p.stem: p for p in sorted((FIXTURES / "samples").iterdir()) if p.suffix in (".png", ".jpg")}
+from helpers import FIXTURES, SAMPLES, make_driver, running_server
+from synthetic import write_synthetic_weights
 
 
 @pytest.fixture(scope="session")
@@ -76,11 +69,6 @@ def samples() -> Dict[str, bytes]:
     return {name: path.read_bytes() for name, path in SAMPLES.items()}
 
 
-def reference(name: str, kind: str) -> np.ndarray:
-    """The official implementation's array for a sample: net_input, net_output or upsampled."""
-    return np.load(FIXTURES / "reference" / f"{name}.{kind}.npy")
-
-
 @pytest.fixture(scope="session")
 def real_weights() -> Path:
     """The official checkpoint, if this machine has it (MIDAS_REAL_WEIGHTS=PATH)."""
@@ -103,66 +91,44 @@ def client(app):
     return app.test_client()
 
 
-# a real server ----------------------------------------------------------------------------------------
+@pytest.fixture()
+def weights_server(weights_path: Path, tmp_path: Path) -> Iterator[str]:
+    """A real HTTP server on 127.0.0.1 serving the synthetic weights (and a junk file)."""
+    from app.model import WEIGHTS_FILENAME
 
-DEPTHMAP = Path(sys.executable).parent / "depthmap"
+    root = tmp_path / "www"
+    root.mkdir()
+    shutil.copy(weights_path, root / WEIGHTS_FILENAME)
+    (root / "junk.pt").write_bytes(b"this is not a checkpoint")
 
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(root), **kwargs)
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        def log_message(self, *args) -> None:  # keep test output clean
+            pass
 
-
-@contextlib.contextmanager
-def running_server(weights: Path, log_path: Path, *args: str,
-                   env: Optional[Dict[str, Optional[str]]] = None) -> Iterator[Tuple[str, subprocess.Popen]]:
-    """``depthmap serve`` as a real process on a free loopback port; yields its URL and process."""
-    port = free_port()
-    base = {k: v for k, v in os.environ.items() if not k.startswith("DEPTHMAP_")}
-    full_env = {**base, "MIDAS_WEIGHTS": str(weights), "DEPTHMAP_TORCH_THREADS": "2", **(env or {})}
-    full_env = {k: v for k, v in full_env.items() if v is not None}  # None: leave the variable unset
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen([str(DEPTHMAP), "serve", "--bind", f"127.0.0.1:{port}", *args],
-                                env=full_env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited with {proc.returncode}:\n{log_path.read_text()}")
-            try:
-                with urllib.request.urlopen(url + "/healthz", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"server did not answer /healthz in 90 s:\n{log_path.read_text()}")
-            time.sleep(0.2)
-        yield url, proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
 
 
-def form_data(fields: Dict[str, object]) -> Dict[str, object]:
-    """Test-client keyword arguments for a multipart body built in memory; ``(bytes, filename)`` values
-    are files, lists give repeated fields. (The test client's own encoder spools bodies over 500 KB to
-    temporary files it never closes.)"""
-    from werkzeug.datastructures import FileStorage, MultiDict
-    from werkzeug.test import encode_multipart
+# a real server and a browser (each browser test module skips itself first where Chromium is missing) ----
 
-    values: MultiDict = MultiDict()
-    for name, value in fields.items():
-        for item in value if isinstance(value, list) else [value]:
-            if isinstance(item, tuple):
-                item = FileStorage(io.BytesIO(item[0]), filename=item[1])
-            values.add(name, item)
-    boundary, body = encode_multipart(values)
-    return {"data": body, "content_type": f"multipart/form-data; boundary={boundary}"}
+@pytest.fixture(scope="module")
+def server_url(request, weights_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``depthmap serve`` as a real process on the synthetic weights, one per test module; its URL."""
+    log = tmp_path_factory.mktemp(request.module.__name__) / "server.log"
+    with running_server(weights_path, log) as (url, _):
+        yield url
+
+
+@pytest.fixture(scope="module")
+def driver():
+    """A headless Chromium, one per test module."""
+    d = make_driver()
+    yield d
+    d.quit()

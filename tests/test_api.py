@@ -5,8 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import re
-import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -15,12 +13,7 @@ from PIL import Image
 from app.cache import DepthCache
 from app.options import Options
 from app.pipeline import predict
-from conftest import form_data
-
-
-def post_depth(client, data: bytes, filename: str = "photo.png", headers=None, **fields):
-    return client.post("/api/v1/depth", headers=headers or {},
-                       **form_data({"image": (data, filename), **fields}))
+from helpers import form_data, photo_size, png_header_only, post_depth, truncated
 
 
 def data_uri_image(uri: str) -> np.ndarray:
@@ -32,20 +25,6 @@ def data_uri_image(uri: str) -> np.ndarray:
 def png_array(data: bytes) -> np.ndarray:
     assert data.startswith(b"\x89PNG")
     return np.asarray(Image.open(io.BytesIO(data)))
-
-
-def photo_size(data: bytes):
-    return Image.open(io.BytesIO(data)).size
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG that declares ``width`` x ``height`` but carries (almost) no pixels: a decompression bomb's
-    first bytes."""
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) \
-        + chunk(b"IEND", b"")
 
 
 def test_depth_answers_views_id_and_timings(client, samples) -> None:
@@ -216,10 +195,6 @@ def test_healthz(client, app) -> None:
 
 
 # errors ----------------------------------------------------------------------------------------------
-
-def truncated(data: bytes) -> bytes:
-    return data[: len(data) // 2]
-
 
 @pytest.mark.parametrize("fields, status, error", [
     ({"colormap": "rainbow"}, 422, "bad_option"),

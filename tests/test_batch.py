@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import form_data
+from helpers import form_data
 
 
 def test_batch_answers_one_result_per_photo_and_one_bad_photo_fails_alone(client, samples) -> None:

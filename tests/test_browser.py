@@ -9,42 +9,17 @@ there instead. With SCREENSHOT_DIR set, the result page is saved there as studio
 from __future__ import annotations
 
 import io
-import os
-import shutil
-import tempfile
-from pathlib import Path
-from typing import Iterator
 from urllib.parse import parse_qs, urlsplit
 
-import pytest
-from PIL import Image
+from helpers import (SAMPLES, make_driver, photo_size, save_screenshot, skip_without_browser, upload,
+                     wait_settled)
 
-from conftest import SAMPLES, running_server
+skip_without_browser()
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-
-if not (Path(CHROMIUM).is_file() and Path(CHROMEDRIVER).is_file()):
-    if os.environ.get("DEPTHMAP_REQUIRE_BROWSER"):
-        raise RuntimeError("DEPTHMAP_REQUIRE_BROWSER is set but chromium/chromedriver are missing")
-    pytest.skip("no Chromium here: apt install chromium chromium-driver to run the browser tests",
-                allow_module_level=True)
-
-from selenium import webdriver  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
-# the page is idle: a result is shown, every shown image has loaded, nothing is in flight
-SETTLED = """
-const figs = [...document.querySelectorAll('#grid figure:not([hidden])')];
-return !document.getElementById('results').hidden && figs.length > 0 &&
-  figs.every(f => { const i = f.querySelector('img');
-                    return i.getAttribute('src') && i.complete && i.naturalWidth > 0 &&
-                           !f.classList.contains('loading'); }) &&
-  !document.getElementById('status').classList.contains('busy');
-"""
 # a hash of a shown image's decoded pixels, read back through a canvas
 PIXELS = """
 const img = document.querySelector(`figure[data-view="${arguments[0]}"] img`);
@@ -62,46 +37,6 @@ return performance.getEntriesByType('resource').filter(e => e.initiatorType === 
 """
 
 
-def make_driver(width: int = 1400, height: int = 1000, phone: bool = False) -> webdriver.Chrome:
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    # these flags keep Chromium from reaching out to Google's services, which this network refuses
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--no-first-run", "--disable-quic", f"--window-size={width},{height}",
-                 f"--user-data-dir={tempfile.mkdtemp(prefix='chromium-')}"):
-        opts.add_argument(flag)
-    if phone:
-        opts.add_experimental_option("mobileEmulation", {
-            "deviceMetrics": {"width": 390, "height": 844, "pixelRatio": 2, "touch": True}})
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # console, for CSP violations
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
-    driver.set_page_load_timeout(60)
-    return driver
-
-
-@pytest.fixture(scope="module")
-def server_url(weights_path: Path, tmp_path_factory) -> Iterator[str]:
-    log = tmp_path_factory.mktemp("browser") / "server.log"
-    with running_server(weights_path, log) as (url, _):
-        yield url
-
-
-@pytest.fixture(scope="module")
-def driver() -> Iterator[webdriver.Chrome]:
-    d = make_driver()
-    yield d
-    d.quit()
-
-
-def wait_settled(driver, timeout: float = 60) -> None:
-    WebDriverWait(driver, timeout).until(lambda d: d.execute_script(SETTLED))
-
-
-def upload(driver, path: Path) -> None:
-    driver.find_element(By.ID, "f-image").send_keys(str(path))
-
-
 def depth_id(driver) -> str:
     return parse_qs(urlsplit(driver.current_url).query)["depth_id"][0]
 
@@ -109,20 +44,6 @@ def depth_id(driver) -> str:
 def shown(driver) -> list:
     return [f.get_attribute("data-view") for f in driver.find_elements(By.CSS_SELECTOR, "#grid figure")
             if f.is_displayed()]
-
-
-def photo_size(path: Path) -> tuple:
-    with Image.open(path) as im:
-        return im.size
-
-
-def save_screenshot(driver, name: str) -> None:
-    out = os.environ.get("SCREENSHOT_DIR")
-    if out:
-        Path(out).mkdir(parents=True, exist_ok=True)
-        # JPEG keeps the README's pictures small; the page itself is what is being shown
-        with Image.open(io.BytesIO(driver.get_screenshot_as_png())) as shot:
-            shot.convert("RGB").save(Path(out) / name, quality=85)
 
 
 def test_upload_shows_the_photo_and_three_views(driver, server_url) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import json
 import zipfile
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np
@@ -22,11 +21,12 @@ from plyfile import PlyData
 from pygltflib import GLTF2
 
 from app.exports import read_pfm
-from conftest import SAMPLES, running_server
-from test_browser import CHROMEDRIVER, CHROMIUM, photo_size, save_screenshot, upload, wait_settled
+from helpers import (SAMPLES, make_driver, photo_size, save_screenshot, skip_without_browser, upload,
+                     wait_settled)
 
-from selenium import webdriver  # noqa: E402  (test_browser skips the module first where Chromium is missing)
-from selenium.webdriver.chrome.service import Service  # noqa: E402
+skip_without_browser()
+
+from selenium import webdriver  # noqa: E402
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
@@ -51,34 +51,10 @@ return {drawn: drawn / n, std: Math.sqrt(sum2 / n - (sum / n) ** 2), hash, w: c.
 """
 
 
-def make_webgl_driver(width: int = 1400, height: int = 1100) -> webdriver.Chrome:
-    """As test_browser.make_driver, but with WebGL: headless Chromium has no GPU here, so it renders
-    WebGL with SwiftShader, which recent Chromium enables only when asked."""
-    import tempfile
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--use-angle=swiftshader",
-                 "--enable-unsafe-swiftshader", "--ignore-gpu-blocklist",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--no-first-run", "--disable-quic", f"--window-size={width},{height}",
-                 f"--user-data-dir={tempfile.mkdtemp(prefix='chromium-')}"):
-        opts.add_argument(flag)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
-    driver.set_page_load_timeout(60)
-    return driver
-
-
-@pytest.fixture(scope="module")
-def server_url(weights_path: Path, tmp_path_factory) -> Iterator[str]:
-    with running_server(weights_path, tmp_path_factory.mktemp("studio") / "server.log") as (url, _):
-        yield url
-
-
 @pytest.fixture(scope="module")
 def driver(server_url) -> Iterator[webdriver.Chrome]:
-    d = make_webgl_driver()
+    """This module's own: with WebGL, taller, and the page already showing a result."""
+    d = make_driver(1400, 1100, webgl=True)
     d.get(server_url + "/")
     upload(d, SAMPLES["chelsea"])
     wait_settled(d)
@@ -110,7 +86,7 @@ def test_legend_shows_near_and_far_and_follows_invert_log_and_clahe(driver) -> N
     assert by_id(driver, "legend").is_displayed()
     plain = wait_legend(driver, lambda s: len(s["ticks"]) == 5)
     assert (plain["left"], plain["right"]) == ("far", "near")
-    save_element(driver, by_id(driver, "results"), "studio-result.jpg")
+    save_screenshot(by_id(driver, "results"), "studio-result.jpg")
     assert "not metres" in plain["note"] and "gradient" in plain["bar"]
     assert [p for _, p in plain["ticks"]] == pytest.approx([0, 25, 50, 75, 100])
     assert plain["ticks"][0][0].startswith("≤") and plain["ticks"][-1][0].startswith("≥")  # 1 % clipped
@@ -183,7 +159,7 @@ def test_compare_slider_by_keyboard_and_drag(driver) -> None:
     WebDriverWait(driver, 30).until(lambda d: "/heatmap.png" in compare_state(d)["after"]
                                     and compare_state(d)["loaded"])
     if section.screenshot_as_png:
-        save_element(driver, section, "studio-compare.jpg")
+        save_screenshot(section, "studio-compare.jpg")
 
 
 def readout(driver) -> str:
@@ -253,20 +229,9 @@ def test_measure_hover_and_calibrate_to_metres(driver, server_url) -> None:
     metric = np.load(io.BytesIO(requests.get(link.get_attribute("href"), timeout=30).content))
     assert metric.shape == full.shape
     np.testing.assert_allclose(metric, 1.0 / (scale * full.astype(np.float64) + shift), rtol=1e-3)
-    save_element(driver, section, "studio-measure.jpg")
+    save_screenshot(section, "studio-measure.jpg")
     by_id(driver, "calib-clear").click()
     by_id(driver, "calib-toggle").click()
-
-
-def save_element(driver, element, name: str) -> None:
-    """Like test_browser.save_screenshot, for one element of the page."""
-    import os
-
-    out = os.environ.get("SCREENSHOT_DIR")
-    if out:
-        Path(out).mkdir(parents=True, exist_ok=True)
-        with Image.open(io.BytesIO(element.screenshot_as_png)) as shot:
-            shot.convert("RGB").save(Path(out) / name, quality=85)
 
 
 def href(driver, name: str) -> str:
@@ -323,7 +288,7 @@ def test_3d_preview_draws_the_mesh_and_turns_with_the_keyboard(driver) -> None:
     canvas.send_keys(Keys.ARROW_LEFT, Keys.ARROW_LEFT, Keys.ARROW_LEFT, Keys.ARROW_LEFT, Keys.ARROW_UP)
     turned = driver.execute_script(CANVAS_STATS)
     assert turned["hash"] != first["hash"] and turned["drawn"] > 0.2
-    save_element(driver, by_id(driver, "viewer"), "studio-3d.jpg")
+    save_screenshot(by_id(driver, "viewer"), "studio-3d.jpg")
     canvas.send_keys("0")  # back to the photo's own viewpoint
     assert driver.execute_script(CANVAS_STATS)["hash"] == first["hash"]
 

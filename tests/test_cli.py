@@ -3,29 +3,18 @@
 from __future__ import annotations
 
 import io
-import os
 import shutil
-import subprocess
 from pathlib import Path
-from typing import Dict, List
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from app.model import WEIGHTS_FILENAME, file_digest
-from conftest import DEPTHMAP, SAMPLES, reference
-from test_weights import weights_server  # noqa: F401 - fixture
+from helpers import DEPTHMAP, SAMPLES, reference, run_cli
 
 
 VIEWS = ("heatmap", "overlay", "gray")
-
-
-def run(args: List[str], env: Dict[str, str] | None = None,
-        timeout: float = 300) -> subprocess.CompletedProcess:
-    base = {k: v for k, v in os.environ.items() if k not in ("MIDAS_WEIGHTS", "DEPTHMAP_CACHE")}
-    return subprocess.run([str(DEPTHMAP), *args], capture_output=True, text=True, timeout=timeout,
-                          env={**base, **(env or {})})
 
 
 def png(path: Path) -> np.ndarray:
@@ -50,8 +39,8 @@ def test_predict_folder_with_bad_files(weights_path, photo_dir, tmp_path) -> Non
     (bad / "notes.jpg").write_text("not an image at all")
     (bad / "empty.png").write_bytes(b"")
     out = tmp_path / "out"
-    proc = run(["predict", str(photo_dir), str(bad / "notes.jpg"), str(bad / "empty.png"),
-                "--weights", str(weights_path), "--out", str(out)])
+    proc = run_cli(["predict", str(photo_dir), str(bad / "notes.jpg"), str(bad / "empty.png"),
+                    "--weights", str(weights_path), "--out", str(out)])
     assert proc.returncode == 1, proc.stderr
     assert "notes.jpg: The file is not an image" in proc.stderr
     assert "empty.png: The file is empty" in proc.stderr
@@ -70,8 +59,8 @@ def test_predict_folder_with_bad_files(weights_path, photo_dir, tmp_path) -> Non
 
 def test_predict_options_reach_the_views(weights_path, tmp_path) -> None:
     out = tmp_path / "out"
-    proc = run(["predict", str(SAMPLES["chelsea"]), "--weights", str(weights_path), "--out", str(out),
-                "--colormap", "gray", "--alpha", "0", "--size", "384", "--clahe", "--log", "--invert"])
+    proc = run_cli(["predict", str(SAMPLES["chelsea"]), "--weights", str(weights_path), "--out", str(out),
+                    "--colormap", "gray", "--alpha", "0", "--size", "384", "--clahe", "--log", "--invert"])
     assert proc.returncode == 0, proc.stderr
     heat, over, gray = (png(out / f"chelsea.{v}.png") for v in VIEWS)
     np.testing.assert_array_equal(heat[:, :, 1], gray)  # gray colormap: every channel is the gray view
@@ -83,8 +72,8 @@ def test_upsampling_and_flip_reach_the_depth(weights_path, tmp_path) -> None:
     for name, args in {"plain": [], "guided": ["--upsample", "guided", "--guided-radius", "1.5"],
                        "flip": ["--flip"]}.items():
         out = tmp_path / name
-        proc = run(["predict", str(SAMPLES["rocket"]), "--weights", str(weights_path), "--out", str(out),
-                    *args])
+        proc = run_cli(["predict", str(SAMPLES["rocket"]), "--weights", str(weights_path), "--out", str(out),
+                        *args])
         assert proc.returncode == 0, proc.stderr
         depths[name] = np.load(out / "rocket.depth.npy")
     assert all(d.shape == depths["plain"].shape and d.dtype == np.float32 for d in depths.values())
@@ -101,24 +90,24 @@ def test_upsampling_and_flip_reach_the_depth(weights_path, tmp_path) -> None:
     (["--size", "300"], "'300' is not one of"),
 ])
 def test_bad_options_exit_2_with_a_message(weights_path, tmp_path, args, needle) -> None:
-    proc = run(["predict", str(SAMPLES["chelsea"]), "--weights", str(weights_path), *args])
+    proc = run_cli(["predict", str(SAMPLES["chelsea"]), "--weights", str(weights_path), *args])
     assert proc.returncode == 2 and needle in proc.stderr, proc.stderr
 
 
 def test_missing_weights_is_one_clear_line(tmp_path) -> None:
-    proc = run(["predict", str(SAMPLES["chelsea"]), "--weights", str(tmp_path / "none.pt"),
-                "--out", str(tmp_path / "out")])
+    proc = run_cli(["predict", str(SAMPLES["chelsea"]), "--weights", str(tmp_path / "none.pt"),
+                    "--out", str(tmp_path / "out")])
     assert proc.returncode == 2
     errors = [line for line in proc.stderr.splitlines() if line.startswith("ERROR")]
     assert len(errors) == 1 and "Weights file not found" in errors[0] and "Traceback" not in proc.stderr
     assert not (tmp_path / "out").exists()
 
 
-def test_first_run_downloads_into_the_cache(weights_server, weights_path, tmp_path) -> None:  # noqa: F811
+def test_first_run_downloads_into_the_cache(weights_server, weights_path, tmp_path) -> None:
     cache = tmp_path / "cache"
     env = {"DEPTHMAP_CACHE": str(cache), "MIDAS_WEIGHTS_URL": f"{weights_server}/{WEIGHTS_FILENAME}",
            "MIDAS_WEIGHTS_DIGEST": "gitblob:" + file_digest(weights_path, "gitblob")}
-    proc = run(["predict", str(SAMPLES["rocket"]), "--out", str(tmp_path / "out")], env=env)
+    proc = run_cli(["predict", str(SAMPLES["rocket"]), "--out", str(tmp_path / "out")], env=env)
     assert proc.returncode == 0, proc.stderr
     assert (cache / WEIGHTS_FILENAME).read_bytes() == weights_path.read_bytes()
     assert (tmp_path / "out" / "rocket.depth.npy").is_file()
@@ -131,7 +120,7 @@ def test_same_stem_twice_does_not_overwrite(weights_path, tmp_path) -> None:
     Image.new("RGB", (64, 32), (200, 0, 0)).save(a / "x.png")
     Image.new("RGB", (32, 64), (0, 200, 0)).save(b / "x.png")
     out = tmp_path / "out"
-    proc = run(["predict", str(a), str(b), "--weights", str(weights_path), "--out", str(out)])
+    proc = run_cli(["predict", str(a), str(b), "--weights", str(weights_path), "--out", str(out)])
     assert proc.returncode == 0, proc.stderr
     assert png(out / "x.overlay.png").shape == (32, 64, 3)
     assert png(out / "x-2.overlay.png").shape == (64, 32, 3)
@@ -139,8 +128,8 @@ def test_same_stem_twice_does_not_overwrite(weights_path, tmp_path) -> None:
 
 def test_engine_option_reaches_the_model(weights_path, tmp_path) -> None:
     out = tmp_path / "out"
-    proc = run(["predict", str(SAMPLES["coffee"]), "--weights", str(weights_path), "--out", str(out),
-                "--engine", "eager"])
+    proc = run_cli(["predict", str(SAMPLES["coffee"]), "--weights", str(weights_path), "--out", str(out),
+                    "--engine", "eager"])
     assert proc.returncode == 0, proc.stderr
     assert "engine eager (fp32)" in proc.stderr
     ref = reference("coffee", "upsampled")
@@ -148,7 +137,7 @@ def test_engine_option_reaches_the_model(weights_path, tmp_path) -> None:
 
 
 def test_unknown_engine_exits_2(weights_path) -> None:
-    proc = run(["predict", str(SAMPLES["chelsea"]), "--weights", str(weights_path), "--engine", "tpu"])
+    proc = run_cli(["predict", str(SAMPLES["chelsea"]), "--weights", str(weights_path), "--engine", "tpu"])
     assert proc.returncode == 2 and "'tpu' is not one of" in proc.stderr
 
 

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
-from eval_upsampling import (Scene, abs_rel, delta1, edge_band, fill_invalid, rmse,  # noqa: E402
-                             upsample_and_refine)
+from eval_upsampling import Scene, abs_rel, delta1, edge_band, fill_invalid, rmse, upsample_and_refine
 
 PRED = np.array([[1.0, 2.0], [3.0, 4.0]], np.float32)
 GT = np.array([[2.0, 2.0], [2.0, 5.0]], np.float32)

@@ -17,7 +17,7 @@ from app import exports
 from app.legend import display_value, legend
 from app.options import Options
 from app.pipeline import enhance
-from conftest import form_data
+from helpers import form_data
 
 
 @pytest.fixture(scope="module")

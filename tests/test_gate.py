@@ -9,7 +9,7 @@ import time
 import pytest
 
 from app.gate import Busy, Gate
-from conftest import form_data
+from helpers import form_data
 
 
 def hold(gate: Gate, release: threading.Event, entered: threading.Event) -> threading.Thread:

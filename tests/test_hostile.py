@@ -1,7 +1,7 @@
 """Hostile and odd inputs through the API: a corpus generated here (nothing large is committed), each with
 the answer a user should get, and property-based tests over options and mutated image bytes: no 5xx, ever.
 
-The same corpus is sent to a real gunicorn server in test_serve.py, which checks the worker survives it.
+The same corpus is sent to a real gunicorn server in test_resilience.py, which checks the worker survives it.
 """
 
 from __future__ import annotations
@@ -19,24 +19,13 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from app.options import Options
-from conftest import form_data
-
-
-def pil_bytes(im: Image.Image, fmt: str, **kw) -> bytes:
-    buf = io.BytesIO()
-    im.save(buf, fmt, **kw)
-    return buf.getvalue()
+from helpers import chunk, pil_bytes, post_depth
 
 
 def gradient(w: int, h: int, mode: str = "RGB") -> Image.Image:
     y, x = np.mgrid[0:h, 0:w]
     rgb = np.stack([x * 255 // max(1, w - 1), y * 255 // max(1, h - 1), (x + y) % 256], -1).astype(np.uint8)
     return Image.fromarray(rgb).convert(mode)
-
-
-def chunk(kind: bytes, body: bytes, crc: Optional[int] = None) -> bytes:
-    crc = zlib.crc32(kind + body) if crc is None else crc
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
 
 
 def raw_png(width: int, height: int, *, level: int = 9, ihdr_crc: Optional[int] = None,
@@ -117,10 +106,6 @@ CORPUS: Dict[str, Case] = {
 }
 
 
-def post(client, data: bytes, filename: str = "upload.jpg", **fields):
-    return client.post("/api/v1/depth", **form_data({"image": (data, filename), **fields}))
-
-
 def png_size(data: bytes) -> Tuple[int, int]:
     assert data.startswith(b"\x89PNG")
     return Image.open(io.BytesIO(data)).size
@@ -129,7 +114,7 @@ def png_size(data: bytes) -> Tuple[int, int]:
 @pytest.mark.parametrize("name", list(CORPUS))
 def test_corpus_gets_the_right_answer(client, name: str) -> None:
     make, status, expected = CORPUS[name]
-    r = post(client, make())
+    r = post_depth(client, make(), "upload.jpg")
     assert r.status_code == status, (name, r.get_json())
     body = r.get_json()
     if status == 200:
@@ -151,7 +136,7 @@ def test_corpus_gets_the_right_answer(client, name: str) -> None:
 def test_filenames_are_never_paths_or_headers(client, samples, filename: str, stem: str, tmp_path,
                                               monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    r = post(client, samples["chelsea"], filename)
+    r = post_depth(client, samples["chelsea"], filename)
     assert r.status_code == 200
     got = client.get(f"/api/v1/depth/{r.get_json()['depth_id']}/heatmap.png?download=1")
     disposition = got.headers["Content-Disposition"]
@@ -163,13 +148,13 @@ def test_filenames_are_never_paths_or_headers(client, samples, filename: str, st
 
 def test_a_header_broken_by_a_raw_newline_in_the_filename_is_a_400(client, samples) -> None:
     # browsers escape it (%0D%0A); a hand-made request that does not breaks its own part header
-    r = post(client, samples["chelsea"], "a\r\nSet-Cookie: x=1.png")
+    r = post_depth(client, samples["chelsea"], "a\r\nSet-Cookie: x=1.png")
     assert r.status_code == 400 and r.get_json()["error"] == "missing_file"
 
 
 def test_security_headers_on_every_answer(client, samples) -> None:
     for r in (client.get("/"), client.get("/healthz"), client.get("/static/studio.js"),
-              post(client, b""), client.get("/nothing")):
+              post_depth(client, b"", "upload.jpg"), client.get("/nothing")):
         csp = r.headers["Content-Security-Policy"]
         assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp and "unsafe" not in csp
         assert r.headers["X-Content-Type-Options"] == "nosniff"
@@ -194,7 +179,7 @@ VALUES = st.one_of(
 def tiny_id(app, samples) -> str:
     """A cached depth of a small photo, so option fuzzing costs renders, not inference."""
     small = pil_bytes(Image.open(io.BytesIO(samples["chelsea"])).convert("RGB").resize((48, 32)), "PNG")
-    r = post(app.test_client(), small)
+    r = post_depth(app.test_client(), small, "upload.jpg")
     assert r.status_code == 200
     return r.get_json()["depth_id"]
 
@@ -235,7 +220,7 @@ def mutated(draw) -> bytes:
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=mutated())
 def test_mutated_images_never_5xx(app, data: bytes) -> None:
-    r = post(app.test_client(), data)
+    r = post_depth(app.test_client(), data, "upload.jpg")
     assert r.status_code in (200, 400, 413, 415), (r.status_code, r.get_json())
     body = r.get_json()
     assert body.get("depth_id") if r.status_code == 200 else body["message"]

@@ -14,7 +14,7 @@ import pytest
 from babel.messages.mofile import read_mo
 from babel.messages.pofile import read_po
 
-from conftest import form_data
+from helpers import form_data
 
 ROOT = Path(__file__).resolve().parents[1]
 PO = ROOT / "app/translations/zh_Hans/LC_MESSAGES/messages.po"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from app.measure import CalibrationError, calibrate, fit, metric
-from conftest import form_data
+from helpers import form_data
 
 
 def test_fit_recovers_scale_and_shift_exactly_from_two_points() -> None:

@@ -17,7 +17,7 @@ from app.model import (DEFAULT_ENGINE, ENGINES, FAST_EXTRA, DepthModel, EngineEr
                        configure_threads, cpu_flags, engine_problem, file_digest, fold_batchnorm,
                        load_network, native_bf16)
 from app.network import MidasSmall
-from conftest import SAMPLES, reference
+from helpers import SAMPLES, reference
 from synthetic import load_manifest, synthetic_state_dict
 
 SHARED_SYNTHETIC = Path(__file__).parents[2] / "shared/models/midas_small_synthetic.pt"

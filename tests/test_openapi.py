@@ -14,7 +14,7 @@ from schemathesis.specs.openapi.checks import (content_type_conformance, respons
                                                status_code_conformance)
 
 from app.options import Options
-from conftest import form_data
+from helpers import form_data
 
 
 @pytest.fixture(scope="module")

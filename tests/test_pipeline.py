@@ -6,7 +6,6 @@ import io
 import struct
 import tracemalloc
 import warnings
-import zlib
 
 import cv2
 import numpy as np
@@ -18,13 +17,7 @@ from app.pipeline import (IMAGENET_MEAN, IMAGENET_STD, ImageError, clahe, colori
                           display, encode_png, enhance, full_depth, infer, log_depth, network_size,
                           normalize, overlay, predict, preprocess, refine_edges, render_views, square_crop,
                           to_uint8, upsample)
-from conftest import SAMPLES, reference
-
-
-def encode(im: Image.Image, fmt: str, **kw) -> bytes:
-    buf = io.BytesIO()
-    im.save(buf, fmt, **kw)
-    return buf.getvalue()
+from helpers import SAMPLES, pil_bytes, png_header_only, reference
 
 
 def gradient(w: int = 64, h: int = 48) -> Image.Image:
@@ -38,7 +31,7 @@ def gradient(w: int = 64, h: int = 48) -> Image.Image:
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF"])
 def test_decode_formats(fmt: str) -> None:
     src = gradient()
-    rgb = decode(encode(src, fmt))
+    rgb = decode(pil_bytes(src, fmt))
     assert rgb.shape == (48, 64, 3) and rgb.dtype == np.uint8
     tol = {"PNG": 0, "BMP": 0, "TIFF": 0}.get(fmt, 40)  # lossy or palettised formats
     assert np.abs(rgb.astype(int) - np.asarray(src)).mean() <= max(tol, 0.01) + (8 if tol else 0)
@@ -46,7 +39,7 @@ def test_decode_formats(fmt: str) -> None:
 
 def test_animated_gif_gives_first_frame() -> None:
     frames = [Image.new("RGB", (20, 10), c) for c in ((255, 0, 0), (0, 0, 255))]
-    data = encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100)
+    data = pil_bytes(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100)
     rgb = decode(data)
     assert tuple(rgb[5, 10]) == (255, 0, 0)
 
@@ -56,13 +49,13 @@ def test_exif_orientation_is_applied() -> None:
     im.paste((255, 255, 255), (0, 0, 10, 10))  # white square at the top-left
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 CW to display"
-    rgb = decode(encode(im, "JPEG", exif=exif, quality=95))
+    rgb = decode(pil_bytes(im, "JPEG", exif=exif, quality=95))
     assert rgb.shape == (40, 20, 3)
     assert rgb[2:8, 12:18].mean() > 200 and rgb[2:8, 2:8].mean() < 50  # now at the top-right
 
 
 def test_corrupt_exif_is_ignored_not_fatal() -> None:
-    data = encode(gradient(), "JPEG")
+    data = pil_bytes(gradient(), "JPEG")
     # an APP1 "Exif" segment full of garbage right after SOI
     payload = b"Exif\0\0" + b"MM\0\x2a\0\0\0\x08\xff\xff" + b"\x00" * 20
     bad = data[:2] + b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload + data[2:]
@@ -88,12 +81,12 @@ def _mode_image(mode: str) -> Image.Image:
 def test_any_mode_becomes_rgb_uint8(mode: str, fmt: str) -> None:
     im = _mode_image(mode)
     kw = {"transparency": 0} if mode == "P+transparency" else {}
-    rgb = decode(encode(im, fmt, **kw))
+    rgb = decode(pil_bytes(im, fmt, **kw))
     assert rgb.shape == (4, 3, 3) and rgb.dtype == np.uint8
 
 
 def test_sixteen_bit_is_scaled_not_clipped() -> None:
-    rgb = decode(encode(_mode_image("I;16"), "PNG"))
+    rgb = decode(pil_bytes(_mode_image("I;16"), "PNG"))
     assert list(rgb[0, :, 0]) == [0, 128, 255]
 
 
@@ -110,20 +103,12 @@ def test_sixteen_bit_rgb_png() -> None:
 def test_transparent_pixels_become_white() -> None:
     im = Image.new("RGBA", (2, 1), (0, 0, 0, 0))
     im.putpixel((1, 0), (10, 20, 30, 255))
-    rgb = decode(encode(im, "PNG"))
+    rgb = decode(pil_bytes(im, "PNG"))
     assert rgb[0, 0].tolist() == [255, 255, 255] and rgb[0, 1].tolist() == [10, 20, 30]
 
 
-def _png_declaring(width: int, height: int) -> bytes:
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16))
-            + chunk(b"IEND", b""))
-
-
-PNG = encode(gradient(), "PNG")
-JPEG = encode(gradient(), "JPEG")
+PNG = pil_bytes(gradient(), "PNG")
+JPEG = pil_bytes(gradient(), "JPEG")
 
 
 @pytest.mark.parametrize("data,code", [
@@ -135,8 +120,8 @@ JPEG = encode(gradient(), "JPEG")
     (b"<svg xmlns='http://www.w3.org/2000/svg' width='10' height='10'/>", "not_image"),
     (PNG[: len(PNG) // 2], "corrupt"),
     (JPEG[: len(JPEG) // 2], "corrupt"),
-    (_png_declaring(50_000, 50_000), "too_large"),
-    (_png_declaring(7000, 7000), "too_large"),
+    (png_header_only(50_000, 50_000), "too_large"),
+    (png_header_only(7000, 7000), "too_large"),
 ], ids=["empty", "text", "html", "pdf", "zip", "svg", "truncated-png", "truncated-jpeg",
         "bomb-50000", "over-limit"])
 def test_bad_files_are_clear_errors(data: bytes, code: str) -> None:
@@ -148,7 +133,7 @@ def test_bad_files_are_clear_errors(data: bytes, code: str) -> None:
 def test_large_photo_is_downscaled_to_working_size() -> None:
     big = gradient(1000, 500)
     for fmt in ("PNG", "JPEG"):  # JPEG takes the draft (DCT-scaling) path
-        rgb = decode(encode(big, fmt), max_side=256)
+        rgb = decode(pil_bytes(big, fmt), max_side=256)
         assert rgb.shape == (128, 256, 3)
 
 

@@ -7,7 +7,6 @@ import io
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -16,11 +15,9 @@ import pytest
 import requests
 from PIL import Image
 
-from conftest import DEPTHMAP, running_server
+from helpers import DEPTHMAP, running_server
+from load_test import drive
 from test_hostile import CORPUS
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
-from load_test import drive  # noqa: E402
 
 
 @pytest.fixture(scope="module")

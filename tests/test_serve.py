@@ -11,7 +11,7 @@ import pytest
 import requests
 from PIL import Image
 
-from conftest import running_server
+from helpers import running_server
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +84,7 @@ def test_missing_weights_stop_serve_with_one_clear_line(tmp_path) -> None:
     import os
     import subprocess
 
-    from conftest import DEPTHMAP
+    from helpers import DEPTHMAP
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DEPTHMAP_", "MIDAS_"))}
     proc = subprocess.run([str(DEPTHMAP), "serve", "--weights", str(tmp_path / "absent.pt")],

@@ -18,8 +18,9 @@ from PIL import Image
 from app.options import Options, VideoOptions
 from app.video import (Ema, FrameReader, Limits, RangeSampler, VideoError, bilateral, output_size, probe,
                        process_video)
-from clips import load_photo, moving_scene, pan, read_video, static_noisy, stream_info, write_clip
-from conftest import SAMPLES
+from clips import (load_photo, moving_scene, pan, read_video, static_noisy, stream_info, write_clip,
+                   zero_frames)
+from helpers import SAMPLES
 
 PLAIN = VideoOptions(ema=False, bilateral=False, norm="frame")
 
@@ -300,11 +301,8 @@ def test_truncated_clip_gives_the_frames_before_the_cut(model, tmp_path) -> None
 
 def test_damaged_frames_fail_clearly(model, tmp_path) -> None:
     src = write_clip(tmp_path / "fast.mp4", moving_scene(6, 96, 64), faststart=True)
-    data = bytearray(src.read_bytes())
-    start = data.index(b"mdat") + 4
-    data[start:] = bytes(len(data) - start)  # every frame's bytes zeroed; the index intact
     bad = tmp_path / "zeroed.mp4"
-    bad.write_bytes(bytes(data))
+    bad.write_bytes(zero_frames(src.read_bytes()))  # every frame's bytes zeroed; the index intact
     with pytest.raises(VideoError) as err:
         process_video(bad, tmp_path / "out.mp4", model, vopts=PLAIN)
     assert err.value.code == "corrupt"

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from app.jobs import JobManager
-from clips import moving_scene, stream_info, write_clip
-from conftest import SAMPLES, form_data
+from clips import moving_scene, stream_info, write_clip, zero_frames
+from helpers import SAMPLES, form_data, truncated
 
 
 @pytest.fixture(scope="module")
@@ -183,10 +183,7 @@ def test_result_before_done_is_409(vapp, vclient, clip, monkeypatch) -> None:
 
 def test_damaged_video_fails_the_job_clearly(vclient, tmp_path) -> None:
     src = write_clip(tmp_path / "fast.mp4", moving_scene(4, 96, 64), faststart=True)
-    data = bytearray(src.read_bytes())
-    start = data.index(b"mdat") + 4
-    data[start:] = bytes(len(data) - start)
-    job = post_video(vclient, bytes(data)).get_json()
+    job = post_video(vclient, zero_frames(src.read_bytes())).get_json()
     done = wait_state(vclient, job["id"])
     assert done["state"] == "failed" and done["error"]["error"] == "corrupt"
     r = vclient.get(f"/api/v1/jobs/{job['id']}/result")
@@ -222,10 +219,6 @@ def refused(vapp, video_dir) -> Iterator[None]:
     assert job_dirs(video_dir) == before
 
 
-def _truncated(clip: bytes) -> bytes:
-    return clip[: len(clip) // 2]  # the index (written last) is cut off
-
-
 @pytest.mark.parametrize("fields,status,code", [
     ({"video": (b"", "empty.mp4")}, 400, "empty"),
     ({"video": (b"hello, this is text" * 10, "notes.mp4")}, 415, "not_video"),
@@ -240,7 +233,7 @@ def _truncated(clip: bytes) -> bytes:
     ({"video": "long"}, 413, "too_long"),
 ])
 def test_upload_errors(vclient, clip, tmp_path, refused, fields, status, code) -> None:
-    made = {"clip": (clip, "scene.mp4"), "truncated": (_truncated(clip), "cut.mp4"),
+    made = {"clip": (clip, "scene.mp4"), "truncated": (truncated(clip), "cut.mp4"),
             "long": (write_clip(tmp_path / "long.mp4", moving_scene(101, 64, 48)).read_bytes(), "l.mp4")}
     values = {}
     for name, value in fields.items():

@@ -7,17 +7,15 @@ from __future__ import annotations
 
 import io
 import zipfile
-from pathlib import Path
-from typing import Iterator
 
-import pytest
 import requests
 
 from clips import moving_scene, stream_info, write_clip
-from conftest import SAMPLES, running_server
-from test_browser import make_driver, save_screenshot, upload, wait_settled
+from helpers import SAMPLES, save_screenshot, skip_without_browser, upload, wait_settled
 
-from selenium.webdriver.common.by import By  # noqa: E402 - after test_browser's skip
+skip_without_browser()
+
+from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 # what the status line and the progress bar showed, in order (a MutationObserver records every change)
@@ -46,20 +44,6 @@ JOB_URLS = """
 return performance.getEntriesByType('resource').map(e => new URL(e.name).pathname)
   .filter(p => p.startsWith('/api/v1/jobs/'));
 """
-
-
-@pytest.fixture(scope="module")
-def server_url(weights_path: Path, tmp_path_factory) -> Iterator[str]:
-    log = tmp_path_factory.mktemp("video-browser") / "server.log"
-    with running_server(weights_path, log) as (url, _):
-        yield url
-
-
-@pytest.fixture(scope="module")
-def driver():
-    d = make_driver()
-    yield d
-    d.quit()
 
 
 def status(driver) -> str:

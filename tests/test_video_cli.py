@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 import zipfile
-from pathlib import Path
-from typing import List, Optional
 
 import pytest
 
 from clips import moving_scene, stream_info, write_clip
-from conftest import DEPTHMAP
-
-
-def run(args: List[str], cwd: Optional[Path] = None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("MIDAS_WEIGHTS", "DEPTHMAP_CACHE")}
-    return subprocess.run([str(DEPTHMAP), *args], capture_output=True, text=True, timeout=300, env=env,
-                          cwd=cwd)
+from helpers import run_cli
 
 
 @pytest.fixture(scope="module")
@@ -27,9 +17,9 @@ def clip(tmp_path_factory):
 
 def test_video_with_options_and_zip(weights_path, clip, tmp_path) -> None:
     out = tmp_path / "out" / "walk.mp4"
-    proc = run(["video", str(clip), "--out", str(out), "--weights", str(weights_path), "--view", "side",
-                "--colormap", "turbo", "--no-ema", "--ema-alpha", "0.5", "--no-bilateral", "--norm", "frame",
-                "--stride", "2", "--depth-zip"])
+    proc = run_cli(["video", str(clip), "--out", str(out), "--weights", str(weights_path), "--view", "side",
+                    "--colormap", "turbo", "--no-ema", "--ema-alpha", "0.5", "--no-bilateral", "--norm",
+                    "frame", "--stride", "2", "--depth-zip"])
     assert proc.returncode == 0, proc.stderr
     info = stream_info(out)
     assert (info["codec"], info["width"], info["height"], info["frames"]) == ("h264", 192, 64, 4)
@@ -39,7 +29,7 @@ def test_video_with_options_and_zip(weights_path, clip, tmp_path) -> None:
 
 
 def test_video_defaults_name_the_output_after_the_input(weights_path, clip, tmp_path) -> None:
-    proc = run(["video", str(clip), "--weights", str(weights_path)], cwd=tmp_path)
+    proc = run_cli(["video", str(clip), "--weights", str(weights_path)], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert stream_info(tmp_path / "walk.depth.mp4")["frames"] == 8
     assert sorted(p.name for p in tmp_path.iterdir()) == ["walk.depth.mp4"]  # no zip, spool or part
@@ -52,7 +42,7 @@ def test_video_defaults_name_the_output_after_the_input(weights_path, clip, tmp_
 def test_bad_video_exits_1_with_one_line(weights_path, tmp_path, content, needle) -> None:
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(content)
-    proc = run(["video", str(bad), "--weights", str(weights_path), "--out", str(tmp_path / "o.mp4")])
+    proc = run_cli(["video", str(bad), "--weights", str(weights_path), "--out", str(tmp_path / "o.mp4")])
     assert proc.returncode == 1 and needle in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "o.mp4").exists()
 
@@ -64,5 +54,5 @@ def test_bad_video_exits_1_with_one_line(weights_path, tmp_path, content, needle
     (["--ema-alpha", "0"], "ema-alpha: must be between"),
 ])
 def test_bad_video_options_exit_2(weights_path, clip, args, needle) -> None:
-    proc = run(["video", str(clip), "--weights", str(weights_path), *args])
+    proc = run_cli(["video", str(clip), "--weights", str(weights_path), *args])
     assert proc.returncode == 2 and needle in proc.stderr, proc.stderr

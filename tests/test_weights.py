@@ -2,48 +2,18 @@
 
 from __future__ import annotations
 
-import http.server
 import shutil
 import subprocess
-import threading
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from app.model import WEIGHTS_FILENAME, WeightsError, download_weights, file_digest, resolve_weights
-
-
-@pytest.fixture()
-def weights_server(weights_path: Path, tmp_path: Path) -> Iterator[str]:
-    """A real HTTP server on 127.0.0.1 serving the synthetic weights (and a junk file)."""
-    root = tmp_path / "www"
-    root.mkdir()
-    shutil.copy(weights_path, root / WEIGHTS_FILENAME)
-    (root / "junk.pt").write_bytes(b"this is not a checkpoint")
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, directory=str(root), **kwargs)
-
-        def log_message(self, *args) -> None:  # keep test output clean
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+from helpers import free_port
 
 
 def closed_port_url() -> str:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}/{WEIGHTS_FILENAME}"
+    return f"http://127.0.0.1:{free_port()}/{WEIGHTS_FILENAME}"
 
 
 def leftovers(folder: Path) -> list:

@@ -1,0 +1,224 @@
+"""Helper functions and constants for the tests; the fixtures are in conftest.py. pytest puts this folder
+on ``sys.path`` through the ``pythonpath`` setting in pyproject.toml, so tests import it as ``helpers``."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import zlib
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Tuple
+
+import numpy as np
+import pytest
+from PIL import Image
+
+FIXTURES = Path(__file__).parent / "fixtures"
+SAMPLES = {p.stem: p for p in sorted((FIXTURES / "samples").iterdir()) if p.suffix in (".png", ".jpg")}
+
+
+def reference(name: str, kind: str) -> np.ndarray:
+    """The official implementation's array for a sample: net_input, net_output or upsampled."""
+    return np.load(FIXTURES / "reference" / f"{name}.{kind}.npy")
+
+
+# images -----------------------------------------------------------------------------------------------
+
+def photo_size(photo) -> Tuple[int, int]:
+    """An image's (width, height), from its bytes, its file or a file object."""
+    with Image.open(io.BytesIO(photo) if isinstance(photo, bytes) else photo) as im:
+        return im.size
+
+
+def pil_bytes(im: Image.Image, fmt: str, **kw) -> bytes:
+    """A PIL image saved in ``fmt`` (PIL's name: "PNG", "JPEG", ...), as bytes."""
+    buf = io.BytesIO()
+    im.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def chunk(kind: bytes, body: bytes, crc: Optional[int] = None) -> bytes:
+    """A PNG chunk; ``crc`` replaces the right checksum."""
+    crc = zlib.crc32(kind + body) if crc is None else crc
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """An RGB PNG that declares ``width`` x ``height`` but carries (almost) no pixels: a decompression
+    bomb's first bytes."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16))
+            + chunk(b"IEND", b""))
+
+
+def truncated(data: bytes) -> bytes:
+    """The first half of a file (of a video: the index, written last, is cut off)."""
+    return data[: len(data) // 2]
+
+
+# requests through Flask's test client -----------------------------------------------------------------
+
+def form_data(fields: Dict[str, object]) -> Dict[str, object]:
+    """Test-client keyword arguments for a multipart body built in memory; ``(bytes, filename)`` values
+    are files, lists give repeated fields. (The test client's own encoder spools bodies over 500 KB to
+    temporary files it never closes.)"""
+    from werkzeug.datastructures import FileStorage, MultiDict
+    from werkzeug.test import encode_multipart
+
+    values: MultiDict = MultiDict()
+    for name, value in fields.items():
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, tuple):
+                item = FileStorage(io.BytesIO(item[0]), filename=item[1])
+            values.add(name, item)
+    boundary, body = encode_multipart(values)
+    return {"data": body, "content_type": f"multipart/form-data; boundary={boundary}"}
+
+
+def post_depth(client, data: bytes, filename: str = "photo.png", headers=None, **fields):
+    """POST /api/v1/depth with ``data`` as the image and ``fields`` as the options."""
+    return client.post("/api/v1/depth", headers=headers or {},
+                       **form_data({"image": (data, filename), **fields}))
+
+
+# the command line and a real server -------------------------------------------------------------------
+
+DEPTHMAP = Path(sys.executable).parent / "depthmap"
+
+
+def run_cli(args: List[str], env: Optional[Dict[str, str]] = None, cwd: Optional[Path] = None,
+            timeout: float = 300) -> subprocess.CompletedProcess:
+    """``depthmap ARGS`` as a process, without this shell's MIDAS_WEIGHTS and DEPTHMAP_CACHE (``env`` is
+    added); its output as text."""
+    base = {k: v for k, v in os.environ.items() if k not in ("MIDAS_WEIGHTS", "DEPTHMAP_CACHE")}
+    return subprocess.run([str(DEPTHMAP), *args], capture_output=True, text=True, timeout=timeout,
+                          env={**base, **(env or {})}, cwd=cwd)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_server(weights: Path, log_path: Path, *args: str,
+                   env: Optional[Dict[str, Optional[str]]] = None) -> Iterator[Tuple[str, subprocess.Popen]]:
+    """``depthmap serve`` as a real process on a free loopback port; yields its URL and process."""
+    port = free_port()
+    base = {k: v for k, v in os.environ.items() if not k.startswith("DEPTHMAP_")}
+    full_env = {**base, "MIDAS_WEIGHTS": str(weights), "DEPTHMAP_TORCH_THREADS": "2", **(env or {})}
+    full_env = {k: v for k, v in full_env.items() if v is not None}  # None: leave the variable unset
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([str(DEPTHMAP), "serve", "--bind", f"127.0.0.1:{port}", *args],
+                                env=full_env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"server exited with {proc.returncode}:\n{log_path.read_text()}")
+            try:
+                with urllib.request.urlopen(url + "/healthz", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"server did not answer /healthz in 90 s:\n{log_path.read_text()}")
+            time.sleep(0.2)
+        yield url, proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+# the browser tests (Debian's ``chromium`` + ``chromium-driver``, via Selenium) ------------------------
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+
+# the page is idle: a result is shown, every shown image has loaded, nothing is in flight
+SETTLED = """
+const figs = [...document.querySelectorAll('#grid figure:not([hidden])')];
+return !document.getElementById('results').hidden && figs.length > 0 &&
+  figs.every(f => { const i = f.querySelector('img');
+                    return i.getAttribute('src') && i.complete && i.naturalWidth > 0 &&
+                           !f.classList.contains('loading'); }) &&
+  !document.getElementById('status').classList.contains('busy');
+"""
+
+
+def skip_without_browser() -> None:
+    """Called first thing in a browser test module: skips the module, visibly, where Chromium is not
+    installed; fails instead where DEPTHMAP_REQUIRE_BROWSER is set (CI)."""
+    if not (Path(CHROMIUM).is_file() and Path(CHROMEDRIVER).is_file()):
+        if os.environ.get("DEPTHMAP_REQUIRE_BROWSER"):
+            raise RuntimeError("DEPTHMAP_REQUIRE_BROWSER is set but chromium/chromedriver are missing")
+        pytest.skip("no Chromium here: apt install chromium chromium-driver to run the browser tests",
+                    allow_module_level=True)
+
+
+def make_driver(width: int = 1400, height: int = 1000, phone: bool = False, webgl: bool = False):
+    """A headless Chromium. ``phone``: a phone's screen and touch; ``webgl``: headless Chromium has no
+    GPU here, so it renders WebGL with SwiftShader, which recent Chromium enables only when asked."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    gpu = (("--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--ignore-gpu-blocklist") if webgl
+           else ("--disable-gpu",))
+    # these flags keep Chromium from reaching out to Google's services, which this network refuses
+    for flag in ("--headless=new", "--no-sandbox", *gpu, "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--no-first-run", "--disable-quic", f"--window-size={width},{height}",
+                 f"--user-data-dir={tempfile.mkdtemp(prefix='chromium-')}"):
+        opts.add_argument(flag)
+    if phone:
+        opts.add_experimental_option("mobileEmulation", {
+            "deviceMetrics": {"width": 390, "height": 844, "pixelRatio": 2, "touch": True}})
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # console, for CSP violations
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    driver.set_page_load_timeout(60)
+    return driver
+
+
+def wait_settled(driver, timeout: float = 60) -> None:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, timeout).until(lambda d: d.execute_script(SETTLED))
+
+
+def upload(driver, path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.find_element(By.ID, "f-image").send_keys(str(path))
+
+
+def save_screenshot(shown, name: str) -> None:
+    """With SCREENSHOT_DIR set, saves a screenshot there: of the window (``shown`` a driver) or of one
+    element of the page. JPEG keeps the README's pictures small; the page itself is what is being shown."""
+    from selenium.webdriver.remote.webelement import WebElement
+
+    out = os.environ.get("SCREENSHOT_DIR")
+    if out:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        png = shown.screenshot_as_png if isinstance(shown, WebElement) else shown.get_screenshot_as_png()
+        with Image.open(io.BytesIO(png)) as shot:
+            shot.convert("RGB").save(Path(out) / name, quality=85)
