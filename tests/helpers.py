@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import shutil
 import signal
 import socket
@@ -222,3 +223,10 @@ def save_screenshot(shown, name: str) -> None:
         png = shown.screenshot_as_png if isinstance(shown, WebElement) else shown.get_screenshot_as_png()
         with Image.open(io.BytesIO(png)) as shot:
             shot.convert("RGB").save(Path(out) / name, quality=85)
+
+
+def marked(path: Path, name: str) -> str:
+    """The text between ``<!-- name:start -->`` and ``<!-- name:end -->`` in ``path``."""
+    match = re.search(rf"<!-- {name}:start -->\n(.*?)<!-- {name}:end -->", path.read_text(), re.S)
+    assert match, f"{path} has no {name} markers"
+    return match.group(1)

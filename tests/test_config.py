@@ -7,17 +7,11 @@ import re
 from pathlib import Path
 
 import pytest
+from helpers import marked
 
 from app import config
 
 ROOT = Path(__file__).parents[1]
-
-
-def marked(path: Path, name: str) -> str:
-    """The text between ``<!-- name:start -->`` and ``<!-- name:end -->`` in ``path``."""
-    match = re.search(rf"<!-- {name}:start -->\n(.*?)<!-- {name}:end -->", path.read_text(), re.S)
-    assert match, f"{path} has no {name} markers"
-    return match.group(1)
 
 
 def test_docs_table_is_the_generated_one() -> None:

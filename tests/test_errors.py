@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-from test_config import marked
+from helpers import marked
 
 from app.web.errors import ERRORS, ApiError, markdown_table
 
