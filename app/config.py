@@ -59,6 +59,11 @@ SETTINGS: Tuple[Setting, ...] = (
          "`onnxruntime` or `openvino` (same as `--engine`; see [Engines](engines-and-speed.md#engines))"),
     _app("TORCH_THREADS", None, int, "inference threads per process, for every engine (same as "
          "`predict --threads`)", "all cores the process may use (`serve`: cores ÷ workers)"),
+    # shared state: results and video jobs, for every worker and host
+    _app("DATA_DIR", None, str, "where results and video jobs shared by this host's workers are kept",
+         "a private folder in the system's temporary folder"),
+    _app("REDIS_URL", None, str, "`redis://` or `rediss://` URL (with password): results and the job queue "
+         "in Redis, shared by every host", "unset (the embedded store)"),
     # requests and their limits
     _app("MAX_CONTENT_LENGTH", 20 * MB, int, "largest request body the server reads; larger ones get 413"),
     _app("MAX_PIXELS", 40_000_000, int, "largest image, from its header, before decoding (413 above)"),
