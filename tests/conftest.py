@@ -13,7 +13,7 @@ from typing import Dict, Iterator
 
 import pytest
 
-from helpers import FIXTURES, SAMPLES, make_driver, running_server
+from helpers import FIXTURES, REDIS_SERVER, SAMPLES, RedisServer, make_driver, running_server
 from synthetic import write_synthetic_weights
 
 
@@ -79,11 +79,13 @@ def real_weights() -> Path:
 
 
 @pytest.fixture(scope="session")
-def app(weights_path: Path):
-    """The application as ``create_app`` builds it, on the synthetic weights."""
+def app(weights_path: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The application as ``create_app`` builds it, on the synthetic weights, its results in a folder of
+    its own."""
     from app import create_app
 
-    return create_app({"TESTING": True, "MIDAS_WEIGHTS": str(weights_path), "TORCH_THREADS": 2})
+    return create_app({"TESTING": True, "MIDAS_WEIGHTS": str(weights_path), "TORCH_THREADS": 2,
+                       "DATA_DIR": str(tmp_path_factory.mktemp("data"))})
 
 
 @pytest.fixture()
@@ -132,3 +134,48 @@ def driver():
     d = make_driver()
     yield d
     d.quit()
+
+
+# the result store: the embedded one and a real Redis ------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """Debian's ``redis-server`` on a free loopback port with a password, for the session; a test that
+    stops it starts it again (``redis_server.start()``)."""
+    if not Path(REDIS_SERVER).is_file():
+        pytest.fail("redis-server is missing: apt install redis-server (.ci/run does)")
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def redis_url(redis_server: RedisServer) -> Iterator[str]:
+    """The URL of the session's Redis, running and emptied for this test."""
+    import redis
+
+    if redis_server.proc is None:
+        redis_server.start()
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    client.close()
+    yield redis_server.url
+
+
+@pytest.fixture()
+def file_store(tmp_path: Path):
+    """An empty embedded result store in a temp folder."""
+    from app.store import FileStore
+
+    return FileStore(tmp_path / "data", max_bytes=10**9, ttl_s=3600)
+
+
+@pytest.fixture(params=["files", "redis"])
+def result_store(request, tmp_path: Path):
+    """A result store of each backend, empty: the embedded files in a temp folder, and a real Redis."""
+    from app.store import FileStore, RedisStore
+
+    if request.param == "files":
+        return FileStore(tmp_path / "data", max_bytes=10**9, ttl_s=3600)
+    return RedisStore(request.getfixturevalue("redis_url"), ttl_s=3600)

@@ -115,10 +115,13 @@ def free_port() -> int:
 @contextlib.contextmanager
 def running_server(weights: Path, log_path: Path, *args: str,
                    env: Optional[Dict[str, Optional[str]]] = None) -> Iterator[Tuple[str, subprocess.Popen]]:
-    """``depthmap serve`` as a real process on a free loopback port; yields its URL and process."""
+    """``depthmap serve`` as a real process on a free loopback port; yields its URL and process. Its
+    results go to a folder beside ``log_path`` unless ``env`` names a DEPTHMAP_DATA_DIR (or Redis)."""
     port = free_port()
     base = {k: v for k, v in os.environ.items() if not k.startswith("DEPTHMAP_")}
-    full_env = {**base, "MIDAS_WEIGHTS": str(weights), "DEPTHMAP_TORCH_THREADS": "2", **(env or {})}
+    # results in a folder of this server's own (beside its log) unless the test shares one
+    full_env = {**base, "MIDAS_WEIGHTS": str(weights), "DEPTHMAP_TORCH_THREADS": "2",
+                "DEPTHMAP_DATA_DIR": str(log_path.parent / "data"), **(env or {})}
     full_env = {k: v for k, v in full_env.items() if v is not None}  # None: leave the variable unset
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([str(DEPTHMAP), "serve", "--bind", f"127.0.0.1:{port}", *args],
@@ -147,6 +150,49 @@ def running_server(weights: Path, log_path: Path, *args: str,
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+# a real Redis (Debian's ``redis-server``) -----------------------------------------------------------
+
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+
+
+class RedisServer:
+    """``redis-server`` on a free loopback port with a password, its files in ``folder``; ``stop`` and
+    ``start`` again keep the port (and, through the dump file, the data)."""
+
+    password = "test-password"
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.proc: Optional[subprocess.Popen] = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),
+             "--requirepass", self.password, "--save", "", "--appendonly", "no",
+             "--maxmemory", "512mb", "--maxmemory-policy", "volatile-lru"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"redis-server did not start (exit {self.proc.poll()})")
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(20)
+        self.proc = None
 
 
 # the browser tests (Debian's ``chromium`` + ``chromium-driver``, via Selenium) ------------------------

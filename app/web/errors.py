@@ -19,6 +19,7 @@ from ..gate import Busy
 from ..measure import CalibrationError
 from ..options import OptionError
 from ..pipeline import ImageError
+from ..store import StoreUnavailable
 from ..video import VideoError
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,9 @@ ERRORS: Mapping[str, Code] = {
     "busy": Code((503,), "photos: every inference slot is busy and the queue is full; videos: "
                          "`VIDEO_WORKERS` jobs are running and `VIDEO_QUEUE` more are waiting. `Retry-After` "
                          "says when to try again"),
+    "store_unavailable": Code((503,), "the shared result store (the data folder, or Redis) is down, full or "
+                                      "cannot be written; `Retry-After` says when to try again, and the "
+                                      "server recovers by itself once the store is back"),
     "error": Code((), "any other HTTP error (its status says which)"),
 }
 # the code of an HTTP error that Werkzeug or Flask raised on their own
@@ -104,6 +108,8 @@ def as_api_error(exc: Exception) -> ApiError:
         return ApiError("bad_calibration", f"Calibration: {exc}.")
     if isinstance(exc, Busy):
         return ApiError("busy", exc.message, retry_after=exc.retry_after)
+    if isinstance(exc, StoreUnavailable):
+        return ApiError("store_unavailable", exc.message, retry_after=exc.retry_after)
     assert isinstance(exc, HTTPException)
     status = exc.code or 500
     if status == 413:
@@ -118,7 +124,7 @@ def as_api_error(exc: Exception) -> ApiError:
 
 # what the one handler answers; a view raises any of these and the user gets its 4xx or 5xx
 HANDLED: Tuple[Type[Exception], ...] = (HTTPException, ImageError, VideoError, OptionError, CalibrationError,
-                                         Busy)
+                                         Busy, StoreUnavailable)
 
 
 def wants_json() -> bool:
@@ -129,14 +135,16 @@ def wants_json() -> bool:
 
 
 def log_error(err: ApiError) -> None:
-    if err.code >= 500 and err.error != "busy":
+    if err.error == "store_unavailable":
+        log.error("%s %s -> 503 %s", request.method, request.path, err.message)
+    elif err.code >= 500 and err.error != "busy":
         log.error("%s %s -> %d", request.method, request.path, err.code)
     elif err.error == "busy":
         log.warning("%s %s -> 503 busy (retry after %s s)", request.method, request.path, err.retry_after)
 
 
 def finish(response: Response, err: ApiError) -> Response:
-    """``response`` with the error's status and, for ``busy``, its Retry-After."""
+    """``response`` with the error's status and, for ``busy`` and ``store_unavailable``, its Retry-After."""
     response.status_code = err.code
     if err.retry_after:
         response.headers["Retry-After"] = str(err.retry_after)
