@@ -297,25 +297,34 @@ class FileStore(ResultStore):
                 return self._read_meta(f)["version"]
         except FileNotFoundError:
             return None
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, struct.error) as exc:
             log.warning("unreadable result %s: %s", key, exc)
             return None
 
     def _load(self, key: str) -> Optional[Tuple[str, Entry]]:
         try:
             with open(self._path(key), "rb") as f:
-                meta = self._read_meta(f)
+                head = f.read(len(MAGIC) + 8)
                 body = memoryview(f.read())
         except FileNotFoundError:
             return None
         except OSError as exc:
             raise os_problem(exc, "the result could not be read.") from None
-        parts: Dict[str, memoryview] = {}
-        at = 0
-        for name, size in meta["parts"]:
-            parts[name] = body[at:at + size]
-            at += size
-        return meta["version"], decode_entry(meta, parts["data"].tobytes(), parts)
+        try:  # a damaged entry is absent, never an error of the request
+            if head[:len(MAGIC)] != MAGIC:
+                raise ValueError("not a result file")
+            (size,) = struct.unpack("<Q", head[len(MAGIC):])
+            meta = json.loads(body[:size].tobytes())
+            parts: Dict[str, memoryview] = {}
+            at = size
+            for name, length in meta["parts"]:
+                parts[name] = body[at:at + length]
+                at += length
+            return meta["version"], decode_entry(meta, parts["data"].tobytes(), parts)
+        except (KeyError, TypeError, ValueError, struct.error) as exc:
+            log.warning("unreadable result %s, deleted: %s", key, exc)
+            self._path(key).unlink(missing_ok=True)
+            return None
 
     def _store(self, entry: Entry, version: str) -> None:
         if entry.nbytes > self.max_bytes:  # larger than the whole budget: not kept (as an LRU would)
@@ -422,8 +431,9 @@ class RedisStore(ResultStore):
         import redis  # only where Redis is configured
 
         super().__init__(ttl_s)
+        self.url = url
         self._errors = (redis.RedisError, OSError)
-        self._oom = redis.exceptions.ResponseError
+        self._oom = redis.exceptions.ResponseError  # OutOfMemoryError, or the pipeline's ExecAbortError
         self.client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=30,
                                            health_check_interval=10, retry_on_timeout=False)
 
@@ -431,7 +441,7 @@ class RedisStore(ResultStore):
         try:
             return fn(*args)
         except self._oom as exc:
-            if "OOM" not in str(exc):
+            if "OOM" not in str(exc) and "maxmemory" not in str(exc):
                 raise
             raise StoreUnavailable("The result store (Redis) is full; "
                                    f"{what} Please try again in a moment.") from None
@@ -457,9 +467,14 @@ class RedisStore(ResultStore):
         values = self._call("the result could not be read.", self.client.hmget, self._key(key), fields)
         if any(v is None for v in values):
             return None
-        meta = json.loads(values[0])
-        return meta["version"], decode_entry(meta, values[1], {n: memoryview(v) for n, v in
-                                                               zip(ARRAYS, values[2:], strict=True)})
+        try:
+            meta = json.loads(values[0])
+            return meta["version"], decode_entry(meta, values[1], {n: memoryview(v) for n, v in
+                                                                   zip(ARRAYS, values[2:], strict=True)})
+        except (KeyError, TypeError, ValueError) as exc:
+            log.warning("unreadable result %s, deleted: %s", key, exc)
+            self._call("the result could not be deleted.", self.client.delete, self._key(key))
+            return None
 
     def _store(self, entry: Entry, version: str) -> None:
         mapping = {"meta": json.dumps(encode_meta(entry, version)), "data": entry.data,
@@ -491,7 +506,8 @@ class RedisStore(ResultStore):
         return self._call("its figures could not be read.", read)
 
 
-def open_store(redis_url: Optional[str], data_dir: Optional[str], max_bytes: int, ttl_s: float) -> ResultStore:
+def open_store(redis_url: Optional[str], data_dir: Optional[str], max_bytes: int,
+               ttl_s: float) -> ResultStore:
     """Redis when ``redis_url`` is set, else the files under ``data_dir`` (or ``default_data_dir()``)."""
     if redis_url:
         if not redis_url.startswith(("redis://", "rediss://", "unix://")):

@@ -103,7 +103,8 @@ def test_render_from_cache_changes_the_image_not_the_depth(client, app, samples)
     assert body["timings_ms"]["infer"] == 0.0 and body["options"]["colormap"] == "viridis"
 
 
-def test_render_with_a_new_size_reinfers_and_gives_a_new_id(client, app, samples, monkeypatch, tmp_path) -> None:
+def test_render_with_a_new_size_reinfers_and_gives_a_new_id(client, app, samples, monkeypatch,
+                                                             tmp_path) -> None:
     monkeypatch.setattr(app.extensions["depth_service"], "store", FileStore(tmp_path, 10**9, 3600))  # empty
     first = post_depth(client, samples["rocket"], views="none").get_json()
     r = client.post("/api/v1/render", json={"depth_id": first["depth_id"], "size": 384, "views": "gray"})
