@@ -14,7 +14,14 @@ import requests
 
 from helpers import SAMPLES, run_cli, running_server
 
-POINTS = {"points": [{"u": 0.25, "v": 0.5, "metres": 2.0}, {"u": 0.75, "v": 0.5, "metres": 5.0}]}
+
+
+def points(depth: np.ndarray) -> Dict[str, object]:
+    """Two calibration points, the nearer (larger relative inverse depth) at 2 m, the other at 5 m."""
+    h, w = depth.shape
+    left, right = depth[h // 2, w // 4], depth[h // 2, 3 * w // 4]
+    return {"points": [{"u": 0.25, "v": 0.5, "metres": 2.0 if left > right else 5.0},
+                       {"u": 0.75, "v": 0.5, "metres": 5.0 if left > right else 2.0}]}
 
 
 def upload(url: str, name: str) -> str:
@@ -58,7 +65,9 @@ def follow_ups(url: str, i: str, j: str) -> Dict[str, Tuple[int, object]]:
                  {"depth_id": j, "upsample": "guided", "guided_radius": 2, "views": "gray"},
                  {"depth_id": i, "size": 384, "views": "heatmap"}):
         out[f"render {body}"] = answer(requests.post(url + "/api/v1/render", json=body, timeout=120))
-    out["calibrate"] = answer(requests.post(f"{url}/api/v1/depth/{i}/calibrate", json=POINTS, timeout=60))
+    depth = np.load(io.BytesIO(requests.get(f"{url}/api/v1/depth/{i}.npy", timeout=60).content))
+    out["calibrate"] = answer(requests.post(f"{url}/api/v1/depth/{i}/calibrate", json=points(depth),
+                                            timeout=60))
     page = requests.post(url + "/", data={"depth_id": i, "colormap": "jet"}, timeout=120)
     out["page re-render"] = (page.status_code, "not_cached" not in page.text)
     return out
