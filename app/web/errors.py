@@ -42,7 +42,8 @@ ERRORS: Mapping[str, Code] = {
     "corrupt": Code((400,), "a damaged image (truncated JPEG or PNG, bad checksum); a video whose structure "
                             "cannot be read (an MP4 cut before its index)"),
     "missing_depth_id": Code((400,), "a render (or a batch zip) without `depth_id`"),
-    "not_cached": Code((404,), "the result left the cache: upload again"),
+    "not_cached": Code((404,), "the result is no longer kept (expired, pushed out or deleted): upload "
+                               "again"),
     "not_found": Code((404,), "an unknown URL, view or language; a video job's zip that was not asked for"),
     "no_job": Code((404,), "an unknown video job, or one that expired"),
     "method_not_allowed": Code((405,), "wrong method"),
