@@ -25,6 +25,7 @@ import hmac
 import io
 import json
 import logging
+import mmap
 import os
 import secrets
 import stat
@@ -35,7 +36,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -89,10 +90,19 @@ def depth_id(secret: bytes, data: bytes, depth_opts: Mapping[str, Any]) -> str:
 
 # the entry format: JSON metadata and .npy arrays, never pickle ------------------------------------------
 
+def npy_parts(arr: np.ndarray) -> Tuple[bytes, np.ndarray]:
+    """The ``.npy`` header of ``arr`` and the C-ordered array whose raw bytes follow it: written one
+    after the other they are the ``.npy`` file, without a copy of the array into a buffer first."""
+    arr = np.ascontiguousarray(arr)
+    head = io.BytesIO()
+    np.lib.format.write_array_header_1_0(head, np.lib.format.header_data_from_array_1_0(arr))
+    return head.getvalue(), arr
+
+
 def npy_bytes(arr: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, arr, allow_pickle=False)
-    return buf.getvalue()
+    """``arr`` as one ``.npy`` file in memory (one copy)."""
+    head, body = npy_parts(arr)
+    return b"".join((head, memoryview(body).cast("B")))
 
 
 def npy_array(buf: memoryview) -> np.ndarray:
@@ -302,23 +312,28 @@ class FileStore(ResultStore):
             return None
 
     def _load(self, key: str) -> Optional[Tuple[str, Entry]]:
+        """The entry, its arrays mapped from the file rather than read: no copy, and on /dev/shm the same
+        memory pages as the file. Safe because a result file is never changed in place, only replaced
+        or deleted, and a mapping keeps its pages even then."""
         try:
             with open(self._path(key), "rb") as f:
-                head = f.read(len(MAGIC) + 8)
-                body = memoryview(f.read())
+                buf = memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
         except FileNotFoundError:
             return None
+        except ValueError:  # an empty file
+            buf = memoryview(b"")
         except OSError as exc:
             raise os_problem(exc, "the result could not be read.") from None
         try:  # a damaged entry is absent, never an error of the request
-            if head[:len(MAGIC)] != MAGIC:
+            start = len(MAGIC) + 8
+            if buf[:len(MAGIC)] != MAGIC:
                 raise ValueError("not a result file")
-            (size,) = struct.unpack("<Q", head[len(MAGIC):])
-            meta = json.loads(body[:size].tobytes())
+            (size,) = struct.unpack("<Q", buf[len(MAGIC):start])
+            meta = json.loads(buf[start:start + size].tobytes())
             parts: Dict[str, memoryview] = {}
-            at = size
+            at = start + size
             for name, length in meta["parts"]:
-                parts[name] = body[at:at + length]
+                parts[name] = buf[at:at + length]
                 at += length
             return meta["version"], decode_entry(meta, parts["data"].tobytes(), parts)
         except (KeyError, TypeError, ValueError, struct.error) as exc:
@@ -331,15 +346,19 @@ class FileStore(ResultStore):
             log.warning("result %s (%d bytes) is larger than DEPTHMAP_CACHE_BYTES: not kept", entry.id,
                         entry.nbytes)
             return
-        blobs = [("data", entry.data)] + [(name, npy_bytes(getattr(entry, name))) for name in ARRAYS]
-        meta = json.dumps({**encode_meta(entry, version),
-                           "parts": [(name, len(blob)) for name, blob in blobs]}).encode()
+        blobs: List[Tuple[str, List[Any]]] = [("data", [entry.data])]
+        for name in ARRAYS:
+            head, body = npy_parts(getattr(entry, name))
+            blobs.append((name, [head, body]))
+        meta = json.dumps({**encode_meta(entry, version), "parts": [
+            (name, sum(memoryview(p).nbytes for p in pieces)) for name, pieces in blobs]}).encode()
         tmp = self.root / f".{entry.id}.{version}.tmp"
         try:
             with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
                 f.write(MAGIC + struct.pack("<Q", len(meta)) + meta)
-                for _, blob in blobs:
-                    f.write(blob)
+                for _, pieces in blobs:
+                    for piece in pieces:
+                        f.write(piece)  # an array's own buffer: no copy
             os.replace(tmp, self._path(entry.id))
         except OSError as exc:
             tmp.unlink(missing_ok=True)
