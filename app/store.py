@@ -353,16 +353,25 @@ class FileStore(ResultStore):
         meta = json.dumps({**encode_meta(entry, version), "parts": [
             (name, sum(memoryview(p).nbytes for p in pieces)) for name, pieces in blobs]}).encode()
         tmp = self.root / f".{entry.id}.{version}.tmp"
-        try:
-            with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
-                f.write(MAGIC + struct.pack("<Q", len(meta)) + meta)
-                for _, pieces in blobs:
-                    for piece in pieces:
-                        f.write(piece)  # an array's own buffer: no copy
-            os.replace(tmp, self._path(entry.id))
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise os_problem(exc, "the new result could not be kept.") from None
+        for attempt in (1, 2):
+            try:
+                with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
+                    f.write(MAGIC + struct.pack("<Q", len(meta)) + meta)
+                    for _, pieces in blobs:
+                        for piece in pieces:
+                            f.write(piece)  # an array's own buffer: no copy
+                os.replace(tmp, self._path(entry.id))
+                break
+            except FileNotFoundError:
+                if attempt == 2:
+                    raise os_problem(FileNotFoundError(errno.ENOENT, "the folder is gone"),
+                                     "the new result could not be kept.") from None
+                # the folder was removed under the server (a cleaner of /tmp or /dev/shm): made again
+                private_dir(self.root.parent)
+                self.root.mkdir(mode=0o700, exist_ok=True)
+            except OSError as exc:
+                tmp.unlink(missing_ok=True)
+                raise os_problem(exc, "the new result could not be kept.") from None
         self._clean()
 
     def _clean(self) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import stat
 import threading
 import time
@@ -212,3 +213,13 @@ def test_open_store_picks_the_backend(tmp_path: Path, redis_url) -> None:
     assert isinstance(open_store(redis_url, None, 10**6, 60), RedisStore)
     with pytest.raises(StoreUnavailable, match="redis://"):
         open_store("http://example.org", None, 10**6, 60)
+
+
+def test_a_store_folder_removed_under_the_server_is_made_again(tmp_path: Path) -> None:
+    store = FileStore(tmp_path / "data", 10**9, 3600)
+    store.put(entry("a" * 32))
+    shutil.rmtree(tmp_path / "data")  # what a cleaner of /tmp or /dev/shm does
+    assert store.get("a" * 32) is None
+    store.put(entry("b" * 32))
+    assert twin(store).get("b" * 32) is not None
+    assert stat.S_IMODE((tmp_path / "data").stat().st_mode) == 0o700
