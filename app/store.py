@@ -33,6 +33,7 @@ import struct
 import tempfile
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,7 +133,7 @@ def decode_entry(meta: Mapping[str, Any], data: bytes, arrays: Mapping[str, memo
 
 # the shared interface, with the in-process front ---------------------------------------------------------
 
-class ResultStore:
+class ResultStore(ABC):
     """The results of every worker: ``get``, ``put`` and ``delete`` by id, each the same on any worker.
     A subclass stores and reads whole entries; this class keeps the last ``LOCAL_ENTRIES`` read or
     written in memory, checked against the store's version of the entry on every read."""
@@ -145,25 +146,29 @@ class ResultStore:
         self._lock = threading.Lock()
         self._secret: Optional[bytes] = None
 
-    # what a subclass provides
+    @abstractmethod
     def _version(self, key: str) -> Optional[str]:
         """The stored entry's version (and a touch: it was used now), None if absent or expired."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _load(self, key: str) -> Optional[Tuple[str, Entry]]:
-        raise NotImplementedError
+        """The stored entry and its version, None if absent (or damaged: then it is deleted)."""
 
+    @abstractmethod
     def _store(self, entry: Entry, version: str) -> None:
-        raise NotImplementedError
+        """Keeps ``entry`` as ``version``, replacing any entry of the same id."""
 
+    @abstractmethod
     def _delete(self, key: str) -> bool:
-        raise NotImplementedError
+        """Deletes the entry; False if there was none."""
 
+    @abstractmethod
     def _shared_secret(self) -> bytes:
-        raise NotImplementedError
+        """The deployment's random key, made by the first worker that asks."""
 
+    @abstractmethod
     def stats(self) -> Dict[str, Any]:
-        raise NotImplementedError
+        """The store's figures for /healthz."""
 
     # the interface
     def secret(self) -> bytes:
