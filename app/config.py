@@ -55,8 +55,9 @@ SETTINGS: Tuple[Setting, ...] = (
     _other("MIDAS_WEIGHTS_URL", None, str, "download source of the weights (a mirror)", "official release"),
     _other("MIDAS_WEIGHTS_DIGEST", None, str, "expected digest of the download (`sha256:HEX` or "
            "`gitblob:HEX`)", "the official file's git blob id"),
-    _app("ENGINE", "torchscript", str, "how the network runs: `torchscript`, `eager`, `bf16`, "
-         "`onnxruntime` or `openvino` (same as `--engine`; see [Engines](engines-and-speed.md#engines))"),
+    _app("ENGINE", "auto", str, "how the network runs: `auto` (the fastest exact engine installed), "
+         "`torchscript`, `eager`, `bf16`, `onnxruntime`, `openvino` or `openvino-fp32` (same as `--engine`; "
+         "see [Engines](engines-and-speed.md#engines))"),
     _app("TORCH_THREADS", None, int, "inference threads per process, for every engine (same as "
          "`predict --threads`)", "all cores the process may use (`serve`: cores ÷ workers)"),
     # shared state: results and video jobs, for every worker and host

@@ -42,7 +42,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
@@ -52,8 +52,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from app.cache import DepthCache  # noqa: E402
-from app.model import (DepthModel, EngineError, _openvino, cpu_flags, engine_problem,  # noqa: E402
-                       export_onnx, load_network, resolve_weights)
+from app.model import (AUTO_ORDER, ENGINES, EXACT_ENGINES, DepthModel, EngineError, cpu_flags,  # noqa: E402
+                       engine_problem, resolve_engine, resolve_weights)
 from app.options import COLORMAPS, Options  # noqa: E402
 from app.pipeline import VIEWS, colorize, display, encode_png  # noqa: E402
 from app.service import DepthService  # noqa: E402
@@ -110,22 +110,31 @@ def machine() -> str:
 
 # 1. forward pass -------------------------------------------------------------------------------------
 
-def load_engines(weights: Path, threads: Optional[int]) -> Dict[str, Callable[[np.ndarray], np.ndarray]]:
+def load_engines(weights: Path, threads: Optional[int],
+                 onnx_cache: Path) -> Dict[str, Callable[[np.ndarray], np.ndarray]]:
     engines: Dict[str, Callable[[np.ndarray], np.ndarray]] = {}
-    for engine in ("eager", "torchscript", "bf16", "onnxruntime", "openvino"):
+    for engine in ("eager",) + tuple(e for e in ENGINES if e != "eager"):
         problem = engine_problem(engine)
         if problem:
             print(f"# {engine}: skipped. {problem}")
             continue
         t = time.perf_counter()
-        model = DepthModel.load(weights, threads=threads, engine=engine, warm_up=False)
+        model = DepthModel.load(weights, threads=threads, engine=engine, warm_up=False, onnx_cache=onnx_cache)
         name = f"{engine} ({model.precision})" if engine == "openvino" else engine
         engines[name] = model
         print(f"# {name}: loaded and compiled in {time.perf_counter() - t:.1f} s")
-    if "openvino (bf16)" in engines:  # OpenVINO forced to f32 as well: what its bf16 gains
-        runner, _ = _openvino(export_onnx(load_network(weights)), engines["eager"].threads, "f32")
-        engines["openvino (fp32)"] = lambda x, run=runner: run(x)[0]
     return engines
+
+
+def load_times(weights: Path, threads: Optional[int], onnx_cache: Path) -> Dict[str, float]:
+    """Seconds to load and compile the default engine in-process, without and then with the cached ONNX
+    export (the torch engines have no export: both figures are the same thing)."""
+    out = {}
+    for label in ("no cached export", "cached export"):
+        t = time.perf_counter()
+        DepthModel.load(weights, threads=threads, engine="auto", warm_up=False, onnx_cache=onnx_cache)
+        out[label] = time.perf_counter() - t
+    return out
 
 
 def paired_ratio(times: Dict[str, List[float]], name: str, base: str) -> Optional[float]:
@@ -161,6 +170,12 @@ def forward_table(engines: Dict[str, Callable], sizes: Sequence[int], rounds: in
             results[size][name] = (stats(ts), vs_eager, vs_ov)
             ov = f"{vs_ov:10.2f}x" if vs_ov is not None else f"{'-':>11}"
             print(f"{size:>5} {name:18s} {fmt(stats(ts))} {vs_eager:8.2f}x {ov}")
+        exact = {n: results[size][n][1] for n in results[size] if n in EXACT_ENGINES}
+        fastest = min(exact, key=exact.__getitem__)
+        chosen = resolve_engine("auto")
+        slower = "" if fastest == chosen else f" (the default is {exact[chosen] / exact[fastest]:.2f}x it)"
+        print(f"{size:>5} default: auto -> {chosen}, {exact[chosen]:.2f}x eager; fastest exact engine "
+              f"measured: {fastest}, {exact[fastest]:.2f}x{slower}")
     return results
 
 
@@ -268,8 +283,23 @@ def peak_rss_mb(pid: int) -> Tuple[float, float]:
     return get("VmRSS"), get("VmHWM")
 
 
-def serve_run(weights: Path, workers: int, engine: str, samples: Dict[str, bytes],
-              requests_n: int) -> Dict[str, float]:
+def call(method: str, url: str, **kwargs: object) -> Any:
+    """One request; a 503 (the server's queue is full) is retried after its Retry-After, for at most
+    two minutes."""
+    import requests
+
+    deadline = time.monotonic() + 120
+    while True:
+        r = requests.request(method, url, timeout=300, **kwargs)
+        if r.status_code != 503 or time.monotonic() > deadline:
+            r.raise_for_status()
+            return r
+        time.sleep(float(r.headers.get("Retry-After") or 1))
+
+
+def start_server(weights: Path, workers: int, engine: str, log, cache: Optional[Path] = None):
+    """``depthmap serve`` on a free port; returns the process, its URL and the seconds to the first
+    answer of ``/healthz``."""
     import requests
 
     with socket.socket() as s:
@@ -277,32 +307,61 @@ def serve_run(weights: Path, workers: int, engine: str, samples: Dict[str, bytes
         port = s.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if not k.startswith("DEPTHMAP_")}
     env.update(MIDAS_WEIGHTS=str(weights), DEPTHMAP_ACCESS_LOG="/dev/null", DEPTHMAP_ENGINE=engine)
+    if cache is not None:
+        env["DEPTHMAP_CACHE"] = str(cache)
     url = f"http://127.0.0.1:{port}"
-    with tempfile.TemporaryFile() as log:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen([str(Path(sys.executable).parent / "depthmap"), "serve", "--bind",
-                                 f"127.0.0.1:{port}", "--workers", str(workers)],
-                                env=env, stdout=log, stderr=subprocess.STDOUT)
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "depthmap"), "serve", "--bind",
+                             f"127.0.0.1:{port}", "--workers", str(workers)],
+                            env=env, stdout=log, stderr=subprocess.STDOUT)
+    while True:
         try:
-            while True:
-                try:
-                    if requests.get(url + "/healthz", timeout=1).ok:
-                        break
-                except requests.RequestException:
-                    pass
-                if proc.poll() is not None or time.perf_counter() - t0 > 180:
-                    log.seek(0)
-                    sys.exit(f"server did not start:\n{log.read().decode()}")
-                time.sleep(0.05)
-            ready = time.perf_counter() - t0
+            if requests.get(url + "/healthz", timeout=1).ok:
+                return proc, url, time.perf_counter() - t0
+        except requests.RequestException:
+            pass
+        if proc.poll() is not None or time.perf_counter() - t0 > 180:
+            log.seek(0)
+            proc.kill()
+            sys.exit(f"server did not start:\n{log.read().decode()}")
+        time.sleep(0.05)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(60)
+
+
+def startup_table(weights: Path) -> Dict[str, float]:
+    """``depthmap serve`` (1 worker, default engine) to its first /healthz answer, in a new cache
+    folder (the ONNX export is made and saved) and again in the same one (read back)."""
+    import requests
+
+    print("\n## 4a. Startup of depthmap serve, 1 worker, engine auto, to the first /healthz answer")
+    out = {}
+    with tempfile.TemporaryDirectory() as cache, tempfile.TemporaryFile() as log:
+        for label in ("no cached export", "cached export"):
+            proc, url, ready = start_server(weights, 1, "auto", log, Path(cache))
+            engine = requests.get(url + "/healthz", timeout=10).json()["engine"]
+            stop(proc)
+            out[label] = ready
+            print(f"{label:18s} {ready:6.1f} s (engine {engine})")
+    return out
+
+
+def serve_run(weights: Path, workers: int, engine: str, samples: Dict[str, bytes],
+              requests_n: int, cache: Path) -> Dict[str, float]:
+    with tempfile.TemporaryFile() as log:
+        proc, url, ready = start_server(weights, workers, engine, log, cache)
+        t0 = time.perf_counter() - ready
+        try:
             while True:  # every worker loaded and warmed up, not just the one that answered
                 log.seek(0)
                 if log.read().decode().count("warm-up: ") >= workers:
                     break
                 time.sleep(0.05)
             base = max(peak_rss_mb(pid)[0] for pid in worker_pids(proc.pid))
-            r = requests.post(url + "/api/v1/depth", files={"image": ("p", samples["coffee"])}, timeout=300)
-            r.raise_for_status()
+            call("POST", url + "/api/v1/depth", files={"image": ("p", samples["coffee"])})
             first = time.perf_counter() - t0
 
             done, lock = [0], threading.Lock()
@@ -313,8 +372,8 @@ def serve_run(weights: Path, workers: int, engine: str, samples: Dict[str, bytes
                         if done[0] >= requests_n:
                             return
                         done[0] += 1
-                    requests.post(url + "/api/v1/depth", timeout=300, files={
-                        "image": ("p", samples["coffee"] + os.urandom(8))}).raise_for_status()
+                    call("POST", url + "/api/v1/depth",
+                         files={"image": ("p", samples["coffee"] + os.urandom(8))})
 
             t = time.perf_counter()
             clients = [threading.Thread(target=client) for _ in range(4)]
@@ -328,24 +387,21 @@ def serve_run(weights: Path, workers: int, engine: str, samples: Dict[str, bytes
             out = {"ready": ready, "first": first, "rate": rate, "base": base}
             if workers == 1:  # a re-render may reach another worker, which answers 404
                 # what the page asks for a 12 MP photo: inference only, then the four previews
-                depth_id = requests.post(url + "/api/v1/depth", files={"image": ("p", big)},
-                                         data={"views": "none"}, timeout=300).json()["depth_id"]
+                depth_id = call("POST", url + "/api/v1/depth", files={"image": ("p", big)},
+                                data={"views": "none"}).json()["depth_id"]
                 for view in ("photo",) + VIEWS:
-                    requests.get(f"{url}/api/v1/depth/{depth_id}/{view}.png", params={"max_side": 1600},
-                                 timeout=300).raise_for_status()
+                    call("GET", f"{url}/api/v1/depth/{depth_id}/{view}.png", params={"max_side": 1600})
                 out["page"] = max(peak_rss_mb(pid) for pid in worker_pids(proc.pid))
             # the heaviest single request: 12 MP, all three views at full size, base64 in JSON
             for _ in range(workers):  # gunicorn may hand it to either worker
-                requests.post(url + "/api/v1/depth", files={"image": ("p", big + os.urandom(8))},
-                              timeout=300).raise_for_status()
+                call("POST", url + "/api/v1/depth", files={"image": ("p", big + os.urandom(8))})
             out["api"] = max(peak_rss_mb(pid) for pid in worker_pids(proc.pid))
             return out
         finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(60)
+            stop(proc)
 
 
-def serve_table(weights: Path, engine: str, samples: Dict[str, bytes], requests_n: int) -> None:
+def serve_table(weights: Path, engine: str, samples: Dict[str, bytes], requests_n: int, cache: Path) -> None:
     print(f"\n## 4. depthmap serve, engine {engine}: {requests_n} POST /api/v1/depth of coffee.png (3 views, "
           "JSON) from 4 client threads; then RSS / peak RSS of the worker (the larger of two) after a 12 MP "
           "photo the way the page asks for it (inference, four previews), and after 12 MP API requests "
@@ -354,7 +410,7 @@ def serve_table(weights: Path, engine: str, samples: Dict[str, bytes], requests_
           f"{'RSS at start':>13} {'RSS, page flow':>16} {'RSS, full-size API':>19}")
     rates = {}
     for workers in (1, 2):
-        r = serve_run(weights, workers, engine, samples, requests_n)
+        r = serve_run(weights, workers, engine, samples, requests_n, cache)
         rates[workers] = r["rate"]
         page = f"{r['page'][0]:.0f} / {r['page'][1]:.0f} MB" if "page" in r else "-"
         print(f"{workers:>7} {r['ready']:>16.1f} s {r['first']:>14.1f} s {r['rate']:>11.2f} "
@@ -390,27 +446,38 @@ def main() -> None:
                                               Path(tmp) / "synthetic.pt")
             kind = "synthetic weights (same network, same speed)"
         print(f"# {machine()}\n# {kind}\n# before: {contention()}")
-        engines = load_engines(weights, args.threads)
+        onnx_cache = Path(tmp) / "cache" / "onnx"  # what DEPTHMAP_CACHE=tmp/cache gives the servers
+        engines = load_engines(weights, args.threads, onnx_cache)
+        chosen = resolve_engine("auto")
+        print(f"# default engine: auto -> {chosen} (the first of {', '.join(AUTO_ORDER)} installed)")
         forward = {}
         for size in args.sizes:
             forward.update(forward_table(engines, [size], rounds.get(size, 8)))
+        fresh = Path(tmp) / "fresh-onnx"
+        loads = load_times(weights, args.threads, fresh)
+        print("\n## 1b. Loading the default engine in-process (no warm-up): "
+              + ", ".join(f"{k} {v:.1f} s" for k, v in loads.items()))
         samples = photos()
-        default = engines["torchscript"]
+        default = engines[chosen]
         fast_name = "bf16" if "bf16" in engines else next(
-            (n for n in engines if n.startswith("openvino")), None)
-        ratios = request_table("torchscript", default, samples, runs)
+            (n for n in engines if n.startswith("openvino (")), None)
+        ratios = request_table(chosen, default, samples, runs)
         if fast_name:
             request_table(fast_name, engines[fast_name], samples, runs)
         rerender = rerender_table(default, samples["12 MP 4000x3000 JPEG"], runs * 2)
-        del engines
+        del engines, default
         if not args.no_serve:
-            serve_table(weights, "torchscript", samples, 12 if args.quick else 24)
+            startup = startup_table(weights)
+            TARGETS.append(("startup to /healthz, engine auto: no cached export / cached",
+                            f"{startup['no cached export']:.1f} s / {startup['cached export']:.1f} s",
+                            "measured"))
+            serve_table(weights, "auto", samples, 12 if args.quick else 24, Path(tmp) / "cache")
         print(f"# after: {contention()}")
 
     print("\n## 5. Targets")
     f256 = forward.get(256, {})
-    if "torchscript" in f256:
-        target("default engine (torchscript) forward vs eager, 256 px", f256["torchscript"][1], 0.5)
+    for size, row in forward.items():
+        target(f"default engine (auto -> {chosen}) forward vs eager, {size} px", row[chosen][1], 0.4)
     for name in ("bf16", "onnxruntime"):
         if name in f256 and f256[name][2] is not None:
             target(f"fast mode {name} forward vs OpenVINO bf16, 256 px", f256[name][2], 1.5)

@@ -15,12 +15,14 @@ bp = Blueprint("health", __name__)
 
 @bp.get("/healthz")
 def healthz() -> Any:
-    """The process is up, its model loaded: which model, engine and threads, the cache and the gate."""
+    """The process is up, its model loaded: which model, engine (the one running, and the setting that
+    chose it: ``auto`` names the fastest exact one installed) and threads, the cache and the gate."""
     model = current_app.extensions["depth_model"]
     service = depth_service()
     started = current_app.extensions["started"]
     return jsonify(status="ok", model=model.name, weights_sha256=model.weights_sha256,
-                   engine=model.engine, torchscript=model.scripted, torch_threads=model.threads,
+                   engine=model.engine, engine_setting=current_app.config["ENGINE"],
+                   precision=model.precision, torchscript=model.scripted, torch_threads=model.threads,
                    load_s=current_app.extensions["load_s"],
                    uptime_s=round(time.monotonic() - started, 1), pid=os.getpid(),
                    cache={"entries": len(service.cache), "bytes": service.cache.nbytes},
