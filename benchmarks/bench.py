@@ -421,6 +421,78 @@ def serve_table(weights: Path, engine: str, samples: Dict[str, bytes], requests_
     TARGETS.append(("serving: requests/s, 2 workers vs 1", f"{rates[2] / rates[1]:.2f}x", "measured"))
 
 
+# 4c. the page's own drawing ----------------------------------------------------------------------------
+
+# one control move as the page sees it: a new value, an input event; resolves with the page's own
+# measure of the repaint (performance.now around the drawing in static/studio.js's show())
+MOVE = """
+const [name, value, done] = [arguments[0], arguments[1], arguments[arguments.length - 1]];
+const form = document.getElementById('studio-form'), grid = document.getElementById('grid');
+const before = grid.dataset.paints;
+const el = form.elements[name];
+if (el.type === 'checkbox') el.checked = value; else el.value = String(value);
+el.dispatchEvent(new Event('input', {bubbles: true}));
+const t0 = performance.now();
+(function wait() {
+  if (grid.dataset.paints !== before) done([Number(grid.dataset.paintMs), performance.now() - t0]);
+  else requestAnimationFrame(wait);
+})();
+"""
+MOVES = [("colormap", c) for c in ("viridis", "turbo", "magma")] + [
+    ("contrast", 1.4), ("contrast", 1.0), ("brightness", 0.2), ("brightness", 0.0), ("invert", True),
+    ("invert", False), ("log", True), ("log", False), ("clip", 3), ("clip", 1), ("alpha", 0.3),
+    ("alpha", 0.5)]
+
+
+def repaint_table(weights: Path, photo: bytes, rounds: int) -> Optional[Dict[str, float]]:
+    """A 12 MP photo in the studio in headless Chromium: the page's repaint time per control move, its
+    views drawn from the 1600 px depth preview, with all three depth views shown and with one."""
+    try:
+        from helpers import make_driver, upload, wait_settled
+    except ImportError as exc:  # selenium: the test extra
+        print(f"\n## 4c. skipped: {exc}")
+        return None
+    if not Path("/usr/bin/chromium").is_file():
+        print("\n## 4c. skipped: no Chromium (apt install chromium chromium-driver)")
+        return None
+    print(f"\n## 4c. The page's own repaint per control move, 12 MP photo (1600 px preview), headless "
+          f"Chromium; {rounds} rounds of {len(MOVES)} moves; ms")
+    out: Dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryFile() as log:
+        path = Path(tmp) / "big.jpg"
+        path.write_bytes(photo)
+        proc, url, _ = start_server(weights, 1, "auto", log, Path(tmp) / "cache")
+        driver = make_driver()
+        try:
+            driver.set_script_timeout(60)
+            driver.get(url + "/")
+            t0 = time.perf_counter()
+            upload(driver, path)
+            wait_settled(driver, 300)
+            first = time.perf_counter() - t0
+            print(f"upload to the first view drawn: {first:.2f} s")
+            out["first view"] = first
+            for mode in ("all", "heatmap"):
+                driver.execute_script("const v = document.getElementById('studio-form').elements.views;"
+                                      "v.value = arguments[0]; v.dispatchEvent(new Event('change', "
+                                      "{bubbles: true}));", mode)
+                wait_settled(driver, 60)
+                paint, frame = [], []
+                for _ in range(rounds):
+                    for name, value in MOVES:
+                        p, f = driver.execute_async_script(MOVE, name, value)
+                        paint.append(p)
+                        frame.append(f)
+                label = "3 views" if mode == "all" else "heatmap only"
+                sp, sf = stats(paint), stats(frame)
+                print(f"{label:14s} repaint {fmt(sp)}   event to painted frame {fmt(sf)}")
+                out[label] = sp[0]
+        finally:
+            driver.quit()
+            stop(proc)
+    return out
+
+
 # -----------------------------------------------------------------------------------------------------
 
 def main() -> None:
@@ -472,6 +544,10 @@ def main() -> None:
                             f"{startup['no cached export']:.1f} s / {startup['cached export']:.1f} s",
                             "measured"))
             serve_table(weights, "auto", samples, 12 if args.quick else 24, Path(tmp) / "cache")
+            repaint = repaint_table(weights, samples["12 MP 4000x3000 JPEG"], 2 if args.quick else 5)
+            if repaint:
+                for label in ("3 views", "heatmap only"):
+                    target(f"page repaint per control move, 12 MP photo, {label}", repaint[label], 16, " ms")
         print(f"# after: {contention()}")
 
     print("\n## 5. Targets")
