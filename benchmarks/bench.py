@@ -120,6 +120,9 @@ def load_engines(weights: Path, threads: Optional[int],
             continue
         t = time.perf_counter()
         model = DepthModel.load(weights, threads=threads, engine=engine, warm_up=False, onnx_cache=onnx_cache)
+        if engine == "openvino" and model.precision == "fp32":
+            print("# openvino: computes in fp32 on this CPU, the same as openvino-fp32; not measured twice")
+            continue
         name = f"{engine} ({model.precision})" if engine == "openvino" else engine
         engines[name] = model
         print(f"# {name}: loaded and compiled in {time.perf_counter() - t:.1f} s")

@@ -108,10 +108,15 @@ def test_colormap_and_mode_rerender_without_a_request(driver, server_url) -> Non
     assert "alpha=0.6" in driver.find_element(
         By.CSS_SELECTOR, 'figure[data-view="overlay"] a.download').get_attribute("href")
 
-    # nothing was fetched but the colour legend (static/legend.js asks for its ticks)
+    # the shown views asked for nothing: what was fetched is the colour key's ticks (static/legend.js)
+    # and the compare slider's server images (static/compare.js), which follow every change
     fetched = driver.execute_script("""return performance.getEntriesByType('resource').slice(arguments[0])
-        .map(e => new URL(e.name).pathname)""", requests_before)
-    assert all(path.endswith("/legend.json") for path in fetched), fetched
+        .map(e => e.name)""", requests_before)
+    compare = driver.execute_script("return ['compare-after', 'compare-before'].map(id => "
+                                    "document.getElementById(id).src)")
+    grid = driver.execute_script("return [...document.querySelectorAll('#grid img')].map(i => i.src)")
+    assert all(url.split("?")[0].endswith("/legend.json") or url in compare for url in fetched), fetched
+    assert not set(fetched) & (set(grid) - set(compare))
     assert depth_id(driver) == first_id and "colormap=viridis" in driver.current_url
 
 
