@@ -199,10 +199,13 @@ def configure_threads(threads: Optional[int] = None) -> int:
 # array to a (1, h, w) float32 array. See README, "Engines", for the measured speed of each.
 
 ENGINES: Tuple[str, ...] = ("torchscript", "eager", "bf16", "onnxruntime", "openvino", "openvino-fp32")
-# the exact (fp32) engines, fastest first, as the benchmark ranks them on every CPU it was run on
-# (docs/engines-and-speed.md, "Engines"): OpenVINO fp32 0.32-0.39x eager, ONNX Runtime 0.35-0.43x,
-# TorchScript 0.58-0.70x. ``auto`` takes the first one this install can run.
+# the exact (fp32) engines, fastest first, as the benchmark ranks them (docs/engines-and-speed.md,
+# "Engines"). With AVX-512, at every size: OpenVINO fp32 0.32-0.39x eager, ONNX Runtime 0.35-0.43x,
+# TorchScript 0.58-0.70x (two machines). With AVX2 only, at the default 256 px TorchScript leads
+# (0.64x and 0.91x against 0.82-1.29x for the ONNX engines, two runs), so it goes first there.
+# ``auto`` takes the first one this install can run; torchscript always can.
 AUTO_ORDER: Tuple[str, ...] = ("openvino-fp32", "onnxruntime", "torchscript")
+AUTO_ORDER_WITHOUT_AVX512: Tuple[str, ...] = ("torchscript",)
 DEFAULT_ENGINE = "auto"
 EXACT_ENGINES = frozenset({"torchscript", "eager", "onnxruntime", "openvino-fp32"})
 # onnx, onnxruntime and openvino are dependencies; only an install that skipped them lacks them
@@ -257,12 +260,17 @@ def engine_problem(engine: str) -> Optional[str]:
     return None
 
 
+def auto_order(flags: Optional[FrozenSet[str]] = None) -> Tuple[str, ...]:
+    """The exact engines ``auto`` tries, fastest first on this CPU (AVX-512 or not)."""
+    return AUTO_ORDER if "avx512f" in (cpu_flags() if flags is None else flags) else AUTO_ORDER_WITHOUT_AVX512
+
+
 def resolve_engine(engine: str) -> Optional[str]:
-    """The engine ``engine`` names: ``auto`` is the first of ``AUTO_ORDER`` this install can run (None if
-    none can; torchscript, last, always can), any other name itself."""
+    """The engine ``engine`` names: ``auto`` is the first of ``auto_order()`` this install can run (None
+    if none can; torchscript, last, always can), any other name itself."""
     if engine != "auto":
         return engine
-    return next((e for e in AUTO_ORDER if engine_problem(e) is None), None)
+    return next((e for e in auto_order() if engine_problem(e) is None), None)
 
 
 def fold_batchnorm(net: MidasSmall) -> MidasSmall:
@@ -487,8 +495,8 @@ class DepthModel:
             raise EngineError(problem)
         engine = resolve_engine(asked) or asked  # engine_problem said that it resolves
         if asked != engine:
-            log.info("engine %s: chose %s, the first of %s this install can run", asked, engine,
-                     ", ".join(AUTO_ORDER))
+            log.info("engine %s: chose %s, the first of %s this install can run on this CPU", asked, engine,
+                     ", ".join(auto_order()))
         t0 = time.perf_counter()
         n = configure_threads(threads)
         sha256 = file_digest(weights, "sha256")

@@ -52,8 +52,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from app.cache import DepthCache  # noqa: E402
-from app.model import (AUTO_ORDER, ENGINES, EXACT_ENGINES, DepthModel, EngineError, cpu_flags,  # noqa: E402
-                       engine_problem, resolve_engine, resolve_weights)
+from app.model import (ENGINES, EXACT_ENGINES, DepthModel, EngineError, cpu_flags,  # noqa: E402
+                       auto_order, engine_problem, resolve_engine, resolve_weights)
 from app.options import COLORMAPS, Options  # noqa: E402
 from app.pipeline import VIEWS, colorize, display, encode_png  # noqa: E402
 from app.service import DepthService  # noqa: E402
@@ -310,6 +310,7 @@ def start_server(weights: Path, workers: int, engine: str, log, cache: Optional[
         port = s.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if not k.startswith("DEPTHMAP_")}
     env.update(MIDAS_WEIGHTS=str(weights), DEPTHMAP_ACCESS_LOG="/dev/null", DEPTHMAP_ENGINE=engine)
+    env["PYTHONPATH"] = str(ROOT)  # this checkout's app, not whichever the venv's depthmap script finds
     if cache is not None:
         env["DEPTHMAP_CACHE"] = str(cache)
     url = f"http://127.0.0.1:{port}"
@@ -524,7 +525,7 @@ def main() -> None:
         onnx_cache = Path(tmp) / "cache" / "onnx"  # what DEPTHMAP_CACHE=tmp/cache gives the servers
         engines = load_engines(weights, args.threads, onnx_cache)
         chosen = resolve_engine("auto")
-        print(f"# default engine: auto -> {chosen} (the first of {', '.join(AUTO_ORDER)} installed)")
+        print(f"# default engine: auto -> {chosen} (the first of {', '.join(auto_order())} installed)")
         forward = {}
         for size in args.sizes:
             forward.update(forward_table(engines, [size], rounds.get(size, 8)))

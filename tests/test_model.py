@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from app.model import (AUTO_ORDER, DEFAULT_ENGINE, ENGINES, EXACT_ENGINES, INSTALL_HINT, DepthModel,
-                       EngineError, WeightsError, configure_threads, cpu_flags, engine_problem, file_digest,
-                       fold_batchnorm, load_network, native_bf16, onnx_cache_path, resolve_engine)
+from app.model import (AUTO_ORDER, AUTO_ORDER_WITHOUT_AVX512, DEFAULT_ENGINE, ENGINES, EXACT_ENGINES,
+                       INSTALL_HINT, DepthModel, EngineError, WeightsError, auto_order, configure_threads,
+                       cpu_flags, engine_problem, file_digest, fold_batchnorm, load_network, native_bf16,
+                       onnx_cache_path, resolve_engine)
 from app.network import MidasSmall
 from helpers import SAMPLES, reference
 from synthetic import load_manifest, synthetic_state_dict
@@ -133,29 +134,40 @@ def _without(monkeypatch, *modules: str) -> None:
                         lambda name, *a: None if name in modules else real(name, *a))
 
 
+@pytest.fixture()
+def avx512(monkeypatch) -> None:
+    """As if the CPU had AVX-512, where the ONNX engines lead."""
+    monkeypatch.setattr("app.model.cpu_flags", lambda cpuinfo=None: frozenset({"avx2", "avx512f"}))
+
+
 def test_auto_is_the_default_and_picks_only_exact_engines() -> None:
     assert DEFAULT_ENGINE == "auto" and AUTO_ORDER[-1] == "torchscript"
-    assert set(AUTO_ORDER) <= EXACT_ENGINES
+    assert set(AUTO_ORDER) <= EXACT_ENGINES and AUTO_ORDER_WITHOUT_AVX512 == ("torchscript",)
     assert "bf16" not in EXACT_ENGINES and "openvino" not in EXACT_ENGINES  # bf16 where the CPU has it
     assert resolve_engine("eager") == "eager"
-    assert resolve_engine("auto") == next(e for e in AUTO_ORDER if engine_problem(e) is None)
+    assert resolve_engine("auto") == next(e for e in auto_order() if engine_problem(e) is None)
+
+
+def test_auto_order_follows_the_cpu() -> None:
+    assert auto_order(frozenset({"avx2", "avx512f", "avx512_bf16"})) == AUTO_ORDER
+    assert auto_order(frozenset({"avx2", "fma"})) == ("torchscript",) == auto_order(frozenset())
 
 
 @pytest.mark.parametrize("missing, chosen", [((), "openvino-fp32"), (("openvino",), "onnxruntime"),
                                              (("onnxruntime", "openvino"), "torchscript"),
                                              (("onnx",), "torchscript")])
-def test_auto_falls_back_in_order(monkeypatch, missing, chosen) -> None:
+def test_auto_falls_back_in_order(monkeypatch, avx512, missing, chosen) -> None:
     _without(monkeypatch, *missing)
     assert resolve_engine("auto") == chosen and engine_problem("auto") is None
 
 
-def test_auto_loads_the_chosen_engine_and_says_so(weights_path, caplog, monkeypatch) -> None:
+def test_auto_loads_the_chosen_engine_and_says_so(weights_path, caplog, monkeypatch, avx512) -> None:
     _without(monkeypatch, "openvino")  # the next in line; openvino-fp32 is loaded by the parity tests
     caplog.set_level("INFO", logger="app.model")
     model = DepthModel.load(weights_path, threads=2, warm_up=False)
     assert model.engine == "onnxruntime" and model.precision == "fp32"
-    assert ("engine auto: chose onnxruntime, the first of openvino-fp32, onnxruntime, torchscript"
-            in caplog.text)
+    assert ("engine auto: chose onnxruntime, the first of openvino-fp32, onnxruntime, torchscript this "
+            "install can run on this CPU" in caplog.text)
     close_enough(model(reference("coffee", "net_input")), reference("coffee", "net_output"), "fp32")
 
 
