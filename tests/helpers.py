@@ -95,10 +95,6 @@ def post_depth(client, data: bytes, filename: str = "photo.png", headers=None, *
 # the command line and a real server -------------------------------------------------------------------
 
 DEPTHMAP = Path(sys.executable).parent / "depthmap"
-# the venv's depthmap script imports the package it was installed from; this puts the checkout under
-# test first (a second worktree, or a clean clone beside an older install)
-CHECKOUT = {"PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
-                                           *filter(None, [os.environ.get("PYTHONPATH")])])}
 
 
 def run_cli(args: List[str], env: Optional[Dict[str, str]] = None, cwd: Optional[Path] = None,
@@ -107,7 +103,7 @@ def run_cli(args: List[str], env: Optional[Dict[str, str]] = None, cwd: Optional
     added); its output as text."""
     base = {k: v for k, v in os.environ.items() if k not in ("MIDAS_WEIGHTS", "DEPTHMAP_CACHE")}
     return subprocess.run([str(DEPTHMAP), *args], capture_output=True, text=True, timeout=timeout,
-                          env={**base, **CHECKOUT, **(env or {})}, cwd=cwd)
+                          env={**base, **(env or {})}, cwd=cwd)
 
 
 def free_port() -> int:
@@ -122,8 +118,7 @@ def running_server(weights: Path, log_path: Path, *args: str,
     """``depthmap serve`` as a real process on a free loopback port; yields its URL and process."""
     port = free_port()
     base = {k: v for k, v in os.environ.items() if not k.startswith("DEPTHMAP_")}
-    full_env = {**base, **CHECKOUT, "MIDAS_WEIGHTS": str(weights), "DEPTHMAP_TORCH_THREADS": "2",
-                **(env or {})}
+    full_env = {**base, "MIDAS_WEIGHTS": str(weights), "DEPTHMAP_TORCH_THREADS": "2", **(env or {})}
     full_env = {k: v for k, v in full_env.items() if v is not None}  # None: leave the variable unset
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([str(DEPTHMAP), "serve", "--bind", f"127.0.0.1:{port}", *args],
