@@ -364,7 +364,7 @@ def cached_onnx(net: MidasSmall, weights_sha256: str, folder: Path) -> bytes:
         data = path.read_bytes()
         log.info("ONNX export reused from %s", path)
         return data
-    except FileNotFoundError:
+    except OSError:  # not there yet, or no usable folder: export (and try to save) below
         pass
     t0 = time.perf_counter()
     data = export_onnx(net)
@@ -442,7 +442,8 @@ def build_runner(net: MidasSmall, engine: str, threads: int, check: bool = True,
         # the file is written atomically, so only a damaged disk or a hand edit gets here: export again
         path = onnx_cache_path(onnx_cache, weights_sha256)
         log.warning("cached ONNX export %s unusable (%s): exporting again", path, exc.__class__.__name__)
-        path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
         return _from_onnx(cached_onnx(net, weights_sha256, onnx_cache), engine, threads)
 
 
