@@ -23,8 +23,8 @@ from .pipeline import ImageError, encode_png, predict, render_views
 log = logging.getLogger("depthmap")
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".mpo"}
-# the same names as app.model.ENGINES, spelled out so that --help does not need to import torch
-ENGINES = ("torchscript", "eager", "bf16", "onnxruntime", "openvino")
+# "auto" and app.model.ENGINES, spelled out so that --help does not need to import torch
+ENGINES = ("auto", "torchscript", "eager", "bf16", "onnxruntime", "openvino", "openvino-fp32")
 
 
 def setting_option(flag: str, env: str, help: str, **extra: Any) -> Callable[..., Any]:
@@ -34,9 +34,12 @@ def setting_option(flag: str, env: str, help: str, **extra: Any) -> Callable[...
 
 
 def engine_option(func: Callable[..., Any]) -> Callable[..., Any]:
-    return setting_option("--engine", "DEPTHMAP_ENGINE", "how the network runs: torchscript (fp32, exact), "
-                          "eager (fp32, plain PyTorch), bf16 (CPUs with native bfloat16), onnxruntime or "
-                          "openvino (optional extra 'fast'); see docs/engines-and-speed.md",
+    return setting_option("--engine", "DEPTHMAP_ENGINE",
+                          "how the network runs: auto (the fastest exact engine installed: with AVX-512 "
+                          "openvino-fp32, else onnxruntime, else torchscript; without, torchscript), "
+                          "torchscript (fp32, the PyTorch path), eager (fp32, plain PyTorch), bf16 (CPUs "
+                          "with native bfloat16), onnxruntime (fp32), openvino (bf16 where native, else "
+                          "fp32), openvino-fp32; see docs/engines-and-speed.md",
                           type=click.Choice(ENGINES))(func)
 
 

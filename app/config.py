@@ -51,12 +51,14 @@ SETTINGS: Tuple[Setting, ...] = (
     Setting("MIDAS_WEIGHTS", None, str, "path of the checkpoint (same as `--weights`); unset: the user "
             "cache, else a download", key="MIDAS_WEIGHTS", shown_default="unset"),
     _app("WEIGHTS_DOWNLOAD", True, bool, "allow the first start to download the weights"),
-    _other("DEPTHMAP_CACHE", None, str, "where downloaded weights are kept", "`~/.cache/depthmap`"),
+    _other("DEPTHMAP_CACHE", None, str, "where downloaded weights and the ONNX export (`onnx/`) are kept",
+           "`~/.cache/depthmap`"),
     _other("MIDAS_WEIGHTS_URL", None, str, "download source of the weights (a mirror)", "official release"),
     _other("MIDAS_WEIGHTS_DIGEST", None, str, "expected digest of the download (`sha256:HEX` or "
            "`gitblob:HEX`)", "the official file's git blob id"),
-    _app("ENGINE", "torchscript", str, "how the network runs: `torchscript`, `eager`, `bf16`, "
-         "`onnxruntime` or `openvino` (same as `--engine`; see [Engines](engines-and-speed.md#engines))"),
+    _app("ENGINE", "auto", str, "how the network runs: `auto` (the fastest exact engine installed), "
+         "`torchscript`, `eager`, `bf16`, `onnxruntime`, `openvino` or `openvino-fp32` (same as `--engine`; "
+         "see [Engines](engines-and-speed.md#engines))"),
     _app("TORCH_THREADS", None, int, "inference threads per process, for every engine (same as "
          "`predict --threads`)", "all cores the process may use (`serve`: cores ÷ workers)"),
     # shared state: results and video jobs, for every worker and host

@@ -198,9 +198,18 @@ def configure_threads(threads: Optional[int] = None) -> int:
 # One network, several ways to run it. Each builder returns a function from a (1, 3, h, w) float32
 # array to a (1, h, w) float32 array. See README, "Engines", for the measured speed of each.
 
-ENGINES: Tuple[str, ...] = ("torchscript", "eager", "bf16", "onnxruntime", "openvino")
-DEFAULT_ENGINE = "torchscript"  # the fastest that computes exactly what the official code does (fp32)
-FAST_EXTRA = "pip install 'depthmap-studio[fast]'  (or: pip install onnx onnxruntime openvino)"
+ENGINES: Tuple[str, ...] = ("torchscript", "eager", "bf16", "onnxruntime", "openvino", "openvino-fp32")
+# the exact (fp32) engines, fastest first, as the benchmark ranks them (docs/engines-and-speed.md,
+# "Engines"). With AVX-512, at every size: OpenVINO fp32 0.32-0.39x eager, ONNX Runtime 0.35-0.43x,
+# TorchScript 0.58-0.70x (two machines). With AVX2 only, at the default 256 px TorchScript leads
+# (0.64x and 0.91x against 0.82-1.29x for the ONNX engines, two runs), so it goes first there.
+# ``auto`` takes the first one this install can run; torchscript always can.
+AUTO_ORDER: Tuple[str, ...] = ("openvino-fp32", "onnxruntime", "torchscript")
+AUTO_ORDER_WITHOUT_AVX512: Tuple[str, ...] = ("torchscript",)
+DEFAULT_ENGINE = "auto"
+EXACT_ENGINES = frozenset({"torchscript", "eager", "onnxruntime", "openvino-fp32"})
+# onnx, onnxruntime and openvino are dependencies; only an install that skipped them lacks them
+INSTALL_HINT = "pip install onnx onnxruntime openvino (dependencies of depthmap-studio: reinstall it)"
 Runner = Callable[[np.ndarray], np.ndarray]
 # photos' usual shapes (square, 4:3, 3:2, 16:9, both ways); each new input shape costs a slow first call
 WARM_UP_ASPECTS: Tuple[Tuple[int, int], ...] = ((1, 1), (3, 4), (4, 3), (2, 3), (3, 2), (9, 16), (16, 9))
@@ -229,19 +238,39 @@ def native_bf16(flags: Optional[FrozenSet[str]] = None) -> bool:
     return bool({"avx512_bf16", "amx_bf16"} & (cpu_flags() if flags is None else flags))
 
 
+def _needs(engine: str) -> Tuple[str, ...]:
+    """The Python packages an engine imports beyond torch."""
+    if engine == "onnxruntime":
+        return ("onnx", "onnxruntime")
+    return ("onnx", "openvino") if engine.startswith("openvino") else ()
+
+
 def engine_problem(engine: str) -> Optional[str]:
     """Why ``engine`` cannot run here (a sentence that says what to do), or None if it can."""
+    if engine == "auto":
+        return None if resolve_engine(engine) else "No exact engine can run here."
     if engine not in ENGINES:
-        return f"Unknown engine {engine!r}: choose one of {', '.join(ENGINES)}."
+        return f"Unknown engine {engine!r}: choose auto or one of {', '.join(ENGINES)}."
     if engine == "bf16" and not native_bf16():
         return ("The bf16 engine needs a CPU with native bfloat16 arithmetic (AVX512-BF16 or AMX-BF16); "
-                f"this one has neither. Use the default engine, {DEFAULT_ENGINE}.")
-    if engine in ("onnxruntime", "openvino"):
-        missing = [m for m in ("onnx", engine) if importlib.util.find_spec(m) is None]
-        if missing:
-            return (f"The {engine} engine needs the optional packages {' and '.join(missing)}: "
-                    f"{FAST_EXTRA}.")
+                "this one has neither. Use the default engine, auto (the fastest exact one).")
+    missing = [m for m in _needs(engine) if importlib.util.find_spec(m) is None]
+    if missing:
+        return f"The {engine} engine needs the packages {' and '.join(missing)}: {INSTALL_HINT}."
     return None
+
+
+def auto_order(flags: Optional[FrozenSet[str]] = None) -> Tuple[str, ...]:
+    """The exact engines ``auto`` tries, fastest first on this CPU (AVX-512 or not)."""
+    return AUTO_ORDER if "avx512f" in (cpu_flags() if flags is None else flags) else AUTO_ORDER_WITHOUT_AVX512
+
+
+def resolve_engine(engine: str) -> Optional[str]:
+    """The engine ``engine`` names: ``auto`` is the first of ``auto_order()`` this install can run (None
+    if none can; torchscript, last, always can), any other name itself."""
+    if engine != "auto":
+        return engine
+    return next((e for e in auto_order() if engine_problem(e) is None), None)
 
 
 def fold_batchnorm(net: MidasSmall) -> MidasSmall:
@@ -298,15 +327,57 @@ def _traced(net: MidasSmall, bf16: bool = False) -> Runner:
     return lambda x: module(torch.from_numpy(x).contiguous(memory_format=torch.channels_last)).float().numpy()
 
 
+ONNX_OPSET = 17
+
+
 def export_onnx(net: MidasSmall) -> bytes:
     """The network as an ONNX model with a free height and width (TorchScript-based exporter)."""
     buf = io.BytesIO()
     with _quiet_compilers(), torch.no_grad():
-        torch.onnx.export(net, (_example(),), buf, dynamo=False, opset_version=17,
+        torch.onnx.export(net, (_example(),), buf, dynamo=False, opset_version=ONNX_OPSET,
                           input_names=["image"], output_names=["depth"],
                           dynamic_axes={"image": {2: "height", 3: "width"},
                                         "depth": {1: "height", 2: "width"}})
     return buf.getvalue()
+
+
+def onnx_cache_key(weights_sha256: str) -> str:
+    """What an exported model depends on: the weights, the exporter (torch's TorchScript-based one and
+    its opset) and the onnx package it writes with. Any change gives another file name."""
+    import onnx
+
+    parts = [weights_sha256, f"torch {torch.__version__}", f"onnx {onnx.__version__}",
+             f"torchscript-exporter opset {ONNX_OPSET}"]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
+
+
+def onnx_cache_path(folder: Path, weights_sha256: str) -> Path:
+    return folder / f"midas_small-{onnx_cache_key(weights_sha256)}.onnx"
+
+
+def cached_onnx(net: MidasSmall, weights_sha256: str, folder: Path) -> bytes:
+    """The exported model, from ``folder`` when an earlier start wrote it there, else exported (2-5 s)
+    and written there atomically for the next start. An unwritable ``folder`` only costs the export
+    each time."""
+    path = onnx_cache_path(folder, weights_sha256)
+    try:
+        data = path.read_bytes()
+        log.info("ONNX export reused from %s", path)
+        return data
+    except OSError:  # not there yet, or no usable folder: export (and try to save) below
+        pass
+    t0 = time.perf_counter()
+    data = export_onnx(net)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".part", dir=folder)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)  # a concurrent start writes the same bytes; either rename wins whole
+        log.info("ONNX export (%.1f s) saved to %s", time.perf_counter() - t0, path)
+    except OSError as exc:
+        log.warning("ONNX export not cached: cannot write %s (%s)", folder, exc.strerror or exc)
+    return data
 
 
 def _onnxruntime(onnx_model: bytes, threads: int) -> Runner:
@@ -334,7 +405,7 @@ def _import_openvino() -> Any:
 
 def _openvino(onnx_model: bytes, threads: int, precision: Optional[str] = None) -> Tuple[Runner, str]:
     """OpenVINO on the CPU, in bf16 where the CPU has it natively, else f32 (``precision`` forces one:
-    the benchmark measures both)."""
+    the openvino-fp32 engine forces f32, which computes what the official code does)."""
     ov = _import_openvino()
     core = ov.Core()
     if precision is None:
@@ -349,9 +420,12 @@ def _openvino(onnx_model: bytes, threads: int, precision: Optional[str] = None) 
     return (lambda x: request.infer([x])[0]), ("bf16" if precision == "bf16" else "fp32")
 
 
-def build_runner(net: MidasSmall, engine: str, threads: int, check: bool = True) -> Tuple[Runner, str]:
-    """The network compiled for ``engine``, and the precision it computes in (fp32 or bf16).
-    ``check=False`` skips the support check (tests build the bf16 engine on any CPU)."""
+def build_runner(net: MidasSmall, engine: str, threads: int, check: bool = True,
+                 weights_sha256: Optional[str] = None,
+                 onnx_cache: Optional[Path] = None) -> Tuple[Runner, str]:
+    """The network compiled for ``engine`` (not ``auto``: see ``resolve_engine``), and the precision it
+    computes in (fp32 or bf16). ``check=False`` skips the support check (tests build the bf16 engine on
+    any CPU). The ONNX-based engines reuse the export in ``onnx_cache`` when ``weights_sha256`` is given."""
     problem = engine_problem(engine) if check else None
     if problem:
         raise EngineError(problem)
@@ -360,10 +434,23 @@ def build_runner(net: MidasSmall, engine: str, threads: int, check: bool = True)
     if engine in ("torchscript", "bf16"):
         precision = "bf16" if engine == "bf16" else "fp32"
         return _traced(net, bf16=engine == "bf16"), precision
-    onnx_model = export_onnx(net)
+    if weights_sha256 is None or onnx_cache is None:
+        return _from_onnx(export_onnx(net), engine, threads)
+    try:
+        return _from_onnx(cached_onnx(net, weights_sha256, onnx_cache), engine, threads)
+    except Exception as exc:  # noqa: BLE001 - each runtime raises its own types for a damaged model
+        # the file is written atomically, so only a damaged disk or a hand edit gets here: export again
+        path = onnx_cache_path(onnx_cache, weights_sha256)
+        log.warning("cached ONNX export %s unusable (%s): exporting again", path, exc.__class__.__name__)
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
+        return _from_onnx(cached_onnx(net, weights_sha256, onnx_cache), engine, threads)
+
+
+def _from_onnx(onnx_model: bytes, engine: str, threads: int) -> Tuple[Runner, str]:
     if engine == "onnxruntime":
         return _onnxruntime(onnx_model, threads), "fp32"
-    return _openvino(onnx_model, threads)
+    return _openvino(onnx_model, threads, "f32" if engine == "openvino-fp32" else None)
 
 
 def release_freed_memory() -> None:
@@ -386,7 +473,7 @@ class DepthModel:
     weights_path: Path
     weights_sha256: str
     threads: int
-    engine: str = DEFAULT_ENGINE
+    engine: str = "torchscript"
     precision: str = "fp32"
     name: str = MODEL_NAME
     # one forward pass at a time per process: every engine already spreads one pass over all the
@@ -399,17 +486,24 @@ class DepthModel:
 
     @classmethod
     def load(cls, weights: Path, threads: Optional[int] = None, engine: Optional[str] = None,
-             warm_up: bool = True) -> "DepthModel":
-        """Strict-loads ``weights`` and compiles them for ``engine`` (default torchscript), then, with
-        ``warm_up``, runs ``warm_up()``. Raises ``WeightsError`` or ``EngineError``."""
-        engine = engine or DEFAULT_ENGINE
-        problem = engine_problem(engine)
+             warm_up: bool = True, onnx_cache: Optional[Path] = None) -> "DepthModel":
+        """Strict-loads ``weights`` and compiles them for ``engine`` (default ``auto``: the fastest exact
+        engine this install can run), then, with ``warm_up``, runs ``warm_up()``. The ONNX export is
+        kept in ``onnx_cache`` (default ``cache_dir()/onnx``). Raises ``WeightsError`` or ``EngineError``."""
+        asked = engine or DEFAULT_ENGINE
+        problem = engine_problem(asked)
         if problem:  # before the slow part
             raise EngineError(problem)
+        engine = resolve_engine(asked) or asked  # engine_problem said that it resolves
+        if asked != engine:
+            log.info("engine %s: chose %s, the first of %s this install can run on this CPU", asked, engine,
+                     ", ".join(auto_order()))
         t0 = time.perf_counter()
         n = configure_threads(threads)
-        runner, precision = build_runner(load_network(weights), engine, n)
-        model = cls(runner, weights, file_digest(weights, "sha256"), n, engine, precision)
+        sha256 = file_digest(weights, "sha256")
+        runner, precision = build_runner(load_network(weights), engine, n, weights_sha256=sha256,
+                                         onnx_cache=onnx_cache or cache_dir() / "onnx")
+        model = cls(runner, weights, sha256, n, engine, precision)
         model(np.zeros((1, 3, 256, 256), np.float32))  # first call: compilers finish their work
         log.info("loaded %s from %s (sha256 %s), engine %s (%s), %d threads, in %.1f s", MODEL_NAME,
                  weights, model.weights_sha256, engine, precision, n, time.perf_counter() - t0)

@@ -42,7 +42,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
@@ -51,8 +51,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from app.model import (DepthModel, EngineError, _openvino, cpu_flags, engine_problem,  # noqa: E402
-                       export_onnx, load_network, resolve_weights)
+from app.model import (AUTO_ORDER, ENGINES, EXACT_ENGINES, DepthModel, EngineError, cpu_flags,  # noqa: E402
+                       auto_order, engine_problem, resolve_engine, resolve_weights)
 from app.options import COLORMAPS, Options  # noqa: E402
 from app.pipeline import VIEWS, colorize, display, encode_png  # noqa: E402
 from app.service import DepthService  # noqa: E402
@@ -110,22 +110,42 @@ def machine() -> str:
 
 # 1. forward pass -------------------------------------------------------------------------------------
 
-def load_engines(weights: Path, threads: Optional[int]) -> Dict[str, Callable[[np.ndarray], np.ndarray]]:
+def load_engines(weights: Path, threads: Optional[int],
+                 onnx_cache: Path) -> Dict[str, Callable[[np.ndarray], np.ndarray]]:
     engines: Dict[str, Callable[[np.ndarray], np.ndarray]] = {}
-    for engine in ("eager", "torchscript", "bf16", "onnxruntime", "openvino"):
+    for engine in ("eager",) + tuple(e for e in ENGINES if e != "eager"):
         problem = engine_problem(engine)
         if problem:
             print(f"# {engine}: skipped. {problem}")
             continue
         t = time.perf_counter()
-        model = DepthModel.load(weights, threads=threads, engine=engine, warm_up=False)
+        model = DepthModel.load(weights, threads=threads, engine=engine, warm_up=False, onnx_cache=onnx_cache)
+        if engine == "openvino" and model.precision == "fp32":
+            print("# openvino: computes in fp32 on this CPU, the same as openvino-fp32; not measured twice")
+            continue
         name = f"{engine} ({model.precision})" if engine == "openvino" else engine
         engines[name] = model
         print(f"# {name}: loaded and compiled in {time.perf_counter() - t:.1f} s")
-    if "openvino (bf16)" in engines:  # OpenVINO forced to f32 as well: what its bf16 gains
-        runner, _ = _openvino(export_onnx(load_network(weights)), engines["eager"].threads, "f32")
-        engines["openvino (fp32)"] = lambda x, run=runner: run(x)[0]
     return engines
+
+
+def onnx_engine() -> Optional[str]:
+    """The ONNX-based exact engine whose start-up the cached export shortens: the default where it is one."""
+    return next((e for e in AUTO_ORDER if e != "torchscript" and engine_problem(e) is None), None)
+
+
+def load_times(weights: Path, threads: Optional[int], onnx_cache: Path) -> Dict[str, float]:
+    """Seconds to load and compile the first ONNX-based exact engine in-process (no warm-up), without
+    and then with the cached ONNX export."""
+    out: Dict[str, float] = {}
+    engine = onnx_engine()
+    if engine is None:
+        return out
+    for label in ("no cached export", "cached export"):
+        t = time.perf_counter()
+        DepthModel.load(weights, threads=threads, engine=engine, warm_up=False, onnx_cache=onnx_cache)
+        out[f"{engine}, {label}"] = time.perf_counter() - t
+    return out
 
 
 def paired_ratio(times: Dict[str, List[float]], name: str, base: str) -> Optional[float]:
@@ -161,6 +181,12 @@ def forward_table(engines: Dict[str, Callable], sizes: Sequence[int], rounds: in
             results[size][name] = (stats(ts), vs_eager, vs_ov)
             ov = f"{vs_ov:10.2f}x" if vs_ov is not None else f"{'-':>11}"
             print(f"{size:>5} {name:18s} {fmt(stats(ts))} {vs_eager:8.2f}x {ov}")
+        exact = {n: results[size][n][1] for n in results[size] if n in EXACT_ENGINES}
+        fastest = min(exact, key=exact.__getitem__)
+        chosen = resolve_engine("auto")
+        slower = "" if fastest == chosen else f" (the default is {exact[chosen] / exact[fastest]:.2f}x it)"
+        print(f"{size:>5} default: auto -> {chosen}, {exact[chosen]:.2f}x eager; fastest exact engine "
+              f"measured: {fastest}, {exact[fastest]:.2f}x{slower}")
     return results
 
 
@@ -273,8 +299,23 @@ def peak_rss_mb(pid: int) -> Tuple[float, float]:
     return get("VmRSS"), get("VmHWM")
 
 
-def serve_run(weights: Path, workers: int, engine: str, samples: Dict[str, bytes],
-              requests_n: int) -> Dict[str, float]:
+def call(method: str, url: str, **kwargs: object) -> Any:
+    """One request; a 503 (the server's queue is full) is retried after its Retry-After, for at most
+    two minutes."""
+    import requests
+
+    deadline = time.monotonic() + 120
+    while True:
+        r = requests.request(method, url, timeout=300, **kwargs)
+        if r.status_code != 503 or time.monotonic() > deadline:
+            r.raise_for_status()
+            return r
+        time.sleep(float(r.headers.get("Retry-After") or 1))
+
+
+def start_server(weights: Path, workers: int, engine: str, log, cache: Optional[Path] = None):
+    """``depthmap serve`` on a free port; returns the process, its URL and the seconds to the first
+    answer of ``/healthz``."""
     import requests
 
     with socket.socket() as s:
@@ -282,32 +323,64 @@ def serve_run(weights: Path, workers: int, engine: str, samples: Dict[str, bytes
         port = s.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if not k.startswith("DEPTHMAP_")}
     env.update(MIDAS_WEIGHTS=str(weights), DEPTHMAP_ACCESS_LOG="/dev/null", DEPTHMAP_ENGINE=engine)
+    env["PYTHONPATH"] = str(ROOT)  # this checkout's app, not whichever the venv's depthmap script finds
+    if cache is not None:
+        env["DEPTHMAP_CACHE"] = str(cache)
     url = f"http://127.0.0.1:{port}"
-    with tempfile.TemporaryFile() as log:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen([str(Path(sys.executable).parent / "depthmap"), "serve", "--bind",
-                                 f"127.0.0.1:{port}", "--workers", str(workers)],
-                                env=env, stdout=log, stderr=subprocess.STDOUT)
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "depthmap"), "serve", "--bind",
+                             f"127.0.0.1:{port}", "--workers", str(workers)],
+                            env=env, stdout=log, stderr=subprocess.STDOUT)
+    while True:
         try:
-            while True:
-                try:
-                    if requests.get(url + "/healthz", timeout=1).ok:
-                        break
-                except requests.RequestException:
-                    pass
-                if proc.poll() is not None or time.perf_counter() - t0 > 180:
-                    log.seek(0)
-                    sys.exit(f"server did not start:\n{log.read().decode()}")
-                time.sleep(0.05)
-            ready = time.perf_counter() - t0
+            if requests.get(url + "/healthz", timeout=1).ok:
+                return proc, url, time.perf_counter() - t0
+        except requests.RequestException:
+            pass
+        if proc.poll() is not None or time.perf_counter() - t0 > 180:
+            log.seek(0)
+            proc.kill()
+            sys.exit(f"server did not start:\n{log.read().decode()}")
+        time.sleep(0.05)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(60)
+
+
+def startup_table(weights: Path) -> Dict[str, float]:
+    """``depthmap serve`` (1 worker) to its first /healthz answer, with the default engine and with the
+    first ONNX-based one: in a new cache folder (the ONNX export is made and saved), and again in the
+    same one (read back)."""
+    import requests
+
+    print("\n## 4a. Startup of depthmap serve, 1 worker, to the first /healthz answer")
+    out = {}
+    for asked in dict.fromkeys(filter(None, ["auto", onnx_engine()])):
+        with tempfile.TemporaryDirectory() as cache, tempfile.TemporaryFile() as log:
+            for label in ("no cached export", "cached export"):
+                proc, url, ready = start_server(weights, 1, asked, log, Path(cache))
+                engine = requests.get(url + "/healthz", timeout=10).json()["engine"]
+                stop(proc)
+                out[f"{asked} -> {engine}, {label}"] = ready
+                print(f"engine {asked} -> {engine:14s} {label:18s} {ready:6.1f} s")
+    return out
+
+
+def serve_run(weights: Path, workers: int, engine: str, samples: Dict[str, bytes],
+              requests_n: int, cache: Path) -> Dict[str, float]:
+    with tempfile.TemporaryFile() as log:
+        proc, url, ready = start_server(weights, workers, engine, log, cache)
+        t0 = time.perf_counter() - ready
+        try:
             while True:  # every worker loaded and warmed up, not just the one that answered
                 log.seek(0)
                 if log.read().decode().count("warm-up: ") >= workers:
                     break
                 time.sleep(0.05)
             base = max(peak_rss_mb(pid)[0] for pid in worker_pids(proc.pid))
-            r = requests.post(url + "/api/v1/depth", files={"image": ("p", samples["coffee"])}, timeout=300)
-            r.raise_for_status()
+            call("POST", url + "/api/v1/depth", files={"image": ("p", samples["coffee"])})
             first = time.perf_counter() - t0
 
             done, lock = [0], threading.Lock()
@@ -318,8 +391,8 @@ def serve_run(weights: Path, workers: int, engine: str, samples: Dict[str, bytes
                         if done[0] >= requests_n:
                             return
                         done[0] += 1
-                    requests.post(url + "/api/v1/depth", timeout=300, files={
-                        "image": ("p", samples["coffee"] + os.urandom(8))}).raise_for_status()
+                    call("POST", url + "/api/v1/depth",
+                         files={"image": ("p", samples["coffee"] + os.urandom(8))})
 
             t = time.perf_counter()
             clients = [threading.Thread(target=client) for _ in range(4)]
@@ -332,42 +405,117 @@ def serve_run(weights: Path, workers: int, engine: str, samples: Dict[str, bytes
             big = samples["12 MP 4000x3000 JPEG"]
             out = {"ready": ready, "first": first, "rate": rate, "base": base}
             if workers == 1:  # a re-render may reach another worker, which answers 404
-                # what the page asks for a 12 MP photo: inference only, then the four previews
-                depth_id = requests.post(url + "/api/v1/depth", files={"image": ("p", big)},
-                                         data={"views": "none"}, timeout=300).json()["depth_id"]
-                for view in ("photo",) + VIEWS:
-                    requests.get(f"{url}/api/v1/depth/{depth_id}/{view}.png", params={"max_side": 1600},
-                                 timeout=300).raise_for_status()
+                # what the page asks for a 12 MP photo: inference only, then what it draws the views
+                # from (static/live.js): the depth and photo previews; the time to the first view's data
+                t = time.perf_counter()
+                depth_id = call("POST", url + "/api/v1/depth", files={"image": ("p", big)},
+                                data={"views": "none"}).json()["depth_id"]
+                call("GET", f"{url}/api/v1/depth/{depth_id}/preview.npy", params={"max_side": 1600})
+                call("GET", f"{url}/api/v1/depth/{depth_id}/photo.png", params={"max_side": 1600})
+                out["page_s"] = time.perf_counter() - t
                 out["page"] = max(peak_rss_mb(pid) for pid in worker_pids(proc.pid))
             # the heaviest single request: 12 MP, all three views at full size, base64 in JSON
             for _ in range(workers):  # gunicorn may hand it to either worker
-                requests.post(url + "/api/v1/depth", files={"image": ("p", big + os.urandom(8))},
-                              timeout=300).raise_for_status()
+                call("POST", url + "/api/v1/depth", files={"image": ("p", big + os.urandom(8))})
             out["api"] = max(peak_rss_mb(pid) for pid in worker_pids(proc.pid))
             return out
         finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(60)
+            stop(proc)
 
 
-def serve_table(weights: Path, engine: str, samples: Dict[str, bytes], requests_n: int) -> None:
+def serve_table(weights: Path, engine: str, samples: Dict[str, bytes], requests_n: int, cache: Path) -> None:
     print(f"\n## 4. depthmap serve, engine {engine}: {requests_n} POST /api/v1/depth of coffee.png (3 views, "
           "JSON) from 4 client threads; then RSS / peak RSS of the worker (the larger of two) after a 12 MP "
-          "photo the way the page asks for it (inference, four previews), and after 12 MP API requests "
-          "(3 full-size views in JSON)")
+          "photo the way the page asks for it (inference, depth and photo previews), and after 12 MP API "
+          "requests (3 full-size views in JSON)")
     print(f"{'workers':>7} {'healthz 200 after':>18} {'first depth map':>16} {'requests/s':>11} "
           f"{'RSS at start':>13} {'RSS, page flow':>16} {'RSS, full-size API':>19}")
     rates = {}
     for workers in (1, 2):
-        r = serve_run(weights, workers, engine, samples, requests_n)
+        r = serve_run(weights, workers, engine, samples, requests_n, cache)
         rates[workers] = r["rate"]
         page = f"{r['page'][0]:.0f} / {r['page'][1]:.0f} MB" if "page" in r else "-"
+        if "page_s" in r:
+            TARGETS.append(("12 MP photo by the page: upload to the data of its first view",
+                            f"{r['page_s']:.2f} s", "measured"))
         print(f"{workers:>7} {r['ready']:>16.1f} s {r['first']:>14.1f} s {r['rate']:>11.2f} "
               f"{r['base']:>10.0f} MB {page:>16} {r['api'][0]:>9.0f} / {r['api'][1]:.0f} MB")
         if "page" in r:
             target("serving: peak RSS of a worker, 12 MP photo via the page", r["page"][1], 600, " MB")
             target("serving: peak RSS of a worker, 12 MP full-size API request", r["api"][1], 600, " MB")
     TARGETS.append(("serving: requests/s, 2 workers vs 1", f"{rates[2] / rates[1]:.2f}x", "measured"))
+
+
+# 4c. the page's own drawing ----------------------------------------------------------------------------
+
+# one control move as the page sees it: a new value, an input event; resolves with the page's own
+# measure of the repaint (performance.now around the drawing in static/studio.js's show())
+MOVE = """
+const [name, value, done] = [arguments[0], arguments[1], arguments[arguments.length - 1]];
+const form = document.getElementById('studio-form'), grid = document.getElementById('grid');
+const before = grid.dataset.paints;
+const el = form.elements[name];
+if (el.type === 'checkbox') el.checked = value; else el.value = String(value);
+el.dispatchEvent(new Event('input', {bubbles: true}));
+const t0 = performance.now();
+(function wait() {
+  if (grid.dataset.paints !== before) done([Number(grid.dataset.paintMs), performance.now() - t0]);
+  else requestAnimationFrame(wait);
+})();
+"""
+MOVES = [("colormap", c) for c in ("viridis", "turbo", "magma")] + [
+    ("contrast", 1.4), ("contrast", 1.0), ("brightness", 0.2), ("brightness", 0.0), ("invert", True),
+    ("invert", False), ("log", True), ("log", False), ("clip", 3), ("clip", 1), ("alpha", 0.3),
+    ("alpha", 0.5)]
+
+
+def repaint_table(weights: Path, photo: bytes, rounds: int) -> Optional[Dict[str, float]]:
+    """A 12 MP photo in the studio in headless Chromium: the page's repaint time per control move, its
+    views drawn from the 1600 px depth preview, with all three depth views shown and with one."""
+    try:
+        from helpers import make_driver, upload, wait_settled
+    except ImportError as exc:  # selenium: the test extra
+        print(f"\n## 4c. skipped: {exc}")
+        return None
+    if not Path("/usr/bin/chromium").is_file():
+        print("\n## 4c. skipped: no Chromium (apt install chromium chromium-driver)")
+        return None
+    print(f"\n## 4c. The page's own repaint per control move, 12 MP photo (1600 px preview), headless "
+          f"Chromium; {rounds} rounds of {len(MOVES)} moves; ms")
+    out: Dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryFile() as log:
+        path = Path(tmp) / "big.jpg"
+        path.write_bytes(photo)
+        proc, url, _ = start_server(weights, 1, "auto", log, Path(tmp) / "cache")
+        driver = make_driver()
+        try:
+            driver.set_script_timeout(60)
+            driver.get(url + "/")
+            t0 = time.perf_counter()
+            upload(driver, path)
+            wait_settled(driver, 300)
+            first = time.perf_counter() - t0
+            print(f"upload to the first view drawn: {first:.2f} s")
+            out["first view"] = first
+            for mode in ("all", "heatmap"):
+                driver.execute_script("const v = document.getElementById('studio-form').elements.views;"
+                                      "v.value = arguments[0]; v.dispatchEvent(new Event('change', "
+                                      "{bubbles: true}));", mode)
+                wait_settled(driver, 60)
+                paint, frame = [], []
+                for _ in range(rounds):
+                    for name, value in MOVES:
+                        p, f = driver.execute_async_script(MOVE, name, value)
+                        paint.append(p)
+                        frame.append(f)
+                label = "3 views" if mode == "all" else "heatmap only"
+                sp, sf = stats(paint), stats(frame)
+                print(f"{label:14s} repaint {fmt(sp)}   event to painted frame {fmt(sf)}")
+                out[label] = sp[0]
+        finally:
+            driver.quit()
+            stop(proc)
+    return out
 
 
 # -----------------------------------------------------------------------------------------------------
@@ -395,27 +543,40 @@ def main() -> None:
                                               Path(tmp) / "synthetic.pt")
             kind = "synthetic weights (same network, same speed)"
         print(f"# {machine()}\n# {kind}\n# before: {contention()}")
-        engines = load_engines(weights, args.threads)
+        onnx_cache = Path(tmp) / "cache" / "onnx"  # what DEPTHMAP_CACHE=tmp/cache gives the servers
+        engines = load_engines(weights, args.threads, onnx_cache)
+        chosen = resolve_engine("auto")
+        print(f"# default engine: auto -> {chosen} (the first of {', '.join(auto_order())} installed)")
         forward = {}
         for size in args.sizes:
             forward.update(forward_table(engines, [size], rounds.get(size, 8)))
+        fresh = Path(tmp) / "fresh-onnx"
+        loads = load_times(weights, args.threads, fresh)
+        print("\n## 1b. Loading an ONNX engine in-process (no warm-up): "
+              + ", ".join(f"{k} {v:.1f} s" for k, v in loads.items()))
         samples = photos()
-        default = engines["torchscript"]
+        default = engines[chosen]
         fast_name = "bf16" if "bf16" in engines else next(
-            (n for n in engines if n.startswith("openvino")), None)
-        ratios = request_table("torchscript", default, samples, runs)
+            (n for n in engines if n.startswith("openvino (")), None)
+        ratios = request_table(chosen, default, samples, runs)
         if fast_name:
             request_table(fast_name, engines[fast_name], samples, runs)
         rerender = rerender_table(default, samples["12 MP 4000x3000 JPEG"], runs * 2)
-        del engines
+        del engines, default
         if not args.no_serve:
-            serve_table(weights, "torchscript", samples, 12 if args.quick else 24)
+            for label, seconds in startup_table(weights).items():
+                TARGETS.append((f"startup to /healthz, {label}", f"{seconds:.1f} s", "measured"))
+            serve_table(weights, "auto", samples, 12 if args.quick else 24, Path(tmp) / "cache")
+            repaint = repaint_table(weights, samples["12 MP 4000x3000 JPEG"], 2 if args.quick else 5)
+            if repaint:
+                for label in ("3 views", "heatmap only"):
+                    target(f"page repaint per control move, 12 MP photo, {label}", repaint[label], 16, " ms")
         print(f"# after: {contention()}")
 
     print("\n## 5. Targets")
     f256 = forward.get(256, {})
-    if "torchscript" in f256:
-        target("default engine (torchscript) forward vs eager, 256 px", f256["torchscript"][1], 0.5)
+    for size, row in forward.items():
+        target(f"default engine (auto -> {chosen}) forward vs eager, {size} px", row[chosen][1], 0.4)
     for name in ("bf16", "onnxruntime"):
         if name in f256 and f256[name][2] is not None:
             target(f"fast mode {name} forward vs OpenVINO bf16, 256 px", f256[name][2], 1.5)

@@ -5,6 +5,8 @@
 // which answers a depth_id. Each shown view is then an <img> whose URL is
 // /api/v1/depth/<id>/<view>.png?<options>, rendered from the server's cache, so changing a colormap,
 // mode or slider re-renders without a new inference. Size and square need one: POST /api/v1/render.
+// Where static/live.js can, the heatmap, overlay and gray views are drawn in the page instead, from the
+// depth fetched once: a control move then repaints with no request (with CLAHE on, the server renders).
 (() => {
   "use strict";
   const form = document.getElementById("studio-form");
@@ -32,6 +34,10 @@
   let renderStarted = 0;
   let renderTimer = 0;
   let retried = null; // depth_id whose failed images already caused one re-upload
+  // the views drawn in the page (static/live.js): the depth of live.id, once loaded; live.failed is the
+  // depth_id it could not be had for (the server's PNGs are shown instead)
+  const live = { id: null, depth: null, failed: null };
+  let paintFrame = 0;
 
   function setStatus(text, busy) {
     statusEl.textContent = text;
@@ -90,26 +96,72 @@
     return `${api}/depth/${depthId}/${view}.png${s ? "?" + s : ""}`;
   }
 
-  // point every shown <img> at its view's URL; the browser fetches only the ones that changed
+  function liveOptions() {
+    const v = values();
+    return { colormap: v.colormap, alpha: Number(v.alpha), log: v.log, clip: Number(v.clip),
+             contrast: Number(v.contrast), brightness: Number(v.brightness), invert: v.invert };
+  }
+
+  // whether the views are drawn in the page: "ready", "loading" (the depth is on its way) or "" (the
+  // server renders them: no live.js, CLAHE on, or the depth could not be had)
+  function liveState() {
+    if (!window.depthLive || values().clahe || live.failed === depthId) return "";
+    if (live.id === depthId && live.depth) return "ready";
+    if (live.id !== depthId) {
+      const id = depthId;
+      live.id = id;
+      live.depth = null;
+      window.depthLive.load(api, id, previewSide).then((depth) => {
+        if (live.id === id) live.depth = depth;
+      }, () => {
+        if (live.id === id) live.failed = id;
+      }).then(() => { if (depthId === id) show(); });
+    }
+    return "loading";
+  }
+
+  // point every shown <img> at its view's URL (the browser fetches only the ones that changed), or draw
+  // the depth views in the page
   function show() {
     if (!depthId) return;
     const mode = form.elements.views.value;
     grid.dataset.mode = mode;
+    const state = liveState();
+    const t0 = performance.now();
     const waiting = [];
     for (const fig of grid.querySelectorAll("figure[data-view]")) {
       const view = fig.dataset.view;
       const visible = view === "photo" || mode === "all" || mode === view;
       fig.hidden = !visible;
-      if (!visible) continue;
       const q = viewQuery(view);
+      fig.querySelector("a.download").href = url(view, q, true);
+      if (!visible) continue;
+      const canvas = fig.querySelector("canvas");
+      if (state && canvas) {
+        fig.classList.add("live");
+        if (state === "ready") {
+          window.depthLive.draw(canvas, live.depth, view, liveOptions());
+          fig.classList.remove("loading");
+        } else {
+          fig.classList.add("loading");
+          waiting.push(canvas);
+        }
+        continue;
+      }
+      fig.classList.remove("live");
       const img = fig.querySelector("img");
       const src = url(view, q, false);
       if (img.getAttribute("src") !== src) {
         fig.classList.add("loading");
         img.src = src;
         waiting.push(img);
+      } else if (img.complete) {
+        fig.classList.remove("loading"); // drawing in the page was given up; this image is already here
       }
-      fig.querySelector("a.download").href = url(view, q, true);
+    }
+    if (state === "ready") {
+      grid.dataset.paintMs = (performance.now() - t0).toFixed(2);
+      grid.dataset.paints = String(Number(grid.dataset.paints || 0) + 1);
     }
     document.getElementById("npy").href = `${api}/depth/${depthId}.npy`;
     results.hidden = false;
@@ -121,14 +173,27 @@
     history.replaceState(null, "", `?${page}`);
     announce();
     if (waiting.length) {
-      renderStarted = performance.now();
+      if (!renderStarted) renderStarted = performance.now();
       if (!statusEl.classList.contains("busy")) setStatus(t("Rendering…"), true);
+    } else if (state === "ready") {
+      if (!renderStarted) renderStarted = t0;
+      renderDone();
     }
+  }
+
+  // every shown view is there: the status says how long it took
+  function renderDone() {
+    if (grid.querySelector("figure.loading:not([hidden])") || !renderStarted) return;
+    const ms = Math.round(performance.now() - renderStarted);
+    renderStarted = 0;
+    setStatus(statusEl.dataset.done ? t("{done} · shown in {ms} ms", { done: statusEl.dataset.done, ms }) : t("Re-rendered from cache in {ms} ms", { ms }), false);
+    statusEl.dataset.done = "";
   }
 
   function onImageDone(ev) {
     const img = ev.target;
     const fig = img.closest("figure");
+    if (fig.classList.contains("live")) return; // an earlier server image; the page draws this view
     fig.classList.remove("loading");
     if (ev.type === "error" && img.getAttribute("src")) {
       // most likely the result left the server's cache: if the photo is still chosen here, send it
@@ -142,12 +207,7 @@
       setError(t("This view could not be rendered: the result may have expired from the server's memory. " +
                  "Upload the photo again."));
     }
-    if (!grid.querySelector("figure.loading:not([hidden])") && renderStarted) {
-      const ms = Math.round(performance.now() - renderStarted);
-      renderStarted = 0;
-      setStatus(statusEl.dataset.done ? t("{done} · shown in {ms} ms", { done: statusEl.dataset.done, ms }) : t("Re-rendered from cache in {ms} ms", { ms }), false);
-      statusEl.dataset.done = "";
-    }
+    renderDone();
   }
   for (const img of grid.querySelectorAll("img")) {
     img.addEventListener("load", onImageDone);
@@ -242,8 +302,13 @@
       return;
     }
     setError("");
-    clearTimeout(renderTimer); // sliders fire many events: render once they settle a little
-    renderTimer = setTimeout(show, el.type === "range" ? 120 : 0);
+    clearTimeout(renderTimer);
+    cancelAnimationFrame(paintFrame);
+    if (liveState() === "ready") {
+      paintFrame = requestAnimationFrame(show); // drawn in the page: at most once a frame
+    } else {
+      renderTimer = setTimeout(show, el.type === "range" ? 120 : 0); // sliders fire many events: render once they settle a little
+    }
   }
   form.addEventListener("input", onControl);
   form.addEventListener("change", onControl);
@@ -282,5 +347,5 @@
       url: (view, download) => url(view, viewQuery(view), download),
     } }));
   }
-  if (depthId) { setStatus("", false); announce(); }
+  if (depthId) { setStatus("", false); announce(); if (window.depthLive) show(); }
 })();

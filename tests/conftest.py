@@ -17,6 +17,22 @@ from helpers import FIXTURES, REDIS_SERVER, SAMPLES, RedisServer, make_driver, r
 from synthetic import write_synthetic_weights
 
 
+@pytest.fixture(scope="session", autouse=True)
+def user_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A fresh user cache folder for the session (``XDG_CACHE_HOME``, which the servers and commands
+    the tests start inherit; ``DEPTHMAP_CACHE`` unset), so that the ONNX exports of the synthetic
+    weights never land in the user's own cache. Yields ``app.model.cache_dir()``."""
+    path = tmp_path_factory.mktemp("xdg-cache")
+    before = {k: os.environ.pop(k, None) for k in ("XDG_CACHE_HOME", "DEPTHMAP_CACHE")}
+    os.environ["XDG_CACHE_HOME"] = str(path)
+    yield path / "depthmap"
+    for key, value in before.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 @pytest.fixture(scope="session")
 def manifest_path() -> Path:
     return FIXTURES / "state_dict_manifest.json"

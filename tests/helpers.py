@@ -207,12 +207,14 @@ class RedisServer:
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 
-# the page is idle: a result is shown, every shown image has loaded, nothing is in flight
+# the page is idle: a result is shown, every shown image has loaded (or been drawn in the page, by
+# static/live.js), nothing is in flight
 SETTLED = """
 const figs = [...document.querySelectorAll('#grid figure:not([hidden])')];
 return !document.getElementById('results').hidden && figs.length > 0 &&
   figs.every(f => { const i = f.querySelector('img');
-                    return i.getAttribute('src') && i.complete && i.naturalWidth > 0 &&
+                    const drawn = f.classList.contains('live');
+                    return (drawn || (i.getAttribute('src') && i.complete && i.naturalWidth > 0)) &&
                            !f.classList.contains('loading'); }) &&
   !document.getElementById('status').classList.contains('busy');
 """

@@ -198,6 +198,9 @@ def test_healthz(client, app) -> None:
     assert body["status"] == "ok" and body["model"] == model.name
     assert body["weights_sha256"] == model.weights_sha256 and body["torch_threads"] == 2
     assert body["uptime_s"] >= 0
+    # the engine that runs, not the setting's name for it
+    assert (body["engine_setting"], body["engine"], body["precision"]) == ("auto", model.engine, "fp32")
+    assert body["engine"] != "auto" and body["torchscript"] == (model.engine == "torchscript")
 
 
 # errors ----------------------------------------------------------------------------------------------

@@ -9,8 +9,11 @@ from app.model import WeightsError
 
 
 def test_model_is_loaded_once_and_kept(app, weights_path) -> None:
+    from app.model import resolve_engine
+
     model = app.extensions["depth_model"]
-    assert model.weights_path == weights_path and model.scripted
+    assert model.weights_path == weights_path and app.config["ENGINE"] == "auto"
+    assert model.engine == resolve_engine("auto") and model.precision == "fp32"
 
 
 def test_healthz(app) -> None:

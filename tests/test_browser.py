@@ -20,16 +20,22 @@ from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
-# a hash of a shown image's decoded pixels, read back through a canvas
+# a hash of a shown view's pixels: the page's own drawing (static/live.js), or the server's image read
+# back through a canvas
 PIXELS = """
-const img = document.querySelector(`figure[data-view="${arguments[0]}"] img`);
-const c = document.createElement('canvas');
-c.width = img.naturalWidth; c.height = img.naturalHeight;
-const ctx = c.getContext('2d'); ctx.drawImage(img, 0, 0);
-const d = ctx.getImageData(0, 0, c.width, c.height).data;
+const fig = document.querySelector(`figure[data-view="${arguments[0]}"]`);
+const img = fig.querySelector('img');
+let c = fig.querySelector('canvas');
+if (!fig.classList.contains('live')) {
+  c = document.createElement('canvas');
+  c.width = img.naturalWidth; c.height = img.naturalHeight;
+  c.getContext('2d').drawImage(img, 0, 0);
+}
+const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
 let h = 0; for (let i = 0; i < d.length; i += 7) h = (Math.imul(h, 31) + d[i]) | 0;
 return h;
 """
+GRID_SOURCES = "return [...document.querySelectorAll('#grid img')].map(i => i.getAttribute('src'))"
 # how many times the page asked the server for an inference
 POSTS = """
 return performance.getEntriesByType('resource').filter(e => e.initiatorType === 'fetch')
@@ -53,22 +59,39 @@ def test_upload_shows_the_photo_and_three_views(driver, server_url) -> None:
     wait_settled(driver)
     width, height = photo_size(SAMPLES["chelsea"])
     assert shown(driver) == ["photo", "heatmap", "overlay", "gray"]
-    for img in driver.find_elements(By.CSS_SELECTOR, "#grid img"):
-        assert driver.execute_script("return [arguments[0].naturalWidth, arguments[0].naturalHeight]",
-                                     img) == [width, height]
+    # the photo from the server, the depth views drawn in the page, all at the photo's size
+    assert live(driver) == ["heatmap", "overlay", "gray"]
+    sizes = driver.execute_script("""return [...document.querySelectorAll('#grid figure')].map(f => {
+        const c = f.querySelector('canvas'), i = f.querySelector('img');
+        return f.classList.contains('live') ? [c.width, c.height] : [i.naturalWidth, i.naturalHeight]; })""")
+    assert sizes == [[width, height]] * 4
     assert "Depth map in" in driver.find_element(By.ID, "status").text
     assert len(depth_id(driver)) == 32
     assert driver.execute_script(POSTS).count("/api/v1/depth") == 1
 
 
-def test_colormap_and_mode_rerender_without_inference(driver, server_url) -> None:
+def live(driver) -> list:
+    """The shown views the page draws itself."""
+    return [f.get_attribute("data-view") for f in driver.find_elements(By.CSS_SELECTOR, "#grid figure.live")
+            if f.is_displayed()]
+
+
+def repainted(driver, before: str) -> None:
+    WebDriverWait(driver, 30).until(lambda d: d.find_element(By.ID, "grid").get_attribute("data-paints")
+                                    != before)
+    wait_settled(driver)
+
+
+def test_colormap_and_mode_rerender_without_a_request(driver, server_url) -> None:
+    """Drawn in the page: a control move asks the server for nothing (no inference, no image)."""
     before = {v: driver.execute_script(PIXELS, v) for v in ("photo", "heatmap", "gray")}
     first_id = depth_id(driver)
+    requests_before = driver.execute_script("return performance.getEntriesByType('resource').length")
+    grid_before = driver.execute_script(GRID_SOURCES)
+    paints = driver.find_element(By.ID, "grid").get_attribute("data-paints")
 
     Select(driver.find_element(By.ID, "f-colormap")).select_by_value("viridis")
-    WebDriverWait(driver, 30).until(lambda d: "colormap=viridis" in d.find_element(
-        By.CSS_SELECTOR, 'figure[data-view="heatmap"] img').get_attribute("src"))
-    wait_settled(driver)
+    repainted(driver, paints)
     assert driver.execute_script(PIXELS, "heatmap") != before["heatmap"]
     assert driver.execute_script(PIXELS, "photo") == before["photo"]
     assert driver.execute_script(PIXELS, "gray") == before["gray"]  # gray has no colormap
@@ -78,16 +101,34 @@ def test_colormap_and_mode_rerender_without_inference(driver, server_url) -> Non
     assert shown(driver) == ["photo", "overlay"]
     overlay = driver.execute_script(PIXELS, "overlay")
     slider = driver.find_element(By.ID, "f-alpha")
+    paints = driver.find_element(By.ID, "grid").get_attribute("data-paints")
     slider.send_keys(Keys.ARROW_RIGHT, Keys.ARROW_RIGHT)  # 0.5 -> 0.6
-    WebDriverWait(driver, 30).until(lambda d: "alpha=0.6" in d.find_element(
-        By.CSS_SELECTOR, 'figure[data-view="overlay"] img').get_attribute("src"))
-    wait_settled(driver)
+    repainted(driver, paints)
+    WebDriverWait(driver, 30).until(lambda d: "alpha=0.6" in d.current_url)
     assert driver.execute_script(PIXELS, "overlay") != overlay
     assert "Re-rendered from cache in" in driver.find_element(By.ID, "status").text
+    assert "alpha=0.6" in driver.find_element(
+        By.CSS_SELECTOR, 'figure[data-view="overlay"] a.download').get_attribute("href")
 
-    posts = driver.execute_script(POSTS)
-    assert posts.count("/api/v1/depth") == 1 and "/api/v1/render" not in posts  # no new inference
+    # the shown views asked for nothing: their images kept their first sources, and what was fetched is
+    # the colour key's ticks (static/legend.js) and the compare slider's images (static/compare.js)
+    assert driver.execute_script(GRID_SOURCES) == grid_before
+    fetched = driver.execute_script("""return performance.getEntriesByType('resource').slice(arguments[0])
+        .map(e => new URL(e.name).pathname)""", requests_before)
+    assert all(path.endswith(("/legend.json", "/heatmap.png", "/overlay.png")) for path in fetched), fetched
     assert depth_id(driver) == first_id and "colormap=viridis" in driver.current_url
+
+
+def test_clahe_is_rendered_by_the_server(driver, server_url) -> None:
+    clahe = driver.find_element(By.ID, "f-clahe")
+    driver.execute_script("arguments[0].click()", clahe)
+    WebDriverWait(driver, 30).until(lambda d: "clahe=on" in d.find_element(
+        By.CSS_SELECTOR, 'figure[data-view="overlay"] img').get_attribute("src"))
+    wait_settled(driver)
+    assert live(driver) == []
+    driver.execute_script("arguments[0].click()", clahe)
+    WebDriverWait(driver, 30).until(lambda d: live(d) == ["overlay"])
+    wait_settled(driver)
 
 
 def test_size_change_reinfers_the_same_upload(driver, server_url) -> None:

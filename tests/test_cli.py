@@ -161,4 +161,4 @@ def test_cli_lists_the_models_engines() -> None:
     from app import cli
     from app.model import ENGINES
 
-    assert cli.ENGINES == ENGINES
+    assert cli.ENGINES == ("auto",) + ENGINES

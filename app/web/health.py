@@ -16,7 +16,8 @@ bp = Blueprint("health", __name__)
 
 @bp.get("/healthz")
 def healthz() -> Any:
-    """The process is up, its model loaded: which model, engine and threads, the shared result store and
+    """The process is up, its model loaded: which model, engine (the one running, and the setting that
+    chose it: ``auto`` names the fastest exact one installed) and threads, the shared result store and
     this process's gate. A store that is down is reported, not answered with an error: this process is
     fine and serves again as soon as the store is back."""
     model = current_app.extensions["depth_model"]
@@ -27,7 +28,8 @@ def healthz() -> Any:
     except (StoreUnavailable, OSError) as exc:
         store = {"backend": service.store.kind, "error": getattr(exc, "message", str(exc))}
     return jsonify(status="ok", model=model.name, weights_sha256=model.weights_sha256,
-                   engine=model.engine, torchscript=model.scripted, torch_threads=model.threads,
+                   engine=model.engine, engine_setting=current_app.config["ENGINE"],
+                   precision=model.precision, torchscript=model.scripted, torch_threads=model.threads,
                    load_s=current_app.extensions["load_s"],
                    uptime_s=round(time.monotonic() - started, 1), pid=os.getpid(),
                    store=store,

@@ -165,6 +165,13 @@ ROUTES: Mapping[str, Dict[str, Any]] = {
             "type": "integer", "minimum": PREVIEW_SIDES[0], "maximum": PREVIEW_SIDES[1], "default": 512}}],
         "responses": {"200": _file("application/octet-stream", "float32 .npy, downscaled"),
                       **_errors(404, 422, 503)}},
+    "live.colormaps": {"responses": {"200": {
+        "description": "each colormap's 256 RGB entries, display level 0 first: the tables the views use",
+        "content": {"application/json": {"schema": {"type": "object", "properties": {"colormaps": {
+            "type": "object", "additionalProperties": {
+                "type": "array", "minItems": 256, "maxItems": 256, "items": {
+                    "type": "array", "minItems": 3, "maxItems": 3,
+                    "items": {"type": "integer", "minimum": 0, "maximum": 255}}}}}}}}}}},
     "measure.calibrate_depth": {
         "requestBody": {"required": True, "content": {"application/json": {"schema": {
             "type": "object", "required": ["points"], "properties": {"points": {
