@@ -118,7 +118,9 @@ def running_server(weights: Path, log_path: Path, *args: str,
     """``depthmap serve`` as a real process on a free loopback port; yields its URL and process."""
     port = free_port()
     base = {k: v for k, v in os.environ.items() if not k.startswith("DEPTHMAP_")}
-    full_env = {**base, "MIDAS_WEIGHTS": str(weights), "DEPTHMAP_TORCH_THREADS": "2", **(env or {})}
+    # a data dir of its own: the shared state (results, the job queue) of no other run
+    full_env = {**base, "MIDAS_WEIGHTS": str(weights), "DEPTHMAP_TORCH_THREADS": "2",
+                "DEPTHMAP_DATA_DIR": str(log_path.parent / "data"), **(env or {})}
     full_env = {k: v for k, v in full_env.items() if v is not None}  # None: leave the variable unset
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([str(DEPTHMAP), "serve", "--bind", f"127.0.0.1:{port}", *args],
