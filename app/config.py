@@ -58,7 +58,7 @@ SETTINGS: Tuple[Setting, ...] = (
     _app("ENGINE", "torchscript", str, "how the network runs: `torchscript`, `eager`, `bf16`, "
          "`onnxruntime` or `openvino` (same as `--engine`; see [Engines](engines-and-speed.md#engines))"),
     _app("TORCH_THREADS", None, int, "inference threads per process, for every engine (same as "
-         "`predict --threads`)", "all cores the process may use (`serve`: cores ÷ workers)"),
+         "`predict --threads`)", "the CPUs the process may use, cgroup quota included (`serve`: ÷ workers)"),
     # shared state: results and video jobs, for every worker and host
     _app("DATA_DIR", None, str, "where results and video jobs shared by this host's workers are kept",
          "a private folder in the system's temporary folder"),
@@ -100,8 +100,8 @@ SETTINGS: Tuple[Setting, ...] = (
          "folder for every process that runs or serves jobs", "`jobs` in the data dir"),
     # serving (depthmap serve, app/gunicorn_conf.py)
     _other("DEPTHMAP_BIND", "127.0.0.1:8000", str, "address:port to listen on (same as `serve --bind`)"),
-    _other("DEPTHMAP_WORKERS", 1, int, "worker processes, each with its own model and result cache "
-           "(same as `serve --workers`)"),
+    _other("DEPTHMAP_WORKERS", None, int, "server worker processes, each with its own model (same as "
+           "`serve --workers`)", "usable CPUs ÷ 4, rounded up ([rule](self-hosting.md#workers-and-threads))"),
     _other("DEPTHMAP_WORKER_THREADS", 4, int, "request threads per worker: pages, images and health "
            "checks are served while a depth map is computed (same as `serve --threads`)"),
     _other("DEPTHMAP_TIMEOUT", 120, int, "seconds before a stuck worker is restarted (same as `serve "

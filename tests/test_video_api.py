@@ -29,7 +29,8 @@ def vapp(weights_path, video_dir, tmp_path_factory):
     from app import create_app
 
     app = create_app({"TESTING": True, "MIDAS_WEIGHTS": str(weights_path), "TORCH_THREADS": 2,
-                      "DATA_DIR": str(tmp_path_factory.mktemp("data")), "VIDEO_DIR": str(video_dir), "VIDEO_WORKERS": 1, "VIDEO_QUEUE": 1,
+                      "DATA_DIR": str(tmp_path_factory.mktemp("data")), "VIDEO_DIR": str(video_dir),
+                      "VIDEO_WORKERS": 1, "VIDEO_QUEUE": 1,
                       "VIDEO_JOB_TTL": 120, "VIDEO_MAX_SECONDS": 60, "VIDEO_MAX_FRAMES": 100})
     yield app
     app.extensions["video_jobs"].shutdown()
