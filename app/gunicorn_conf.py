@@ -9,26 +9,26 @@ rule of ``app.cpus.plan`` on the CPUs the process may really use (cgroup quota i
 import os
 from typing import Any
 
-from app import config
+from app import config as settings  # not "config": gunicorn would read that name as its own setting
 from app.cpus import plan, usable_cpus
 
-bind = config.get("DEPTHMAP_BIND")
-workers, _torch_threads = plan(usable_cpus(), config.get("DEPTHMAP_WORKERS"),
-                               config.get("DEPTHMAP_TORCH_THREADS"))
+bind = settings.get("DEPTHMAP_BIND")
+workers, _torch_threads = plan(usable_cpus(), settings.get("DEPTHMAP_WORKERS"),
+                               settings.get("DEPTHMAP_TORCH_THREADS"))
 worker_class = "gthread"
 # threads keep the page responsive (images, health checks) while a depth map is computed
-threads = config.get("DEPTHMAP_WORKER_THREADS")
-timeout = config.get("DEPTHMAP_TIMEOUT")
-graceful_timeout = config.get("DEPTHMAP_GRACEFUL_TIMEOUT")
+threads = settings.get("DEPTHMAP_WORKER_THREADS")
+timeout = settings.get("DEPTHMAP_TIMEOUT")
+graceful_timeout = settings.get("DEPTHMAP_GRACEFUL_TIMEOUT")
 keepalive = 5
 # torch threads: the usable CPUs split between the workers, unless set explicitly (the app reads the variable)
 os.environ["DEPTHMAP_TORCH_THREADS"] = str(_torch_threads)
 
 # gunicorn's own log and the app's to stderr, the access log (never bodies) to stdout
-accesslog = config.get("DEPTHMAP_ACCESS_LOG")
+accesslog = settings.get("DEPTHMAP_ACCESS_LOG")
 access_log_format = '%(h)s "%(r)s" %(s)s %(B)s %(M)sms'
 logconfig_dict = {
-    "root": {"level": config.get("DEPTHMAP_LOG_LEVEL").upper(), "handlers": ["error_console"]},
+    "root": {"level": settings.get("DEPTHMAP_LOG_LEVEL").upper(), "handlers": ["error_console"]},
     "loggers": {
         "gunicorn.error": {"level": "INFO", "handlers": [], "propagate": True},
         "gunicorn.access": {"level": "INFO", "handlers": ["console"], "propagate": False},

@@ -526,20 +526,20 @@ class VideoJobs:
 
     # consumers ----------------------------------------------------------------------------------------------
 
-    def consumer(self) -> Consumer:
-        """A consumer with ``workers`` threads (and the heartbeat thread, started with it)."""
-        consumer = _QuietConsumer(self.huey, workers=self.workers, worker_type="thread", periodic=True,
-                                  initial_delay=0.05, max_delay=1.0, check_worker_health=False)
+    def consumer(self, signals: bool = False) -> Consumer:
+        """A consumer with ``workers`` threads (and the heartbeat thread, started with it); with
+        ``signals``, SIGINT and SIGTERM stop it (running jobs go back to the queue at their next frame)."""
+        consumer = _Consumer(self.huey, workers=self.workers, worker_type="thread", periodic=True,
+                             initial_delay=0.05, max_delay=1.0, check_worker_health=False,
+                             shutdown_timeout=30)
+        consumer.stopping, consumer.signals = self._stopping, signals
         threading.Thread(target=self._heartbeat, name="depthmap-job-heartbeat", daemon=True).start()
         return consumer
 
     def run_consumer(self) -> None:
-        """Runs a consumer in this process until SIGINT or SIGTERM (``depthmap worker``): running jobs
-        go back to the queue."""
-        consumer = self.consumer()
-        consumer.shutdown_timeout = 30
+        """Runs a consumer in this process until SIGINT or SIGTERM (``depthmap worker``)."""
+        consumer = self.consumer(signals=True)
         consumer.start()
-        Consumer._set_signal_handlers(consumer)  # standalone, the consumer owns the process's signals
         try:
             while True:
                 try:
@@ -585,11 +585,21 @@ class VideoJobs:
             self._lock_file = None
 
 
-class _QuietConsumer(Consumer):
-    """Huey's consumer without its signal handlers: inside a web server the server owns the signals."""
+class _Consumer(Consumer):
+    """Huey's consumer, with signal handlers only where it owns the process (inside a web server the
+    server owns the signals), and a signal that first tells running jobs to stop: Huey's graceful stop
+    would wait for a job that may run for an hour."""
+
+    stopping: threading.Event
+    signals: bool = False
 
     def _set_signal_handlers(self) -> None:
-        pass
+        if self.signals:
+            super()._set_signal_handlers()
+
+    def _handle_signal(self, signum: int, frame: Any) -> None:
+        self.stopping.set()
+        super()._handle_signal(signum, frame)
 
 
 def from_settings(c: Mapping[str, Any], model: ModelProvider) -> VideoJobs:
