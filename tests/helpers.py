@@ -95,6 +95,13 @@ def post_depth(client, data: bytes, filename: str = "photo.png", headers=None, *
 # the command line and a real server -------------------------------------------------------------------
 
 DEPTHMAP = Path(sys.executable).parent / "depthmap"
+REPO = Path(__file__).parents[1]
+
+
+def this_checkout(env: Dict[str, str]) -> Dict[str, str]:
+    """``env`` with this checkout first on the import path: the venv's ``depthmap`` may be an editable
+    install of another working tree, and a test must run the code it sits beside."""
+    return {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))}
 
 
 def run_cli(args: List[str], env: Optional[Dict[str, str]] = None, cwd: Optional[Path] = None,
@@ -103,7 +110,7 @@ def run_cli(args: List[str], env: Optional[Dict[str, str]] = None, cwd: Optional
     added); its output as text."""
     base = {k: v for k, v in os.environ.items() if k not in ("MIDAS_WEIGHTS", "DEPTHMAP_CACHE")}
     return subprocess.run([str(DEPTHMAP), *args], capture_output=True, text=True, timeout=timeout,
-                          env={**base, **(env or {})}, cwd=cwd)
+                          env=this_checkout({**base, **(env or {})}), cwd=cwd)
 
 
 def free_port() -> int:
@@ -124,7 +131,7 @@ def running_server(weights: Path, log_path: Path, *args: str,
     full_env = {k: v for k, v in full_env.items() if v is not None}  # None: leave the variable unset
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([str(DEPTHMAP), "serve", "--bind", f"127.0.0.1:{port}", *args],
-                                env=full_env, stdout=log, stderr=subprocess.STDOUT)
+                                env=this_checkout(full_env), stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90
@@ -158,7 +165,8 @@ def running_worker(weights: Path, log_path: Path, env: Dict[str, str]) -> Iterat
     base = {k: v for k, v in os.environ.items() if not k.startswith("DEPTHMAP_")}
     full_env = {**base, "MIDAS_WEIGHTS": str(weights), "DEPTHMAP_TORCH_THREADS": "1", **env}
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen([str(DEPTHMAP), "worker"], env=full_env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([str(DEPTHMAP), "worker"], env=this_checkout(full_env), stdout=log,
+                                stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 120
         while "video job worker:" not in log_path.read_text():

@@ -15,7 +15,7 @@ import pytest
 import requests
 from PIL import Image
 
-from helpers import DEPTHMAP, running_server
+from helpers import DEPTHMAP, running_server, this_checkout
 from load_test import drive
 from test_hostile import CORPUS
 
@@ -114,7 +114,7 @@ def test_bad_weights_stop_serve_with_one_clear_line(tmp_path, content, message) 
         path.write_bytes(content)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DEPTHMAP_", "MIDAS_"))}
     proc = subprocess.run([str(DEPTHMAP), "serve", "--weights", str(path)], capture_output=True, text=True,
-                          timeout=120, env=env)
+                          timeout=120, env=this_checkout(env))
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1

@@ -84,11 +84,11 @@ def test_missing_weights_stop_serve_with_one_clear_line(tmp_path) -> None:
     import os
     import subprocess
 
-    from helpers import DEPTHMAP
+    from helpers import DEPTHMAP, this_checkout
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DEPTHMAP_", "MIDAS_"))}
     proc = subprocess.run([str(DEPTHMAP), "serve", "--weights", str(tmp_path / "absent.pt")],
-                          capture_output=True, text=True, timeout=60, env=env)
+                          capture_output=True, text=True, timeout=60, env=this_checkout(env))
     assert proc.returncode == 2
     assert "Weights file not found" in proc.stderr and "Traceback" not in proc.stderr
     assert "gunicorn" not in proc.stderr.lower()  # stopped before any server started
