@@ -83,8 +83,8 @@ kind, _, want = WEIGHTS_DIGEST.partition(':'); \
 print('baked weights: strict load ok, sha256', file_digest(p, 'sha256'), \
 '(the official file)' if file_digest(p, kind) == want else '(NOT the official file)')"; fi
 
-# Serving defaults (docs/self-hosting.md, "Configuration in the container"). DEPTHMAP_TORCH_THREADS is left unset: the entry point sets it
-# to the cores the container may use (its CPU limit) divided by the workers.
+# Serving defaults (docs/self-hosting.md, "Configuration in the container"). DEPTHMAP_TORCH_THREADS is left unset: the app sets it
+# to the CPUs the container may use (its CPU limit, app/cpus.py) divided by the workers.
 ENV DEPTHMAP_BIND=0.0.0.0:8000 \
     DEPTHMAP_WORKERS=1 \
     DEPTHMAP_WORKER_THREADS=4 \
