@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import datetime
 import fcntl
+import functools
 import json
 import logging
 import os
 import secrets
 import shutil
 import socket
+import sqlite3
 import tempfile
 import threading
 import time
@@ -34,6 +36,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import IO, Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
+import redis.exceptions
 from huey import RedisHuey, SqliteHuey, crontab
 from huey.api import Huey
 from huey.consumer import Consumer, ConsumerStopped
@@ -66,6 +69,32 @@ class QueueFull(Exception):
     def __init__(self, retry_after: int) -> None:
         super().__init__(f"job queue full; retry after {retry_after} s")
         self.retry_after = retry_after
+
+
+class QueueUnavailable(Exception):
+    """The queue's storage (the SQLite file, or Redis) cannot be reached or written; try again after
+    ``retry_after`` seconds (nothing needs restarting: the next call connects again)."""
+
+    def __init__(self, message: str, retry_after: int = 5) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+
+
+STORAGE_ERRORS = (sqlite3.Error, redis.exceptions.RedisError)
+
+
+def _storage_guarded(method: Callable[..., Any]) -> Callable[..., Any]:
+    """``method`` with the storage's own errors turned into ``QueueUnavailable``."""
+    @functools.wraps(method)
+    def guarded(self: "VideoJobs", *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except STORAGE_ERRORS as exc:
+            log.error("video job queue unavailable: %s", exc)
+            raise QueueUnavailable("The video job queue cannot be reached just now (its storage is down "
+                                   "or busy); try again in a few seconds.") from exc
+    return guarded
 
 
 class Cancelled(Exception):
@@ -307,6 +336,7 @@ class VideoJobs:
         """Deletes a folder from ``new_workdir`` that never became a job (a refused upload)."""
         shutil.rmtree(workdir, ignore_errors=True)
 
+    @_storage_guarded
     def submit(self, job_id: str, name: str, spec: Dict[str, Any], info: Dict[str, Any]) -> Job:
         """Queues the job whose upload is in ``workdir(job_id)/upload``; raises ``QueueFull`` when
         ``queue_size`` jobs already wait."""
@@ -320,6 +350,7 @@ class VideoJobs:
         log.info("job %s queued (%d waiting before it)", job_id, waiting)
         return job
 
+    @_storage_guarded
     def get(self, job_id: str) -> Optional[Job]:
         """The job (None if unknown or expired); a running job whose consumer was lost is requeued or
         failed here too, so a status never stays "running" for a dead worker."""
@@ -331,6 +362,7 @@ class VideoJobs:
             self.sweep()  # others' expired jobs too, at most once a second per process
         return job
 
+    @_storage_guarded
     def cancel(self, job_id: str) -> Optional[Job]:
         """Cancels a queued job at once, a running one at its next frame; None if unknown."""
         job = self.get(job_id)
@@ -343,6 +375,7 @@ class VideoJobs:
         log.info("job %s cancel requested", job_id)
         return job
 
+    @_storage_guarded
     def remove(self, job_id: str) -> bool:
         """Deletes an ended job and its files now; False if unknown or not ended."""
         job = self._read(job_id)
@@ -352,6 +385,7 @@ class VideoJobs:
         shutil.rmtree(self.workdir(job_id), ignore_errors=True)
         return True
 
+    @_storage_guarded
     def counts(self) -> Dict[str, int]:
         out = dict.fromkeys(STATES, 0)
         for job in self.sweep():

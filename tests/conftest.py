@@ -13,7 +13,7 @@ from typing import Dict, Iterator
 
 import pytest
 
-from helpers import FIXTURES, SAMPLES, make_driver, running_server
+from helpers import FIXTURES, REDIS_SERVER, SAMPLES, RedisServer, make_driver, running_server
 from synthetic import write_synthetic_weights
 
 
@@ -132,3 +132,30 @@ def driver():
     d = make_driver()
     yield d
     d.quit()
+
+
+# the result store: the embedded one and a real Redis ------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """Debian's ``redis-server`` on a free loopback port with a password, for the session; a test that
+    stops it starts it again (``redis_server.start()``)."""
+    if not Path(REDIS_SERVER).is_file():
+        pytest.fail("redis-server is missing: apt install redis-server (.ci/run does)")
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def redis_url(redis_server: RedisServer) -> Iterator[str]:
+    """The URL of the session's Redis, running and emptied for this test."""
+    import redis
+
+    if redis_server.proc is None:
+        redis_server.start()
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    client.close()
+    yield redis_server.url

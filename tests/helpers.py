@@ -158,6 +158,49 @@ def running_server(weights: Path, log_path: Path, *args: str,
                 proc.wait()
 
 
+# a real Redis (Debian's ``redis-server``) -----------------------------------------------------------
+
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+
+
+class RedisServer:
+    """``redis-server`` on a free loopback port with a password, its files in ``folder``; ``stop`` and
+    ``start`` again keep the port (and, through the dump file, the data)."""
+
+    password = "test-password"
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.proc: Optional[subprocess.Popen] = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),
+             "--requirepass", self.password, "--save", "", "--appendonly", "no",
+             "--maxmemory", "512mb", "--maxmemory-policy", "volatile-lru"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"redis-server did not start (exit {self.proc.poll()})")
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(20)
+        self.proc = None
+
+
 @contextlib.contextmanager
 def running_worker(weights: Path, log_path: Path, env: Dict[str, str]) -> Iterator[subprocess.Popen]:
     """``depthmap worker`` as a real process (``env`` added to a clean environment), up once it logs that

@@ -237,3 +237,29 @@ def test_another_process_sees_the_same_jobs_and_one_consumer_runs_per_host(make,
 def test_bad_arguments(tmp_path) -> None:
     with pytest.raises(ValueError):
         VideoJobs(make_huey(tmp_path), tmp_path, lambda: None, workers=0)  # type: ignore[arg-type,return-value]
+
+
+def test_the_same_jobs_through_a_real_redis(redis_url, model, clip, tmp_path) -> None:
+    import redis
+
+    def build() -> VideoJobs:
+        return VideoJobs(make_huey(tmp_path / "unused", redis_url), tmp_path / "jobs", lambda: model,
+                         queue_size=2, ttl_s=60, lock_path=tmp_path / "lock")
+
+    a, b = build(), build()  # two processes (of two hosts: the lock path is per host, here shared)
+    try:
+        job = submit(b, clip, norm="frame")
+        client = redis.Redis.from_url(redis_url)
+        (message,) = client.lrange("huey.redis.depthmapvideo", 0, -1)
+        assert json.loads(message)["message"]["args"] == [job.id]  # the queue holds JSON
+        assert a.start_embedded()
+        wait_for(lambda: state(b, job.id) == DONE)
+        record = json.loads(client.hget("huey.results.depthmapvideo", f"job:{job.id}"))
+        assert record["state"] == "done" and record["worker"] == a.me
+        assert b.path(b.get(job.id), "video").is_file()
+        assert b.remove(job.id) and a.get(job.id) is None
+        assert not client.hexists("huey.results.depthmapvideo", f"job:{job.id}")
+        client.close()
+    finally:
+        a.shutdown()
+        b.shutdown()

@@ -277,3 +277,27 @@ def test_page_offers_videos(vclient) -> None:
     assert 'accept="image/*,video/*"' in html and 'id="video-options"' in html
     assert 'name="ema_alpha"' in html and 'name="norm"' in html and "video.js" in html
     assert 'id="video-progress"' in html and 'id="video-cancel"' in html
+
+
+def test_the_queue_on_redis_stopped_and_back(weights_path, redis_server, redis_url, clip, tmp_path) -> None:
+    from app import create_app
+
+    app = create_app({"TESTING": True, "MIDAS_WEIGHTS": str(weights_path), "TORCH_THREADS": 2,
+                      "REDIS_URL": redis_url, "DATA_DIR": str(tmp_path / "data"),
+                      "VIDEO_DIR": str(tmp_path / "jobs")})
+    client = app.test_client()
+    try:
+        job = post_video(client, clip, norm="frame").get_json()
+        assert wait_state(client, job["id"])["state"] == "done"
+        redis_server.stop()
+        for r in (client.get(f"/api/v1/jobs/{job['id']}"), post_video(client, clip, norm="frame")):
+            body = r.get_json()
+            assert r.status_code == 503 and body["error"] == "store_unavailable", body
+            assert "try again" in body["message"] and int(r.headers["Retry-After"]) > 0
+        assert job_dirs(tmp_path / "jobs") == [job["id"]]  # the refused upload is not kept
+        redis_server.start()  # the same app, no restart: the next request connects again
+        again = post_video(client, clip, norm="frame")
+        assert again.status_code == 202, again.get_json()
+        assert wait_state(client, again.get_json()["id"])["state"] == "done"
+    finally:
+        app.extensions["video_jobs"].shutdown()

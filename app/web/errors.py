@@ -63,6 +63,9 @@ ERRORS: Mapping[str, Code] = {
     "busy": Code((503,), "photos: every inference slot is busy and the queue is full; videos: "
                          "`VIDEO_QUEUE` jobs are already waiting in the queue. `Retry-After` says when to "
                          "try again"),
+    "store_unavailable": Code((503,), "the shared result store (the data folder, or Redis) is down, full or "
+                                      "cannot be written; `Retry-After` says when to try again, and the "
+                                      "server recovers by itself once the store is back"),
     "error": Code((), "any other HTTP error (its status says which)"),
 }
 # the code of an HTTP error that Werkzeug or Flask raised on their own

@@ -18,11 +18,12 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request, sen
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.formparser import FormDataParser
 
-from ..jobs import DONE, FAILED, FINISHED, UPLOAD, Job, QueueFull, VideoJobs, from_settings
+from ..jobs import (DONE, FAILED, FINISHED, UPLOAD, Job, QueueFull, QueueUnavailable, VideoJobs,
+                    from_settings)
 from ..options import Options, VideoOptions
 from ..service import safe_stem
 from ..video import Limits, probe
-from .errors import ApiError
+from .errors import ApiError, answer
 from .reading import read_options
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,10 @@ def init_app(app: Flask) -> None:
     """The job manager and the routes."""
     app.extensions["video_jobs"] = from_settings(app.config, lambda: app.extensions["depth_model"])
     app.register_blueprint(bp)
+    # the queue's storage down (Redis stopped, the SQLite file locked too long): 503, and the next
+    # request connects again
+    app.register_error_handler(QueueUnavailable, lambda exc: answer(
+        ApiError("store_unavailable", exc.message, retry_after=exc.retry_after)))
 
     video_meta = {f.name: f.metadata for f in fields(VideoOptions)}
     option_names = list(Options.names()) + sorted(VIDEO_OPTION_NAMES)
