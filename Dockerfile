@@ -24,7 +24,8 @@ ARG PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=igno
 # the user the server runs as; the weights volume belongs to it
 RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/depthmap \
         --shell /usr/sbin/nologin depthmap \
-    && install -d -o depthmap -g depthmap -m 0755 /weights
+    && install -d -o depthmap -g depthmap -m 0755 /weights \
+    && install -d -o depthmap -g depthmap -m 0700 /data
 
 # 1. PyTorch, alone in its layer (about 700 MB): changes to the project never reinstall it. A virtual
 # environment, so this works the same on the official python image and on plain Debian. Dropped: the C++
