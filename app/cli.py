@@ -94,6 +94,8 @@ def main(verbose: bool) -> None:
     """Monocular depth maps from photos with MiDaS v2.1 small."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    # the task queue logs every task it runs (the minute's sweep too); the jobs log themselves
+    logging.getLogger("huey").setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
 @main.command("predict")

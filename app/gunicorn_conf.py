@@ -32,6 +32,8 @@ logconfig_dict = {
     "loggers": {
         "gunicorn.error": {"level": "INFO", "handlers": [], "propagate": True},
         "gunicorn.access": {"level": "INFO", "handlers": ["console"], "propagate": False},
+        # the task queue logs every task it runs (the minute's sweep too); the app logs each job itself
+        "huey": {"level": "WARNING", "handlers": [], "propagate": True},
     },
 }
 # gunicorn >= 24 opens a management socket in $HOME by default; the studio does not use it

@@ -304,7 +304,8 @@ class VideoJobs:
         return None if raw is EmptyData else float(bytes(raw))
 
     def _forget(self, job_id: str) -> None:
-        for key in (f"job:{job_id}", f"cancel:{job_id}", f"beat:{job_id}"):
+        claims = [f"lost:{job_id}:{n}" for n in range(MAX_ATTEMPTS + 1)]
+        for key in (f"job:{job_id}", f"cancel:{job_id}", f"beat:{job_id}", *claims):
             self.huey.storage.delete_data(key)
 
     def _records(self) -> Iterator[Job]:

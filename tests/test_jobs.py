@@ -215,6 +215,7 @@ def test_remove_deletes_an_ended_job_at_once(make, clip) -> None:
     wait_for(lambda: state(jobs, job.id) == DONE)
     assert not jobs.remove("nope")
     assert jobs.remove(job.id) and not jobs.workdir(job.id).exists() and jobs.get(job.id) is None
+    assert jobs.huey.storage.result_items() == {}  # nothing of it is left in the storage
 
 
 def test_another_process_sees_the_same_jobs_and_one_consumer_runs_per_host(make, model, clip) -> None:
