@@ -60,6 +60,7 @@ LATER_PASS_COST = 0.3
 QUEUE_NAME = "depthmap-video"
 MAX_ATTEMPTS = 2  # a job whose consumer was lost runs once more; a clip that kills workers does not loop
 UPLOAD = "upload"  # the upload's file name in the job's folder
+ORPHAN_MIN_AGE_S = 600.0  # a job folder without a record is deleted no sooner (its upload may be arriving)
 WRITE_EVERY_S = 0.25  # a running job writes its progress (and reads its cancel flag) at most this often
 
 
@@ -183,6 +184,7 @@ class Job:
     spec: Dict[str, Any] = field(default_factory=dict)  # what the task needs: options, video options
     state: str = QUEUED
     created: float = field(default_factory=time.time)
+    queued_at: float = field(default_factory=time.time)  # when it last entered the queue
     started: Optional[float] = None
     finished: Optional[float] = None
     attempts: int = 0
@@ -273,6 +275,7 @@ class VideoJobs:
         self.huey, self.root, self.model = huey, Path(root), model
         self.workers, self.queue_size, self.ttl_s, self.timeout_s = workers, queue_size, ttl_s, timeout_s
         self.lost_s = lost_s
+        self.grace_s = 5.0  # a waiting job's message may be missing this long (being taken or written)
         self.beat_s = min(5.0, max(0.1, lost_s / 6))  # several beats fit in the time that counts as lost
         self.lock_path = lock_path
         self.me = f"{socket.gethostname()}:{os.getpid()}"
@@ -407,7 +410,40 @@ class VideoJobs:
             checked = self._check(job, now)
             if checked is not None:
                 kept.append(checked)
+        self._requeue_lost_messages(kept, now)
+        self._delete_orphans({j.id for j in kept}, now)
         return kept
+
+    def _requeue_lost_messages(self, records: List[Job], now: float) -> None:
+        """Queues again a waiting job whose message is not in the queue: a consumer died between taking
+        it and marking the job running, or the queue lost it (a Redis restarted without persistence).
+        A duplicate message is harmless: a task runs only a job still queued."""
+        waiting = [j for j in records if j.state == QUEUED and now - j.queued_at > self.grace_s]
+        if not waiting:
+            return
+        messages = set()
+        for data in self.huey.storage.enqueued_items():
+            messages.update(self.huey.serializer.deserialize(data).args)
+        for job in waiting:
+            if job.id not in messages:
+                log.warning("job %s was waiting without a message in the queue; queued again", job.id)
+                job.queued_at = now
+                self._write(job)
+                self.huey.enqueue(self.task.s(job.id))
+
+    def _delete_orphans(self, known: set, now: float) -> None:
+        """Deletes job folders without a record (the record store lost it) once they are older than the
+        TTL, and at least 10 minutes (an upload in progress has no record yet)."""
+        if not self.root.is_dir():
+            return
+        for folder in self.root.iterdir():
+            try:
+                old = now - folder.stat().st_mtime > max(self.ttl_s, ORPHAN_MIN_AGE_S)
+            except OSError:
+                continue
+            if folder.is_dir() and folder.name not in known and old:
+                shutil.rmtree(folder, ignore_errors=True)
+                log.info("job folder %s had no job record; deleted", folder.name)
 
     def _check(self, job: Job, now: float) -> Optional[Job]:
         if job.state in FINISHED and job.finished is not None and now - job.finished >= self.ttl_s:
@@ -433,6 +469,7 @@ class VideoJobs:
         if job.attempts < MAX_ATTEMPTS and upload.is_file():
             job.state, job.started, job.pass_no, job.done, job.total = QUEUED, None, 0, 0, 0
             job.pass_started = job.first_pass_rate = None
+            job.queued_at = time.time()
             self._write(job)
             self.huey.enqueue(self.task.s(job.id))
             log.info("job %s queued again (attempt %d of %d)", job.id, job.attempts + 1, MAX_ATTEMPTS)
@@ -472,6 +509,7 @@ class VideoJobs:
         except Stopping:
             job.state, job.started, job.pass_no, job.done, job.total = QUEUED, None, 0, 0, 0
             job.attempts -= 1  # not the clip's fault
+            job.queued_at = time.time()
             self._write(job)
             self.huey.enqueue(self.task.s(job_id))
             log.info("job %s back in the queue: this consumer stops", job_id)

@@ -6,6 +6,7 @@ consumer per host, and a second ``VideoJobs`` on the same storage seeing the sam
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -264,3 +265,26 @@ def test_the_same_jobs_through_a_real_redis(redis_url, model, clip, tmp_path) ->
     finally:
         a.shutdown()
         b.shutdown()
+
+
+def test_a_waiting_job_whose_message_was_lost_is_queued_again(make, clip, tmp_path) -> None:
+    jobs = make()
+    job = submit(jobs, clip, norm="frame")  # no consumer yet: it waits
+    jobs.huey.storage.flush_queue()  # as a consumer killed right after taking the message would leave it
+    assert jobs.huey.pending_count() == 0
+    jobs.grace_s = 0.1
+    time.sleep(0.2)
+    jobs.sweep()
+    assert jobs.huey.pending_count() == 1
+    jobs.start_embedded()
+    wait_for(lambda: state(jobs, job.id) == DONE)
+
+
+def test_a_job_folder_without_a_record_is_deleted_once_old(make, tmp_path) -> None:
+    jobs = make(ttl_s=1)
+    _, kept = jobs.new_workdir()  # an upload arriving: no record yet, and new
+    _, orphan = jobs.new_workdir()
+    old = time.time() - 700
+    os.utime(orphan, (old, old))
+    jobs.sweep()
+    assert kept.is_dir() and not orphan.exists()
