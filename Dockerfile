@@ -24,7 +24,8 @@ ARG PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=igno
 # the user the server runs as; the weights volume belongs to it
 RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/depthmap \
         --shell /usr/sbin/nologin depthmap \
-    && install -d -o depthmap -g depthmap -m 0755 /weights
+    && install -d -o depthmap -g depthmap -m 0755 /weights \
+    && install -d -o depthmap -g depthmap -m 0700 /data
 
 # 1. PyTorch, alone in its layer (about 700 MB): changes to the project never reinstall it. A virtual
 # environment, so this works the same on the official python image and on plain Debian. Dropped: the C++
@@ -83,8 +84,8 @@ kind, _, want = WEIGHTS_DIGEST.partition(':'); \
 print('baked weights: strict load ok, sha256', file_digest(p, 'sha256'), \
 '(the official file)' if file_digest(p, kind) == want else '(NOT the official file)')"; fi
 
-# Serving defaults (docs/self-hosting.md, "Configuration in the container"). DEPTHMAP_TORCH_THREADS is left unset: the entry point sets it
-# to the cores the container may use (its CPU limit) divided by the workers.
+# Serving defaults (docs/self-hosting.md, "Configuration in the container"). DEPTHMAP_TORCH_THREADS is left unset: the app sets it
+# to the CPUs the container may use (its CPU limit, app/cpus.py) divided by the workers.
 ENV DEPTHMAP_BIND=0.0.0.0:8000 \
     DEPTHMAP_WORKERS=1 \
     DEPTHMAP_WORKER_THREADS=4 \

@@ -11,12 +11,13 @@ import logging
 import sys
 from dataclasses import MISSING, fields
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import click
 import numpy as np
 
 from . import config
+from .cpus import plan, usable_cpus
 from .options import OptionError, Options, VideoOptions
 from .pipeline import ImageError, encode_png, predict, render_views
 
@@ -96,6 +97,8 @@ def main(verbose: bool) -> None:
     """Monocular depth maps from photos with MiDaS v2.1 small."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    # the task queue logs every task it runs (the minute's sweep too); the jobs log themselves
+    logging.getLogger("huey").setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
 @main.command("predict")
@@ -241,16 +244,20 @@ def video_cmd(source: str, out_path: str, weights: str, threads: int, **raw: Any
 
 @main.command("serve")
 @setting_option("--bind", "DEPTHMAP_BIND", "address:port to listen on; 0.0.0.0:8000 for every interface")
-@setting_option("--workers", "DEPTHMAP_WORKERS", "worker processes, each with its own model",
-                type=click.IntRange(1, 64))
+@click.option("--workers", envvar="DEPTHMAP_WORKERS", type=click.IntRange(1, 64),
+              help="worker processes, each with its own model [env DEPTHMAP_WORKERS; default: usable CPUs "
+                   "/ 4, rounded up]")
 @setting_option("--threads", "DEPTHMAP_WORKER_THREADS", "request threads per worker",
                 type=click.IntRange(1, 64))
 @setting_option("--timeout", "DEPTHMAP_TIMEOUT", "seconds before a stuck worker is restarted",
                 type=click.IntRange(5, 3600))
 @click.option("--weights", envvar="MIDAS_WEIGHTS", type=click.Path(dir_okay=False),
               help="MiDaS v2.1 small checkpoint [env MIDAS_WEIGHTS; default: user cache, else download]")
+@setting_option("--embedded-worker/--no-embedded-worker", "DEPTHMAP_EMBEDDED_WORKER",
+                "run one video job consumer inside the server (off where `depthmap worker` runs)")
 @engine_option
-def serve_cmd(bind: str, workers: int, threads: int, timeout: int, weights: str, engine: str) -> None:
+def serve_cmd(bind: str, workers: Optional[int], threads: int, timeout: int, weights: str,
+              embedded_worker: bool, engine: str) -> None:
     """Serve the web studio and the API with gunicorn (config: app/gunicorn_conf.py)."""
     import os
 
@@ -289,16 +296,53 @@ def serve_cmd(bind: str, workers: int, threads: int, timeout: int, weights: str,
     # encoder and OpenMP threads a worker held about 90 MB more after a 12 MP request
     # (docs/configuration.md, "Process environment")
     os.environ.setdefault("MALLOC_ARENA_MAX", "2")
+    cpus = usable_cpus()
+    workers, torch_threads = plan(cpus, workers, config.get("DEPTHMAP_TORCH_THREADS"))
     env = dict(os.environ, DEPTHMAP_BIND=bind, DEPTHMAP_WORKERS=str(workers),
                DEPTHMAP_WORKER_THREADS=str(threads), DEPTHMAP_TIMEOUT=str(timeout),
-               DEPTHMAP_ENGINE=engine, MIDAS_WEIGHTS=str(path.resolve()))
+               DEPTHMAP_TORCH_THREADS=str(torch_threads),
+               DEPTHMAP_EMBEDDED_WORKER=str(embedded_worker).lower(), DEPTHMAP_ENGINE=engine,
+               MIDAS_WEIGHTS=str(path.resolve()))
     conf = Path(__file__).with_name("gunicorn_conf.py")
     argv = [sys.executable, "-m", "gunicorn", "--config", str(conf), "app:create_app()"]
-    log.info("starting gunicorn on http://%s (%d worker(s) x %d threads, engine %s, results in %s)", bind,
-             workers, threads, engine, "Redis" if redis_url else data_dir)
+    log.info("starting gunicorn on http://%s (%d worker(s) x %d request threads, %d torch threads each on "
+             "%d usable CPU(s), engine %s; results in %s; video jobs: %s)", bind, workers, threads,
+             torch_threads, cpus, engine, "Redis" if redis_url else data_dir,
+             "embedded consumer" if embedded_worker else "separate `depthmap worker`")
     # exec: gunicorn's master becomes this process, so signals from a terminal, systemd or Docker
     # reach it directly
     os.execve(sys.executable, argv, env)
+
+
+@main.command("worker")
+@click.option("--workers", envvar="DEPTHMAP_VIDEO_WORKERS", type=click.IntRange(1, 64),
+              default=config.BY_ENV["DEPTHMAP_VIDEO_WORKERS"].default, show_default=True,
+              help="videos processed at once (threads sharing one model) [env DEPTHMAP_VIDEO_WORKERS]")
+@click.option("--threads", envvar="DEPTHMAP_TORCH_THREADS", type=click.IntRange(1, 256),
+              help="torch threads [env DEPTHMAP_TORCH_THREADS; default: the CPUs this process may use]")
+@click.option("--weights", envvar="MIDAS_WEIGHTS", type=click.Path(dir_okay=False),
+              help="MiDaS v2.1 small checkpoint [env MIDAS_WEIGHTS; default: user cache, else download]")
+@engine_option
+def worker_cmd(workers: int, threads: Optional[int], weights: str, engine: str) -> None:
+    """Run video jobs from the queue (the data dir's, or DEPTHMAP_REDIS_URL's) until stopped.
+
+    The model is loaded once and shared by the worker threads. SIGTERM or Ctrl-C: running jobs stop at
+    their next frame and go back to the queue. Exit code 2 for missing weights or a bad setting.
+    """
+    from .jobs import from_settings
+    from .model import DepthModel, EngineError, WeightsError, resolve_weights
+
+    try:
+        settings = {**config.app_defaults(), **config.app_environ(), "VIDEO_WORKERS": workers}
+        model = DepthModel.load(resolve_weights(weights, download=settings["WEIGHTS_DOWNLOAD"]),
+                                threads=threads or usable_cpus(), engine=engine)
+        queue = from_settings(settings, lambda: model)
+    except (config.ConfigError, WeightsError, EngineError, OSError) as exc:
+        log.error("%s", exc)
+        sys.exit(2)
+    log.info("video job worker: %d at once, %d torch threads, queue %s, files in %s", workers, model.threads,
+             "Redis" if settings["REDIS_URL"] else "SQLite (the data dir)", queue.root)
+    queue.run_consumer()
 
 
 if __name__ == "__main__":

@@ -60,7 +60,7 @@ SETTINGS: Tuple[Setting, ...] = (
          "`torchscript`, `eager`, `bf16`, `onnxruntime`, `openvino` or `openvino-fp32` (same as `--engine`; "
          "see [Engines](engines-and-speed.md#engines))"),
     _app("TORCH_THREADS", None, int, "inference threads per process, for every engine (same as "
-         "`predict --threads`)", "all cores the process may use (`serve`: cores ÷ workers)"),
+         "`predict --threads`)", "the CPUs the process may use, cgroup quota included (`serve`: ÷ workers)"),
     # shared state: results and video jobs, for every worker and host
     _app("DATA_DIR", None, str, "where results and video jobs shared by this host's workers are kept "
          "(see [Scaling](self-hosting.md#scaling))", "`/dev/shm/depthmap-UID` (memory) if it has room for "
@@ -84,23 +84,30 @@ SETTINGS: Tuple[Setting, ...] = (
     _app("QUEUE_TIMEOUT", 30, float, "seconds a request may wait for a slot before it gets 503 (below "
          "`DEPTHMAP_TIMEOUT`, so a queue never ends in gunicorn killing the worker)"),
     # video jobs
-    _app("VIDEO_WORKERS", 1, int, "videos processed at once, per server process"),
-    _app("VIDEO_QUEUE", 4, int, "videos waiting for a worker; one more is refused with 503"),
+    _app("VIDEO_WORKERS", 1, int, "videos processed at once by one consumer (`depthmap worker`, or the "
+         "one `serve` embeds)"),
+    _app("VIDEO_QUEUE", 4, int, "videos waiting in the queue (shared by every process); one more is refused "
+         "with 503"),
     _app("VIDEO_JOB_TTL", 3600, float, "seconds an ended video job and its files are kept"),
     _app("VIDEO_JOB_TIMEOUT", 3600, float, "seconds one video job may run before it is stopped (0: no "
          "limit)"),
+    _app("VIDEO_WORKER_LOST", 30, float, "seconds without a heartbeat after which a running job's consumer "
+         "counts as gone (killed, crashed): the job runs once more, then fails"),
+    _app("EMBEDDED_WORKER", True, bool, "`serve` runs one video job consumer inside one of its processes per "
+         "host; `false` where `depthmap worker` runs them"),
     _app("VIDEO_MAX_CONTENT_LENGTH", 200 * MB, int, "largest video upload (photos keep "
          "`DEPTHMAP_MAX_CONTENT_LENGTH`)"),
     _app("VIDEO_MAX_SECONDS", 300, float, "longest clip, in seconds (0: no limit)"),
     _app("VIDEO_MAX_FRAMES", 9000, int, "most frames in a clip, before `stride` (0: no limit)"),
     _app("VIDEO_MAX_PIXELS", 3840 * 2160, int, "largest video frame, in pixels (0: no limit)",
          "`8294400` (3840×2160)"),
-    _app("VIDEO_DIR", None, str, "where each video job gets its private folder (upload, spool, results)",
-         "the system's temporary folder"),
+    _app("VIDEO_DIR", None, str, "where each video job gets its folder (upload, spool, results); one "
+         "folder for every process that runs or serves jobs", "`jobs` in the data dir"),
     # serving (depthmap serve, app/gunicorn_conf.py)
     _other("DEPTHMAP_BIND", "127.0.0.1:8000", str, "address:port to listen on (same as `serve --bind`)"),
-    _other("DEPTHMAP_WORKERS", 1, int, "worker processes, each with its own model, sharing the results "
-           "(same as `serve --workers`)"),
+    _other("DEPTHMAP_WORKERS", None, int, "server worker processes, each with its own model, sharing the "
+           "results (same as `serve --workers`)", "usable CPUs ÷ 4, rounded up "
+           "([rule](self-hosting.md#workers-and-threads))"),
     _other("DEPTHMAP_WORKER_THREADS", 4, int, "request threads per worker: pages, images and health "
            "checks are served while a depth map is computed (same as `serve --threads`)"),
     _other("DEPTHMAP_TIMEOUT", 120, int, "seconds before a stuck worker is restarted (same as `serve "

@@ -1,49 +1,113 @@
-"""Background jobs for work too long for a request (videos): a fixed pool of worker threads, a bounded
-queue, progress with a time-left estimate, cancelling, and expiry of finished jobs and their files.
+"""Video jobs through a task queue (Huey): the web process that receives a clip stores it in the job's
+folder and queues the job's id; a consumer (``depthmap worker``, or the one ``depthmap serve`` embeds)
+runs it. Every process that shares the queue's storage sees the same jobs.
 
-A job owns a private temporary folder. When it ends, everything in it except the files it names as
-results is deleted; when it is cancelled, fails, or expires (``ttl_s`` after it ended), the folder
-goes. No Flask here: the API in ``app/web/video.py`` is a thin layer over ``JobManager``.
+Storage: ``SqliteHuey`` in the data dir (one host, every worker process), or ``RedisHuey`` with
+``DEPTHMAP_REDIS_URL`` (every host). Job state lives in the queue's key-value storage as JSON, and the
+queue's messages are JSON too (``JsonSerializer``): nothing in the storage is ever unpickled.
+
+Keys, per job: ``job:ID`` the record (written by whoever changes the job's state), ``cancel:ID`` the
+cancel flag (written by the web side only, read by the running task at each frame), ``beat:ID`` the
+running task's heartbeat (written by the consumer every ``beat_s``). A running job whose heartbeat is
+older than ``lost_s`` lost its consumer (killed, crashed, the host gone): it is queued again once, then
+fails with ``worker_lost``.
+
+Files: ``ROOT/ID/`` holds the upload, the clip pass's spool and the results; the upload and spool go
+when the job ends, the results ``ttl_s`` after it ended (or at once with ``remove``). ``ROOT`` must be
+one folder for every process that runs or serves jobs (a shared volume past one host).
 """
 
 from __future__ import annotations
 
+import datetime
+import fcntl
+import functools
+import json
 import logging
+import os
 import secrets
 import shutil
+import socket
+import sqlite3
 import tempfile
 import threading
 import time
-import weakref
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Deque, Dict, List, Optional
+from typing import IO, Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
+
+import redis.exceptions
+from huey import RedisHuey, SqliteHuey, crontab
+from huey.api import Huey
+from huey.consumer import Consumer, ConsumerStopped
+from huey.constants import EmptyData
+from huey.registry import Message
+from huey.serializer import Serializer
+
+from .options import Options, VideoOptions
+from .pipeline import Model
+from .video import VideoError, process_video
 
 log = logging.getLogger(__name__)
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
+STATES = (QUEUED, RUNNING, DONE, FAILED, CANCELLED)
 FINISHED = (DONE, FAILED, CANCELLED)
 # until a second pass has run, assume it costs this fraction of the first per frame (the clip pass:
 # pass 1 runs the network, pass 2 only decodes, renders and encodes; measured on an idle 2-core machine
 # at 640x360: about 15% without the depth zip, 35% with it, less when inference is slower)
 LATER_PASS_COST = 0.3
+QUEUE_NAME = "depthmap-video"
+MAX_ATTEMPTS = 2  # a job whose consumer was lost runs once more; a clip that kills workers does not loop
+UPLOAD = "upload"  # the upload's file name in the job's folder
+ORPHAN_MIN_AGE_S = 600.0  # a job folder without a record is deleted no sooner (its upload may be arriving)
+WRITE_EVERY_S = 0.25  # a running job writes its progress (and reads its cancel flag) at most this often
 
 
 class QueueFull(Exception):
-    """Every worker is busy and the queue is full; try again in ``retry_after`` seconds."""
+    """The queue holds as many waiting jobs as allowed; try again in ``retry_after`` seconds."""
 
     def __init__(self, retry_after: int) -> None:
         super().__init__(f"job queue full; retry after {retry_after} s")
         self.retry_after = retry_after
 
 
+class QueueUnavailable(Exception):
+    """The queue's storage (the SQLite file, or Redis) cannot be reached or written; try again after
+    ``retry_after`` seconds (nothing needs restarting: the next call connects again)."""
+
+    def __init__(self, message: str, retry_after: int = 5) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+
+
+STORAGE_ERRORS = (sqlite3.Error, redis.exceptions.RedisError)
+
+
+def _storage_guarded(method: Callable[..., Any]) -> Callable[..., Any]:
+    """``method`` with the storage's own errors turned into ``QueueUnavailable``."""
+    @functools.wraps(method)
+    def guarded(self: "VideoJobs", *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except STORAGE_ERRORS as exc:
+            log.error("video job queue unavailable: %s", exc)
+            raise QueueUnavailable("The video job queue cannot be reached just now (its storage is down "
+                                   "or busy); try again in a few seconds.") from exc
+    return guarded
+
+
 class Cancelled(Exception):
-    """Raised inside a running job (from ``Job.progress``) once it has been cancelled."""
+    """Raised inside a running job (from its progress callback) once it has been cancelled."""
 
 
 class TimedOut(Exception):
-    """Raised inside a running job (from ``Job.progress``) once it has run longer than allowed."""
+    """Raised inside a running job (from its progress callback) once it has run longer than allowed."""
+
+
+class Stopping(Exception):
+    """Raised inside a running job when its consumer shuts down: the job goes back to the queue."""
 
 
 class JobError(Exception):
@@ -55,22 +119,75 @@ class JobError(Exception):
         self.message = message
 
 
-Work = Callable[["Job"], Dict[str, Any]]
+def default_data_dir() -> Path:
+    """Where shared state lives when ``DEPTHMAP_DATA_DIR`` is unset: a folder of this user's in the
+    system's temporary folder (private: mode 0700)."""
+    return Path(tempfile.gettempdir()) / f"depthmap-{os.getuid()}"
+
+
+def data_dir(configured: Optional[str]) -> Path:
+    """The effective data dir for a ``DATA_DIR`` setting (None or empty: ``default_data_dir()``)."""
+    return Path(configured) if configured else default_data_dir()
+
+
+class JsonSerializer(Serializer):
+    """Huey's messages and values as JSON instead of pickle: a queue entry is data, never code, even
+    if someone else can write to the Redis. Only what this module queues is supported (a task name and
+    plain arguments; no pipelines, chords or callbacks)."""
+
+    _times = ("eta", "expires_resolved")
+
+    def _serialize(self, data: Any) -> bytes:
+        if isinstance(data, Message):
+            body = data._asdict()
+            if body["on_complete"] or body["on_error"] or body["chord_config"]:
+                raise TypeError("pipelines, callbacks and chords are not supported")
+            for key in self._times:
+                if isinstance(body[key], datetime.datetime):
+                    body[key] = body[key].isoformat()
+            if isinstance(body["expires"], (datetime.datetime, datetime.timedelta)):
+                raise TypeError("give expires as seconds")
+            return json.dumps({"message": body}).encode()
+        return json.dumps({"value": data}).encode()
+
+    def _deserialize(self, data: bytes) -> Any:
+        obj = json.loads(bytes(data))
+        if "message" not in obj:
+            return obj["value"]
+        body = obj["message"]
+        for key in self._times:
+            if body.get(key):
+                body[key] = datetime.datetime.fromisoformat(body[key])
+        body["args"] = tuple(body.get("args") or ())
+        return Message(**{k: body.get(k) for k in Message._fields})
+
+
+def make_huey(data: Path, redis_url: Optional[str] = None) -> Huey:
+    """The queue: Redis when a URL is given (``rediss://`` for TLS, the password in the URL), else an
+    SQLite file in ``data``. Task return values are not stored (jobs keep their own records)."""
+    common: Dict[str, Any] = {"results": False, "serializer": JsonSerializer(), "utc": True}
+    if redis_url:
+        return RedisHuey(QUEUE_NAME, url=redis_url, **common)
+    data.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # a busy timeout well above one request's: several processes write the same file
+    return SqliteHuey(QUEUE_NAME, filename=str(data / "queue.sqlite3"), timeout=30, **common)
 
 
 @dataclass
 class Job:
-    """One unit of background work. ``work(job)`` runs in a worker thread, calls ``job.progress`` as it
-    goes, puts its result files in ``job.files`` and returns what the job's JSON should show."""
+    """One job's record, stored as JSON under ``job:ID``. Times are wall-clock seconds (``time.time()``):
+    several processes, possibly on several hosts, read and write them."""
 
     id: str
-    workdir: Path
-    work: Work
+    name: str = "video"
     info: Dict[str, Any] = field(default_factory=dict)  # shown with the job: input, options
+    spec: Dict[str, Any] = field(default_factory=dict)  # what the task needs: options, video options
     state: str = QUEUED
     created: float = field(default_factory=time.time)
-    started: Optional[float] = None  # time.monotonic()
-    finished: Optional[float] = None  # time.monotonic()
+    queued_at: float = field(default_factory=time.time)  # when it last entered the queue
+    started: Optional[float] = None
+    finished: Optional[float] = None
+    attempts: int = 0
     pass_no: int = 0
     passes: int = 1
     done: int = 0
@@ -78,30 +195,35 @@ class Job:
     pass_started: Optional[float] = None
     first_pass_rate: Optional[float] = None  # seconds per frame of pass 1
     error: Optional[Dict[str, str]] = None
-    files: Dict[str, Path] = field(default_factory=dict)
+    files: Dict[str, str] = field(default_factory=dict)  # kind -> file name in the job's folder
     result: Dict[str, Any] = field(default_factory=dict)
-    deadline: Optional[float] = None
-    cancel_event: threading.Event = field(default_factory=threading.Event, repr=False)
+    worker: Optional[str] = None  # host:pid of the consumer that runs or ran it
+    cancel_requested: bool = False  # from the cancel flag, filled in when read
 
-    def progress(self, pass_no: int, passes: int, done: int, total: int) -> None:
-        """Called by the work after each unit; raises ``Cancelled`` or ``TimedOut`` to stop it."""
-        now = time.monotonic()
+    def to_json(self) -> bytes:
+        body = asdict(self)
+        body.pop("cancel_requested")
+        return json.dumps(body).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> "Job":
+        body = json.loads(bytes(data))
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in body.items() if k in known})
+
+    def note_progress(self, pass_no: int, passes: int, done: int, total: int, now: float) -> None:
         if pass_no != self.pass_no:
             if self.pass_no == 1 and self.pass_started is not None and self.done:
                 self.first_pass_rate = (now - self.pass_started) / self.done
             self.pass_no, self.pass_started = pass_no, now
         self.passes, self.done, self.total = passes, done, total
-        if self.cancel_event.is_set():
-            raise Cancelled()
-        if self.deadline is not None and now > self.deadline:
-            raise TimedOut()
 
-    def eta_s(self) -> Optional[float]:
+    def eta_s(self, now: Optional[float] = None) -> Optional[float]:
         """Seconds left: this pass's frames at this pass's rate, plus any later pass (at its estimated
         cost). None until a frame has been done."""
         if self.state != RUNNING or not self.done or self.pass_started is None:
             return None
-        rate = (time.monotonic() - self.pass_started) / self.done
+        rate = max(0.0, (now or time.time()) - self.pass_started) / self.done
         left = (self.total - self.done) * rate
         if self.pass_no < self.passes:
             left += (self.passes - self.pass_no) * self.total * rate * LATER_PASS_COST
@@ -117,14 +239,15 @@ class Job:
         done = sum(weights[: self.pass_no - 1]) + weights[self.pass_no - 1] * self.done / self.total
         return min(1.0, done / sum(weights))
 
-    def as_dict(self) -> Dict[str, Any]:
-        now = time.monotonic()
+    def as_dict(self, now: Optional[float] = None) -> Dict[str, Any]:
+        """What the API shows."""
+        now = now or time.time()
         elapsed = None
         if self.started is not None:
-            elapsed = round((self.finished or now) - self.started, 2)
-        eta = self.eta_s()
+            elapsed = round(max(0.0, (self.finished or now) - self.started), 2)
+        eta = self.eta_s(now)
         return {
-            "id": self.id, "state": self.state, "cancel_requested": self.cancel_event.is_set(),
+            "id": self.id, "state": self.state, "cancel_requested": self.cancel_requested,
             "created": round(self.created, 3),
             "progress": {"pass": self.pass_no, "passes": self.passes, "frames_done": self.done,
                          "frames_total": self.total, "fraction": round(self.fraction(), 4),
@@ -133,194 +256,431 @@ class Job:
         }
 
 
-class JobManager:
-    """At most ``workers`` jobs run at once; at most ``queue_size`` wait; a job that has ended is kept
-    (with its files) for ``ttl_s`` seconds. ``timeout_s`` bounds one job's running time. Threads start
-    with the first job, so an app that never runs one costs nothing."""
+ModelProvider = Callable[[], Model]
 
-    def __init__(self, workers: int = 1, queue_size: int = 4, ttl_s: float = 3600.0,
-                 timeout_s: Optional[float] = None, root: Optional[Path] = None) -> None:
-        if workers < 1 or queue_size < 0 or ttl_s < 0:
-            raise ValueError("workers >= 1, queue_size >= 0 and ttl_s >= 0 are needed")
+
+class VideoJobs:
+    """The video job queue as every process sees it: ``submit``, ``get``, ``cancel``, ``remove`` from the
+    web side; ``run`` (the Huey task) and ``sweep`` (a periodic task, and on access) on the consumer side.
+
+    At most ``queue_size`` jobs wait; a job that has ended is kept (with its files) for ``ttl_s`` seconds;
+    ``timeout_s`` bounds one job's running time. ``model`` gives the model a task runs with (called when
+    a job starts, so a test or a reload may swap it)."""
+
+    def __init__(self, huey: Huey, root: Path, model: ModelProvider, workers: int = 1, queue_size: int = 4,
+                 ttl_s: float = 3600.0, timeout_s: Optional[float] = None, lost_s: float = 30.0,
+                 lock_path: Optional[Path] = None) -> None:
+        if workers < 1 or queue_size < 0 or ttl_s < 0 or lost_s <= 0:
+            raise ValueError("workers >= 1, queue_size >= 0, ttl_s >= 0 and lost_s > 0 are needed")
+        self.huey, self.root, self.model = huey, Path(root), model
         self.workers, self.queue_size, self.ttl_s, self.timeout_s = workers, queue_size, ttl_s, timeout_s
-        self.root = Path(root) if root else Path(tempfile.gettempdir())
-        self._jobs: Dict[str, Job] = {}
-        self._queue: Deque[Job] = deque()
-        self._cond = threading.Condition()
-        self._threads: List[threading.Thread] = []
-        self._stop = threading.Event()
-        # at interpreter exit, or when the manager is collected (then its hook goes with it: managers
-        # made and dropped, one per app in the tests, leave none behind). The callback gets the parts
-        # it needs, not the manager, which it would otherwise keep alive until exit.
-        self._finalizer = weakref.finalize(self, _shutdown, self._stop, self._cond, self._jobs, self._queue,
-                                           self._threads)
+        self.lost_s = lost_s
+        self.grace_s = 5.0  # a waiting job's message may be missing this long (being taken or written)
+        self.beat_s = min(5.0, max(0.1, lost_s / 6))  # several beats fit in the time that counts as lost
+        self.lock_path = lock_path
+        self.me = f"{socket.gethostname()}:{os.getpid()}"
+        self._stopping = threading.Event()
+        self._running: Dict[str, float] = {}  # jobs this process runs -> when its beat was last written
+        self._running_lock = threading.Lock()
+        self._consumer: Optional[Consumer] = None
+        self._lock_file: Optional[IO[bytes]] = None
+        self._start_lock = threading.Lock()
+        self._last_sweep = 0.0
+        self.task = huey.task(name="video_job")(self.run)
+        huey.periodic_task(crontab(), name="sweep")(self.sweep)  # every minute, in every consumer
 
-    # the API's side ------------------------------------------------------------------------------------
+    # keys -------------------------------------------------------------------------------------------------
 
-    def new_workdir(self) -> Path:
-        """A fresh private folder for a job's upload, before the job exists (see ``discard``)."""
+    def _read(self, job_id: str) -> Optional[Job]:
+        raw = self.huey.storage.peek_data(f"job:{job_id}")
+        if raw is EmptyData:
+            return None
+        job = Job.from_json(raw)
+        job.cancel_requested = self.huey.storage.peek_data(f"cancel:{job_id}") is not EmptyData
+        return job
+
+    def _write(self, job: Job) -> None:
+        self.huey.storage.put_data(f"job:{job.id}", job.to_json())
+
+    def _beat(self, job_id: str) -> Optional[float]:
+        raw = self.huey.storage.peek_data(f"beat:{job_id}")
+        return None if raw is EmptyData else float(bytes(raw))
+
+    def _forget(self, job_id: str) -> None:
+        claims = [f"lost:{job_id}:{n}" for n in range(MAX_ATTEMPTS + 1)]
+        for key in (f"job:{job_id}", f"cancel:{job_id}", f"beat:{job_id}", *claims):
+            self.huey.storage.delete_data(key)
+
+    def _records(self) -> Iterator[Job]:
+        for key, raw in self.huey.storage.result_items().items():
+            key = key.decode() if isinstance(key, bytes) else key
+            if key.startswith("job:"):
+                yield Job.from_json(raw)
+
+    def workdir(self, job_id: str) -> Path:
+        return self.root / job_id
+
+    def path(self, job: Job, kind: str) -> Optional[Path]:
+        """A result file of a finished job, None if the job made none of that kind."""
+        name = job.files.get(kind)
+        return self.workdir(job.id) / name if name else None
+
+    # the web side -----------------------------------------------------------------------------------------
+
+    def new_workdir(self) -> Tuple[str, Path]:
+        """A new job id and its private folder, for the upload before the job exists (see ``discard``)."""
+        job_id = secrets.token_hex(16)
         self.root.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix="depthmap-job-", dir=self.root))
+        workdir = self.workdir(job_id)
+        workdir.mkdir(mode=0o700)
+        return job_id, workdir
 
     @staticmethod
     def discard(workdir: Path) -> None:
         """Deletes a folder from ``new_workdir`` that never became a job (a refused upload)."""
         shutil.rmtree(workdir, ignore_errors=True)
 
-    def submit(self, work: Work, workdir: Path, info: Optional[Dict[str, Any]] = None) -> Job:
-        """Queues ``work``; raises ``QueueFull`` when every worker is busy and the queue is full."""
-        with self._cond:
-            self._sweep()
-            active = sum(1 for j in self._jobs.values() if j.state in (QUEUED, RUNNING))
-            if active >= self.workers + self.queue_size:  # every worker busy and every place taken
-                raise QueueFull(self._retry_after())
-            job = Job(secrets.token_hex(16), workdir, work, dict(info or {}))
-            self._jobs[job.id] = job
-            self._queue.append(job)
-            self._start()
-            self._cond.notify()
-        log.info("job %s queued (%d waiting)", job.id, len(self._queue))
+    @_storage_guarded
+    def submit(self, job_id: str, name: str, spec: Dict[str, Any], info: Dict[str, Any]) -> Job:
+        """Queues the job whose upload is in ``workdir(job_id)/upload``; raises ``QueueFull`` when
+        ``queue_size`` jobs already wait."""
+        records = self.sweep()
+        waiting = sum(1 for j in records if j.state == QUEUED)
+        if waiting >= self.queue_size:
+            raise QueueFull(self._retry_after(records))
+        job = Job(job_id, name=name, info=dict(info), spec=dict(spec))
+        self._write(job)
+        self.huey.enqueue(self.task.s(job_id))
+        log.info("job %s queued (%d waiting before it)", job_id, waiting)
         return job
 
+    @_storage_guarded
     def get(self, job_id: str) -> Optional[Job]:
-        with self._cond:
-            self._sweep()
-            return self._jobs.get(job_id)
+        """The job (None if unknown or expired); a running job whose consumer was lost is requeued or
+        failed here too, so a status never stays "running" for a dead worker."""
+        job = self._read(job_id)
+        if job is None:
+            return None
+        job = self._check(job, time.time())
+        if job is not None and self._last_sweep < time.monotonic() - 1.0:
+            self.sweep()  # others' expired jobs too, at most once a second per process
+        return job
 
+    @_storage_guarded
     def cancel(self, job_id: str) -> Optional[Job]:
         """Cancels a queued job at once, a running one at its next frame; None if unknown."""
-        with self._cond:
-            job = self._jobs.get(job_id)
-            if job is None or job.state in FINISHED:
-                return job
-            job.cancel_event.set()
-            if job.state == QUEUED:
-                self._queue.remove(job)
-                self._end(job, CANCELLED)
+        job = self.get(job_id)
+        if job is None or job.state in FINISHED:
+            return job
+        self.huey.storage.put_data(f"cancel:{job_id}", b"1")
+        job.cancel_requested = True
+        if job.state == QUEUED:
+            self._end(job, CANCELLED)
         log.info("job %s cancel requested", job_id)
         return job
 
+    @_storage_guarded
     def remove(self, job_id: str) -> bool:
         """Deletes an ended job and its files now; False if unknown or not ended."""
-        with self._cond:
-            job = self._jobs.get(job_id)
-            if job is None or job.state not in FINISHED:
-                return False
-            del self._jobs[job_id]
-        shutil.rmtree(job.workdir, ignore_errors=True)
+        job = self._read(job_id)
+        if job is None or job.state not in FINISHED:
+            return False
+        self._forget(job_id)
+        shutil.rmtree(self.workdir(job_id), ignore_errors=True)
         return True
 
+    @_storage_guarded
     def counts(self) -> Dict[str, int]:
-        with self._cond:
-            out = dict.fromkeys((QUEUED, RUNNING, DONE, FAILED, CANCELLED), 0)
-            for job in self._jobs.values():
-                out[job.state] += 1
-            return out
+        out = dict.fromkeys(STATES, 0)
+        for job in self.sweep():
+            out[job.state] += 1
+        return out
 
-    def shutdown(self) -> None:
-        """Stops the workers (running jobs at their next frame) and deletes every job's folder."""
-        _shutdown(self._stop, self._cond, self._jobs, self._queue, self._threads)
+    def expires_in(self, job: Job, now: Optional[float] = None) -> Optional[float]:
+        if job.state not in FINISHED or job.finished is None:
+            return None
+        return max(0.0, self.ttl_s - ((now or time.time()) - job.finished))
 
-    # the workers' side -----------------------------------------------------------------------------------
+    def sweep(self) -> List[Job]:
+        """Deletes ended jobs older than ``ttl_s`` with their folders, requeues or fails running jobs
+        whose consumer is lost; returns the jobs that remain. Any process may run it."""
+        self._last_sweep = time.monotonic()
+        now, kept = time.time(), []
+        for job in list(self._records()):
+            checked = self._check(job, now)
+            if checked is not None:
+                kept.append(checked)
+        self._requeue_lost_messages(kept, now)
+        self._delete_orphans({j.id for j in kept}, now)
+        return kept
 
-    def _start(self) -> None:
-        if self._threads or self._stop.is_set():
+    def _requeue_lost_messages(self, records: List[Job], now: float) -> None:
+        """Queues again a waiting job whose message is not in the queue: a consumer died between taking
+        it and marking the job running, or the queue lost it (a Redis restarted without persistence).
+        A duplicate message is harmless: a task runs only a job still queued."""
+        waiting = [j for j in records if j.state == QUEUED and now - j.queued_at > self.grace_s]
+        if not waiting:
             return
-        for n in range(self.workers):
-            t = threading.Thread(target=self._work_loop, name=f"depthmap-job-{n}", daemon=True)
-            t.start()
-            self._threads.append(t)
-        janitor = threading.Thread(target=self._janitor, name="depthmap-job-janitor", daemon=True)
-        janitor.start()
-        self._threads.append(janitor)
+        messages = set()
+        for data in self.huey.storage.enqueued_items():
+            messages.update(self.huey.serializer.deserialize(data).args)
+        for job in waiting:
+            if job.id not in messages:
+                log.warning("job %s was waiting without a message in the queue; queued again", job.id)
+                job.queued_at = now
+                self._write(job)
+                self.huey.enqueue(self.task.s(job.id))
 
-    def _work_loop(self) -> None:
-        while True:
-            with self._cond:
-                while not self._queue and not self._stop.is_set():
-                    self._cond.wait()
-                if self._stop.is_set():
-                    return
-                job = self._queue.popleft()
-                job.state, job.started = RUNNING, time.monotonic()
-                if self.timeout_s:
-                    job.deadline = job.started + self.timeout_s
-            self._run(job)
+    def _delete_orphans(self, known: set, now: float) -> None:
+        """Deletes job folders without a record (the record store lost it) once they are older than the
+        TTL, and at least 10 minutes (an upload in progress has no record yet)."""
+        if not self.root.is_dir():
+            return
+        for folder in self.root.iterdir():
+            try:
+                old = now - folder.stat().st_mtime > max(self.ttl_s, ORPHAN_MIN_AGE_S)
+            except OSError:
+                continue
+            if folder.is_dir() and folder.name not in known and old:
+                shutil.rmtree(folder, ignore_errors=True)
+                log.info("job folder %s had no job record; deleted", folder.name)
 
-    def _run(self, job: Job) -> None:
-        log.info("job %s running", job.id)
+    def _check(self, job: Job, now: float) -> Optional[Job]:
+        if job.state in FINISHED and job.finished is not None and now - job.finished >= self.ttl_s:
+            self._forget(job.id)
+            shutil.rmtree(self.workdir(job.id), ignore_errors=True)
+            log.info("job %s expired; its files are deleted", job.id)
+            return None
+        if job.state == RUNNING:
+            # no beat at all: the consumer died before its first, or its last write failed
+            beat = self._beat(job.id) or job.started or job.created
+            if now - beat > self.lost_s:
+                return self._lost(job, now - beat)
+        return job
+
+    def _lost(self, job: Job, silent_s: float) -> Job:
+        """The consumer running ``job`` stopped beating: run it once more, or fail it."""
+        # one process acts on one loss: the first to claim this attempt's key
+        if not self.huey.storage.put_if_empty(f"lost:{job.id}:{job.attempts}", b"1"):
+            return self._read(job.id) or job
+        log.warning("job %s: its worker %s sent no heartbeat for %.0f s", job.id, job.worker, silent_s)
+        self.huey.storage.delete_data(f"beat:{job.id}")
+        upload = self.workdir(job.id) / UPLOAD
+        if job.attempts < MAX_ATTEMPTS and upload.is_file():
+            job.state, job.started, job.pass_no, job.done, job.total = QUEUED, None, 0, 0, 0
+            job.pass_started = job.first_pass_rate = None
+            job.queued_at = time.time()
+            self._write(job)
+            self.huey.enqueue(self.task.s(job.id))
+            log.info("job %s queued again (attempt %d of %d)", job.id, job.attempts + 1, MAX_ATTEMPTS)
+            return job
+        job.error = {"error": "worker_lost", "message": "The worker processing this video stopped "
+                     f"(killed or crashed) {job.attempts} time(s); the job was given up. Try a shorter "
+                     "or smaller clip, or ask the server's operator."}
+        self._end(job, FAILED)
+        return job
+
+    def _retry_after(self, records: List[Job]) -> int:
+        """Seconds until a place is likely to free up: the soonest running job's time left."""
+        now = time.time()
+        known = [e for e in (j.eta_s(now) for j in records if j.state == RUNNING) if e is not None]
+        return int(min(max(5.0, min(known)), 600.0)) if known else 30
+
+    # the consumer's side ---------------------------------------------------------------------------------
+
+    def run(self, job_id: str) -> None:
+        """The Huey task: runs one queued job to its end, writing its progress as it goes."""
+        job = self._read(job_id)
+        if job is None or job.state != QUEUED or job.cancel_requested:
+            return  # cancelled, deleted or expired while it waited
+        now = time.time()
+        self.huey.storage.put_data(f"beat:{job_id}", repr(now).encode())
+        job.state, job.started, job.worker, job.attempts = RUNNING, now, self.me, job.attempts + 1
+        self._write(job)
+        with self._running_lock:
+            self._running[job_id] = now
+        log.info("job %s running (attempt %d)", job_id, job.attempts)
         state = FAILED
         try:
-            job.result = job.work(job)
+            job.result = self._work(job)
             state = DONE
         except Cancelled:
             state = CANCELLED
+        except Stopping:
+            job.state, job.started, job.pass_no, job.done, job.total = QUEUED, None, 0, 0, 0
+            job.attempts -= 1  # not the clip's fault
+            job.queued_at = time.time()
+            self._write(job)
+            self.huey.enqueue(self.task.s(job_id))
+            log.info("job %s back in the queue: this consumer stops", job_id)
+            return
         except TimedOut:
             job.error = {"error": "timeout", "message": f"The job ran longer than this server's limit of "
                          f"{self.timeout_s:g} s and was stopped."}
         except JobError as exc:
             job.error = {"error": exc.code, "message": exc.message}
         except Exception:  # noqa: BLE001 - one job's bug must not kill the worker
-            log.exception("job %s failed", job.id)
+            log.exception("job %s failed", job_id)
             job.error = {"error": "internal_error",
                          "message": "Something went wrong on the server; the error was logged."}
-        with self._cond:
-            self._end(job, state)
-        log.info("job %s %s", job.id, state)
+        finally:
+            if state == FAILED and self.huey.storage.peek_data(f"cancel:{job_id}") is not EmptyData:
+                state, job.error = CANCELLED, None  # cancelled as it started: its upload went first
+            with self._running_lock:
+                self._running.pop(job_id, None)
+            self.huey.storage.delete_data(f"beat:{job_id}")
+        self._end(job, state)
+        log.info("job %s %s", job_id, state)
+
+    def _work(self, job: Job) -> Dict[str, Any]:
+        """The clip through ``process_video`` in the job's folder."""
+        workdir = self.workdir(job.id)
+        src = workdir / UPLOAD
+        opts = Options.from_strings(job.spec["options"])
+        vopts = VideoOptions.from_strings(job.spec["video_options"])
+        deadline = job.started + self.timeout_s if self.timeout_s and job.started else None
+        last_write = 0.0
+
+        def progress(pass_no: int, passes: int, done: int, total: int) -> None:
+            nonlocal last_write
+            now = time.time()
+            first = pass_no != job.pass_no
+            job.note_progress(pass_no, passes, done, total, now)
+            if self._stopping.is_set():
+                raise Stopping()
+            if first or done == total or now - last_write >= WRITE_EVERY_S:
+                last_write = now
+                self._write(job)
+                if self.huey.storage.peek_data(f"cancel:{job.id}") is not EmptyData:
+                    raise Cancelled()
+            if deadline is not None and now > deadline:
+                raise TimedOut()
+
+        out = workdir / f"{job.name}.depth.mp4"
+        zip_path = workdir / f"{job.name}.depth.zip" if vopts.depth_zip else None
+        try:
+            result = process_video(src, out, self.model(), opts, vopts, workdir=workdir, zip_path=zip_path,
+                                   progress=progress)
+        except VideoError as exc:
+            raise JobError(exc.code, exc.message) from None
+        job.files["video"] = result.video.name
+        if result.depth_zip is not None:
+            job.files["depth_zip"] = result.depth_zip.name
+        return {"frames": result.frames, "width": result.width, "height": result.height,
+                "fps": round(result.fps, 3), "warning": result.warning, "seconds": result.seconds}
 
     def _end(self, job: Job, state: str) -> None:
-        """Marks ``job`` ended (lock held) and deletes what it does not keep: everything but its result
-        files when done, everything otherwise."""
-        job.state, job.finished = state, time.monotonic()
-        keep = set(job.files.values()) if state == DONE else set()
+        """Marks ``job`` ended and deletes what it does not keep: everything but its result files when
+        done, everything otherwise."""
+        job.state, job.finished = state, time.time()
         if state != DONE:
             job.files = {}
-        for path in job.workdir.iterdir() if job.workdir.is_dir() else ():
-            if path in keep:
+        keep = set(job.files.values())
+        workdir = self.workdir(job.id)
+        for path in workdir.iterdir() if workdir.is_dir() else ():
+            if path.name in keep:
                 continue
             if path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)
             else:
                 path.unlink(missing_ok=True)
+        self._write(job)
 
-    def _sweep(self) -> None:
-        """Drops ended jobs older than ``ttl_s`` with their folders (lock held)."""
-        now = time.monotonic()
-        expired = [j for j in self._jobs.values()
-                   if j.state in FINISHED and j.finished is not None and now - j.finished >= self.ttl_s]
-        for job in expired:
-            del self._jobs[job.id]
-            shutil.rmtree(job.workdir, ignore_errors=True)
-            log.info("job %s expired; its files are deleted", job.id)
+    def _heartbeat(self) -> None:
+        """Writes the heartbeat of every job this process runs, until the consumer stops."""
+        while not self._stopping.wait(self.beat_s):
+            with self._running_lock:
+                ids = list(self._running)
+            for job_id in ids:
+                try:
+                    self.huey.storage.put_data(f"beat:{job_id}", repr(time.time()).encode())
+                except Exception:  # noqa: BLE001 - a store that is down for a moment must not stop beats
+                    log.warning("job %s: heartbeat not written", job_id, exc_info=True)
 
-    def _janitor(self) -> None:
-        # wakes often enough that files outlive their time by at most a quarter of it (and a minute)
-        interval = max(0.5, min(60.0, self.ttl_s / 4))
-        while not self._stop.wait(interval):
-            with self._cond:
-                self._sweep()
+    # consumers ----------------------------------------------------------------------------------------------
 
-    def _retry_after(self) -> int:
-        """Seconds until a place is likely to free up: the soonest running job's time left."""
-        etas = [j.eta_s() for j in self._jobs.values() if j.state == RUNNING]
-        known = [e for e in etas if e is not None]
-        return int(min(max(5.0, min(known)), 600.0)) if known else 30
+    def consumer(self, signals: bool = False) -> Consumer:
+        """A consumer with ``workers`` threads (and the heartbeat thread, started with it); with
+        ``signals``, SIGINT and SIGTERM stop it (running jobs go back to the queue at their next frame)."""
+        consumer = _Consumer(self.huey, workers=self.workers, worker_type="thread", periodic=True,
+                             initial_delay=0.05, max_delay=1.0, check_worker_health=False,
+                             shutdown_timeout=30)
+        consumer.stopping, consumer.signals = self._stopping, signals
+        threading.Thread(target=self._heartbeat, name="depthmap-job-heartbeat", daemon=True).start()
+        return consumer
+
+    def run_consumer(self) -> None:
+        """Runs a consumer in this process until SIGINT or SIGTERM (``depthmap worker``)."""
+        consumer = self.consumer(signals=True)
+        consumer.start()
+        try:
+            while True:
+                try:
+                    consumer.loop()
+                except ConsumerStopped:
+                    break
+        finally:
+            self._stopping.set()
+            consumer.stop(graceful=True)
+
+    def start_embedded(self) -> bool:
+        """Starts a consumer inside this (web) process if no other process on this host runs one: a lock
+        on ``lock_path`` decides, so ``serve --workers N`` runs one. True if this process runs it."""
+        with self._start_lock:
+            if self._consumer is not None:
+                return True
+            if self._stopping.is_set():
+                return False
+            if self.lock_path is not None:
+                self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+                lock = open(self.lock_path, "a+b")  # noqa: SIM115 - held for the consumer's life
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    lock.close()
+                    return False
+                self._lock_file = lock
+            self._consumer = self.consumer()
+            self._consumer.start()
+            log.info("video job consumer started in this process (%d worker thread(s))", self.workers)
+            return True
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """Stops this process's consumer: running jobs stop at their next frame and go back to the
+        queue."""
+        self._stopping.set()
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            consumer.shutdown_timeout = timeout
+            consumer.stop(graceful=True)
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
 
 
-def _shutdown(stop: threading.Event, cond: threading.Condition, jobs: Dict[str, Job], queue: Deque[Job],
-              threads: List[threading.Thread]) -> None:
-    """``JobManager.shutdown`` on the manager's parts: also its finalizer, which must not hold the manager."""
-    stop.set()
-    with cond:
-        for job in jobs.values():
-            job.cancel_event.set()
-        cond.notify_all()
-    for thread in threads:
-        if thread is not threading.current_thread():  # a worker may drop the manager's last reference
-            thread.join(timeout=10)
-    with cond:
-        ended = list(jobs.values())
-        jobs.clear()
-        queue.clear()
-    for job in ended:
-        shutil.rmtree(job.workdir, ignore_errors=True)
+class _Consumer(Consumer):
+    """Huey's consumer, with signal handlers only where it owns the process (inside a web server the
+    server owns the signals), and a signal that first tells running jobs to stop: Huey's graceful stop
+    would wait for a job that may run for an hour."""
+
+    stopping: threading.Event
+    signals: bool = False
+
+    def _set_signal_handlers(self) -> None:
+        if self.signals:
+            super()._set_signal_handlers()
+
+    def _handle_signal(self, signum: int, frame: Any) -> None:
+        self.stopping.set()
+        super()._handle_signal(signum, frame)
+
+
+def from_settings(c: Mapping[str, Any], model: ModelProvider) -> VideoJobs:
+    """The job queue that the app's settings ``c`` (``app.config``'s names) describe: the web app and
+    ``depthmap worker`` build the same one."""
+    data = data_dir(c["DATA_DIR"])
+    root = Path(c["VIDEO_DIR"]) if c["VIDEO_DIR"] else data / "jobs"
+    return VideoJobs(make_huey(data, c["REDIS_URL"]), root, model, workers=int(c["VIDEO_WORKERS"]),
+                     queue_size=int(c["VIDEO_QUEUE"]), ttl_s=float(c["VIDEO_JOB_TTL"]),
+                     timeout_s=float(c["VIDEO_JOB_TIMEOUT"]) if c["VIDEO_JOB_TIMEOUT"] else None,
+                     lost_s=float(c["VIDEO_WORKER_LOST"]), lock_path=data / "consumer.lock")

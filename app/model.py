@@ -44,6 +44,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch.nn.utils.fusion import fuse_conv_bn_eval  # noqa: E402
 
+from .cpus import usable_cpus  # noqa: E402
 from .network import DepthwiseSeparable, InvertedResidual, MidasSmall  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -188,7 +189,7 @@ def load_network(path: Path) -> MidasSmall:
 
 def configure_threads(threads: Optional[int] = None) -> int:
     """Sets torch's intra-op thread count (default: the CPUs this process may use) and returns it."""
-    n = threads or len(os.sched_getaffinity(0))
+    n = threads or usable_cpus()  # a container's CPU quota included
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     return n

@@ -202,6 +202,34 @@ class RedisServer:
         self.proc = None
 
 
+@contextlib.contextmanager
+def running_worker(weights: Path, log_path: Path, env: Dict[str, str]) -> Iterator[subprocess.Popen]:
+    """``depthmap worker`` as a real process (``env`` added to a clean environment), up once it logs that
+    it runs; stopped (SIGTERM, then SIGKILL) at the end unless the test ended it already."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("DEPTHMAP_")}
+    full_env = {**base, "MIDAS_WEIGHTS": str(weights), "DEPTHMAP_TORCH_THREADS": "1", **env}
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen([str(DEPTHMAP), "worker"], env=this_checkout(full_env), stdout=log,
+                                stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while "video job worker:" not in log_path.read_text():
+            if proc.poll() is not None:
+                pytest.fail(f"worker exited with {proc.returncode}:\n{log_path.read_text()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"worker did not start in 120 s:\n{log_path.read_text()}")
+            time.sleep(0.2)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
 # the browser tests (Debian's ``chromium`` + ``chromium-driver``, via Selenium) ------------------------
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

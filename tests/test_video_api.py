@@ -14,7 +14,7 @@ from typing import Any, Dict, Iterator
 import numpy as np
 import pytest
 
-from app.jobs import JobManager
+from app.jobs import VideoJobs
 from clips import moving_scene, stream_info, write_clip, zero_frames
 from helpers import SAMPLES, form_data, truncated
 
@@ -25,11 +25,12 @@ def video_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def vapp(weights_path, video_dir):
+def vapp(weights_path, video_dir, tmp_path_factory):
     from app import create_app
 
     app = create_app({"TESTING": True, "MIDAS_WEIGHTS": str(weights_path), "TORCH_THREADS": 2,
-                      "VIDEO_DIR": str(video_dir), "VIDEO_WORKERS": 1, "VIDEO_QUEUE": 1,
+                      "DATA_DIR": str(tmp_path_factory.mktemp("data")), "VIDEO_DIR": str(video_dir),
+                      "VIDEO_WORKERS": 1, "VIDEO_QUEUE": 1,
                       "VIDEO_JOB_TTL": 120, "VIDEO_MAX_SECONDS": 60, "VIDEO_MAX_FRAMES": 100})
     yield app
     app.extensions["video_jobs"].shutdown()
@@ -75,7 +76,7 @@ class GatedModel:
 
 
 def test_config_reaches_the_job_manager(vapp, video_dir) -> None:
-    manager: JobManager = vapp.extensions["video_jobs"]
+    manager: VideoJobs = vapp.extensions["video_jobs"]
     assert (manager.workers, manager.queue_size, manager.ttl_s, manager.root) == (1, 1, 120.0, video_dir)
     assert manager.timeout_s == 3600  # a default from app/config.py
 
@@ -166,7 +167,7 @@ def test_full_queue_503_progress_and_cancel(vapp, vclient, clip, monkeypatch, vi
     r = vclient.get(f"/api/v1/jobs/{first['id']}/result")
     assert r.status_code == 409 and r.get_json()["error"] == "job_cancelled"
     for job_id in (first["id"], second["id"]):
-        workdir = vapp.extensions["video_jobs"].get(job_id).workdir
+        workdir = vapp.extensions["video_jobs"].workdir(job_id)
         assert list(workdir.iterdir()) == []  # upload and partial output deleted
 
 
@@ -193,7 +194,7 @@ def test_damaged_video_fails_the_job_clearly(vclient, tmp_path) -> None:
 def test_delete_an_ended_job_deletes_its_files(vapp, vclient, clip) -> None:
     job = post_video(vclient, clip, norm="frame").get_json()
     wait_state(vclient, job["id"])
-    workdir = vapp.extensions["video_jobs"].get(job["id"]).workdir
+    workdir = vapp.extensions["video_jobs"].workdir(job["id"])
     assert (workdir / "scene.depth.mp4").is_file()
     r = vclient.delete(f"/api/v1/jobs/{job['id']}")
     assert r.status_code == 204 and not workdir.exists()
@@ -204,7 +205,7 @@ def test_ended_jobs_expire(vapp, vclient, clip, monkeypatch) -> None:
     manager = vapp.extensions["video_jobs"]
     job = post_video(vclient, clip, norm="frame").get_json()
     wait_state(vclient, job["id"])
-    workdir = manager.get(job["id"]).workdir
+    workdir = manager.workdir(job["id"])
     monkeypatch.setattr(manager, "ttl_s", 0.2)
     time.sleep(0.3)
     r = vclient.get(f"/api/v1/jobs/{job['id']}")
@@ -276,3 +277,27 @@ def test_page_offers_videos(vclient) -> None:
     assert 'accept="image/*,video/*"' in html and 'id="video-options"' in html
     assert 'name="ema_alpha"' in html and 'name="norm"' in html and "video.js" in html
     assert 'id="video-progress"' in html and 'id="video-cancel"' in html
+
+
+def test_the_queue_on_redis_stopped_and_back(weights_path, redis_server, redis_url, clip, tmp_path) -> None:
+    from app import create_app
+
+    app = create_app({"TESTING": True, "MIDAS_WEIGHTS": str(weights_path), "TORCH_THREADS": 2,
+                      "REDIS_URL": redis_url, "DATA_DIR": str(tmp_path / "data"),
+                      "VIDEO_DIR": str(tmp_path / "jobs")})
+    client = app.test_client()
+    try:
+        job = post_video(client, clip, norm="frame").get_json()
+        assert wait_state(client, job["id"])["state"] == "done"
+        redis_server.stop()
+        for r in (client.get(f"/api/v1/jobs/{job['id']}"), post_video(client, clip, norm="frame")):
+            body = r.get_json()
+            assert r.status_code == 503 and body["error"] == "store_unavailable", body
+            assert "try again" in body["message"] and int(r.headers["Retry-After"]) > 0
+        assert job_dirs(tmp_path / "jobs") == [job["id"]]  # the refused upload is not kept
+        redis_server.start()  # the same app, no restart: the next request connects again
+        again = post_video(client, clip, norm="frame")
+        assert again.status_code == 202, again.get_json()
+        assert wait_state(client, again.get_json()["id"])["state"] == "done"
+    finally:
+        app.extensions["video_jobs"].shutdown()

@@ -63,8 +63,8 @@ ERRORS: Mapping[str, Code] = {
     "bad_calibration": Code((422,), "calibration points that cannot fix a scale and shift"),
     "internal_error": Code((500,), "a bug (logged; the server goes on serving)"),
     "busy": Code((503,), "photos: every inference slot is busy and the queue is full; videos: "
-                         "`VIDEO_WORKERS` jobs are running and `VIDEO_QUEUE` more are waiting. `Retry-After` "
-                         "says when to try again"),
+                         "`VIDEO_QUEUE` jobs are already waiting in the queue. `Retry-After` says when to "
+                         "try again"),
     "store_unavailable": Code((503,), "the shared result store (the data folder, or Redis) is down, full or "
                                       "cannot be written; `Retry-After` says when to try again, and the "
                                       "server recovers by itself once the store is back"),

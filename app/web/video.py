@@ -1,15 +1,15 @@
 """Video jobs under ``/api/v1``: upload a clip (202 and a job id), follow its progress,
 fetch the depth video (and the 16-bit depth zip), cancel or delete.
 
-The upload is streamed straight into the job's private temporary folder (never held in memory whole);
-it is deleted as soon as the job ends, and the results ``VIDEO_JOB_TTL`` seconds later (or at once with
-``DELETE``). Jobs live in the process that received them (``app.extensions["video_jobs"]``).
+The upload is streamed straight into the job's folder (never held in memory whole); it is deleted as
+soon as the job ends, and the results ``VIDEO_JOB_TTL`` seconds later (or at once with ``DELETE``). Jobs
+go through the task queue of ``app.jobs`` (``app.extensions["video_jobs"]``), so any process sharing
+its storage answers for any job.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import fields
 from pathlib import Path
 from typing import IO, Any, Dict, Mapping, NoReturn, Optional
@@ -18,11 +18,12 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request, sen
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.formparser import FormDataParser
 
-from ..jobs import DONE, FAILED, FINISHED, Job, JobError, JobManager, QueueFull
+from ..jobs import (DONE, FAILED, FINISHED, UPLOAD, Job, QueueFull, QueueUnavailable, VideoJobs,
+                    from_settings)
 from ..options import Options, VideoOptions
 from ..service import safe_stem
-from ..video import Limits, VideoError, probe, process_video
-from .errors import ApiError
+from ..video import Limits, probe
+from .errors import ApiError, answer
 from .reading import read_options
 
 log = logging.getLogger(__name__)
@@ -36,12 +37,12 @@ VIDEO_OPTION_NAMES = frozenset(VideoOptions.names())
 
 def init_app(app: Flask) -> None:
     """The job manager and the routes."""
-    c = app.config
-    app.extensions["video_jobs"] = JobManager(
-        workers=int(c["VIDEO_WORKERS"]), queue_size=int(c["VIDEO_QUEUE"]), ttl_s=float(c["VIDEO_JOB_TTL"]),
-        timeout_s=float(c["VIDEO_JOB_TIMEOUT"]) if c["VIDEO_JOB_TIMEOUT"] else None,
-        root=Path(c["VIDEO_DIR"]) if c["VIDEO_DIR"] else None)
+    app.extensions["video_jobs"] = from_settings(app.config, lambda: app.extensions["depth_model"])
     app.register_blueprint(bp)
+    # the queue's storage down (Redis stopped, the SQLite file locked too long): 503, and the next
+    # request connects again
+    app.register_error_handler(QueueUnavailable, lambda exc: answer(
+        ApiError("store_unavailable", exc.message, retry_after=exc.retry_after)))
 
     video_meta = {f.name: f.metadata for f in fields(VideoOptions)}
     option_names = list(Options.names()) + sorted(VIDEO_OPTION_NAMES)
@@ -53,8 +54,11 @@ def init_app(app: Flask) -> None:
                 "video_max_bytes": app.config["VIDEO_MAX_CONTENT_LENGTH"]}
 
 
-def jobs() -> JobManager:
-    return current_app.extensions["video_jobs"]
+def jobs() -> VideoJobs:
+    manager: VideoJobs = current_app.extensions["video_jobs"]
+    if current_app.config["EMBEDDED_WORKER"]:
+        manager.start_embedded()  # at once if this process runs it; else one flock attempt (microseconds)
+    return manager
 
 
 def _too_large(limit: int) -> ApiError:
@@ -118,27 +122,6 @@ def _limits() -> Limits:
                   max_pixels=c["VIDEO_MAX_PIXELS"] or None)
 
 
-def _work(src: Path, name: str, opts: Options, vopts: VideoOptions, info: Any, model: Any) -> Any:
-    """The job: the clip through ``process_video`` in the job's folder; the upload is deleted after."""
-    def run(job: Job) -> Dict[str, Any]:
-        out = job.workdir / f"{name}.depth.mp4"
-        zip_path = job.workdir / f"{name}.depth.zip" if vopts.depth_zip else None
-        try:
-            result = process_video(src, out, model, opts, vopts, workdir=job.workdir, zip_path=zip_path,
-                                   info=info, progress=job.progress)
-        except VideoError as exc:
-            raise JobError(exc.code, exc.message) from None
-        finally:
-            src.unlink(missing_ok=True)
-        job.files["video"] = result.video
-        if result.depth_zip is not None:
-            job.files["depth_zip"] = result.depth_zip
-        return {"frames": result.frames, "width": result.width, "height": result.height,
-                "fps": round(result.fps, 3), "warning": result.warning,
-                "seconds": result.seconds}
-    return run
-
-
 @bp.post("/video")
 def submit() -> Any:
     """Multipart ``video`` plus options -> 202 and the job (``Location``: its URL)."""
@@ -146,16 +129,17 @@ def submit() -> Any:
     limit = current_app.config["VIDEO_MAX_CONTENT_LENGTH"]
     if request.content_length is not None and request.content_length > limit:
         raise _too_large(limit)
-    workdir = manager.new_workdir()
+    job_id, workdir = manager.new_workdir()
     try:
-        src, name, form = _receive(workdir)
+        received, name, form = _receive(workdir)
+        src = received.rename(workdir / UPLOAD)
         opts, vopts = read_video_options(form)
         info = probe(src, _limits())
         job_info = {"name": name, "input": info.as_dict(), "options": opts.as_dict(),
                     "video_options": vopts.as_dict()}
-        model = current_app.extensions["depth_model"]
+        spec = {"options": opts.as_dict(), "video_options": vopts.as_dict()}
         try:
-            job = manager.submit(_work(src, name, opts, vopts, info, model), workdir, job_info)
+            job = manager.submit(job_id, name, spec, job_info)
         except QueueFull as exc:
             raise ApiError("busy", "The server is processing as many videos as it queues; try again in "
                            f"about {exc.retry_after} s.", retry_after=exc.retry_after) from None
@@ -183,9 +167,9 @@ def _job_json(job: Job) -> Dict[str, Any]:
     if job.state == DONE:
         body["result"] = {**(body["result"] or {}), "files": {
             kind: url_for(FILE_ENDPOINTS[kind], job_id=job.id) for kind in job.files}}
-    if job.state in FINISHED and job.finished is not None:
-        ttl = float(current_app.config["VIDEO_JOB_TTL"])
-        body["expires_in_s"] = round(max(0.0, ttl - (time.monotonic() - job.finished)), 1)
+    expires = jobs().expires_in(job)
+    if expires is not None:
+        body["expires_in_s"] = round(expires, 1)
     return body
 
 
@@ -206,7 +190,7 @@ def _not_ready(job: Job) -> NoReturn:
 def _send(job: Job, kind: str, mimetype: str) -> Response:
     if job.state != DONE:
         _not_ready(job)
-    path = job.files.get(kind)
+    path = jobs().path(job, kind)
     if path is None:
         raise ApiError("not_found", "This job made no depth zip: ask for it with depth_zip=on.")
     # conditional: Range requests, so a <video> can seek and a download can resume
@@ -234,7 +218,7 @@ def job_delete(job_id: str) -> Any:
     if job.state in FINISHED:
         jobs().remove(job_id)
         return "", 204
-    jobs().cancel(job_id)
+    job = jobs().cancel(job_id) or job
     response = jsonify(_job_json(job))
     response.status_code = 202
     return response
