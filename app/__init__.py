@@ -20,10 +20,10 @@ def create_app(test_config: Optional[Mapping[str, Any]] = None) -> "Flask":
     from flask import Flask
 
     from . import config, web
-    from .cache import DepthCache
     from .gate import Gate
     from .model import DepthModel, resolve_weights
     from .service import DepthService
+    from .store import open_store
 
     app = Flask(__name__, template_folder="../templates", static_folder="../static")
     app.config.from_mapping(config.app_defaults())
@@ -41,8 +41,9 @@ def create_app(test_config: Optional[Mapping[str, Any]] = None) -> "Flask":
     model = DepthModel.load(weights, threads=c["TORCH_THREADS"], engine=c["ENGINE"])
     gate = Gate(int(c["INFERENCE_SLOTS"]), int(c["INFERENCE_QUEUE"]), float(c["QUEUE_TIMEOUT"]))
     app.extensions["depth_model"] = model
-    app.extensions["depth_service"] = DepthService(model, DepthCache(c["CACHE_BYTES"]), c["MAX_PIXELS"],
-                                                   c["MAX_SIDE"], gate)
+    # results live outside the process, shared by every worker (and host, with Redis)
+    store = open_store(c["REDIS_URL"], c["DATA_DIR"], int(c["CACHE_BYTES"]), float(c["RESULT_TTL"]))
+    app.extensions["depth_service"] = DepthService(model, store, c["MAX_PIXELS"], c["MAX_SIDE"], gate)
     app.extensions["started"] = time.monotonic()
     app.extensions["load_s"] = round(app.extensions["started"] - t0, 2)
     web.init_app(app)

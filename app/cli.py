@@ -274,6 +274,21 @@ def serve_cmd(bind: str, workers: Optional[int], threads: int, timeout: int, wei
     except WeightsError as exc:
         log.error("%s", exc)
         sys.exit(2)
+    # the result store: an unusable data folder or Redis URL is one clear line here, and every worker
+    # gets the same folder (the default one is chosen once, here)
+    from .store import StoreUnavailable, default_data_dir, open_store, private_dir
+
+    redis_url, data_dir = config.get("DEPTHMAP_REDIS_URL"), config.get("DEPTHMAP_DATA_DIR")
+    try:
+        if redis_url:
+            open_store(redis_url, None, 0, 1)  # checks the URL; Redis itself may come up later
+        else:
+            data_dir = str(private_dir(Path(data_dir) if data_dir else
+                                       default_data_dir(config.get("DEPTHMAP_CACHE_BYTES"))))
+            os.environ["DEPTHMAP_DATA_DIR"] = data_dir
+    except StoreUnavailable as exc:
+        log.error("%s", exc.message)
+        sys.exit(2)
     # glibc gives each thread that allocates its own heap and keeps what is freed there: with request,
     # encoder and OpenMP threads a worker held about 90 MB more after a 12 MP request
     # (docs/configuration.md, "Process environment")
@@ -288,8 +303,9 @@ def serve_cmd(bind: str, workers: Optional[int], threads: int, timeout: int, wei
     conf = Path(__file__).with_name("gunicorn_conf.py")
     argv = [sys.executable, "-m", "gunicorn", "--config", str(conf), "app:create_app()"]
     log.info("starting gunicorn on http://%s (%d worker(s) x %d request threads, %d torch threads each on "
-             "%d usable CPU(s), engine %s; video jobs: %s)", bind, workers, threads, torch_threads, cpus,
-             engine, "embedded consumer" if embedded_worker else "separate `depthmap worker`")
+             "%d usable CPU(s), engine %s; results in %s; video jobs: %s)", bind, workers, threads,
+             torch_threads, cpus, engine, "Redis" if redis_url else data_dir,
+             "embedded consumer" if embedded_worker else "separate `depthmap worker`")
     # exec: gunicorn's master becomes this process, so signals from a terminal, systemd or Docker
     # reach it directly
     os.execve(sys.executable, argv, env)

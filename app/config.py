@@ -60,16 +60,19 @@ SETTINGS: Tuple[Setting, ...] = (
     _app("TORCH_THREADS", None, int, "inference threads per process, for every engine (same as "
          "`predict --threads`)", "the CPUs the process may use, cgroup quota included (`serve`: ÷ workers)"),
     # shared state: results and video jobs, for every worker and host
-    _app("DATA_DIR", None, str, "where results and video jobs shared by this host's workers are kept",
-         "a private folder in the system's temporary folder"),
+    _app("DATA_DIR", None, str, "where results and video jobs shared by this host's workers are kept "
+         "(see [Scaling](self-hosting.md#scaling))", "`/dev/shm/depthmap-UID` (memory) if it has room for "
+         "twice `DEPTHMAP_CACHE_BYTES`, else `depthmap-UID` in the system's temporary folder"),
     _app("REDIS_URL", None, str, "`redis://` or `rediss://` URL (with password): results and the job queue "
          "in Redis, shared by every host", "unset (the embedded store)"),
     # requests and their limits
     _app("MAX_CONTENT_LENGTH", 20 * MB, int, "largest request body the server reads; larger ones get 413"),
     _app("MAX_PIXELS", 40_000_000, int, "largest image, from its header, before decoding (413 above)"),
     _app("MAX_SIDE", 4096, int, "photos with a longer side are downscaled to this working size"),
-    _app("CACHE_BYTES", 200 * MB, int, "memory for recent uploads and raw depths, per worker (a 12 MP "
-         "photo takes about 85 MB)"),
+    _app("CACHE_BYTES", 200 * MB, int, "bytes of recent results (uploads and raw depths) the embedded store "
+         "keeps for all workers of the host, least recently used out (a 12 MP photo takes about 85 MB; "
+         "with Redis, its `maxmemory` bounds them instead)"),
+    _app("RESULT_TTL", 3600, float, "seconds a result (with its upload) is kept after its last use"),
     _app("BATCH_MAX_FILES", 20, int, "photos (or depth ids) in one batch request; more get 413 "
          "`too_many_files`"),
     _app("SECRET_KEY", None, str, "Flask's secret key (nothing uses sessions yet)", "random per process"),
@@ -100,8 +103,9 @@ SETTINGS: Tuple[Setting, ...] = (
          "folder for every process that runs or serves jobs", "`jobs` in the data dir"),
     # serving (depthmap serve, app/gunicorn_conf.py)
     _other("DEPTHMAP_BIND", "127.0.0.1:8000", str, "address:port to listen on (same as `serve --bind`)"),
-    _other("DEPTHMAP_WORKERS", None, int, "server worker processes, each with its own model (same as "
-           "`serve --workers`)", "usable CPUs ÷ 4, rounded up ([rule](self-hosting.md#workers-and-threads))"),
+    _other("DEPTHMAP_WORKERS", None, int, "server worker processes, each with its own model, sharing the "
+           "results (same as `serve --workers`)", "usable CPUs ÷ 4, rounded up "
+           "([rule](self-hosting.md#workers-and-threads))"),
     _other("DEPTHMAP_WORKER_THREADS", 4, int, "request threads per worker: pages, images and health "
            "checks are served while a depth map is computed (same as `serve --threads`)"),
     _other("DEPTHMAP_TIMEOUT", 120, int, "seconds before a stuck worker is restarted (same as `serve "

@@ -29,7 +29,6 @@ import secrets
 import shutil
 import socket
 import sqlite3
-import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -46,6 +45,7 @@ from huey.serializer import Serializer
 
 from .options import Options, VideoOptions
 from .pipeline import Model
+from .store import default_data_dir
 from .video import VideoError, process_video
 
 log = logging.getLogger(__name__)
@@ -119,15 +119,10 @@ class JobError(Exception):
         self.message = message
 
 
-def default_data_dir() -> Path:
-    """Where shared state lives when ``DEPTHMAP_DATA_DIR`` is unset: a folder of this user's in the
-    system's temporary folder (private: mode 0700)."""
-    return Path(tempfile.gettempdir()) / f"depthmap-{os.getuid()}"
-
-
-def data_dir(configured: Optional[str]) -> Path:
-    """The effective data dir for a ``DATA_DIR`` setting (None or empty: ``default_data_dir()``)."""
-    return Path(configured) if configured else default_data_dir()
+def data_dir(configured: Optional[str], cache_bytes: int) -> Path:
+    """The effective data dir: ``DATA_DIR`` if set, else the one the result store picks
+    (``app.store.default_data_dir``), so the server and ``depthmap worker`` agree."""
+    return Path(configured) if configured else default_data_dir(cache_bytes)
 
 
 class JsonSerializer(Serializer):
@@ -678,7 +673,7 @@ class _Consumer(Consumer):
 def from_settings(c: Mapping[str, Any], model: ModelProvider) -> VideoJobs:
     """The job queue that the app's settings ``c`` (``app.config``'s names) describe: the web app and
     ``depthmap worker`` build the same one."""
-    data = data_dir(c["DATA_DIR"])
+    data = data_dir(c["DATA_DIR"], int(c["CACHE_BYTES"]))
     root = Path(c["VIDEO_DIR"]) if c["VIDEO_DIR"] else data / "jobs"
     return VideoJobs(make_huey(data, c["REDIS_URL"]), root, model, workers=int(c["VIDEO_WORKERS"]),
                      queue_size=int(c["VIDEO_QUEUE"]), ttl_s=float(c["VIDEO_JOB_TTL"]),

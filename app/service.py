@@ -1,4 +1,4 @@
-"""What one web request asks of the engine: the depth of an upload (or from the cache), the same at
+"""What one web request asks of the engine: the depth of an upload (or from the store), the same at
 new depth options, rendered views.
 
 Shared by the page and the API; no Flask here, so it is tested like the pipeline.
@@ -18,18 +18,18 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .cache import DepthCache, Entry, depth_id
 from .gate import Gate
 from .options import INFERENCE_OPTIONS, Options
 from .pipeline import (DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, VIEWS, Model, encode_png, full_depth,
                        predict, render_views, shrink)
+from .store import Entry, ResultStore, depth_id
 
 INFER_STAGES = ("decode", "preprocess", "infer", "upsample")
 PREVIEWS_KEPT = 4  # one page asks for up to four images of the same preview: shrink the arrays once
 
 
 def no_work() -> Dict[str, float]:
-    """The stage timings of an answer that came from the cache."""
+    """The stage timings of an answer that came from the store."""
     return dict.fromkeys(INFER_STAGES, 0.0)
 
 
@@ -47,7 +47,7 @@ def ms_since(t0: float) -> float:
 
 @dataclass
 class Result:
-    """A cached entry and how it was obtained."""
+    """A stored entry and how it was obtained."""
 
     entry: Entry
     cached: bool
@@ -55,16 +55,17 @@ class Result:
 
 
 class DepthService:
-    """The model, the result cache, the admission gate and the decode limits of one process."""
+    """The model, the admission gate and the decode limits of one process, and the result store it
+    shares with every other."""
 
-    def __init__(self, model: Model, cache: DepthCache, max_pixels: int = DEFAULT_MAX_PIXELS,
+    def __init__(self, model: Model, store: ResultStore, max_pixels: int = DEFAULT_MAX_PIXELS,
                  max_side: int = DEFAULT_MAX_SIDE, gate: Optional[Gate] = None) -> None:
         self.model = model
-        self.cache = cache
+        self.store = store
         self.gate = gate or Gate()
         self.max_pixels = max_pixels
         self.max_side = max_side
-        # (entry id, max_side) -> shrunk (photo, depth); small and bounded, beside the byte-bounded cache
+        # (entry id, max_side) -> shrunk (photo, depth); small and bounded, beside the shared store
         self._previews: "OrderedDict[Tuple[str, int], Tuple[np.ndarray, np.ndarray]]" = OrderedDict()
         self._lock = threading.Lock()
         self._encoders = ThreadPoolExecutor(len(VIEWS), thread_name_prefix="png")
@@ -72,18 +73,19 @@ class DepthService:
     def from_upload(self, data: bytes, name: str, opts: Options) -> Result:
         """Raw depth of an upload for ``opts``' depth options; a repeated upload costs nothing.
         ``name`` is the download stem (see ``safe_stem``). Raises ``pipeline.ImageError`` for bytes
-        that are not a usable image, ``gate.Busy`` when the process is at capacity."""
-        key = depth_id(data, opts.depth_options())
-        hit = self.cache.get(key)
+        that are not a usable image, ``gate.Busy`` when the process is at capacity,
+        ``store.StoreUnavailable`` when the shared store is down or full."""
+        key = depth_id(self.store.secret(), data, opts.depth_options())
+        hit = self.store.get(key)
         if hit is not None:
             if hit.name != name:  # same photo under a new name: downloads should use the new one
                 hit = replace(hit, name=name)
-                self.cache.put(hit)
+                self.store.put(hit)
             return Result(hit, True, no_work())
         with self.gate.slot():  # decoding is inside: a waiting request holds only its compressed bytes
             pred = predict(data, self.model, opts, self.max_pixels, self.max_side)
         entry = Entry(key, data, name, opts.depth_options(), pred.photo, pred.depth, pred.pred, pred.pad_box)
-        self.cache.put(entry)
+        self.store.put(entry)
         return Result(entry, False, pred.timings_ms)
 
     def for_options(self, entry: Entry, opts: Options) -> Result:
@@ -94,8 +96,8 @@ class DepthService:
         if wanted == dict(entry.depth_opts):
             return Result(entry, True, no_work())
         if all(wanted[k] == entry.depth_opts[k] for k in INFERENCE_OPTIONS):
-            key = depth_id(entry.data, wanted)
-            hit = self.cache.get(key)
+            key = depth_id(self.store.secret(), entry.data, wanted)
+            hit = self.store.get(key)
             if hit is not None:
                 return Result(hit, True, no_work())
             with self.gate.slot():
@@ -103,7 +105,7 @@ class DepthService:
                 depth = full_depth(entry.pred, entry.photo, entry.pad_box, opts)
             timings = {**no_work(), "upsample": ms_since(t0)}
             new = replace(entry, id=key, depth_opts=wanted, depth=depth)
-            self.cache.put(new)
+            self.store.put(new)
             return Result(new, False, timings)
         return self.from_upload(entry.data, entry.name, opts)
 

@@ -51,12 +51,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from app.cache import DepthCache  # noqa: E402
 from app.model import (DepthModel, EngineError, _openvino, cpu_flags, engine_problem,  # noqa: E402
                        export_onnx, load_network, resolve_weights)
 from app.options import COLORMAPS, Options  # noqa: E402
 from app.pipeline import VIEWS, colorize, display, encode_png  # noqa: E402
 from app.service import DepthService  # noqa: E402
+from app.store import FileStore  # noqa: E402
 
 Stats = Tuple[float, float, float]
 TARGETS: List[Tuple[str, str, str]] = []  # (target, measured, verdict), printed at the end
@@ -180,11 +180,16 @@ def photos() -> Dict[str, bytes]:
 STAGES = ("decode", "preprocess", "infer", "upsample", "render", "encode")
 
 
+def scratch_store(max_bytes: int) -> FileStore:
+    """The server's embedded result store, in a temporary folder of its own."""
+    return FileStore(Path(tempfile.mkdtemp(prefix="bench-store-")), max_bytes, 3600)
+
+
 def request_table(engine: str, model: DepthModel, samples: Dict[str, bytes], runs: int) -> Dict[str, float]:
     print(f"\n## 2. Whole request in-process, engine {engine}: decode -> ... -> 3 PNG views; median of "
           f"{runs}, ms")
     print(f"{'photo':22s}" + "".join(f"{s:>11}" for s in STAGES) + f"{'total':>9}{'total/infer':>12}")
-    service = DepthService(model, DepthCache(300 << 20))  # evicts old uploads as the server would
+    service = DepthService(model, scratch_store(300 << 20))  # evicts old uploads as the server would
     ratios: Dict[str, float] = {}
     for name, data in samples.items():
         rows: Dict[str, List[float]] = {s: [] for s in STAGES + ("total", "ratio")}
@@ -208,7 +213,7 @@ def request_table(engine: str, model: DepthModel, samples: Dict[str, bytes], run
 
 def rerender_table(model: DepthModel, data: bytes, runs: int) -> Dict[str, float]:
     print(f"\n## 3. Re-render of a cached 12 MP result, a new colormap each time; median of {runs}, ms")
-    service = DepthService(model, DepthCache(1 << 30))
+    service = DepthService(model, scratch_store(1 << 30))
     entry = service.from_upload(data, "p", Options()).entry
     out: Dict[str, float] = {}
     cases = [("3 views, full size", VIEWS, None), ("heatmap, full size", ("heatmap",), None),

@@ -194,7 +194,9 @@ def start_server(weights: str, workers: int, extra_env: Dict[str, str],
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "MIDAS_WEIGHTS": weights, "DEPTHMAP_ACCESS_LOG": "/dev/null", **extra_env}
+    # results in a folder of this run's own, the code of this checkout
+    env = {**os.environ, "MIDAS_WEIGHTS": weights, "DEPTHMAP_ACCESS_LOG": "/dev/null",
+           "DEPTHMAP_DATA_DIR": str(log.parent / "data"), "PYTHONPATH": str(ROOT), **extra_env}
     with open(log, "wb") as out:
         proc = subprocess.Popen([str(Path(sys.executable).parent / "depthmap"), "serve", "--bind",
                                  f"127.0.0.1:{port}", "--workers", str(workers)],
@@ -246,7 +248,7 @@ def main() -> None:
         try:
             health = requests.get(url + "/healthz", timeout=10).json()
             print(f"# {url}: {args.workers} worker(s), torch threads {health['torch_threads']}, "
-                  f"gate {health['gate']}, cache bound in server config")
+                  f"gate {health['gate']}, store {health['store']}")
             if master:
                 print_rss("after start", server_rss(master))
             tally, wall = Tally(), 0.0
@@ -278,7 +280,7 @@ def main() -> None:
                         line += f", worker RSS {worst:.0f} MB"
                     print(line)
             health = requests.get(url + "/healthz", timeout=10).json()
-            print(f"# server after the run: cache {health['cache']}, gate {health['gate']}")
+            print(f"# server after the run: store {health['store']}, gate {health['gate']}")
         finally:
             if proc is not None:
                 proc.send_signal(signal.SIGTERM)

@@ -1,6 +1,6 @@
 // Batch: several photos, each sent to POST /api/v1/depth in turn (one at a time, so the server's
 // queue is not flooded), each with its own progress bar (upload %, then computing, then done or its
-// error); when all are done, one zip of them all (/api/v1/batch.zip) with the form's display options.
+// error; a full server queue is waited out, static/queue.js); when all are done, one zip of them all (/api/v1/batch.zip) with the form's display options.
 (() => {
   "use strict";
   const section = document.getElementById("batch");
@@ -68,7 +68,8 @@
         ui.state.textContent = t("uploading {p}%", { p: Math.round((ev.loaded / ev.total) * 100) });
       };
       xhr.upload.onload = () => { ui.bar.value = 90; ui.state.textContent = t("computing…"); };
-      xhr.onload = () => resolve({ status: xhr.status, json: xhr.response });
+      xhr.onload = () => resolve({ status: xhr.status, json: xhr.response,
+                                   retryAfter: xhr.getResponseHeader("Retry-After") });
       xhr.onerror = () => resolve({ status: 0, json: null });
       xhr.send(body);
     });
@@ -85,7 +86,11 @@
       if (mine !== run) return; // a newer batch replaced this one
       ui.li.classList.add("active");
       const t0 = performance.now();
-      const { status, json } = await send(file, ui);
+      // a full server queue is a line to wait in, not an error (static/queue.js)
+      const { status, json } = await window.studioQueue.retry(() => send(file, ui), (s) => {
+        ui.bar.value = 0;
+        ui.state.textContent = t("waiting in line: again in {s} s", { s });
+      });
       ui.li.classList.remove("active");
       if (status === 200 && json) {
         ids.push(json.depth_id);

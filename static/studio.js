@@ -184,8 +184,10 @@
     setError("");
     setStatus(t("Generating depth map…"), true);
     try {
-      const r = await fetch(api + path, { method: "POST", body, signal: ctrl.signal,
-                                          headers: body instanceof FormData ? { Accept: "application/json" } : { Accept: "application/json", "Content-Type": "application/json" } });
+      // a full server queue is a line to wait in, not an error (static/queue.js)
+      const r = await window.studioQueue.fetch(api + path, { method: "POST", body, signal: ctrl.signal,
+                                          headers: body instanceof FormData ? { Accept: "application/json" } : { Accept: "application/json", "Content-Type": "application/json" } },
+                                               (s) => setStatus(t("Waiting in line: trying again in {s} s…", { s }), true));
       const json = await r.json().catch(() => null);
       if (!r.ok) throw new Error((json && json.message) || t("The server answered {status}.", { status: `${r.status} ${r.statusText}` }));
       setDepth(json);

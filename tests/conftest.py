@@ -79,11 +79,13 @@ def real_weights() -> Path:
 
 
 @pytest.fixture(scope="session")
-def app(weights_path: Path):
-    """The application as ``create_app`` builds it, on the synthetic weights."""
+def app(weights_path: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The application as ``create_app`` builds it, on the synthetic weights, its results in a folder of
+    its own."""
     from app import create_app
 
-    return create_app({"TESTING": True, "MIDAS_WEIGHTS": str(weights_path), "TORCH_THREADS": 2})
+    return create_app({"TESTING": True, "MIDAS_WEIGHTS": str(weights_path), "TORCH_THREADS": 2,
+                       "DATA_DIR": str(tmp_path_factory.mktemp("data"))})
 
 
 @pytest.fixture()
@@ -159,3 +161,21 @@ def redis_url(redis_server: RedisServer) -> Iterator[str]:
     client.flushall()
     client.close()
     yield redis_server.url
+
+
+@pytest.fixture()
+def file_store(tmp_path: Path):
+    """An empty embedded result store in a temp folder."""
+    from app.store import FileStore
+
+    return FileStore(tmp_path / "data", max_bytes=10**9, ttl_s=3600)
+
+
+@pytest.fixture(params=["files", "redis"])
+def result_store(request, tmp_path: Path):
+    """A result store of each backend, empty: the embedded files in a temp folder, and a real Redis."""
+    from app.store import FileStore, RedisStore
+
+    if request.param == "files":
+        return FileStore(tmp_path / "data", max_bytes=10**9, ttl_s=3600)
+    return RedisStore(request.getfixturevalue("redis_url"), ttl_s=3600)

@@ -122,10 +122,11 @@ def free_port() -> int:
 @contextlib.contextmanager
 def running_server(weights: Path, log_path: Path, *args: str,
                    env: Optional[Dict[str, Optional[str]]] = None) -> Iterator[Tuple[str, subprocess.Popen]]:
-    """``depthmap serve`` as a real process on a free loopback port; yields its URL and process."""
+    """``depthmap serve`` as a real process on a free loopback port; yields its URL and process. Its
+    results go to a folder beside ``log_path`` unless ``env`` names a DEPTHMAP_DATA_DIR (or Redis)."""
     port = free_port()
     base = {k: v for k, v in os.environ.items() if not k.startswith("DEPTHMAP_")}
-    # a data dir of its own: the shared state (results, the job queue) of no other run
+    # results in a folder of this server's own (beside its log) unless the test shares one
     full_env = {**base, "MIDAS_WEIGHTS": str(weights), "DEPTHMAP_TORCH_THREADS": "2",
                 "DEPTHMAP_DATA_DIR": str(log_path.parent / "data"), **(env or {})}
     full_env = {k: v for k, v in full_env.items() if v is not None}  # None: leave the variable unset

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.cache import DepthCache
+from app.store import FileStore
 from app.options import Options
 from app.pipeline import predict
 from helpers import form_data, photo_size, png_header_only, post_depth, truncated
@@ -103,8 +103,9 @@ def test_render_from_cache_changes_the_image_not_the_depth(client, app, samples)
     assert body["timings_ms"]["infer"] == 0.0 and body["options"]["colormap"] == "viridis"
 
 
-def test_render_with_a_new_size_reinfers_and_gives_a_new_id(client, app, samples, monkeypatch) -> None:
-    monkeypatch.setattr(app.extensions["depth_service"], "cache", DepthCache(10**9))  # no earlier results
+def test_render_with_a_new_size_reinfers_and_gives_a_new_id(client, app, samples, monkeypatch,
+                                                             tmp_path) -> None:
+    monkeypatch.setattr(app.extensions["depth_service"], "store", FileStore(tmp_path, 10**9, 3600))  # empty
     first = post_depth(client, samples["rocket"], views="none").get_json()
     r = client.post("/api/v1/render", json={"depth_id": first["depth_id"], "size": 384, "views": "gray"})
     body = r.get_json()
@@ -165,10 +166,14 @@ def test_unicode_filename_survives_in_downloads(client, samples) -> None:
     assert "filename*=UTF-8''%E7%81%AB%E7%AE%AD.depth.npy" in r.headers["Content-Disposition"]
 
 
-def test_evicted_depth_is_a_404_with_advice(client, app, samples, monkeypatch) -> None:
-    service = app.extensions["depth_service"]
+def test_deleted_depth_is_a_404_with_advice(client, samples) -> None:
     body = post_depth(client, samples["chelsea"], views="none").get_json()
-    monkeypatch.setattr(service, "cache", DepthCache(max_bytes=service.cache.max_bytes))
+    assert client.get(f"/api/v1/depth/{body['depth_id']}.npy").status_code == 200
+    deleted = client.delete(f"/api/v1/depth/{body['depth_id']}")
+    assert deleted.status_code == 204 and deleted.data == b""
+    again = client.delete(f"/api/v1/depth/{body['depth_id']}")
+    assert again.status_code == 404 and again.get_json()["error"] == "not_cached"
+    assert client.delete("/api/v1/depth/not-an-id").get_json()["error"] == "not_cached"
     for r in (client.get(f"/api/v1/depth/{body['depth_id']}.npy"),
               client.get(f"/api/v1/depth/{body['depth_id']}/heatmap.png"),
               client.post("/api/v1/render", json={"depth_id": body["depth_id"]})):
@@ -176,12 +181,13 @@ def test_evicted_depth_is_a_404_with_advice(client, app, samples, monkeypatch) -
         assert r.get_json()["error"] == "not_cached" and "upload the photo again" in r.get_json()["message"]
 
 
-def test_cache_stays_within_its_byte_budget(client, app, samples, monkeypatch) -> None:
+def test_store_stays_within_its_byte_budget(client, app, samples, monkeypatch, tmp_path) -> None:
     service = app.extensions["depth_service"]
     budget = 3_000_000  # about two of the sample photos' entries
-    monkeypatch.setattr(service, "cache", DepthCache(max_bytes=budget))
+    monkeypatch.setattr(service, "store", FileStore(tmp_path, max_bytes=budget, ttl_s=3600))
     ids = [post_depth(client, samples[n], views="none").get_json()["depth_id"] for n in samples]
-    assert service.cache.nbytes <= budget
+    stats = client.get("/healthz").get_json()["store"]
+    assert 0 < stats["bytes"] <= budget and stats["entries"] < len(ids)
     assert client.get(f"/api/v1/depth/{ids[-1]}.npy").status_code == 200
     assert client.get(f"/api/v1/depth/{ids[0]}.npy").status_code == 404
 

@@ -10,8 +10,8 @@ from flask import Blueprint, Response, jsonify, request
 from ..options import Options
 from ..service import Result
 from .errors import ApiError
-from .reading import (attach, cached_entry, depth_service, read_display_options, read_max_side, read_options,
-                      read_upload, read_views)
+from .reading import (DEPTH_ID, NOT_CACHED, attach, cached_entry, depth_service, read_display_options,
+                      read_max_side, read_options, read_upload, read_views)
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -100,3 +100,12 @@ def view_png(depth_id: str, view: str) -> Response:
     if request.args.get("download"):
         attach(response, f"{entry.name}.{view}.png")
     return response
+
+
+@bp.delete("/depth/<depth_id>")
+def delete_depth(depth_id: str) -> Response:
+    """Deletes the result (its upload, photo and depth) at once, on every worker: 204, or 404 if it was
+    not kept."""
+    if not (DEPTH_ID.fullmatch(depth_id) and depth_service().store.delete(depth_id)):
+        raise ApiError("not_cached", NOT_CACHED)
+    return Response(status=204)

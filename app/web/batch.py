@@ -9,7 +9,7 @@ from typing import Dict, List, Tuple
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from .. import exports
-from ..cache import Entry
+from ..store import Entry
 from ..gate import Busy
 from ..options import Options
 from ..pipeline import ImageError

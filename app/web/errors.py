@@ -19,6 +19,7 @@ from ..gate import Busy
 from ..measure import CalibrationError
 from ..options import OptionError
 from ..pipeline import ImageError
+from ..store import StoreUnavailable
 from ..video import VideoError
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,8 @@ ERRORS: Mapping[str, Code] = {
     "corrupt": Code((400,), "a damaged image (truncated JPEG or PNG, bad checksum); a video whose structure "
                             "cannot be read (an MP4 cut before its index)"),
     "missing_depth_id": Code((400,), "a render (or a batch zip) without `depth_id`"),
-    "not_cached": Code((404,), "the result left the cache: upload again"),
+    "not_cached": Code((404,), "the result is no longer kept (expired, pushed out or deleted): upload "
+                               "again"),
     "not_found": Code((404,), "an unknown URL, view or language; a video job's zip that was not asked for"),
     "no_job": Code((404,), "an unknown video job, or one that expired"),
     "method_not_allowed": Code((405,), "wrong method"),
@@ -107,6 +109,8 @@ def as_api_error(exc: Exception) -> ApiError:
         return ApiError("bad_calibration", f"Calibration: {exc}.")
     if isinstance(exc, Busy):
         return ApiError("busy", exc.message, retry_after=exc.retry_after)
+    if isinstance(exc, StoreUnavailable):
+        return ApiError("store_unavailable", exc.message, retry_after=exc.retry_after)
     assert isinstance(exc, HTTPException)
     status = exc.code or 500
     if status == 413:
@@ -121,7 +125,7 @@ def as_api_error(exc: Exception) -> ApiError:
 
 # what the one handler answers; a view raises any of these and the user gets its 4xx or 5xx
 HANDLED: Tuple[Type[Exception], ...] = (HTTPException, ImageError, VideoError, OptionError, CalibrationError,
-                                         Busy)
+                                         Busy, StoreUnavailable)
 
 
 def wants_json() -> bool:
@@ -132,14 +136,16 @@ def wants_json() -> bool:
 
 
 def log_error(err: ApiError) -> None:
-    if err.code >= 500 and err.error != "busy":
+    if err.error == "store_unavailable":
+        log.error("%s %s -> 503 %s", request.method, request.path, err.message)
+    elif err.code >= 500 and err.error != "busy":
         log.error("%s %s -> %d", request.method, request.path, err.code)
     elif err.error == "busy":
         log.warning("%s %s -> 503 busy (retry after %s s)", request.method, request.path, err.retry_after)
 
 
 def finish(response: Response, err: ApiError) -> Response:
-    """``response`` with the error's status and, for ``busy``, its Retry-After."""
+    """``response`` with the error's status and, for ``busy`` and ``store_unavailable``, its Retry-After."""
     response.status_code = err.code
     if err.retry_after:
         response.headers["Retry-After"] = str(err.retry_after)

@@ -9,7 +9,7 @@ from typing import Any, Dict, Mapping, Tuple
 from flask import Blueprint, Response, jsonify, request
 
 from .. import exports
-from ..cache import Entry
+from ..store import Entry
 from ..legend import legend
 from ..options import SceneOptions
 from ..pipeline import VIEWS

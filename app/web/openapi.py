@@ -110,7 +110,9 @@ ROUTES: Mapping[str, Dict[str, Any]] = {
                       **_errors(400, 404, 406, 422, 503)},
     },
     "api.depth_npy": {"responses": {"200": _file("application/octet-stream", "float32 H×W .npy"),
-                                    **_errors(404)}},
+                                    **_errors(404, 503)}},
+    "api.delete_depth": {"responses": {"204": {"description": "deleted, on every worker"},
+                                       **_errors(404, 503)}},
     "api.view_png": {
         "parameters": [*_display_query(),
                        {"name": "max_side", "in": "query", "required": False, "schema": {
@@ -118,23 +120,26 @@ ROUTES: Mapping[str, Dict[str, Any]] = {
                            "description": "a preview whose longer side is at most this"}},
                        {"name": "download", "in": "query", "required": False,
                         "schema": {"type": "string", "description": "any value: answer as a file download"}}],
-        "responses": {"200": _file("image/png", "the view"), **_errors(404, 422)},
+        "responses": {"200": _file("image/png", "the view"), **_errors(404, 422, 503)},
     },
-    "exports.depth_png16": {"responses": {"200": _file("image/png", "16-bit grayscale PNG"), **_errors(404)}},
-    "exports.depth_pfm": {"responses": {"200": _file("application/octet-stream", "PFM"), **_errors(404)}},
+    "exports.depth_png16": {"responses": {"200": _file("image/png", "16-bit grayscale PNG"),
+                                          **_errors(404, 503)}},
+    "exports.depth_pfm": {"responses": {"200": _file("application/octet-stream", "PFM"),
+                                        **_errors(404, 503)}},
     "exports.point_cloud": {"parameters": _query(SceneOptions),
                            "responses": {"200": _file("application/octet-stream", "binary PLY"),
-                                         **_errors(404, 422)}},
+                                         **_errors(404, 422, 503)}},
     "exports.mesh": {"parameters": _query(SceneOptions),
-                    "responses": {"200": _file("model/gltf-binary", "glTF 2.0 binary"), **_errors(404, 422)}},
+                    "responses": {"200": _file("model/gltf-binary", "glTF 2.0 binary"),
+                                  **_errors(404, 422, 503)}},
     "exports.bundle": {"parameters": [*_display_query(), *_query(SceneOptions)],
-                      "responses": {"200": _file("application/zip", "zip"), **_errors(404, 422)}},
+                      "responses": {"200": _file("application/zip", "zip"), **_errors(404, 422, 503)}},
     "exports.legend_json": {
         "parameters": [{"name": "view", "in": "query", "required": False,
                         "schema": {"type": "string", "enum": ["heatmap", "overlay", "gray"],
                                    "default": "heatmap"}}, *_display_query()],
         "responses": {"200": {"description": "the colour key", "content": {
-            "application/json": {"schema": _ref("Legend")}}}, **_errors(404, 422)},
+            "application/json": {"schema": _ref("Legend")}}}, **_errors(404, 422, 503)},
     },
     "batch.batch": {
         "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": _form({
@@ -146,20 +151,20 @@ ROUTES: Mapping[str, Dict[str, Any]] = {
                               "content": {"application/json": {"schema": _ref("BatchResult")},
                                           "application/zip": {"schema": {"type": "string",
                                                                          "format": "binary"}}}},
-                      **_errors(400, 413, 415, 422)},
+                      **_errors(400, 413, 415, 422, 503)},
     },
     "batch.batch_zip": {
         "parameters": [{"name": "depth_id", "in": "query", "required": True, "style": "form", "explode": True,
                         "schema": {"type": "array", "items": DEPTH_ID, "minItems": 1}},
                        *_display_query()],
         "responses": {"200": _file("application/zip", "a folder per photo and results.json"),
-                      **_errors(400, 404, 413, 422)},
+                      **_errors(400, 404, 413, 422, 503)},
     },
     "measure.depth_preview": {
         "parameters": [{"name": "max_side", "in": "query", "required": False, "schema": {
             "type": "integer", "minimum": PREVIEW_SIDES[0], "maximum": PREVIEW_SIDES[1], "default": 512}}],
         "responses": {"200": _file("application/octet-stream", "float32 .npy, downscaled"),
-                      **_errors(404, 422)}},
+                      **_errors(404, 422, 503)}},
     "measure.calibrate_depth": {
         "requestBody": {"required": True, "content": {"application/json": {"schema": {
             "type": "object", "required": ["points"], "properties": {"points": {
@@ -171,12 +176,12 @@ ROUTES: Mapping[str, Dict[str, Any]] = {
                               "description": "relative y in the photo (0 top, 1 bottom)"},
                         "metres": {"type": "number", "exclusiveMinimum": 0, "maximum": 100000}}}}}}}}},
         "responses": {"200": {"description": "the fit", "content": {"application/json": {
-            "schema": _ref("Calibration")}}}, **_errors(400, 404, 422)}},
+            "schema": _ref("Calibration")}}}, **_errors(400, 404, 422, 503)}},
     "measure.metric_npy": {
         "parameters": [{"name": n, "in": "query", "required": True, "schema": {"type": "number"}}
                        for n in ("scale", "shift")],
         "responses": {"200": _file("application/octet-stream", "float32 metres .npy (NaN: beyond the fit)"),
-                      **_errors(404, 422)}},
+                      **_errors(404, 422, 503)}},
     "health.healthz": {"responses": {"200": {"description": "the process is up, its model loaded",
                                       "content": {"application/json": {"schema": _ref("Health")}}}}},
     "openapi.spec": {"responses": {"200": {"description": "this document",

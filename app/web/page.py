@@ -9,7 +9,7 @@ from typing import Any, Mapping, Optional
 from flask import Blueprint, Response, current_app, make_response, redirect, render_template, request, url_for
 from werkzeug.exceptions import HTTPException
 
-from ..cache import Entry
+from ..store import Entry
 from ..options import COLORBLIND_FRIENDLY, COLORMAPS, DEPTH_OPTIONS, OptionError, Options
 from ..pipeline import VIEWS
 from .errors import HANDLED, ApiError, answer, as_api_error, finish, log_error, wants_json

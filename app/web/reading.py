@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 from flask import Request, Response, current_app, request
 
-from ..cache import Entry
+from ..store import Entry
 from ..options import DEPTH_OPTIONS, Options
 from ..pipeline import VIEWS
 from ..service import DepthService, safe_stem
@@ -33,7 +33,7 @@ class InMemoryRequest(Request):
 
 
 def depth_service() -> DepthService:
-    """This process's model, result cache and admission gate."""
+    """This process's model and admission gate, and the result store shared by every worker."""
     return current_app.extensions["depth_service"]
 
 
@@ -101,19 +101,22 @@ def read_max_side(values: Mapping[str, Any]) -> Optional[int]:
 
 
 def lookup(depth_id: Any) -> Optional[Entry]:
-    """The cache entry of a well-formed ``depth_id``, else None (junk never reaches the cache)."""
+    """The stored entry of a well-formed ``depth_id``, else None (junk never reaches the store)."""
     text = str(depth_id or "")
-    return depth_service().cache.get(text) if DEPTH_ID.fullmatch(text) else None
+    return depth_service().store.get(text) if DEPTH_ID.fullmatch(text) else None
+
+
+NOT_CACHED = ("That depth map is no longer kept on this server (only recent results are, for a while "
+              "after their last use, and a deleted one is gone); upload the photo again.")
 
 
 def cached_entry(depth_id: Any) -> Entry:
-    """The cache entry of ``depth_id``, or a 404 that tells the user what to do."""
+    """The stored entry of ``depth_id``, or a 404 that tells the user what to do."""
     if not depth_id:
         raise ApiError("missing_depth_id", "Give the depth_id of an earlier result.")
     entry = lookup(depth_id)
     if entry is None:
-        raise ApiError("not_cached", "That depth map is no longer in this server's memory (only recent "
-                       "results are kept); upload the photo again.")
+        raise ApiError("not_cached", NOT_CACHED)
     return entry
 
 
