@@ -29,7 +29,6 @@ import secrets
 import shutil
 import socket
 import sqlite3
-import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -39,13 +38,14 @@ from typing import IO, Any, Callable, Dict, Iterator, List, Mapping, Optional, T
 import redis.exceptions
 from huey import RedisHuey, SqliteHuey, crontab
 from huey.api import Huey
-from huey.consumer import Consumer, ConsumerStopped
+from huey.consumer import Consumer, ConsumerStopped, Worker
 from huey.constants import EmptyData
 from huey.registry import Message
 from huey.serializer import Serializer
 
 from .options import Options, VideoOptions
 from .pipeline import Model
+from .store import default_data_dir
 from .video import VideoError, process_video
 
 log = logging.getLogger(__name__)
@@ -119,15 +119,10 @@ class JobError(Exception):
         self.message = message
 
 
-def default_data_dir() -> Path:
-    """Where shared state lives when ``DEPTHMAP_DATA_DIR`` is unset: a folder of this user's in the
-    system's temporary folder (private: mode 0700)."""
-    return Path(tempfile.gettempdir()) / f"depthmap-{os.getuid()}"
-
-
-def data_dir(configured: Optional[str]) -> Path:
-    """The effective data dir for a ``DATA_DIR`` setting (None or empty: ``default_data_dir()``)."""
-    return Path(configured) if configured else default_data_dir()
+def data_dir(configured: Optional[str], cache_bytes: int) -> Path:
+    """The effective data dir: ``DATA_DIR`` if set, else the one the result store picks
+    (``app.store.default_data_dir``), so the server and ``depthmap worker`` agree."""
+    return Path(configured) if configured else default_data_dir(cache_bytes)
 
 
 class JsonSerializer(Serializer):
@@ -500,6 +495,23 @@ class VideoJobs:
         with self._running_lock:
             self._running[job_id] = now
         log.info("job %s running (attempt %d)", job_id, job.attempts)
+        try:
+            state = self._attempt(job)
+            if state is not None:
+                self._end(job, state)
+                log.info("job %s %s", job_id, state)
+        finally:
+            # only now: until the final state is written, the heartbeat says this job is alive (a
+            # missing beat on a running job reads as a lost consumer)
+            with self._running_lock:
+                self._running.pop(job_id, None)
+            try:
+                self.huey.storage.delete_data(f"beat:{job_id}")
+            except STORAGE_ERRORS:
+                log.warning("job %s: heartbeat not deleted", job_id)
+
+    def _attempt(self, job: Job) -> Optional[str]:
+        """Runs ``job``'s work once; its end state, or None when it went back to the queue."""
         state = FAILED
         try:
             job.result = self._work(job)
@@ -511,26 +523,21 @@ class VideoJobs:
             job.attempts -= 1  # not the clip's fault
             job.queued_at = time.time()
             self._write(job)
-            self.huey.enqueue(self.task.s(job_id))
-            log.info("job %s back in the queue: this consumer stops", job_id)
-            return
+            self.huey.enqueue(self.task.s(job.id))
+            log.info("job %s back in the queue: this consumer stops", job.id)
+            return None
         except TimedOut:
             job.error = {"error": "timeout", "message": f"The job ran longer than this server's limit of "
                          f"{self.timeout_s:g} s and was stopped."}
         except JobError as exc:
             job.error = {"error": exc.code, "message": exc.message}
         except Exception:  # noqa: BLE001 - one job's bug must not kill the worker
-            log.exception("job %s failed", job_id)
+            log.exception("job %s failed", job.id)
             job.error = {"error": "internal_error",
                          "message": "Something went wrong on the server; the error was logged."}
-        finally:
-            if state == FAILED and self.huey.storage.peek_data(f"cancel:{job_id}") is not EmptyData:
-                state, job.error = CANCELLED, None  # cancelled as it started: its upload went first
-            with self._running_lock:
-                self._running.pop(job_id, None)
-            self.huey.storage.delete_data(f"beat:{job_id}")
-        self._end(job, state)
-        log.info("job %s %s", job_id, state)
+        if state == FAILED and self.huey.storage.peek_data(f"cancel:{job.id}") is not EmptyData:
+            state, job.error = CANCELLED, None  # cancelled as it started: its upload went first
+        return state
 
     def _work(self, job: Job) -> Dict[str, Any]:
         """The clip through ``process_video`` in the job's folder."""
@@ -658,11 +665,34 @@ class VideoJobs:
             self._lock_file = None
 
 
+class _Worker(Worker):
+    """Huey's worker, with a queue storage that is down logged as one line while it retries (Huey logs
+    a traceback per poll)."""
+
+    def loop(self, now: Any = None) -> None:
+        try:
+            task = self.huey.dequeue()
+        except STORAGE_ERRORS as exc:
+            log.warning("video job queue unavailable (%s); trying again", exc)
+            self.sleep()
+            return
+        if task is None:
+            if not self.huey.storage.blocking:
+                self.sleep()
+            return
+        self.delay = self.default_delay
+        try:
+            self.huey.execute(task, now)
+        except Exception:  # noqa: BLE001 - as Huey's own worker: one task's error must not end the thread
+            log.exception("video job task %s failed", task.id)
+
+
 class _Consumer(Consumer):
     """Huey's consumer, with signal handlers only where it owns the process (inside a web server the
     server owns the signals), and a signal that first tells running jobs to stop: Huey's graceful stop
     would wait for a job that may run for an hour."""
 
+    worker_class = _Worker
     stopping: threading.Event
     signals: bool = False
 
@@ -678,7 +708,7 @@ class _Consumer(Consumer):
 def from_settings(c: Mapping[str, Any], model: ModelProvider) -> VideoJobs:
     """The job queue that the app's settings ``c`` (``app.config``'s names) describe: the web app and
     ``depthmap worker`` build the same one."""
-    data = data_dir(c["DATA_DIR"])
+    data = data_dir(c["DATA_DIR"], int(c["CACHE_BYTES"]))
     root = Path(c["VIDEO_DIR"]) if c["VIDEO_DIR"] else data / "jobs"
     return VideoJobs(make_huey(data, c["REDIS_URL"]), root, model, workers=int(c["VIDEO_WORKERS"]),
                      queue_size=int(c["VIDEO_QUEUE"]), ttl_s=float(c["VIDEO_JOB_TTL"]),
