@@ -687,6 +687,22 @@ class _Worker(Worker):
             log.exception("video job task %s failed", task.id)
 
 
+class _StorageDown(logging.Filter):
+    """Huey's scheduler logs a traceback at every tick while the queue storage is down (Redis stopped):
+    one warning line says it instead, as ``_Worker`` does for the queue."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, STORAGE_ERRORS):
+            record.msg, record.args = f"{record.getMessage()} ({exc}); trying again", ()
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+logging.getLogger("huey.consumer.Scheduler").addFilter(_StorageDown())
+
+
 class _Consumer(Consumer):
     """Huey's consumer, with signal handlers only where it owns the process (inside a web server the
     server owns the signals), and a signal that first tells running jobs to stop: Huey's graceful stop
