@@ -119,6 +119,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop(proc: subprocess.Popen) -> None:
+    """Ends ``proc`` unless it ended already: SIGTERM, then SIGKILL after 30 s."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 @contextlib.contextmanager
 def running_server(weights: Path, log_path: Path, *args: str,
                    env: Optional[Dict[str, Optional[str]]] = None) -> Iterator[Tuple[str, subprocess.Popen]]:
@@ -150,13 +161,7 @@ def running_server(weights: Path, log_path: Path, *args: str,
             time.sleep(0.2)
         yield url, proc
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop(proc)
 
 
 # a real Redis (Debian's ``redis-server``) -----------------------------------------------------------
@@ -221,13 +226,7 @@ def running_worker(weights: Path, log_path: Path, env: Dict[str, str]) -> Iterat
             time.sleep(0.2)
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop(proc)
 
 
 # the browser tests (Debian's ``chromium`` + ``chromium-driver``, via Selenium) ------------------------
