@@ -65,6 +65,19 @@ def option_flags(func: Callable[..., Any], cls: type = Options) -> Callable[...,
     return func
 
 
+def load_model(weights: Optional[str], threads: Optional[int], engine: str, warm_up: bool = True) -> Any:
+    """The model for a command, with its weights resolved as the server does (DEPTHMAP_WEIGHTS_DOWNLOAD
+    honoured); a missing or corrupt file, a bad setting or an engine that cannot run: one line, exit 2."""
+    from .model import DepthModel, EngineError, WeightsError, resolve_weights
+
+    try:
+        path = resolve_weights(weights, download=config.get("DEPTHMAP_WEIGHTS_DOWNLOAD"))
+        return DepthModel.load(path, threads=threads, engine=engine, warm_up=warm_up)
+    except (config.ConfigError, WeightsError, EngineError) as exc:
+        log.error("%s", exc)
+        sys.exit(2)
+
+
 def collect_inputs(paths: Iterable[str]) -> List[Path]:
     """Files as given, plus the images directly inside each given folder (sorted)."""
     out: List[Path] = []
@@ -122,8 +135,6 @@ def predict_cmd(inputs: Tuple[str, ...], out_dir: str, weights: str, threads: in
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from .model import DepthModel, EngineError, WeightsError, resolve_weights
-
     try:
         opts = Options.from_strings({k: str(v) for k, v in raw.items()})
     except OptionError as exc:
@@ -131,12 +142,8 @@ def predict_cmd(inputs: Tuple[str, ...], out_dir: str, weights: str, threads: in
     files = collect_inputs(inputs)
     if not files:
         raise click.UsageError("no photos to process")
-    try:
-        # one photo at a time: the usual shapes' warm-up would cost more than it saves
-        model = DepthModel.load(resolve_weights(weights), threads=threads, engine=engine, warm_up=False)
-    except (WeightsError, EngineError) as exc:
-        log.error("%s", exc)
-        sys.exit(2)
+    # one photo at a time: the usual shapes' warm-up would cost more than it saves
+    model = load_model(weights, threads, engine, warm_up=False)
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -169,9 +176,10 @@ def predict_cmd(inputs: Tuple[str, ...], out_dir: str, weights: str, threads: in
                    "else download]")
 @click.option("--threads", envvar="DEPTHMAP_TORCH_THREADS", type=click.IntRange(1, 256),
               help="torch threads [env DEPTHMAP_TORCH_THREADS; default: all cores]")
+@engine_option
 @option_flags
 @functools.partial(option_flags, cls=VideoOptions)
-def video_cmd(source: str, out_path: str, weights: str, threads: int, **raw: Any) -> None:
+def video_cmd(source: str, out_path: str, weights: str, threads: int, engine: str, **raw: Any) -> None:
     """Turn VIDEO (MP4, WebM, MOV, AVI, MKV, animated GIF) into a depth video.
 
     Each frame's depth is blended with the previous ones (--ema), smoothed with an edge-preserving
@@ -184,7 +192,6 @@ def video_cmd(source: str, out_path: str, weights: str, threads: int, **raw: Any
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from .model import DepthModel, WeightsError, resolve_weights
     from .video import VideoError, probe, process_video
 
     video_names = {f.name for f in fields(VideoOptions)}
@@ -200,11 +207,7 @@ def video_cmd(source: str, out_path: str, weights: str, threads: int, **raw: Any
     except VideoError as exc:
         log.error("%s: %s", src, exc.message)
         sys.exit(1)
-    try:
-        model = DepthModel.load(resolve_weights(weights), threads=threads)
-    except WeightsError as exc:
-        log.error("%s", exc)
-        sys.exit(2)
+    model = load_model(weights, threads, engine)
     log.info("%s: %dx%d, %d frames at %.3g fps", src, info.width, info.height, info.frames, float(info.fps))
     bars: Dict[int, Any] = {}
     names = {1: "depth", 2: "render"}

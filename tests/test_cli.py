@@ -113,6 +113,15 @@ def test_first_run_downloads_into_the_cache(weights_server, weights_path, tmp_pa
     assert (tmp_path / "out" / "rocket.depth.npy").is_file()
 
 
+def test_downloading_off_is_honoured(weights_server, weights_path, tmp_path) -> None:
+    env = {"DEPTHMAP_CACHE": str(tmp_path / "cache"), "DEPTHMAP_WEIGHTS_DOWNLOAD": "false",
+           "MIDAS_WEIGHTS_URL": f"{weights_server}/{WEIGHTS_FILENAME}",
+           "MIDAS_WEIGHTS_DIGEST": "gitblob:" + file_digest(weights_path, "gitblob")}
+    proc = run_cli(["predict", str(SAMPLES["rocket"]), "--out", str(tmp_path / "out")], env=env)
+    assert proc.returncode == 2 and "downloading is off" in proc.stderr, proc.stderr
+    assert not (tmp_path / "cache" / WEIGHTS_FILENAME).exists() and not (tmp_path / "out").exists()
+
+
 def test_same_stem_twice_does_not_overwrite(weights_path, tmp_path) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
     for d in (a, b):
