@@ -56,12 +56,15 @@ def short(tmp_path_factory) -> Path:
 
 # probe ------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("suffix,fmt,codec", [
-    (".mp4", "mp4", "h264"), (".mov", "mov", "h264"), (".mkv", "matroska", "h264"),
-    (".webm", "webm", "vp9"), (".avi", "avi", "mpeg4"), (".gif", "gif", "gif"),
+@pytest.mark.parametrize("suffix,fmt,codec,encoder", [
+    (".mp4", "mp4", "h264", None), (".mov", "mov", "h264", None), (".mkv", "matroska", "h264", None),
+    (".webm", "webm", "vp9", None), (".avi", "avi", "mpeg4", None), (".gif", "gif", "gif", None),
+    # phones write HEVC in MP4/MOV; cameras, webcams and OpenCV write Motion-JPEG in AVI or MOV
+    (".mp4", "mp4", "hevc", "libx265"), (".mov", "mov", "hevc", "libx265"),
+    (".avi", "avi", "mjpeg", "mjpeg"), (".mov", "mov", "mjpeg", "mjpeg"),
 ])
-def test_probe_reads_every_container(tmp_path, suffix, fmt, codec) -> None:
-    path = write_clip(tmp_path / f"c{suffix}", moving_scene(9, 96, 64), fps=12)
+def test_probe_reads_every_container(tmp_path, suffix, fmt, codec, encoder) -> None:
+    path = write_clip(tmp_path / f"c{suffix}", moving_scene(9, 96, 64), fps=12, codec=encoder)
     info = probe(path)
     assert fmt in info.format and info.codec == codec
     assert (info.width, info.height, info.frames) == (96, 64, 9)

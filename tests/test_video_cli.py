@@ -71,3 +71,11 @@ def test_no_weights_and_downloading_off_exits_2(weights_server, clip, tmp_path) 
     proc = run_cli(["video", str(clip), "--out", str(tmp_path / "o.mp4")], env=env)
     assert proc.returncode == 2 and "downloading is off" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "cache").exists() and not (tmp_path / "o.mp4").exists()
+
+
+def test_motion_jpeg_avi_is_a_video(weights_path, tmp_path) -> None:
+    """What webcams, cameras and OpenCV write: Motion-JPEG in AVI, every frame a JPEG."""
+    src = write_clip(tmp_path / "cam.avi", moving_scene(6, 96, 64), codec="mjpeg")
+    proc = run_cli(["video", str(src), "--weights", str(weights_path)], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert stream_info(tmp_path / "cam.depth.mp4")["frames"] == 6
