@@ -32,18 +32,25 @@ def relief(depth: np.ndarray, opts: NormalOptions) -> np.ndarray:
 
 def normals(height: np.ndarray) -> np.ndarray:
     """``(H, W)`` float32 height in pixels -> ``(H, W, 3)`` float32 unit normals (x right, y up the image,
-    z toward the viewer), from central differences (one-sided at the border)."""
-    dy, dx = np.gradient(height.astype(np.float32))
-    n = np.stack([-dx, dy, np.ones_like(dx)], axis=-1)  # rows grow downward: up is -row, so -(-dy)
-    n /= np.linalg.norm(n, axis=-1, keepdims=True)
+    z toward the viewer), from central differences (at the border, as if the edge pixel repeated)."""
+    h = height.astype(np.float32, copy=False)
+    kernel = np.array([[-0.5, 0.0, 0.5]], np.float32)
+    dx = cv2.filter2D(h, -1, kernel, borderType=cv2.BORDER_REPLICATE)
+    dy = cv2.filter2D(h, -1, kernel.T, borderType=cv2.BORDER_REPLICATE)
+    inv = 1.0 / np.sqrt(dx * dx + dy * dy + 1.0)
+    n = np.empty(h.shape + (3,), np.float32)
+    np.multiply(dx, -inv, out=n[..., 0])
+    np.multiply(dy, inv, out=n[..., 1])  # rows grow downward: up is -row, so the sign flips twice
+    n[..., 2] = inv
     return n
 
 
 def encode(n: np.ndarray, convention: str = "opengl") -> np.ndarray:
     """``(H, W, 3)`` unit normals -> ``(H, W, 3)`` uint8 RGB: each component from [-1, 1] to [0, 255]."""
     sx, sy = CONVENTIONS[convention]
-    signs = np.array([sx, sy, 1.0], np.float32)
-    return np.clip((n * signs + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+    scaled = n * np.array([127.5 * sx, 127.5 * sy, 127.5], np.float32)
+    scaled += 128.0  # 127.5 to centre, 0.5 to round
+    return np.minimum(scaled, 255.0, out=scaled).astype(np.uint8)
 
 
 def normal_map(depth: np.ndarray, opts: NormalOptions) -> np.ndarray:

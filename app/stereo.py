@@ -46,55 +46,60 @@ def forward_warp(photo: np.ndarray, near: np.ndarray, shift: np.ndarray
     along its row; where several land on one pixel the nearest (largest ``near``) wins. Returns the
     image, the depth it shows and the ``(H, W)`` bool mask of pixels something landed on."""
     height, width = near.shape
-    target_x = np.arange(width, dtype=np.int32)[None, :] + shift
-    inside = (target_x >= 0) & (target_x < width)
-    rows = np.broadcast_to(np.arange(height, dtype=np.int64)[:, None], (height, width))
-    target = (rows * width + target_x)[inside]
-    depth = near[inside]
-    zbuf = np.full(height * width, -np.inf, np.float32)
-    np.maximum.at(zbuf, target, depth)
-    wins = depth >= zbuf[target]  # a tie is the same depth landing twice: either pixel will do
-    image = np.zeros((height * width, 3), np.uint8)
-    image[target[wins]] = photo.reshape(-1, 3)[inside.ravel()][wins]
-    filled = np.isfinite(zbuf)
-    zbuf[~filled] = 0.0
-    return image.reshape(photo.shape), zbuf.reshape(height, width), filled.reshape(height, width)
+    size = height * width
+    columns = np.arange(width, dtype=np.int32)
+    target_x = columns[None, :] + shift
+    target = target_x + (np.arange(height, dtype=np.int32) * width)[:, None]
+    target[(target_x < 0) | (target_x >= width)] = size  # off the edge: a slot past the end
+    # one key per pixel, its depth (16 bits) above its column: the largest key landing on a pixel is the
+    # nearest pixel there, and says which column of the same row it came from; one scatter, no sort
+    key = np.rint(near * 65535.0).astype(np.int64)
+    key <<= 32
+    key |= columns.astype(np.int64)
+    best = np.full(size + 1, -1, np.int64)
+    np.maximum.at(best, target.ravel(), key.ravel())
+    # the keys' low 32 bits: the source column, -1 where nothing landed, which remap's constant border
+    # turns into black and depth 0; OpenCV's threaded gather is far faster than numpy's for 3-byte pixels
+    source_x = best[:size].astype(np.int32).astype(np.float32).reshape(height, width)
+    rows = np.broadcast_to(np.arange(height, dtype=np.float32)[:, None], (height, width))
+    image = cv2.remap(photo, source_x, np.ascontiguousarray(rows), cv2.INTER_NEAREST,
+                      borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    shown = cv2.remap(near.astype(np.float32, copy=False), source_x, np.ascontiguousarray(rows),
+                      cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return image, shown, (best[:size] >= 0).reshape(height, width)
 
 
-def hole_sources(shown: np.ndarray, filled: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """For every pixel of ``(H, W)`` rows with gaps (``filled`` False): the column of the gap's
-    background edge (the farther of the nearest filled pixels left and right; -1 for a row with none)
-    and the side it is on (-1 left, +1 right). Filled pixels get their own column."""
-    height, width = filled.shape
+def hole_sources(shown: np.ndarray, filled: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The gaps of ``(H, W)`` rows (``filled`` False) that have a filled pixel on at least one side:
+    their rows and columns, the column of their background edge (the farther of the nearest filled
+    pixels left and right) and the side it is on (-1 left, +1 right)."""
+    width = filled.shape[1]
     cols = np.arange(width, dtype=np.int32)[None, :]
     left = np.maximum.accumulate(np.where(filled, cols, -1), axis=1)
     right = np.minimum.accumulate(np.where(filled, cols, width)[:, ::-1], axis=1)[:, ::-1]
-    rows = np.arange(height)[:, None]
-    far_left = np.where(left >= 0, shown[rows, np.clip(left, 0, width - 1)], np.inf)
-    far_right = np.where(right < width, shown[rows, np.clip(right, 0, width - 1)], np.inf)
+    ys, xs = np.nonzero(~filled)
+    lc, rc = left[ys, xs], right[ys, xs]
+    some = (lc >= 0) | (rc < width)
+    ys, xs, lc, rc = ys[some], xs[some], lc[some], rc[some]
+    far_left = np.where(lc >= 0, shown[ys, np.maximum(lc, 0)], np.inf)
+    far_right = np.where(rc < width, shown[ys, np.minimum(rc, width - 1)], np.inf)
     use_left = far_left <= far_right  # the farther side: smaller normalised depth
-    edge = np.where(filled, cols, np.where(use_left, left, right))
-    edge[~filled & (left < 0) & (right >= width)] = -1
-    return edge.astype(np.int32), np.where(use_left, -1, 1).astype(np.int32)
+    return ys, xs, np.where(use_left, lc, rc), np.where(use_left, -1, 1)
 
 
 def fill_holes(image: np.ndarray, shown: np.ndarray, filled: np.ndarray) -> np.ndarray:
     """Fills the gaps of a warped ``(H, W, 3)`` uint8 eye from the background side only: a gap pixel
     k pixels from its background edge takes the background pixel k - 1 pixels beyond that edge (the
     texture mirrored), or the edge pixel itself where the mirror would reach a gap, the border or
-    something nearer than the edge. Returns a new image; ``shown`` is its (H, W) normalised depth."""
-    height, width = filled.shape
-    edge, side = hole_sources(shown, filled)
-    holes = ~filled & (edge >= 0)
-    ys, xs = np.nonzero(holes)
-    e, s = edge[ys, xs], side[ys, xs]
-    mirror = 2 * e - xs - s  # left edge (s = -1): e - (x - e - 1); right edge: e + (e - x - 1)
+    something nearer than the edge. ``shown`` is the eye's (H, W) normalised depth; returns a new image."""
+    width = filled.shape[1]
+    ys, xs, edge, side = hole_sources(shown, filled)
+    mirror = 2 * edge - xs - side  # left edge (side -1): e - (x - e - 1); right edge: e + (e - x - 1)
     inside = (mirror >= 0) & (mirror < width)
     mirror = np.clip(mirror, 0, width - 1)
-    usable = inside & filled[ys, mirror] & (shown[ys, mirror] <= shown[ys, e] + BACKGROUND_TOLERANCE)
-    src = np.where(usable, mirror, e)
+    usable = inside & filled[ys, mirror] & (shown[ys, mirror] <= shown[ys, edge] + BACKGROUND_TOLERANCE)
     out = image.copy()
-    out[ys, xs] = image[ys, src]
+    out[ys, xs] = image[ys, np.where(usable, mirror, edge)]
     return out
 
 
