@@ -69,7 +69,8 @@ def forward_warp(photo: np.ndarray, near: np.ndarray, shift: np.ndarray
     return image, shown, (best[:size] >= 0).reshape(height, width)
 
 
-def hole_sources(shown: np.ndarray, filled: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def hole_sources(shown: np.ndarray, filled: np.ndarray
+                 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The gaps of ``(H, W)`` rows (``filled`` False) that have a filled pixel on at least one side:
     their rows and columns, the column of their background edge (the farther of the nearest filled
     pixels left and right) and the side it is on (-1 left, +1 right)."""
