@@ -1,4 +1,5 @@
-"""The ``depthmap`` command line: ``depthmap predict PHOTO_OR_DIR... --out DIR``, ``depthmap video VIDEO``.
+"""The ``depthmap`` command line: ``depthmap predict PHOTO_OR_DIR... --out DIR``, ``depthmap stereo
+PHOTO_OR_DIR... --out DIR``, ``depthmap video VIDEO``, ``depthmap serve``, ``depthmap worker``.
 
 Every field of ``Options`` becomes a flag with the same name (``clahe_clip`` -> ``--clahe-clip``), so
 the CLI, the web form and the API share one set of names, defaults and ranges.
@@ -18,8 +19,8 @@ import numpy as np
 
 from . import config
 from .cpus import plan, usable_cpus
-from .options import OptionError, Options, VideoOptions
-from .pipeline import ImageError, encode_png, predict, render_views
+from .options import NormalOptions, OptionError, Options, StereoOptions, VideoOptions
+from .pipeline import ImageError, Prediction, encode_png, predict, render_views
 
 log = logging.getLogger("depthmap")
 
@@ -103,6 +104,70 @@ def output_stems(inputs: List[Path]) -> List[str]:
     return stems
 
 
+def parse_options(raw: Dict[str, Any], *classes: type) -> List[Any]:
+    """One instance of each options class from the flags in ``raw`` that belong to it; a bad value is a
+    usage error (exit 2) naming its flag."""
+    out = []
+    try:
+        for cls in classes:
+            names = set(cls.names())
+            out.append(cls.from_strings({k: str(v) for k, v in raw.items() if k in names}))
+    except OptionError as exc:
+        raise click.BadParameter(exc.message, param_hint="--" + exc.name.replace("_", "-")) from None
+    return out
+
+
+def each_photo(inputs: Tuple[str, ...], out_dir: str, model_args: Tuple[Optional[str], Optional[int], str],
+               opts: Options, write: Callable[[Prediction, Path, str], None]) -> None:
+    """Runs the depth of every photo in ``inputs`` and ``write(prediction, out, stem)``; a photo that
+    fails is logged and the others go on. Exits 0 only if every photo succeeded."""
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    files = collect_inputs(inputs)
+    if not files:
+        raise click.UsageError("no photos to process")
+    # one photo at a time: the usual shapes' warm-up would cost more than it saves
+    model = load_model(*model_args, warm_up=False)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    failed = 0
+    with logging_redirect_tqdm():
+        for path, stem in zip(tqdm(files, unit="photo", desc="depth", disable=None),
+                              output_stems(files), strict=True):
+            try:
+                result = predict(path.read_bytes(), model, opts)
+                write(result, out, stem)
+                log.debug("%s: %s", path, result.timings_ms)
+            except (OSError, ImageError) as exc:  # unreadable input, bad image, or a failed write
+                failed += 1
+                log.error("%s: %s", path, getattr(exc, "message", None) or exc)
+            except Exception:  # noqa: BLE001 - a bug on one photo must not cost the others
+                failed += 1
+                log.exception("%s: unexpected error", path)
+    log.info("%d of %d photos done, results in %s", len(files) - failed, len(files), out)
+    sys.exit(1 if failed else 0)
+
+
+def photo_command(name: str) -> Callable[..., Any]:
+    """The arguments and flags every photo command shares: photos, --out, --weights, --threads, --engine
+    and one flag per ``Options`` field."""
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        func = option_flags(func)
+        func = engine_option(func)
+        func = click.option("--threads", envvar="DEPTHMAP_TORCH_THREADS", type=click.IntRange(1, 256),
+                            help="inference threads [env DEPTHMAP_TORCH_THREADS; default: all cores]")(func)
+        func = click.option("--weights", envvar="MIDAS_WEIGHTS", type=click.Path(dir_okay=False),
+                            help="MiDaS v2.1 small checkpoint [env MIDAS_WEIGHTS; default: user cache, "
+                                 "else download]")(func)
+        func = click.option("--out", "out_dir", default="depth-out", show_default=True,
+                            type=click.Path(file_okay=False),
+                            help="folder for the results (created if missing)")(func)
+        func = click.argument("inputs", nargs=-1, required=True, metavar="PHOTO_OR_DIR...")(func)
+        return main.command(name)(func)
+    return decorate
+
+
 @click.group()
 @click.version_option(package_name="depthmap-studio")
 @click.option("-v", "--verbose", is_flag=True, help="log debug details")
@@ -114,57 +179,57 @@ def main(verbose: bool) -> None:
     logging.getLogger("huey").setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
-@main.command("predict")
-@click.argument("inputs", nargs=-1, required=True, metavar="PHOTO_OR_DIR...")
-@click.option("--out", "out_dir", default="depth-out", show_default=True,
-              type=click.Path(file_okay=False), help="folder for the results (created if missing)")
-@click.option("--weights", envvar="MIDAS_WEIGHTS", type=click.Path(dir_okay=False),
-              help="MiDaS v2.1 small checkpoint [env MIDAS_WEIGHTS; default: user cache, "
-                   "else download]")
-@click.option("--threads", envvar="DEPTHMAP_TORCH_THREADS", type=click.IntRange(1, 256),
-              help="inference threads [env DEPTHMAP_TORCH_THREADS; default: all cores]")
-@engine_option
-@option_flags
-def predict_cmd(inputs: Tuple[str, ...], out_dir: str, weights: str, threads: int, engine: str,
-                **raw: Any) -> None:
+@photo_command("predict")
+@click.option("--exr/--no-exr", default=False, show_default=True,
+              help="also write STEM.depth.exr: the raw depth as OpenEXR float32 (for compositors)")
+@click.option("--normals/--no-normals", default=False, show_default=True,
+              help="also write STEM.normals.png: a normal map of the depth")
+@functools.partial(option_flags, cls=NormalOptions)
+def predict_cmd(inputs: Tuple[str, ...], out_dir: str, weights: str, threads: int, engine: str, exr: bool,
+                normals: bool, **raw: Any) -> None:
     """Write STEM.heatmap.png, STEM.overlay.png, STEM.gray.png and STEM.depth.npy per photo.
 
     depth.npy is float32 H x W: the network output upsampled (see --upsample) to the photo's size, not
     normalised; relative inverse depth, larger = nearer. Exit code 0 only if every photo succeeded.
     """
-    from tqdm import tqdm
-    from tqdm.contrib.logging import logging_redirect_tqdm
+    from .exports import depth_exr
+    from .normals import normal_map
 
-    try:
-        opts = Options.from_strings({k: str(v) for k, v in raw.items()})
-    except OptionError as exc:
-        raise click.BadParameter(exc.message, param_hint="--" + exc.name.replace("_", "-")) from None
-    files = collect_inputs(inputs)
-    if not files:
-        raise click.UsageError("no photos to process")
-    # one photo at a time: the usual shapes' warm-up would cost more than it saves
-    model = load_model(weights, threads, engine, warm_up=False)
+    opts, nopts = parse_options(raw, Options, NormalOptions)
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    failed = 0
-    with logging_redirect_tqdm():
-        for path, stem in zip(tqdm(files, unit="photo", desc="depth", disable=None),
-                              output_stems(files), strict=True):
-            try:
-                result = predict(path.read_bytes(), model, opts)
-                for view, img in render_views(result.photo, result.depth, opts).items():
-                    (out / f"{stem}.{view}.png").write_bytes(encode_png(img, view))
-                np.save(out / f"{stem}.depth.npy", result.depth)
-                log.debug("%s: %s", path, result.timings_ms)
-            except (OSError, ImageError) as exc:  # unreadable input, bad image, or a failed write
-                failed += 1
-                log.error("%s: %s", path, getattr(exc, "message", None) or exc)
-            except Exception:  # noqa: BLE001 - a bug on one photo must not cost the others
-                failed += 1
-                log.exception("%s: unexpected error", path)
-    log.info("%d of %d photos done, results in %s", len(files) - failed, len(files), out)
-    sys.exit(1 if failed else 0)
+    def write(result: Prediction, out: Path, stem: str) -> None:
+        for view, img in render_views(result.photo, result.depth, opts).items():
+            (out / f"{stem}.{view}.png").write_bytes(encode_png(img, view))
+        np.save(out / f"{stem}.depth.npy", result.depth)
+        if exr:
+            (out / f"{stem}.depth.exr").write_bytes(depth_exr(result.depth))
+        if normals:
+            (out / f"{stem}.normals.png").write_bytes(encode_png(normal_map(result.depth, nopts), "normals"))
+
+    each_photo(inputs, out_dir, (weights, threads, engine), opts, write)
+
+
+@photo_command("stereo")
+@functools.partial(option_flags, cls=StereoOptions)
+def stereo_cmd(inputs: Tuple[str, ...], out_dir: str, weights: str, threads: int, engine: str,
+               **raw: Any) -> None:
+    """Write STEM.LAYOUT.png per photo: a stereo 3D image made from the photo and its depth.
+
+    Each pixel moves sideways by its depth (--divergence, % of the width, between the nearest and the
+    farthest point; --convergence, the depth on the screen plane); what a near object uncovers is
+    filled from the background. Layouts: sbs (full side-by-side, for VR players), sbs-half (3D TVs),
+    top-bottom, cross-eyed (free viewing), anaglyph-dubois and anaglyph (red-cyan glasses). Exit code 0
+    only if every photo succeeded.
+    """
+    from .stereo import stereo
+
+    opts, sopts = parse_options(raw, Options, StereoOptions)
+
+    def write(result: Prediction, out: Path, stem: str) -> None:
+        image = stereo(result.photo, result.depth, sopts)
+        (out / f"{stem}.{sopts.layout}.png").write_bytes(encode_png(image, "photo"))  # photographic rows
+
+    each_photo(inputs, out_dir, (weights, threads, engine), opts, write)
 
 
 @main.command("video")
@@ -194,12 +259,7 @@ def video_cmd(source: str, out_path: str, weights: str, threads: int, engine: st
 
     from .video import VideoError, probe, process_video
 
-    video_names = {f.name for f in fields(VideoOptions)}
-    try:
-        opts = Options.from_strings({k: str(v) for k, v in raw.items() if k not in video_names})
-        vopts = VideoOptions.from_strings({k: str(v) for k, v in raw.items() if k in video_names})
-    except OptionError as exc:
-        raise click.BadParameter(exc.message, param_hint="--" + exc.name.replace("_", "-")) from None
+    opts, vopts = parse_options(raw, Options, VideoOptions)
     src = Path(source)
     out = Path(out_path) if out_path else Path(src.stem + ".depth.mp4")
     try:
