@@ -13,7 +13,7 @@ Plain numpy and OpenCV on arrays; no Flask.
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import cv2
 import numpy as np
@@ -104,11 +104,14 @@ def fill_holes(image: np.ndarray, shown: np.ndarray, filled: np.ndarray) -> np.n
     return out
 
 
-def eyes(photo: np.ndarray, depth: np.ndarray, opts: StereoOptions) -> Tuple[np.ndarray, np.ndarray]:
+def eyes(photo: np.ndarray, depth: np.ndarray, opts: StereoOptions,
+         value_range: Optional[Tuple[float, float]] = None) -> Tuple[np.ndarray, np.ndarray]:
     """``(H, W, 3)`` uint8 photo and its ``(H, W)`` relative inverse depth -> the left and right eyes'
-    ``(H, W, 3)`` uint8 images (swapped with ``swap_eyes``). The pair's shift of any point is its
-    disparity rounded to a whole pixel: each eye's shift is rounded, the other eye's follows from it."""
-    near = normalize(depth)
+    ``(H, W, 3)`` uint8 images (swapped with ``swap_eyes``). The depth's own min and max span the
+    divergence, or ``value_range`` (a video's one range for the clip, so that nothing jumps between
+    frames). The pair's shift of any point is its disparity rounded to a whole pixel: each eye's
+    shift is rounded, the other eye's follows from it."""
+    near = normalize(depth, value_range=value_range)
     d = disparity(near, opts.divergence, opts.convergence)
     left_shift = np.rint(d * 0.5).astype(np.int32)
     right_shift = left_shift - np.rint(d).astype(np.int32)
@@ -145,6 +148,8 @@ def layout(left: np.ndarray, right: np.ndarray, name: str) -> np.ndarray:
     raise ValueError(f"unknown stereo layout {name!r}")
 
 
-def stereo(photo: np.ndarray, depth: np.ndarray, opts: StereoOptions) -> np.ndarray:
-    """``(H, W, 3)`` uint8 photo and ``(H, W)`` depth -> the stereo image in ``opts.layout``, uint8 RGB."""
-    return layout(*eyes(photo, depth, opts), opts.layout)
+def stereo(photo: np.ndarray, depth: np.ndarray, opts: StereoOptions,
+           value_range: Optional[Tuple[float, float]] = None) -> np.ndarray:
+    """``(H, W, 3)`` uint8 photo and ``(H, W)`` depth -> the stereo image in ``opts.layout``, uint8 RGB
+    (``value_range``: see ``eyes``)."""
+    return layout(*eyes(photo, depth, opts, value_range), opts.layout)

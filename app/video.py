@@ -35,6 +35,7 @@ import numpy as np
 
 from .exports import to_uint16
 from .options import Options, VideoOptions
+from .stereo import stereo
 from .pipeline import (Model, PadBox, colorize, enhance, full_depth, infer, log_depth, on_white, overlay,
                        preprocess, square_crop, strided_sample, to_uint8)
 
@@ -531,7 +532,10 @@ class _Run:
             for photo, pred, pad_box in depths:
                 depth = full_depth(pred, photo, pad_box, self.opts)
                 self.lap("upsample")
-                frame = render_frame(photo, depth, self.opts, self.vopts.view, value_range)
+                if self.vopts.view == "stereo":
+                    frame = stereo(photo, depth, self.vopts, raw_range)
+                else:
+                    frame = render_frame(photo, depth, self.opts, self.vopts.view, value_range)
                 self.lap("render")
                 if writer is None:
                     size = (frame.shape[1], frame.shape[0])
