@@ -7,9 +7,13 @@
    Methods: ``mirror`` (app.stereo.fill_holes: the background's texture mirrored into the gap),
    ``edge`` (the background edge pixel repeated: a smear) and ``telea`` (OpenCV's inpainting of the
    gap mask, which draws on every side).
-2. Time of a stereo pair (every layout) and of a normal map, for a 12 MP photo (4000 x 3000).
+2. Time of a stereo pair (every layout) and of a normal map, for a 12 MP photo (4000 x 3000) and for a
+   page preview (1600 x 1200).
+3. Frames per second of a 720p clip (a pan across rocket.jpg, 1280 x 720, 30 frames) made into a
+   heatmap video and into a full side-by-side 3D video, in one run (the network on the tests'
+   synthetic weights: the same network, the same speed; the default engine).
 
-    python benchmarks/bench_stereo.py [--rounds N]
+    python benchmarks/bench_stereo.py [--rounds N] [--skip-video]
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import argparse
 import logging
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Dict, List
@@ -99,26 +104,55 @@ def timed(fn: Callable[[], object], rounds: int) -> str:
     return f"median {statistics.median(times):7.0f} ms  (min {min(times):.0f}, max {max(times):.0f})"
 
 
-def speed_table(rounds: int) -> None:
+def speed_table(rounds: int, width: int, height: int) -> None:
     with Image.open(ROOT / "tests/fixtures/samples/rocket.jpg") as im:
-        photo = np.asarray(im.convert("RGB").resize((4000, 3000), Image.BICUBIC))
-    yy, xx = np.mgrid[0:3000, 0:4000].astype(np.float32)
-    depth = 1.0 + yy / 3000.0  # a floor coming nearer toward the bottom ...
-    depth[800:2200, 1500:2600] = 3.0  # ... and an object standing on it
-    print(f"\n12 MP (4000 x 3000), {rounds} rounds, {cv2.getNumThreads()} OpenCV threads")
+        photo = np.asarray(im.convert("RGB").resize((width, height), Image.BICUBIC))
+    yy = np.mgrid[0:height, 0:width][0].astype(np.float32)
+    depth = 1.0 + yy / height  # a floor coming nearer toward the bottom ...
+    depth[height // 4:height * 3 // 4, width * 3 // 8:width * 5 // 8] = 3.0  # ... and an object on it
+    print(f"\n{width * height / 1e6:.1f} MP ({width} x {height}), {rounds} rounds, "
+          f"{cv2.getNumThreads()} OpenCV threads")
     for name in STEREO_LAYOUTS:
         opts = StereoOptions(layout=name, divergence=2.5)
         print(f"stereo {name:<16} {timed(lambda o=opts: stereo(photo, depth, o), rounds)}")
     print(f"normal map {'':<12} {timed(lambda: normal_map(depth, NormalOptions()), rounds)}")
 
 
+def video_table() -> None:
+    from app.model import DepthModel
+    from app.options import Options, VideoOptions
+    from app.video import process_video
+    from clips import load_photo, pan, write_clip
+    from synthetic import write_synthetic_weights
+
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = write_synthetic_weights(ROOT / "tests/fixtures/state_dict_manifest.json",
+                                          Path(tmp) / "synthetic.pt")
+        model = DepthModel.load(weights)
+        photo = load_photo(ROOT / "tests/fixtures/samples/rocket.jpg", 1920)
+        src = write_clip(Path(tmp) / "pan.mp4", pan(photo, 30, 1280, 720), fps=15)
+        print(f"\n720p clip (1280 x 720, 30 frames), engine {model.engine}, {model.threads} threads")
+        for view in ("heatmap", "stereo"):
+            t0 = time.perf_counter()
+            result = process_video(src, Path(tmp) / f"{view}.mp4", model, Options(),
+                                   VideoOptions(view=view, layout="sbs"))
+            seconds = time.perf_counter() - t0
+            stages = ", ".join(f"{k} {v:.1f}" for k, v in result.seconds.items())
+            print(f"{view:<8} {result.width} x {result.height}: {result.frames / seconds:5.2f} frames/s "
+                  f"(s per stage: {stages})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--skip-video", action="store_true")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     fill_table(["coffee.png", "chelsea.png", "astronaut.png"], [2.0, 5.0, 10.0])
-    speed_table(args.rounds)
+    speed_table(args.rounds, 4000, 3000)
+    speed_table(args.rounds, 1600, 1200)
+    if not args.skip_video:
+        video_table()
 
 
 if __name__ == "__main__":
