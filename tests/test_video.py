@@ -273,7 +273,8 @@ def test_clip_normalisation_holds_a_static_region_steady(tmp_path) -> None:
     assert max(left["frame"]) - min(left["frame"]) > 100  # from white (brightest) to black (darkest)
 
 
-@pytest.mark.parametrize("layout,size", [("sbs", (64, 192)), ("top-bottom", (128, 96)), ("sbs-half", (64, 96))])
+@pytest.mark.parametrize("layout,size",
+                         [("sbs", (64, 192)), ("top-bottom", (128, 96)), ("sbs-half", (64, 96))])
 def test_stereo_video_is_a_3d_clip_with_the_set_parallax(tmp_path, layout, size) -> None:
     """A bright (near, with the brightness model) square on a dark background: in the side-by-side
     frames the square sits 10 px further right in the left eye than in the right eye (divergence 10 %
