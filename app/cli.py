@@ -24,7 +24,8 @@ from .pipeline import ImageError, Prediction, encode_png, predict, render_views
 
 log = logging.getLogger("depthmap")
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".mpo"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".mpo", ".heic", ".heif",
+                  ".avif"}
 # "auto" and app.model.ENGINES, spelled out so that --help does not need to import torch
 ENGINES = ("auto", "torchscript", "eager", "bf16", "onnxruntime", "openvino", "openvino-fp32")
 

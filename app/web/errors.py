@@ -56,7 +56,7 @@ ERRORS: Mapping[str, Code] = {
                               "JSON: 64 KB), an image over `MAX_PIXELS` (read from its header before "
                               "decoding), video frames over `VIDEO_MAX_PIXELS`"),
     "too_long": Code((413,), "a clip over `VIDEO_MAX_SECONDS` or `VIDEO_MAX_FRAMES`"),
-    "not_image": Code((415,), "a file that is not JPEG, PNG, WebP, BMP, TIFF or GIF"),
+    "not_image": Code((415,), "a file that is not JPEG, PNG, WebP, BMP, TIFF, GIF, HEIC/HEIF or AVIF"),
     "not_video": Code((415,), "not a video (a still photo too: it belongs to `/api/v1/depth`)"),
     "unsupported_type": Code((415,), "a body that is not `multipart/form-data`"),
     "bad_option": Code((422,), "an unknown option, a wrong type, NaN/inf, a value out of range, an unknown "
