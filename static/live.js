@@ -64,6 +64,7 @@
   const BUCKETS = 65536;
   const MIXED = 256; // a bucket's level table entry when its values straddle a level boundary
 
+  const LEGEND_STOPS = 33; // app.legend.STOPS
   const levelKey = (o) => [o.log, o.clip, o.contrast, o.brightness, o.invert].join("|");
 
   class Depth {
@@ -240,6 +241,31 @@
       }
     }
 
+    // app/legend.py's legend() for view with options o (the page does not draw CLAHE, so never local):
+    // the bar's colours, its near end, ticks at evenly spaced raw values and where they land on the bar
+    legend(view, o, count = 5) {
+      const name = view === "gray" ? "gray" : o.colormap, rgb = this.luts[name];
+      const hex = (l) => "#" + [0, 1, 2].map((ch) => rgb[3 * l + ch].toString(16).padStart(2, "0")).join("");
+      const stops = Array.from({ length: LEGEND_STOPS }, (_, s) => hex(Math.round((255 * s) / (LEGEND_STOPS - 1))));
+      const [lo, hi] = this.range(o.log, o.clip); // in log units with log
+      const [rawLo, rawHi] = o.log ? [Math.exp(lo), Math.exp(hi)] : [lo, hi];
+      const step = (rawHi - rawLo) / (count - 1); // np.linspace: i * step + start, the last one the stop
+      const raw = rawHi > rawLo ? Array.from({ length: count }, (_, i) => (i === count - 1 ? rawHi : i * step + rawLo))
+        : [rawLo];
+      const scale = f32(1 / (hi - lo));
+      const clamp01 = (x) => Math.min(Math.max(x, 0), 1);
+      const ticks = raw.map((r) => {
+        const t = o.log ? this.logOf(f32(r)) : f32(r);
+        let v = hi > lo ? clamp01(f32(t - lo) * scale) : 0;
+        if (o.contrast !== 1 || o.brightness !== 0) v = clamp01((v - 0.5) * o.contrast + (0.5 + o.brightness));
+        return { value: r, pos: Math.round((o.invert ? 1 - v : v) * 1e4) / 1e4 };
+      });
+      const saturated = [];
+      if (this.min < rawLo) saturated.push("far");
+      if (this.max > rawHi) saturated.push("near");
+      return { colormap: name, stops, near: o.invert ? "left" : "right", local: false, ticks, saturated };
+    }
+
     // what a view's pixels depend on
     viewKey(view, o) {
       return levelKey(o) + (view === "gray" ? "" : `|${o.colormap}`) + (view === "overlay" ? `|${o.alpha}` : "");
@@ -295,5 +321,8 @@
     return true;
   }
 
-  window.depthLive = { load, draw };
+  // the colour key of view with options o, as /api/v1/depth/<id>/legend.json answers it
+  const legend = (depth, view, o) => depth.legend(view, o);
+
+  window.depthLive = { load, draw, legend };
 })();
