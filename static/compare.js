@@ -27,9 +27,10 @@
     divider.style.left = `${p}%`;
   }
 
+  // off screen, nothing is drawn or fetched until it comes into view: a control move costs only what is seen
   let onScreen = false;
   function images() {
-    if (!state) return;
+    if (!state || !onScreen) return;
     const view = pick.value;
     const b = state.url("photo", false);
     if (before.getAttribute("src") !== b) before.src = b;
@@ -38,8 +39,7 @@
     stage.dataset.view = view;
     if (state.live) {
       afterLive.setAttribute("aria-label", label);
-      // off screen, it is drawn when it comes into view (a control move repaints only what is seen)
-      if (onScreen) window.depthLive.draw(afterLive, state.live.depth, view, state.live.options);
+      window.depthLive.draw(afterLive, state.live.depth, view, state.live.options);
     } else {
       const a = state.url(view, false);
       if (after.getAttribute("src") !== a) after.src = a;
