@@ -117,7 +117,8 @@ def compare_state(driver) -> dict:
     """The compare slider; ``same``: its depth view, drawn in the page, has the pixels of the grid's."""
     return driver.execute_script("""
       const r = document.getElementById('compare-pos'), stage = document.getElementById('compare-stage');
-      const before = document.getElementById('compare-before'), canvas = document.getElementById('compare-after-live');
+      const before = document.getElementById('compare-before');
+      const canvas = document.getElementById('compare-after-live');
       const live = stage.classList.contains('live');
       const grid = document.querySelector(`#grid figure.live[data-view="${stage.dataset.view}"] canvas`);
       return {value: Number(r.value), clip: before.style.clipPath, live, view: stage.dataset.view,
@@ -156,10 +157,10 @@ def test_compare_slider_by_keyboard_and_drag(driver) -> None:
     state = compare_state(driver)
     assert abs(state["value"] - (50 + 100 * 10 / width)) <= 2 and state["focused"]
 
-    Select(by_id(driver, "compare-view")).select_by_value("gray")
-    WebDriverWait(driver, 30).until(lambda d: compare_state(d)["view"] == "gray" and compare_state(d)["same"])
-    Select(by_id(driver, "compare-view")).select_by_value("heatmap")
-    WebDriverWait(driver, 30).until(lambda d: compare_state(d)["view"] == "heatmap" and compare_state(d)["same"])
+    for view in ("gray", "heatmap"):
+        Select(by_id(driver, "compare-view")).select_by_value(view)
+        WebDriverWait(driver, 30).until(
+            lambda d, v=view: compare_state(d)["view"] == v and compare_state(d)["same"])
     if section.screenshot_as_png:
         save_screenshot(section, "studio-compare.jpg")
 
