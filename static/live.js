@@ -6,8 +6,12 @@
 // It repeats app/pipeline.py's display chain step by step, in the same float32 arithmetic where that
 // matters: display() (map_range's min-max or strided percentiles, the clipped affine map of normalise,
 // contrast, brightness and invert, OpenCV's convertScaleAbs rounding), colorize() (the server's
-// lookup table) and overlay() (OpenCV's addWeighted). CLAHE is not repeated: with it on, the page
-// shows the server's PNGs (static/studio.js).
+// lookup table) and overlay() (OpenCV's addWeighted), and app/legend.py's colour key. CLAHE is not
+// repeated: with it on, the page shows the server's PNGs (static/studio.js).
+//
+// A control move must repaint within a frame (1600 x 1200 px, three views): the levels come from
+// per-bucket tables (see levels()), each pixel is one 32-bit store, and a view whose options did not
+// change is not repainted. docs/engines-and-speed.md has the figures and what was tried.
 (() => {
   "use strict";
   const f32 = Math.fround;

@@ -343,7 +343,7 @@
     if (item) upload(item);
   });
   // tells the studio's other scripts (compare.js, legend.js, exports.js, viewer3d.js) what is shown;
-  // compare.js and legend.js draw from the same depth as the views while the page draws them
+  // compare.js, legend.js and measure.js draw from the same depth as the views while the page draws them
   function announce() {
     // live: the depth the page draws from and the options, while the page draws the views itself
     const drawn = live.id === depthId && live.depth && !values().clahe;
