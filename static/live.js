@@ -66,7 +66,6 @@
   // the depth's range cut into this many equal buckets, once per depth: a control move finds the level
   // of every bucket whose values all share one, and computes it per pixel only in the others
   const BUCKETS = 65536;
-  const MIXED = 256; // a bucket's level table entry when its values straddle a level boundary
 
   const LEGEND_STOPS = 33; // app.legend.STOPS
   const levelKey = (o) => [o.log, o.clip, o.contrast, o.brightness, o.invert].join("|");
@@ -94,7 +93,7 @@
       // a Uint8ClampedArray store rounds half to even and saturates: OpenCV's cvRound then saturate_cast
       this.levelsOut = new Uint8ClampedArray(this.n);
       this.one = new Uint8ClampedArray(1);
-      this.bucketLevel = new Uint16Array(BUCKETS);
+      this.bucketLevel = new Uint8Array(BUCKETS);
       this.words = {}; // colormap name -> its 256 RGBA words
       this.mixKey = "";
       this.mix = [0, 1, 2].map(() => new Uint8ClampedArray(256 * 256));
@@ -105,7 +104,8 @@
       return f32(Math.log(Math.max(v, this.logEps)));
     }
 
-    // every pixel's bucket; the buckets that hold values, in order, with their smallest and largest value
+    // every pixel's bucket; the pixels bucket by bucket (order, bucket k's from start[k] to start[k + 1]);
+    // the buckets that hold values, in order, with their smallest and largest value
     buckets() {
       const n = this.n, d = this.data, min = this.min;
       const scale = this.max > min ? BUCKETS / (this.max - min) : 0;
@@ -119,8 +119,14 @@
         if (x < low[k]) low[k] = x;
         if (x > high[k]) high[k] = x;
       }
+      const start = new Uint32Array(BUCKETS + 1);
+      for (let i = 0; i < n; i++) start[code[i] + 1]++;
+      for (let k = 0; k < BUCKETS; k++) start[k + 1] += start[k];
+      const next = start.slice(0, BUCKETS), order = new Uint32Array(n);
+      for (let i = 0; i < n; i++) order[next[code[i]]++] = i;
       const used = [];
       for (let k = 0; k < BUCKETS; k++) if (low[k] <= high[k]) used.push(k);
+      Object.assign(this, { start, order });
       this.code = code;
       this.used = Uint16Array.from(used);
       this.low = Float32Array.from(used, (k) => low[k]);
@@ -175,12 +181,13 @@
         // buckets has the level of the largest, so has every value between; runs are halved until they
         // are one level or one bucket (about 2 x 255 x 16 levels computed, not one per pixel)
         if (!this.code) this.buckets();
-        const { code, used, low, high, data } = this, table = this.bucketLevel;
+        const { code, used, low, high, data, start, order } = this, table = this.bucketLevel;
+        const mixed = []; // the buckets whose values straddle a level boundary
         const fill = (i, j, li, lj) => {
           if (li === lj) {
             for (let m = i; m <= j; m++) table[used[m]] = li;
           } else if (i === j) {
-            table[used[i]] = MIXED;
+            mixed.push(used[i]);
           } else {
             const m = (i + j) >> 1;
             fill(i, m, li, level(high[m]));
@@ -188,10 +195,12 @@
           }
         };
         fill(0, used.length - 1, level(low[0]), level(high[used.length - 1]));
+        // every pixel through the table (a mixed bucket's entry is stale), then the pixels of the mixed
+        // buckets one by one: two loops without a branch per pixel are faster than one with
         const n = this.n;
-        for (let i = 0; i < n; i++) {
-          const l = table[code[i]];
-          out[i] = l !== MIXED ? l : level(data[i]);
+        for (let i = 0; i < n; i++) out[i] = table[code[i]];
+        for (const j of mixed) {
+          for (let m = start[j]; m < start[j + 1]; m++) out[order[m]] = level(data[order[m]]);
         }
       }
       this.levelsKey = key;
