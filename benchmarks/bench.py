@@ -457,18 +457,14 @@ const form = document.getElementById('studio-form'), grid = document.getElementB
 const before = grid.dataset.paints;
 const times = () => Object.fromEntries([...grid.querySelectorAll('figure.live:not([hidden])')]
   .map(f => [f.dataset.view, Number(f.dataset.paintMs)]));
-const was = times();
 const el = form.elements[name];
 if (el.type === 'checkbox') el.checked = value; else el.value = String(value);
 el.dispatchEvent(new Event('input', {bubbles: true}));
 const t0 = performance.now();
 (function wait() {
-  if (grid.dataset.paints !== before) {
-    // a view not repainted (its options unchanged) kept its last time: it cost nothing this move
-    const now = times();
-    for (const v of Object.keys(now)) if (now[v] === was[v]) now[v] = 0;
-    done([Number(grid.dataset.paintMs), performance.now() - t0, now]);
-  } else requestAnimationFrame(wait);
+  // each view's time is 0 when the move left it as it was (not repainted)
+  if (grid.dataset.paints !== before) done([Number(grid.dataset.paintMs), performance.now() - t0, times()]);
+  else requestAnimationFrame(wait);
 })();
 """
 # one round of moves: each option class, there and back

@@ -142,8 +142,9 @@
         fig.classList.add("live");
         if (state === "ready") {
           const t1 = performance.now();
-          // a view whose options did not change is not repainted; the time is that of its last repaint
-          if (window.depthLive.draw(canvas, live.depth, view, options)) fig.dataset.paintMs = (performance.now() - t1).toFixed(2);
+          // this view's repaint time; 0 when its options did not change, so it was not repainted
+          const repainted = window.depthLive.draw(canvas, live.depth, view, options);
+          fig.dataset.paintMs = repainted ? (performance.now() - t1).toFixed(2) : "0";
           fig.classList.remove("loading");
         } else {
           fig.classList.add("loading");
