@@ -95,6 +95,7 @@
       this.one = new Uint8ClampedArray(1);
       this.bucketLevel = new Uint8Array(BUCKETS);
       this.words = {}; // colormap name -> its 256 RGBA words
+      this.canvases = []; // what draw() painted from this depth
       this.mixKey = "";
       this.mix = [0, 1, 2].map(() => new Uint8ClampedArray(256 * 256));
     }
@@ -325,10 +326,15 @@
       const image = ctx.createImageData(depth.width, depth.height);
       state = { depth, ctx, image, words: new Uint32Array(image.data.buffer), key: "" };
       painted.set(canvas, state);
+      depth.canvases.push(state);
     }
     const key = `${view}|${depth.viewKey(view, o)}`;
     if (key === state.key) return false;
-    depth.paint(state.words, view, o);
+    // the same view with the same options already on another canvas (the grid's, next to the compare
+    // slider's or the measuring tool's): its pixels are copied rather than painted again
+    const twin = depth.canvases.find((other) => other !== state && other.key === key);
+    if (twin) state.words.set(twin.words);
+    else depth.paint(state.words, view, o);
     state.ctx.putImageData(state.image, 0, 0);
     state.key = key;
     return true;
