@@ -110,28 +110,24 @@
     buckets() {
       const n = this.n, d = this.data, min = this.min;
       const scale = this.max > min ? BUCKETS / (this.max - min) : 0;
-      const code = new Uint16Array(n);
+      const code = new Uint16Array(n), start = new Uint32Array(BUCKETS + 1);
       const low = new Float32Array(BUCKETS).fill(Infinity), high = new Float32Array(BUCKETS).fill(-Infinity);
       for (let i = 0; i < n; i++) {
         const x = d[i];
         let k = ((x - min) * scale) | 0;
         if (k >= BUCKETS) k = BUCKETS - 1;
         code[i] = k;
+        start[k + 1]++;
         if (x < low[k]) low[k] = x;
         if (x > high[k]) high[k] = x;
       }
-      const start = new Uint32Array(BUCKETS + 1);
-      for (let i = 0; i < n; i++) start[code[i] + 1]++;
       for (let k = 0; k < BUCKETS; k++) start[k + 1] += start[k];
       const next = start.slice(0, BUCKETS), order = new Uint32Array(n);
       for (let i = 0; i < n; i++) order[next[code[i]]++] = i;
       const used = [];
       for (let k = 0; k < BUCKETS; k++) if (low[k] <= high[k]) used.push(k);
-      Object.assign(this, { start, order });
-      this.code = code;
-      this.used = Uint16Array.from(used);
-      this.low = Float32Array.from(used, (k) => low[k]);
-      this.high = Float32Array.from(used, (k) => high[k]);
+      Object.assign(this, { code, start, order, used: Uint16Array.from(used),
+                            low: Float32Array.from(used, (k) => low[k]), high: Float32Array.from(used, (k) => high[k]) });
     }
 
     // map_range(): min and max, or numpy's linear percentiles of every k-th value (strided_sample)
