@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import argparse
 import base64
+import functools
 import io
 import ipaddress
+import math
 import os
 import random
 import signal
@@ -38,25 +40,36 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 from urllib.parse import urlparse
 
+import numpy as np
 import requests
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_CLIENTS, MAX_SECONDS, MAX_REQUESTS = 64, 600, 20_000  # the bounds of one run
 PNG_B64 = "data:image/png;base64,"
+QUEUE_JITTER, QUEUE_MAX_WAIT_S = 0.25, 600  # as in static/queue.js
 
 
-def sample_photos() -> List[Tuple[str, bytes, Tuple[int, int]]]:
-    """(name, bytes, (width, height)) of the test samples."""
+def sample_photos(max_side: Optional[int] = None) -> List[Tuple[str, bytes, Tuple[int, int]]]:
+    """(name, bytes, (width, height)) of the test samples; with ``max_side``, shrunk to fit it (as JPEG),
+    so a run is about the queue rather than decoding and upsampling big photos."""
     out = []
     for p in sorted((ROOT / "tests/fixtures/samples").iterdir()):
         if p.suffix in (".png", ".jpg"):
             data = p.read_bytes()
             with Image.open(io.BytesIO(data)) as im:
-                out.append((p.stem, data, im.size))
+                if max_side and max(im.size) > max_side:
+                    small = im.convert("RGB")
+                    small.thumbnail((max_side, max_side))
+                    buf = io.BytesIO()
+                    small.save(buf, "JPEG", quality=90)
+                    data, size = buf.getvalue(), small.size
+                else:
+                    size = im.size
+            out.append((p.stem, data, size))
     return out
 
 
@@ -78,6 +91,7 @@ class Tally:
     latencies: Dict[str, List[float]] = field(default_factory=dict)
     statuses: Counter = field(default_factory=Counter)
     errors: Counter = field(default_factory=Counter)
+    shown: Counter = field(default_factory=Counter)  # page clients: depth maps shown, by client number
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def merge(self, other: "Tally") -> None:
@@ -85,6 +99,7 @@ class Tally:
             self.latencies.setdefault(status, []).extend(xs)
         self.statuses.update(other.statuses)
         self.errors.update(other.errors)
+        self.shown.update(other.shown)
 
     def add(self, status: str, seconds: float, error: Optional[str] = None) -> None:
         with self.lock:
@@ -121,13 +136,84 @@ def one_request(session: requests.Session, url: str, photo: Tuple[str, bytes, Tu
     return float(retry) if retry.isdigit() else 0.0
 
 
-def drive(url: str, clients: int, seconds: float = 0.0, requests_total: int = 0) -> Tuple[Tally, float]:
-    """``clients`` threads post photos until ``seconds`` pass or ``requests_total`` are sent."""
+def queue_wait(retry_after: str, rng: random.Random) -> Optional[float]:
+    """What the page (static/queue.js) waits before sending a refused request again: the Retry-After
+    seconds (at least 1) plus up to 25 % jitter, rounded up; None when the answer is no "come back later"."""
+    if not retry_after.isdigit():
+        return None
+    return float(math.ceil(max(1, int(retry_after)) * (1 + QUEUE_JITTER * rng.random())))
+
+
+def visit(session: requests.Session, url: str, photo: Tuple[str, bytes, Tuple[int, int]], tally: Tally,
+          rng: random.Random, client: int) -> bool:
+    """One photo in the page, the way static/studio.js, queue.js and live.js send it: ``POST
+    /api/v1/depth`` with ``views=none``, sent again by itself after each 503 + Retry-After (waiting as
+    queue.js does, at most ``QUEUE_MAX_WAIT_S`` in line), then the two images the page draws its views
+    from (``preview.npy`` and ``photo.png``). Each answer is tallied by status, and the visit as a ``page
+    visit`` (the seconds from the first try to the depth map) with the error a person would see if it
+    did not end with its depth map. True when it did."""
+    name, data, (width, height) = photo
+    t0 = time.perf_counter()
+    waited = 0.0
+    body = unique(data)
+    try:
+        while True:
+            t1 = time.perf_counter()
+            r = session.post(f"{url}/api/v1/depth", files={"image": (f"{name}.jpg", body)},
+                             data={"views": "none"}, headers={"Accept": "application/json"}, timeout=120)
+            tally.add(str(r.status_code), time.perf_counter() - t1)
+            wait = queue_wait(r.headers.get("Retry-After", ""), rng) if r.status_code == 503 else None
+            if wait is None or waited >= QUEUE_MAX_WAIT_S:
+                break
+            waited += wait
+            time.sleep(wait)
+        if r.status_code != 200:
+            tally.add("page visit", time.perf_counter() - t0, f"page shows {r.status_code}")
+            return False
+        answer = r.json()
+        base = f"{url}/api/v1/depth/{answer['depth_id']}"
+        preview = session.get(f"{base}/preview.npy?max_side=256", timeout=60)
+        photo_png = session.get(f"{base}/photo.png?max_side=256", timeout=60)
+    except (requests.RequestException, ValueError, KeyError) as exc:
+        tally.add("page visit", time.perf_counter() - t0, f"page shows {type(exc).__name__}")
+        return False
+    error = None
+    if (answer.get("width"), answer.get("height")) != (width, height):
+        error = "page shows a wrong size"
+    elif preview.status_code != 200 or photo_png.status_code != 200:
+        error = f"page shows {preview.status_code}/{photo_png.status_code} for its views"
+    else:
+        depth = np.load(io.BytesIO(preview.content), allow_pickle=False)
+        with Image.open(io.BytesIO(photo_png.content)) as im:
+            if depth.ndim != 2 or not np.isfinite(depth).all() or im.size[::-1] != depth.shape:
+                error = "page shows a wrong depth map"
+    tally.add("page visit", time.perf_counter() - t0, error)
+    if error is None:
+        with tally.lock:
+            tally.shown[client] += 1
+    return error is None
+
+
+def run_clients(targets: List[Callable[[], None]]) -> float:
+    """Runs every target in a thread of its own at once; the seconds until the last ended."""
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=t, daemon=True) for t in targets]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - t0
+
+
+def api_clients(urls: List[str], clients: int, seconds: float, requests_total: int, photos: list,
+                tally: Tally) -> List[Callable[[], None]]:
+    """``clients`` API clients, spread over ``urls``, posting photos until ``seconds`` pass or
+    ``requests_total`` are sent; a 503 is an answer, not retried (the next photo comes after
+    Retry-After)."""
     clients = max(1, min(clients, MAX_CLIENTS))
     seconds = min(seconds, MAX_SECONDS) if seconds else MAX_SECONDS
     budget = min(requests_total, MAX_REQUESTS) if requests_total else MAX_REQUESTS
-    photos, tally, lock = sample_photos(), Tally(), threading.Lock()
-    sent = [0]
+    lock, sent = threading.Lock(), [0]
     deadline = time.monotonic() + seconds
 
     def client(i: int) -> None:
@@ -138,17 +224,46 @@ def drive(url: str, clients: int, seconds: float = 0.0, requests_total: int = 0)
                     if sent[0] >= budget:
                         return
                     sent[0] += 1
-                wait = one_request(session, url, rng.choice(photos), tally)
+                wait = one_request(session, urls[i % len(urls)], rng.choice(photos), tally)
                 # a polite client honours Retry-After (jittered, so the clients do not return in step)
                 time.sleep(min(wait * rng.uniform(0.5, 1.5), max(0.0, deadline - time.monotonic())))
 
-    t0 = time.perf_counter()
-    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return tally, time.perf_counter() - t0
+    return [functools.partial(client, i) for i in range(clients)]
+
+
+def page_clients(urls: List[str], clients: int, seconds: float, photos: list,
+                 tally: Tally) -> List[Callable[[], None]]:
+    """``clients`` pages, spread over ``urls``, each showing one photo after another (``visit``) for
+    ``seconds``; a visit under way when the time is up is finished, as a person would wait for it."""
+    clients = max(1, min(clients, MAX_CLIENTS))
+    deadline = time.monotonic() + min(seconds, MAX_SECONDS)
+
+    def client(i: int) -> None:
+        rng = random.Random(1000 + i)
+        with requests.Session() as session:
+            while time.monotonic() < deadline:
+                if not visit(session, urls[i % len(urls)], rng.choice(photos), tally, rng, i):
+                    return  # a person who sees an error stops there
+                time.sleep(rng.uniform(0.2, 1.0))  # a look at the result before the next photo
+
+    return [functools.partial(client, i) for i in range(clients)]
+
+
+def drive(url: str, clients: int, seconds: float = 0.0, requests_total: int = 0) -> Tuple[Tally, float]:
+    """``clients`` API clients post photos until ``seconds`` pass or ``requests_total`` are sent."""
+    tally = Tally()
+    wall = run_clients(api_clients([url], clients, seconds, requests_total, sample_photos(), tally))
+    return tally, wall
+
+
+def drive_mixed(urls: List[str], apis: int, pages: int, seconds: float,
+                max_side: Optional[int] = None) -> Tuple[Tally, Tally, float]:
+    """``apis`` API clients and ``pages`` page clients at once for ``seconds``, spread over ``urls``;
+    the API clients' tally, the pages' tally and the wall time."""
+    photos, api, page = sample_photos(max_side), Tally(), Tally()
+    targets = api_clients(urls, apis, seconds, 0, photos, api) if apis else []
+    targets += page_clients(urls, pages, seconds, photos, page) if pages else []
+    return api, page, run_clients(targets)
 
 
 def rss_mb(pid: int) -> float:
