@@ -1,21 +1,25 @@
 """Load test and soak of the real server, on loopback only, bounded in clients, time and requests.
 
     .venv/bin/python benchmarks/load_test.py [--weights PATH] [--clients 20] [--seconds 60] [--soak 1000]
+    .venv/bin/python benchmarks/load_test.py --servers 2 --redis ...   # two server processes, one Redis
 
 Starts ``depthmap serve`` (real gunicorn, the default settings unless ``--workers``/``--env`` say
-otherwise) on a free loopback port, or uses ``--url`` (which must be a loopback address). Without
-``--weights`` (or ``MIDAS_WEIGHTS``) it makes the synthetic weights of the tests, which cost the same
-to run as the official ones.
+otherwise) on a free loopback port, or ``--servers`` of them on ports of their own sharing a Redis that
+``--redis`` starts (Debian's ``redis-server``), or uses ``--url`` (loopback addresses only). The clients
+are spread over the servers, as a load balancer would. Without ``--weights`` (or ``MIDAS_WEIGHTS``) it
+makes the synthetic weights of the tests, which cost the same to run as the official ones.
 
 1. Warm-up: ``--warmup`` results from all clients, enough to fill the result cache to its byte bound
    (with a full cache, memory that still grows is a leak, not the cache doing its job).
-2. Load: ``--clients`` concurrent clients post sample photos to ``POST /api/v1/depth`` (all three views)
-   for ``--seconds``. Every upload is unique (random bytes after the image data, which decoders ignore),
-   so each one costs a real inference. Every 200 is checked (three PNG views at the photo's size); the
-   only other acceptable answer is a 503 with Retry-After, which the clients honour (with jitter).
+2. Load: ``--clients`` concurrent API clients post sample photos to ``POST /api/v1/depth`` (all three
+   views) for ``--seconds``. Every upload is unique (random bytes after the image data, which decoders
+   ignore), so each one costs a real inference. Every 200 is checked (three PNG views at the photo's
+   size); the only other acceptable answer is a 503 with Retry-After, which the clients honour (with
+   jitter) before their next photo. ``--pages`` page-like clients run beside them: they send a refused
+   photo again after Retry-After, as the page does (static/queue.js), until it has its depth map.
 3. Soak: ``--soak`` sequential requests, RSS sampled every 100.
 
-Prints requests/s, p50/p95/p99 latency, answers by status, errors, and the server's RSS (master and
+Prints requests/s, p50/p95/p99 latency, answers by status, errors, and the servers' RSS (master and
 workers, from /proc) after start, after warm-up, after the load and along the soak.
 """
 
@@ -256,12 +260,13 @@ def drive(url: str, clients: int, seconds: float = 0.0, requests_total: int = 0)
     return tally, wall
 
 
-def drive_mixed(urls: List[str], apis: int, pages: int, seconds: float,
-                max_side: Optional[int] = None) -> Tuple[Tally, Tally, float]:
-    """``apis`` API clients and ``pages`` page clients at once for ``seconds``, spread over ``urls``;
-    the API clients' tally, the pages' tally and the wall time."""
+def drive_mixed(urls: List[str], apis: int, pages: int, seconds: float, max_side: Optional[int] = None,
+                requests_total: int = 0) -> Tuple[Tally, Tally, float]:
+    """``apis`` API clients and ``pages`` page clients at once for ``seconds`` (the API clients also at
+    most ``requests_total`` requests), spread over ``urls``; the API clients' tally, the pages' tally and
+    the wall time."""
     photos, api, page = sample_photos(max_side), Tally(), Tally()
-    targets = api_clients(urls, apis, seconds, 0, photos, api) if apis else []
+    targets = api_clients(urls, apis, seconds, requests_total, photos, api) if apis else []
     targets += page_clients(urls, pages, seconds, photos, page) if pages else []
     return api, page, run_clients(targets)
 
@@ -304,11 +309,15 @@ def print_rss(label: str, rss: Dict[str, float]) -> None:
     print(f"RSS {label:<22}" + "  ".join(f"{k} {v:.0f} MB" for k, v in rss.items()))
 
 
-def start_server(weights: str, workers: int, extra_env: Dict[str, str],
-                 log: Path) -> Tuple[str, subprocess.Popen]:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+        return s.getsockname()[1]
+
+
+def start_server(weights: str, workers: int, extra_env: Dict[str, str],
+                 log: Path) -> Tuple[str, subprocess.Popen]:
+    port = free_port()
     # results in a folder of this run's own, the code of this checkout
     env = {**os.environ, "MIDAS_WEIGHTS": weights, "DEPTHMAP_ACCESS_LOG": "/dev/null",
            "DEPTHMAP_DATA_DIR": str(log.parent / "data"), "PYTHONPATH": str(ROOT), **extra_env}
@@ -327,79 +336,133 @@ def start_server(weights: str, workers: int, extra_env: Dict[str, str],
             time.sleep(0.1)
 
 
+def start_redis(folder: Path) -> Tuple[str, subprocess.Popen]:
+    """Debian's ``redis-server`` on a free loopback port, memory only, with a password; its URL."""
+    port, password = free_port(), "load-test"
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder),
+                             "--requirepass", password, "--save", "", "--appendonly", "no",
+                             "--maxmemory", "1gb", "--maxmemory-policy", "volatile-lru"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    t0 = time.perf_counter()
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return f"redis://:{password}@127.0.0.1:{port}/0", proc
+        except OSError:
+            if proc.poll() is not None or time.perf_counter() - t0 > 20:
+                sys.exit("redis-server did not start")
+            time.sleep(0.05)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", default=os.environ.get("MIDAS_WEIGHTS"))
-    ap.add_argument("--url", help="an already running server on loopback (then --workers/--env are unused)")
-    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--url", action="append", default=[],
+                    help="a running server on loopback, repeatable (then --workers/--env are unused)")
+    ap.add_argument("--workers", type=int, default=1, help="worker processes of each server")
+    ap.add_argument("--servers", type=int, default=1,
+                    help="server processes (depthmap serve, each on its own port), the clients spread over "
+                    "them; more than one shares a Redis (--redis)")
+    ap.add_argument("--redis", action="store_true",
+                    help="start a redis-server for the run and give every server its DEPTHMAP_REDIS_URL")
     ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                     help="extra server environment, e.g. DEPTHMAP_INFERENCE_QUEUE=8")
-    ap.add_argument("--clients", type=int, default=20)
+    ap.add_argument("--clients", type=int, default=20, help="API clients")
+    ap.add_argument("--pages", type=int, default=0,
+                    help="page-like clients besides, during the load (they wait in line on 503)")
+    ap.add_argument("--max-side", type=int, default=None, help="shrink the sample photos to fit this side")
     ap.add_argument("--seconds", type=float, default=60)
     ap.add_argument("--warmup", type=int, default=120,
                     help="results before the load: enough to fill the default 200 MB cache")
     ap.add_argument("--soak", type=int, default=1000, help="sequential requests after the load (0: none)")
     args = ap.parse_args()
+    if args.servers > 1 and not args.redis and not any(e.startswith("DEPTHMAP_REDIS_URL=") for e in args.env):
+        ap.error("--servers above 1 share results through Redis: add --redis")
 
-    proc = None
+    procs: List[subprocess.Popen] = []
+    masters: List[int] = []
     with tempfile.TemporaryDirectory() as tmp:
-        if args.url:
-            url = args.url.rstrip("/")
-            if not ipaddress.ip_address(socket.gethostbyname(urlparse(url).hostname or "")).is_loopback:
-                sys.exit("refusing a load test against a non-loopback address")
-            master = None
-        else:
-            weights = args.weights
-            if not weights:
-                sys.path.insert(0, str(ROOT / "tests"))
-                from synthetic import write_synthetic_weights
-
-                weights = str(write_synthetic_weights(ROOT / "tests/fixtures/state_dict_manifest.json",
-                                                      Path(tmp) / "synthetic.pt"))
-                print("# synthetic weights (same architecture and cost as the official file)")
-            extra = dict(e.split("=", 1) for e in args.env)
-            url, proc = start_server(weights, args.workers, extra, Path(tmp) / "server.log")
-            master = proc.pid
         try:
-            health = requests.get(url + "/healthz", timeout=10).json()
-            print(f"# {url}: {args.workers} worker(s), torch threads {health['torch_threads']}, "
-                  f"gate {health['gate']}, store {health['store']}")
-            if master:
-                print_rss("after start", server_rss(master))
-            tally, wall = Tally(), 0.0
-            while tally.statuses["200"] < args.warmup:  # results, not answers: the cache must be full
-                more, seconds = drive(url, args.clients, requests_total=args.clients * 4)
-                tally.merge(more)
-                wall += seconds
-            report(f"warm-up ({args.clients} clients)", tally, wall)
-            warm = server_rss(master) if master else {}
-            if master:
-                print_rss("after warm-up", warm)
-            tally, wall = drive(url, args.clients, seconds=args.seconds)
-            report(f"load ({args.clients} clients, {args.seconds:g} s)", tally, wall)
-            if master:
-                after = server_rss(master)
-                print_rss("after load", after)
-                growth = max(after[k] / warm[k] for k in warm if k in after)
-                print(f"RSS after load / after warm-up (largest process ratio): {growth:.2f}")
-            if args.soak:
-                soak_rss = []
-                for start in range(0, args.soak, 100):
-                    tally, wall = drive(url, 1, requests_total=min(100, args.soak - start))
-                    bad = sum(v for k, v in tally.statuses.items() if k != "200")
-                    if master:
-                        soak_rss.append(server_rss(master))
-                    line = f"soak {start + 100:>5}: {100 / wall:.1f} req/s, non-200 {bad}"
-                    if master:
-                        worst = max(v for k, v in soak_rss[-1].items() if k != "master")
-                        line += f", worker RSS {worst:.0f} MB"
-                    print(line)
-            health = requests.get(url + "/healthz", timeout=10).json()
-            print(f"# server after the run: store {health['store']}, gate {health['gate']}")
+            if args.url:
+                urls = [u.rstrip("/") for u in args.url]
+                for url in urls:
+                    address = ipaddress.ip_address(socket.gethostbyname(urlparse(url).hostname or ""))
+                    if not address.is_loopback:
+                        sys.exit("refusing a load test against a non-loopback address")
+            else:
+                weights = args.weights
+                if not weights:
+                    sys.path.insert(0, str(ROOT / "tests"))
+                    from synthetic import write_synthetic_weights
+
+                    weights = str(write_synthetic_weights(ROOT / "tests/fixtures/state_dict_manifest.json",
+                                                          Path(tmp) / "synthetic.pt"))
+                    print("# synthetic weights (same architecture and cost as the official file)")
+                extra = dict(e.split("=", 1) for e in args.env)
+                if args.redis:
+                    extra["DEPTHMAP_REDIS_URL"], redis_proc = start_redis(Path(tmp))
+                    procs.append(redis_proc)
+                urls = []
+                for n in range(args.servers):
+                    url, proc = start_server(weights, args.workers, extra, Path(tmp) / f"server-{n}.log")
+                    urls.append(url)
+                    procs.append(proc)
+                    masters.append(proc.pid)
+            run(args, urls, masters)
         finally:
-            if proc is not None:
+            for proc in reversed(procs):  # the servers, then Redis
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(60)
+
+
+def all_rss(masters: List[int]) -> Dict[str, float]:
+    """``server_rss`` of every server, one name space (``s1 master``, ``s1 worker PID``... with several)."""
+    if len(masters) == 1:
+        return server_rss(masters[0])
+    return {f"s{n + 1} {k}": v for n, m in enumerate(masters) for k, v in server_rss(m).items()}
+
+
+def run(args: argparse.Namespace, urls: List[str], masters: List[int]) -> None:
+    """The warm-up, the load and the soak against ``urls``; RSS of the ``masters``' processes along."""
+    health = requests.get(urls[0] + "/healthz", timeout=10).json()
+    print(f"# {', '.join(urls)}: {len(urls)} server(s) x {args.workers} worker(s), torch threads "
+          f"{health['torch_threads']}, gate {health['gate']}, store {health['store']['backend']}")
+    if masters:
+        print_rss("after start", all_rss(masters))
+    tally, wall = Tally(), 0.0
+    while tally.statuses["200"] < args.warmup:  # results, not answers: the cache must be full
+        more, _, seconds = drive_mixed(urls, args.clients, 0, 0, args.max_side,
+                                       requests_total=args.clients * 4)
+        tally.merge(more)
+        wall += seconds
+    report(f"warm-up ({args.clients} clients)", tally, wall)
+    warm = all_rss(masters) if masters else {}
+    if masters:
+        print_rss("after warm-up", warm)
+    tally, pages, wall = drive_mixed(urls, args.clients, args.pages, args.seconds, args.max_side)
+    report(f"load ({args.clients} API clients, {args.seconds:g} s, {len(urls)} server(s))", tally, wall)
+    if args.pages:
+        report(f"the {args.pages} page clients meanwhile", pages, wall)
+        print(f"pages that showed depth maps: {len(pages.shown)} of {args.pages}")
+    if masters:
+        after = all_rss(masters)
+        print_rss("after load", after)
+        growth = max(after[k] / warm[k] for k in warm if k in after)
+        print(f"RSS after load / after warm-up (largest process ratio): {growth:.2f}")
+    if args.soak:
+        soak_rss = []
+        for start in range(0, args.soak, 100):
+            tally, wall = drive(urls[0], 1, requests_total=min(100, args.soak - start))
+            bad = sum(v for k, v in tally.statuses.items() if k != "200")
+            line = f"soak {start + 100:>5}: {100 / wall:.1f} req/s, non-200 {bad}"
+            if masters:
+                soak_rss.append(all_rss(masters))
+                worst = max(v for k, v in soak_rss[-1].items() if "worker" in k)
+                line += f", worker RSS {worst:.0f} MB"
+            print(line)
+    for url in urls:
+        health = requests.get(url + "/healthz", timeout=10).json()
+        print(f"# {url} after the run: store {health['store']}, gate {health['gate']}")
 
 
 if __name__ == "__main__":
