@@ -571,7 +571,7 @@ class RedisStore(ResultStore):
             return {"backend": self.kind, "shared": "every host on this Redis",
                     "used_memory": memory.get("used_memory"), "maxmemory": memory.get("maxmemory"),
                     "maxmemory_policy": memory.get("maxmemory_policy"), "ttl_s": self.ttl_s}
-        return self._call("its figures could not be read.", read)
+        return {**self._call("its figures could not be read.", read), "in_memory": self.in_memory()}
 
     def in_memory(self) -> bool:
         """True when this Redis saves no snapshots (``save ""``) and keeps no append-only file: then

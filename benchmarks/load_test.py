@@ -431,16 +431,20 @@ def run(args: argparse.Namespace, urls: List[str], masters: List[int]) -> None:
         print_rss("after start", all_rss(masters))
     tally, wall = Tally(), 0.0
     while tally.statuses["200"] < args.warmup:  # results, not answers: the cache must be full
-        more, _, seconds = drive_mixed(urls, args.clients, 0, 0, args.max_side,
-                                       requests_total=args.clients * 4)
+        more, _, seconds = drive_mixed(urls, max(1, args.clients), 0, 0, args.max_side,
+                                       requests_total=max(1, args.clients) * 4)
         tally.merge(more)
         wall += seconds
-    report(f"warm-up ({args.clients} clients)", tally, wall)
+    if args.warmup:
+        report(f"warm-up ({args.clients} clients)", tally, wall)
     warm = all_rss(masters) if masters else {}
     if masters:
         print_rss("after warm-up", warm)
     tally, pages, wall = drive_mixed(urls, args.clients, args.pages, args.seconds, args.max_side)
-    report(f"load ({args.clients} API clients, {args.seconds:g} s, {len(urls)} server(s))", tally, wall)
+    print(f"\n# load: {args.clients} API and {args.pages} page clients for {args.seconds:g} s"
+          + (f", photos shrunk to {args.max_side} px" if args.max_side else ""))
+    if args.clients:
+        report(f"load ({args.clients} API clients, {args.seconds:g} s, {len(urls)} server(s))", tally, wall)
     if args.pages:
         report(f"the {args.pages} page clients meanwhile", pages, wall)
         print(f"pages that showed depth maps: {len(pages.shown)} of {args.pages}")
