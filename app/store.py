@@ -28,6 +28,7 @@ import logging
 import math
 import mmap
 import os
+import re
 import secrets
 import stat
 import struct
@@ -241,7 +242,8 @@ def in_memory(path: Path, mounts: Path = MOUNTS) -> bool:
         fields = line.split()
         if len(fields) < 3:
             continue
-        point = fields[1].encode().decode("unicode_escape")  # a space in a mount point is written \040
+        # the kernel writes a space, tab, newline or backslash in a mount point as an octal escape (\040)
+        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[1])
         inside = real == point or real.startswith(point.rstrip("/") + "/")
         if inside and len(point) >= len(best):
             best, kind = point, fields[2]

@@ -38,12 +38,14 @@ def test_in_memory_reads_the_mount_table(tmp_path: Path) -> None:
                      "tmpfs /dev/shm tmpfs rw 0 0\n"
                      "/dev/vdb /dev/shm/disk ext4 rw 0 0\n"  # a disk mounted inside the tmpfs
                      "tmpfs /srv/my\\040data tmpfs rw 0 0\n"  # a space, as the kernel writes it
+                     "tmpfs /srv/café tmpfs rw 0 0\n"
                      "tmpfs /mnt tmpfs rw 0 0\n"
                      "/dev/vdc /mnt xfs rw 0 0\n")  # mounted over the tmpfs: the later one is seen
     assert in_memory(Path("/dev/shm/depthmap-0"), table)
     assert not in_memory(Path("/dev/shm/disk/depthmap-0"), table)
     assert not in_memory(Path("/dev/shmx"), table)  # a prefix of a name is not a mount point
     assert in_memory(Path("/srv/my data/x"), table) and not in_memory(Path("/srv/my"), table)
+    assert in_memory(Path("/srv/café/x"), table)
     assert not in_memory(Path("/mnt/x"), table)
     assert not in_memory(Path("/var/tmp"), table)
     assert not in_memory(Path("/dev/shm"), tmp_path / "missing")  # unknown: never promise memory
