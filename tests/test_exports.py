@@ -192,3 +192,26 @@ def test_legend_ends_and_ticks_follow_invert_log_and_clahe(client, result) -> No
     assert r.status_code == 200 and r.json["colormap"] == "gray" and r.json["stops"][0] == "#000000"
     assert r.json["near"] == "left"
     assert "not metres" in r.json["unit"]
+
+
+def test_exr_is_float32_depth_read_back_by_ffmpeg_with_the_range_in_its_header(tmp_path) -> None:
+    """Written with OpenEXR's own library, read back with FFmpeg's independent EXR decoder (through
+    PyAV) bit for bit; the header says the range and what the values are."""
+    import av
+    import OpenEXR
+
+    rng = np.random.default_rng(3)
+    depth = (rng.random((37, 53)) * 900 + 12.5).astype(np.float32)
+    depth[0, 0] = np.nan  # NaN and inf are written as 0, as in the other exports
+    path = tmp_path / "d.exr"
+    path.write_bytes(exports.depth_exr(depth))
+    with av.open(str(path)) as container:
+        frame = next(container.decode(video=0))
+        assert frame.format.name == "grayf32le"  # one float32 channel
+        got = frame.to_ndarray()
+    want = np.nan_to_num(depth, nan=0.0)
+    assert got.shape == (37, 53) and np.array_equal(got, want)
+    header = OpenEXR.File(str(path), header_only=True).header()
+    assert (header["depth_min"], header["depth_max"]) == (0.0, float(want.max()))
+    assert "relative inverse depth" in header["comments"]
+    assert header["compression"] == OpenEXR.ZIP_COMPRESSION
