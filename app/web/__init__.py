@@ -6,10 +6,11 @@ never imports this package.
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Any, Dict, Mapping
 
 from flask import Flask, Response
 
+from ..store import in_memory
 from . import api, batch, errors, exports, health, i18n, live, measure, openapi, page, stereo, video
 from .reading import InMemoryRequest
 
@@ -43,3 +44,13 @@ def init_app(app: Flask) -> None:
         app.register_blueprint(module.bp)
     i18n.init_app(app)
     video.init_app(app)
+    videos_in_memory = in_memory(app.extensions["video_jobs"].root)  # the folder is fixed at start
+
+    @app.context_processor
+    def privacy() -> Dict[str, Any]:
+        """What the footer says about where uploads rest: true to the store and folders this server
+        runs with, not to the defaults."""
+        return {"photos_in_memory": app.extensions["depth_service"].store.in_memory(),
+                "videos_in_memory": videos_in_memory,
+                "result_ttl": i18n.duration(app.config["RESULT_TTL"]),
+                "video_ttl": i18n.duration(app.config["VIDEO_JOB_TTL"])}
