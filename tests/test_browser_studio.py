@@ -382,6 +382,41 @@ def test_language_switch_is_remembered_and_translates_the_scripts_too(driver, se
     WebDriverWait(driver, 30).until(lambda d: html_lang(d) == "en")
 
 
+def natural_size(driver, name: str) -> tuple:
+    return tuple(driver.execute_script(
+        "const i = document.getElementById(arguments[0]);"
+        "return i.complete && i.naturalWidth ? [i.naturalWidth, i.naturalHeight] : [0, 0];", name))
+
+
+def test_stereo_and_normal_map_follow_their_controls_and_download(driver) -> None:
+    width, height = photo_size(SAMPLES["chelsea"])  # under the 800 px preview: shown at full size
+    section = by_id(driver, "stereo")
+    driver.execute_script("arguments[0].scrollIntoView()", section)
+    assert section.is_displayed() and by_id(driver, "stereo-controls").is_displayed()
+    WebDriverWait(driver, 60).until(lambda d: natural_size(d, "stereo-img") == (2 * width, height))
+    Select(by_id(driver, "st-layout")).select_by_value("anaglyph-dubois")
+    WebDriverWait(driver, 60).until(
+        lambda d: "layout=anaglyph-dubois" in by_id(d, "stereo-img").get_attribute("src")
+        and natural_size(d, "stereo-img") == (width, height))
+    divergence = by_id(driver, "st-divergence")
+    for _ in range(4):
+        divergence.send_keys(Keys.ARROW_RIGHT)  # 2 -> 3, in steps of 0.25
+    WebDriverWait(driver, 10).until(lambda d: "divergence=3" in href(d, "stereo-download"))
+    assert by_id(driver, "o-divergence").text == "3"
+    r = requests.get(href(driver, "stereo-download"), timeout=60)
+    assert r.status_code == 200 and "chelsea.anaglyph-dubois.png" in r.headers["Content-Disposition"]
+    with Image.open(io.BytesIO(r.content)) as im:
+        assert im.size == (width, height)
+    Select(by_id(driver, "st-normal_convention")).select_by_value("controlnet")
+    WebDriverWait(driver, 10).until(lambda d: "normal_convention=controlnet" in href(d, "normals-download"))
+    WebDriverWait(driver, 60).until(lambda d: natural_size(d, "normals-img") == (width, height))
+    with Image.open(io.BytesIO(requests.get(href(driver, "normals-download"), timeout=60).content)) as im:
+        normals = np.asarray(im)
+        assert im.size == (width, height)
+        assert float(normals[..., 2].mean()) > 200  # blue: mostly facing the viewer
+    save_screenshot(section, "studio-stereo.jpg")
+
+
 def test_no_content_security_policy_violation(driver) -> None:
     logs = driver.get_log("browser")
     assert not [e["message"] for e in logs if "Content Security Policy" in e["message"]]

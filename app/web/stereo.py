@@ -3,7 +3,8 @@ downloads, and the API's."""
 
 from __future__ import annotations
 
-from typing import Type, TypeVar
+from dataclasses import fields
+from typing import Any, Dict, Type, TypeVar
 
 from flask import Blueprint, Response, request
 
@@ -17,6 +18,13 @@ bp = Blueprint("stereo", __name__, url_prefix="/api/v1")
 
 T = TypeVar("T", bound=OptionsBase)
 NOT_OPTIONS = ("max_side", "download")
+
+
+@bp.app_context_processor
+def stereo_template_values() -> Dict[str, Any]:
+    """What templates/studio/stereo.html shows: each setting's range, default and help."""
+    return {name: {f.name: {**f.metadata, "default": f.default} for f in fields(cls)}
+            for name, cls in (("stereo_meta", StereoOptions), ("normal_meta", NormalOptions))}
 
 
 def _options(cls: Type[T]) -> T:
