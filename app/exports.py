@@ -227,6 +227,7 @@ overlay.png          the heatmap over the photo
 gray.png             the display depth, 8-bit (near = {near})
 depth.npy            float32 H x W raw MiDaS output: relative inverse depth, larger = nearer, no unit
 depth.pfm            the same array as PFM (float32, rows bottom to top)
+depth.exr            the same array as OpenEXR (float32, channel Y; depth_min/depth_max in the header)
 depth16.png          the same, min-max scaled to 16 bits (near = bright); depth_min/depth_max text chunks
 pointcloud.ply       3D points coloured by the photo ({grid_note})
 mesh.glb             the same as a displaced-grid mesh (glTF 2.0, vertex colours)

@@ -7,6 +7,7 @@ import io
 import json
 import zipfile
 
+import av
 import numpy as np
 import pytest
 from PIL import Image
@@ -122,7 +123,8 @@ def test_zip_has_everything_for_one_photo(client, result) -> None:
     zf = zipfile.ZipFile(io.BytesIO(r.data))
     names = sorted(n.split("/", 1)[1] for n in zf.namelist())
     assert names == sorted(["photo.png", "heatmap.png", "overlay.png", "gray.png", "depth.npy", "depth.pfm",
-                            "depth16.png", "pointcloud.ply", "mesh.glb", "options.json", "README.txt"])
+                            "depth.exr", "depth16.png", "pointcloud.ply", "mesh.glb", "options.json",
+                            "README.txt"])
     assert zf.testzip() is None
     read = {n.split("/", 1)[1]: zf.read(n) for n in zf.namelist()}
     size = (result["width"], result["height"])
@@ -131,6 +133,8 @@ def test_zip_has_everything_for_one_photo(client, result) -> None:
             assert im.size == size, png
     np.testing.assert_array_equal(np.load(io.BytesIO(read["depth.npy"])), result["depth"])
     np.testing.assert_array_equal(exports.read_pfm(read["depth.pfm"]), result["depth"])
+    with av.open(io.BytesIO(read["depth.exr"])) as container:
+        np.testing.assert_array_equal(next(container.decode(video=0)).to_ndarray(), result["depth"])
     info = json.loads(read["options.json"])
     assert info["options"]["colormap"] == "viridis" and info["options"]["invert"] is True
     assert info["scene"]["grid"] == 64
@@ -197,7 +201,6 @@ def test_legend_ends_and_ticks_follow_invert_log_and_clahe(client, result) -> No
 def test_exr_is_float32_depth_read_back_by_ffmpeg_with_the_range_in_its_header(tmp_path) -> None:
     """Written with OpenEXR's own library, read back with FFmpeg's independent EXR decoder (through
     PyAV) bit for bit; the header says the range and what the values are."""
-    import av
     import OpenEXR
 
     rng = np.random.default_rng(3)
