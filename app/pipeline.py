@@ -572,7 +572,8 @@ def encode_png(img: np.ndarray, view: str = "heatmap", level: int = 1) -> bytes:
     crc = zlib.crc32(b"IDAT")
     for part in idat:
         crc = zlib.crc32(part, crc)
-    header = _png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0 if channels == 1 else 2, 0, 0, 0))
+    color_type = 0 if channels == 1 else 2  # gray or RGB, 8 bits each
+    header = _png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0))
     return b"".join([PNG_SIGNATURE, header, struct.pack(">I", size), b"IDAT", *idat, struct.pack(">I", crc),
                      _png_chunk(b"IEND", b"")])
 

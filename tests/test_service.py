@@ -87,7 +87,7 @@ def test_previews_are_shrunk_once_for_all_views_of_a_page(model, file_store, sam
     for view in ("heatmap", "overlay", "gray"):
         png = service.render(e, Options(colormap="jet"), (view,), max_side=320)[0][view]
         assert png.startswith(b"\x89PNG")
-    service.photo_png(e, 320)
+    service.photo_image(e, 320)
     assert sorted(calls) == [2, 3]  # the depth and the photo, once each
     photo, depth = service.preview(e, 1600)
     assert photo is e.photo and depth is e.depth  # never enlarged: the cached arrays themselves
