@@ -454,10 +454,12 @@ def _from_onnx(onnx_model: bytes, engine: str, threads: int) -> Tuple[Runner, st
     return _openvino(onnx_model, threads, "f32" if engine == "openvino-fp32" else None)
 
 
-def release_freed_memory() -> None:
-    """Gives the memory freed while compiling and warming up back to the system. glibc otherwise keeps
-    it for reuse, and a serving process would carry about 40 MB it never needs again."""
-    gc.collect()
+def release_freed_memory(collect: bool = True) -> None:
+    """Gives freed memory back to the system (after ``gc.collect()`` with ``collect``). glibc otherwise
+    keeps it for reuse: a serving process would carry about 40 MB freed by compiling and warming up, and
+    the arrays of a large photo (below glibc's 32 MB limit for giving back at once) after each request."""
+    if collect:
+        gc.collect()
     try:
         ctypes.CDLL(None).malloc_trim(0)  # glibc only; elsewhere there is nothing to do
     except (OSError, AttributeError):
