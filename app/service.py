@@ -18,7 +18,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 
 from .gate import Gate
-from .model import release_freed_memory
+from .model import map_large_blocks
 from .options import INFERENCE_OPTIONS, Options
 from .pipeline import (DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, Model, encode, full_depth, iter_views, predict,
                        shrink)
@@ -26,9 +26,6 @@ from .store import Entry, ResultStore, depth_id
 
 INFER_STAGES = ("decode", "preprocess", "infer", "upsample")
 PREVIEWS_KEPT = 4  # one page asks for up to four images of the same preview: shrink the arrays once
-# a request whose photo is at least this large gives the memory of its freed arrays back to the system
-# at once: glibc keeps it otherwise, and a worker's RSS would grow by about 70 MB per 12 MP photo
-RELEASE_FROM_BYTES = 16 << 20
 
 
 def no_work() -> Dict[str, float]:
@@ -71,6 +68,7 @@ class DepthService:
         # (entry id, max_side) -> shrunk (photo, depth); small and bounded, beside the shared store
         self._previews: "OrderedDict[Tuple[str, int], Tuple[np.ndarray, np.ndarray]]" = OrderedDict()
         self._lock = threading.Lock()
+        map_large_blocks()  # a photo's freed arrays go back to the system, not into this process's heap
 
     def from_upload(self, data: bytes, name: str, opts: Options) -> Result:
         """Raw depth of an upload for ``opts``' depth options; a repeated upload costs nothing.
@@ -86,8 +84,6 @@ class DepthService:
             return Result(hit, True, no_work())
         with self.gate.slot():  # decoding is inside: a waiting request holds only its compressed bytes
             pred = predict(data, self.model, opts, self.max_pixels, self.max_side)
-        if pred.photo.nbytes >= RELEASE_FROM_BYTES:  # the decoder's and preprocessing's copies
-            release_freed_memory(collect=False)
         entry = Entry(key, data, name, opts.depth_options(), pred.photo, pred.depth, pred.pred, pred.pad_box)
         self.store.put(entry)
         return Result(entry, False, pred.timings_ms)
@@ -133,8 +129,6 @@ class DepthService:
             out[view_img[0]] = encode(view_img[1], view_img[0], fmt)
             t0 = time.perf_counter()
             times["encode"] += t0 - t1
-        if photo.nbytes >= RELEASE_FROM_BYTES:  # the views' arrays
-            release_freed_memory(collect=False)
         return out, {k: round(v * 1000.0, 2) for k, v in times.items()}
 
     def preview(self, entry: Entry, max_side: Optional[int]) -> Tuple[np.ndarray, np.ndarray]:
