@@ -18,7 +18,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 
 from .gate import Gate
-from .model import map_large_blocks
+from .model import map_large_blocks, trim_heap
 from .options import INFERENCE_OPTIONS, Options
 from .pipeline import (DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, Model, encode, full_depth, iter_views, predict,
                        shrink)
@@ -26,6 +26,9 @@ from .store import Entry, ResultStore, depth_id
 
 INFER_STAGES = ("decode", "preprocess", "infer", "upsample")
 PREVIEWS_KEPT = 4  # one page asks for up to four images of the same preview: shrink the arrays once
+# after a photo at least this large, the heap's free pages go back to the system: a 12 MP photo's
+# arrays otherwise stay with the worker (measured with `depthmap serve`: docs/engines-and-speed.md)
+TRIM_FROM_BYTES = 16 << 20
 
 
 def no_work() -> Dict[str, float]:
@@ -84,6 +87,8 @@ class DepthService:
             return Result(hit, True, no_work())
         with self.gate.slot():  # decoding is inside: a waiting request holds only its compressed bytes
             pred = predict(data, self.model, opts, self.max_pixels, self.max_side)
+        if pred.photo.nbytes >= TRIM_FROM_BYTES:  # the decoder's and preprocessing's copies
+            trim_heap()
         entry = Entry(key, data, name, opts.depth_options(), pred.photo, pred.depth, pred.pred, pred.pad_box)
         self.store.put(entry)
         return Result(entry, False, pred.timings_ms)
@@ -129,6 +134,8 @@ class DepthService:
             out[view_img[0]] = encode(view_img[1], view_img[0], fmt)
             t0 = time.perf_counter()
             times["encode"] += t0 - t1
+        if photo.nbytes >= TRIM_FROM_BYTES:  # the views' arrays
+            trim_heap()
         return out, {k: round(v * 1000.0, 2) for k, v in times.items()}
 
     def preview(self, entry: Entry, max_side: Optional[int]) -> Tuple[np.ndarray, np.ndarray]:
