@@ -134,7 +134,7 @@ class DepthService:
             out[view_img[0]] = encode(view_img[1], view_img[0], fmt)
             t0 = time.perf_counter()
             times["encode"] += t0 - t1
-        if photo.nbytes >= TRIM_FROM_BYTES:  # the views' arrays
+        if out and photo.nbytes >= TRIM_FROM_BYTES:  # the views' arrays
             trim_heap()
         return out, {k: round(v * 1000.0, 2) for k, v in times.items()}
 
