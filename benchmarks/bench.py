@@ -5,7 +5,8 @@
 Needs the ``test`` extra (requests); the onnxruntime and openvino rows, and the OpenVINO bf16 reference
 the fast-mode target is measured against, need the ``fast`` extra (``pip install -e ".[test,fast]"``).
 Without ``--weights`` (or ``MIDAS_WEIGHTS``) it uses the tests' synthetic weights: the same network,
-so the same speed. A full run takes about 4 minutes on 2 cores, ``--quick`` about 2.
+so the same speed. A full run takes about 4 minutes on 2 idle cores, ``--quick`` about 2 (10 under heavy
+load from other jobs).
 
 1. Forward pass of every engine at 256/384/512 px, the calls interleaved round by round (each round in
    a new order) so that a busy moment on a shared machine hits every engine alike; median, p10..p90,
