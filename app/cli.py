@@ -1,4 +1,5 @@
-"""The ``depthmap`` command line: ``depthmap predict PHOTO_OR_DIR... --out DIR``, ``depthmap video VIDEO``.
+"""The ``depthmap`` command line: ``depthmap predict PHOTO_OR_DIR... --out DIR``, ``depthmap stereo
+PHOTO_OR_DIR... --out DIR``, ``depthmap video VIDEO``, ``depthmap serve``, ``depthmap worker``.
 
 Every field of ``Options`` becomes a flag with the same name (``clahe_clip`` -> ``--clahe-clip``), so
 the CLI, the web form and the API share one set of names, defaults and ranges.
@@ -18,12 +19,13 @@ import numpy as np
 
 from . import config
 from .cpus import plan, usable_cpus
-from .options import OptionError, Options, VideoOptions
-from .pipeline import ImageError, encode_png, predict, render_views
+from .options import NormalOptions, OptionError, Options, StereoOptions, VideoOptions
+from .pipeline import ImageError, Prediction, encode_png, predict, render_views
 
 log = logging.getLogger("depthmap")
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".mpo"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".mpo", ".heic", ".heif",
+                  ".avif"}
 # "auto" and app.model.ENGINES, spelled out so that --help does not need to import torch
 ENGINES = ("auto", "torchscript", "eager", "bf16", "onnxruntime", "openvino", "openvino-fp32")
 
@@ -65,6 +67,19 @@ def option_flags(func: Callable[..., Any], cls: type = Options) -> Callable[...,
     return func
 
 
+def load_model(weights: Optional[str], threads: Optional[int], engine: str, warm_up: bool = True) -> Any:
+    """The model for a command, with its weights resolved as the server does (DEPTHMAP_WEIGHTS_DOWNLOAD
+    honoured); a missing or corrupt file, a bad setting or an engine that cannot run: one line, exit 2."""
+    from .model import DepthModel, EngineError, WeightsError, resolve_weights
+
+    try:
+        path = resolve_weights(weights, download=config.get("DEPTHMAP_WEIGHTS_DOWNLOAD"))
+        return DepthModel.load(path, threads=threads, engine=engine, warm_up=warm_up)
+    except (config.ConfigError, WeightsError, EngineError) as exc:
+        log.error("%s", exc)
+        sys.exit(2)
+
+
 def collect_inputs(paths: Iterable[str]) -> List[Path]:
     """Files as given, plus the images directly inside each given folder (sorted)."""
     out: List[Path] = []
@@ -90,54 +105,31 @@ def output_stems(inputs: List[Path]) -> List[str]:
     return stems
 
 
-@click.group()
-@click.version_option(package_name="depthmap-studio")
-@click.option("-v", "--verbose", is_flag=True, help="log debug details")
-def main(verbose: bool) -> None:
-    """Monocular depth maps from photos with MiDaS v2.1 small."""
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
-    # the task queue logs every task it runs (the minute's sweep too); the jobs log themselves
-    logging.getLogger("huey").setLevel(logging.DEBUG if verbose else logging.WARNING)
+def parse_options(raw: Dict[str, Any], *classes: type) -> List[Any]:
+    """One instance of each options class from the flags in ``raw`` that belong to it; a bad value is a
+    usage error (exit 2) naming its flag."""
+    out = []
+    try:
+        for cls in classes:
+            names = set(cls.names())
+            out.append(cls.from_strings({k: str(v) for k, v in raw.items() if k in names}))
+    except OptionError as exc:
+        raise click.BadParameter(exc.message, param_hint="--" + exc.name.replace("_", "-")) from None
+    return out
 
 
-@main.command("predict")
-@click.argument("inputs", nargs=-1, required=True, metavar="PHOTO_OR_DIR...")
-@click.option("--out", "out_dir", default="depth-out", show_default=True,
-              type=click.Path(file_okay=False), help="folder for the results (created if missing)")
-@click.option("--weights", envvar="MIDAS_WEIGHTS", type=click.Path(dir_okay=False),
-              help="MiDaS v2.1 small checkpoint [env MIDAS_WEIGHTS; default: user cache, "
-                   "else download]")
-@click.option("--threads", envvar="DEPTHMAP_TORCH_THREADS", type=click.IntRange(1, 256),
-              help="inference threads [env DEPTHMAP_TORCH_THREADS; default: all cores]")
-@engine_option
-@option_flags
-def predict_cmd(inputs: Tuple[str, ...], out_dir: str, weights: str, threads: int, engine: str,
-                **raw: Any) -> None:
-    """Write STEM.heatmap.png, STEM.overlay.png, STEM.gray.png and STEM.depth.npy per photo.
-
-    depth.npy is float32 H x W: the network output upsampled (see --upsample) to the photo's size, not
-    normalised; relative inverse depth, larger = nearer. Exit code 0 only if every photo succeeded.
-    """
+def each_photo(inputs: Tuple[str, ...], out_dir: str, model_args: Tuple[Optional[str], Optional[int], str],
+               opts: Options, write: Callable[[Prediction, Path, str], None]) -> None:
+    """Runs the depth of every photo in ``inputs`` and ``write(prediction, out, stem)``; a photo that
+    fails is logged and the others go on. Exits 0 only if every photo succeeded."""
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from .model import DepthModel, EngineError, WeightsError, resolve_weights
-
-    try:
-        opts = Options.from_strings({k: str(v) for k, v in raw.items()})
-    except OptionError as exc:
-        raise click.BadParameter(exc.message, param_hint="--" + exc.name.replace("_", "-")) from None
     files = collect_inputs(inputs)
     if not files:
         raise click.UsageError("no photos to process")
-    try:
-        # one photo at a time: the usual shapes' warm-up would cost more than it saves
-        model = DepthModel.load(resolve_weights(weights), threads=threads, engine=engine, warm_up=False)
-    except (WeightsError, EngineError) as exc:
-        log.error("%s", exc)
-        sys.exit(2)
-
+    # one photo at a time: the usual shapes' warm-up would cost more than it saves
+    model = load_model(*model_args, warm_up=False)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     failed = 0
@@ -146,9 +138,7 @@ def predict_cmd(inputs: Tuple[str, ...], out_dir: str, weights: str, threads: in
                               output_stems(files), strict=True):
             try:
                 result = predict(path.read_bytes(), model, opts)
-                for view, img in render_views(result.photo, result.depth, opts).items():
-                    (out / f"{stem}.{view}.png").write_bytes(encode_png(img, view))
-                np.save(out / f"{stem}.depth.npy", result.depth)
+                write(result, out, stem)
                 log.debug("%s: %s", path, result.timings_ms)
             except (OSError, ImageError) as exc:  # unreadable input, bad image, or a failed write
                 failed += 1
@@ -160,6 +150,89 @@ def predict_cmd(inputs: Tuple[str, ...], out_dir: str, weights: str, threads: in
     sys.exit(1 if failed else 0)
 
 
+def photo_command(name: str) -> Callable[..., Any]:
+    """The arguments and flags every photo command shares: photos, --out, --weights, --threads, --engine
+    and one flag per ``Options`` field."""
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        func = option_flags(func)
+        func = engine_option(func)
+        func = click.option("--threads", envvar="DEPTHMAP_TORCH_THREADS", type=click.IntRange(1, 256),
+                            help="inference threads [env DEPTHMAP_TORCH_THREADS; default: all cores]")(func)
+        func = click.option("--weights", envvar="MIDAS_WEIGHTS", type=click.Path(dir_okay=False),
+                            help="MiDaS v2.1 small checkpoint [env MIDAS_WEIGHTS; default: user cache, "
+                                 "else download]")(func)
+        func = click.option("--out", "out_dir", default="depth-out", show_default=True,
+                            type=click.Path(file_okay=False),
+                            help="folder for the results (created if missing)")(func)
+        func = click.argument("inputs", nargs=-1, required=True, metavar="PHOTO_OR_DIR...")(func)
+        return main.command(name)(func)
+    return decorate
+
+
+@click.group()
+@click.version_option(package_name="depthmap-studio")
+@click.option("-v", "--verbose", is_flag=True, help="log debug details")
+def main(verbose: bool) -> None:
+    """Monocular depth maps from photos with MiDaS v2.1 small."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    # the task queue logs every task it runs (the minute's sweep too); the jobs log themselves
+    logging.getLogger("huey").setLevel(logging.DEBUG if verbose else logging.WARNING)
+
+
+@photo_command("predict")
+@click.option("--exr/--no-exr", default=False, show_default=True,
+              help="also write STEM.depth.exr: the raw depth as OpenEXR float32 (for compositors)")
+@click.option("--normals/--no-normals", default=False, show_default=True,
+              help="also write STEM.normals.png: a normal map of the depth")
+@functools.partial(option_flags, cls=NormalOptions)
+def predict_cmd(inputs: Tuple[str, ...], out_dir: str, weights: str, threads: int, engine: str, exr: bool,
+                normals: bool, **raw: Any) -> None:
+    """Write STEM.heatmap.png, STEM.overlay.png, STEM.gray.png and STEM.depth.npy per photo.
+
+    depth.npy is float32 H x W: the network output upsampled (see --upsample) to the photo's size, not
+    normalised; relative inverse depth, larger = nearer. Exit code 0 only if every photo succeeded.
+    """
+    from .exports import depth_exr
+    from .normals import normal_map
+
+    opts, nopts = parse_options(raw, Options, NormalOptions)
+
+    def write(result: Prediction, out: Path, stem: str) -> None:
+        for view, img in render_views(result.photo, result.depth, opts).items():
+            (out / f"{stem}.{view}.png").write_bytes(encode_png(img, view))
+        np.save(out / f"{stem}.depth.npy", result.depth)
+        if exr:
+            (out / f"{stem}.depth.exr").write_bytes(depth_exr(result.depth))
+        if normals:
+            (out / f"{stem}.normals.png").write_bytes(encode_png(normal_map(result.depth, nopts), "normals"))
+
+    each_photo(inputs, out_dir, (weights, threads, engine), opts, write)
+
+
+@photo_command("stereo")
+@functools.partial(option_flags, cls=StereoOptions)
+def stereo_cmd(inputs: Tuple[str, ...], out_dir: str, weights: str, threads: int, engine: str,
+               **raw: Any) -> None:
+    """Write STEM.LAYOUT.png per photo: a stereo 3D image made from the photo and its depth.
+
+    Each pixel moves sideways by its depth (--divergence, % of the width, between the nearest and the
+    farthest point; --convergence, the depth on the screen plane); what a near object uncovers is
+    filled from the background. Layouts: sbs (full side-by-side, for VR players), sbs-half (3D TVs),
+    top-bottom, cross-eyed (free viewing), anaglyph-dubois and anaglyph (red-cyan glasses). Exit code 0
+    only if every photo succeeded.
+    """
+    from .stereo import stereo
+
+    opts, sopts = parse_options(raw, Options, StereoOptions)
+
+    def write(result: Prediction, out: Path, stem: str) -> None:
+        image = stereo(result.photo, result.depth, sopts)
+        (out / f"{stem}.{sopts.layout}.png").write_bytes(encode_png(image, "photo"))  # photographic rows
+
+    each_photo(inputs, out_dir, (weights, threads, engine), opts, write)
+
+
 @main.command("video")
 @click.argument("source", metavar="VIDEO", type=click.Path(exists=True, dir_okay=False))
 @click.option("--out", "out_path", type=click.Path(dir_okay=False),
@@ -169,9 +242,10 @@ def predict_cmd(inputs: Tuple[str, ...], out_dir: str, weights: str, threads: in
                    "else download]")
 @click.option("--threads", envvar="DEPTHMAP_TORCH_THREADS", type=click.IntRange(1, 256),
               help="torch threads [env DEPTHMAP_TORCH_THREADS; default: all cores]")
+@engine_option
 @option_flags
 @functools.partial(option_flags, cls=VideoOptions)
-def video_cmd(source: str, out_path: str, weights: str, threads: int, **raw: Any) -> None:
+def video_cmd(source: str, out_path: str, weights: str, threads: int, engine: str, **raw: Any) -> None:
     """Turn VIDEO (MP4, WebM, MOV, AVI, MKV, animated GIF) into a depth video.
 
     Each frame's depth is blended with the previous ones (--ema), smoothed with an edge-preserving
@@ -184,15 +258,9 @@ def video_cmd(source: str, out_path: str, weights: str, threads: int, **raw: Any
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from .model import DepthModel, WeightsError, resolve_weights
     from .video import VideoError, probe, process_video
 
-    video_names = {f.name for f in fields(VideoOptions)}
-    try:
-        opts = Options.from_strings({k: str(v) for k, v in raw.items() if k not in video_names})
-        vopts = VideoOptions.from_strings({k: str(v) for k, v in raw.items() if k in video_names})
-    except OptionError as exc:
-        raise click.BadParameter(exc.message, param_hint="--" + exc.name.replace("_", "-")) from None
+    opts, vopts = parse_options(raw, Options, VideoOptions)
     src = Path(source)
     out = Path(out_path) if out_path else Path(src.stem + ".depth.mp4")
     try:
@@ -200,11 +268,7 @@ def video_cmd(source: str, out_path: str, weights: str, threads: int, **raw: Any
     except VideoError as exc:
         log.error("%s: %s", src, exc.message)
         sys.exit(1)
-    try:
-        model = DepthModel.load(resolve_weights(weights), threads=threads)
-    except WeightsError as exc:
-        log.error("%s", exc)
-        sys.exit(2)
+    model = load_model(weights, threads, engine)
     log.info("%s: %dx%d, %d frames at %.3g fps", src, info.width, info.height, info.frames, float(info.fps))
     bars: Dict[int, Any] = {}
     names = {1: "depth", 2: "render"}

@@ -1,4 +1,4 @@
-"""Files made from a cached depth map without new inference: lossless depth (16-bit PNG, PFM), 3D
+"""Files made from a cached depth map without new inference: lossless depth (16-bit PNG, PFM, EXR), 3D
 (a coloured point cloud as PLY, a displaced-grid mesh as GLB) and a zip of everything for one photo.
 
 Plain numpy functions, no Flask, like ``app.pipeline``. The depth is MiDaS's relative inverse depth
@@ -15,6 +15,7 @@ import zipfile
 from typing import Any, Mapping
 
 import numpy as np
+import OpenEXR
 from PIL import Image, PngImagePlugin
 
 from .options import SceneOptions
@@ -50,7 +51,7 @@ def depth_png16(depth: np.ndarray) -> bytes:
     info = PngImagePlugin.PngInfo()
     info.add_text("depth_min", repr(lo))
     info.add_text("depth_max", repr(hi))
-    info.add_text("Description", "MiDaS relative inverse depth (larger = nearer, no unit), min-max scaled")
+    info.add_text("Description", DEPTH_DESCRIPTION + ", min-max scaled")
     buf = io.BytesIO()
     Image.fromarray(levels).save(buf, format="PNG", pnginfo=info, compress_level=1)
     return buf.getvalue()
@@ -63,6 +64,22 @@ def depth_pfm(depth: np.ndarray) -> bytes:
     height, width = d.shape
     header = f"Pf\n{width} {height}\n-1.0\n".encode("ascii")  # negative scale = little-endian
     return header + np.ascontiguousarray(d[::-1]).tobytes()
+
+
+DEPTH_DESCRIPTION = "MiDaS relative inverse depth (larger = nearer, no unit)"
+
+
+def depth_exr(depth: np.ndarray) -> bytes:
+    """``(H, W)`` raw depth -> OpenEXR, one float32 channel ``Y`` (what every EXR viewer and compositor
+    shows as gray), lossless ZIP compression, the values as they are (no scaling). The header carries
+    the range as ``depth_min``/``depth_max`` and what the values mean as ``comments``."""
+    d = np.ascontiguousarray(_finite(depth), dtype=np.float32)
+    lo, hi = (float(d.min()), float(d.max())) if d.size else (0.0, 0.0)
+    header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage,
+              "depth_min": lo, "depth_max": hi, "comments": DEPTH_DESCRIPTION}
+    buf = io.BytesIO()
+    OpenEXR.File(header, {"Y": d}).write(buf)
+    return buf.getvalue()
 
 
 def read_pfm(data: bytes) -> np.ndarray:
@@ -210,6 +227,7 @@ overlay.png          the heatmap over the photo
 gray.png             the display depth, 8-bit (near = {near})
 depth.npy            float32 H x W raw MiDaS output: relative inverse depth, larger = nearer, no unit
 depth.pfm            the same array as PFM (float32, rows bottom to top)
+depth.exr            the same array as OpenEXR (float32, channel Y; depth_min/depth_max in the header)
 depth16.png          the same, min-max scaled to 16 bits (near = bright); depth_min/depth_max text chunks
 pointcloud.ply       3D points coloured by the photo ({grid_note})
 mesh.glb             the same as a displaced-grid mesh (glTF 2.0, vertex colours)

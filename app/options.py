@@ -157,18 +157,45 @@ def _check(name: str, value: Any, kind: str, meta: Mapping[str, Any]) -> None:
         raise OptionError(name, f"must be between {lo} and {hi}; got {value}")
 
 
+# stereo 3D and normal maps -----------------------------------------------------------------------------
+
+STEREO_LAYOUTS: Tuple[str, ...] = ("sbs", "sbs-half", "top-bottom", "cross-eyed", "anaglyph-dubois",
+                                   "anaglyph")
+
+
+@dataclass(frozen=True)
+class StereoOptions(OptionsBase):
+    """How one photo and its depth become a stereo pair (see ``app.stereo``)."""
+
+    divergence: float = _opt(2.0, "stereo strength: how far the nearest point is shifted against the "
+                                  "farthest between the two eyes, in % of the width", lo=0.0, hi=10.0)
+    convergence: float = _opt(0.5, "which depth sits on the screen plane: 0 the farthest point (everything "
+                                   "comes out of the screen), 1 the nearest (everything behind it)",
+                              lo=0.0, hi=1.0)
+    swap_eyes: bool = _opt(False, "swap the two eyes' images")
+    layout: str = _opt("sbs", "sbs (full side-by-side, twice as wide), sbs-half (each eye squeezed to half "
+                              "width: 3D TVs), top-bottom, cross-eyed (right eye on the left, for free "
+                              "viewing), anaglyph-dubois (red-cyan glasses, colours kept), anaglyph "
+                              "(plain red-cyan)", choices=STEREO_LAYOUTS)
+
+
+NORMAL_CONVENTIONS: Tuple[str, ...] = ("opengl", "directx", "controlnet")
+
+
 # video ----------------------------------------------------------------------------------------------
 
-VIDEO_VIEWS: Tuple[str, ...] = ("heatmap", "overlay", "gray", "side")
+VIDEO_VIEWS: Tuple[str, ...] = ("heatmap", "overlay", "gray", "side", "stereo")
 NORM_MODES: Tuple[str, ...] = ("clip", "frame")
 
 
 @dataclass(frozen=True)
-class VideoOptions(OptionsBase):
-    """How a video is turned into a depth video, beside the per-frame ``Options``."""
+class VideoOptions(StereoOptions):
+    """How a video is turned into a depth video, beside the per-frame ``Options``; the stereo fields it
+    inherits shape the frames when ``view`` is stereo."""
 
-    view: str = _opt("heatmap", "what the output video shows: heatmap, overlay on the frame, gray, or "
-                     "side (the frame and its heatmap side by side)", choices=VIDEO_VIEWS)
+    view: str = _opt("heatmap", "what the output video shows: heatmap, overlay on the frame, gray, side "
+                     "(the frame and its heatmap side by side), or stereo (a 3D video of the frames in "
+                     "the stereo layout)", choices=VIDEO_VIEWS)
     ema: bool = _opt(True, "temporal smoothing: blend each frame's depth with the previous ones "
                      "(exponential moving average)")
     ema_alpha: float = _opt(0.7, "EMA weight of the current frame (1 = no smoothing; lower = smoother, "
@@ -201,3 +228,18 @@ class SceneOptions(OptionsBase):
                             "camera: about 65-75)", lo=10.0, hi=150.0)
     grid: int = _opt(512, "longer side of the vertex grid, in points (the depth is downscaled to it)",
                      lo=16, hi=2048)
+
+
+@dataclass(frozen=True)
+class NormalOptions(OptionsBase):
+    """How depth becomes a normal map (see ``app.stereo.normal_map``)."""
+
+    normal_strength: float = _opt(1.0, "relief of the normal map: the depth range counts as this many "
+                                       "tenths of the image's longer side", lo=0.05, hi=20.0)
+    normal_smooth: float = _opt(1.0, "Gaussian smoothing of the depth before its slope is taken, in "
+                                     "pixels (0 = none)", lo=0.0, hi=20.0)
+    normal_convention: str = _opt("opengl", "how the normal's direction is coloured: opengl (red = right, "
+                                            "green = up: Blender, Unity, Godot, glTF), directx (green = "
+                                            "down: Unreal), controlnet (red = left, green = up: "
+                                            "ControlNet's normal models)",
+                                  choices=NORMAL_CONVENTIONS)

@@ -20,6 +20,7 @@ from typing import Callable, Dict, Iterator, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
+import pillow_heif
 import simplejpeg
 from isal import isal_zlib
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -32,7 +33,10 @@ log = logging.getLogger(__name__)
 Model = Callable[[np.ndarray], np.ndarray]
 PadBox = Tuple[int, int, int]  # (top, left, side) of the photo inside its padded square
 
-FORMATS: Tuple[str, ...] = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")  # JPEG covers MPO
+# JPEG covers MPO; HEIF is what iPhones write (pillow-heif reads it, its orientation applied), AVIF
+# Pillow reads itself
+FORMATS: Tuple[str, ...] = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF", "HEIF", "AVIF")
+pillow_heif.register_heif_opener()
 # declared size above this is refused before decoding; photos with a longer side are downscaled to this
 DEFAULT_MAX_PIXELS: int = config.BY_ENV["DEPTHMAP_MAX_PIXELS"].default
 DEFAULT_MAX_SIDE: int = config.BY_ENV["DEPTHMAP_MAX_SIDE"].default
@@ -85,6 +89,8 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
 
 
 _MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"II*\0", b"MM\0*")
+# the ISO base media file brands of HEIF and AVIF images (an MP4 video's are not among them)
+_IMAGE_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis")
 
 
 def _open(data: bytes) -> Image.Image:
@@ -95,7 +101,8 @@ def _open(data: bytes) -> Image.Image:
         raise ImageError("too_large", "The image declares more pixels than this server accepts.") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError):
         # a known signature whose header does not parse is a damaged image, not a wrong file type
-        if data.startswith(_MAGIC) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP"):
+        if (data.startswith(_MAGIC) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
+                or (data[4:8] == b"ftyp" and data[8:12] in _IMAGE_BRANDS)):
             raise ImageError("corrupt", "The image is truncated or damaged.") from None
         raise ImageError("not_image", "The file is not an image in a supported format "
                          f"({', '.join(FORMATS)}).") from None

@@ -25,8 +25,10 @@ import hmac
 import io
 import json
 import logging
+import math
 import mmap
 import os
+import re
 import secrets
 import stat
 import struct
@@ -49,6 +51,9 @@ SUFFIX = ".result"
 SHM = Path("/dev/shm")
 SHM_HEADROOM = 2  # /dev/shm is the default only if it has room for twice the budget
 LOCAL_ENTRIES = 2  # results whose arrays this process keeps in memory, in front of the shared store
+MOUNTS = Path("/proc/self/mounts")
+RAM_FILESYSTEMS = ("tmpfs", "ramfs")  # file systems whose files live in memory, never on a disk
+REDIS_PERSISTENCE_CHECK_S = 60  # how long the answer of Redis's CONFIG GET is trusted
 
 
 @dataclass(frozen=True)
@@ -170,6 +175,11 @@ class ResultStore(ABC):
     def stats(self) -> Dict[str, Any]:
         """The store's figures for /healthz."""
 
+    @abstractmethod
+    def in_memory(self) -> bool:
+        """Whether the entries live in memory only (never written to a disk), as far as can be told:
+        what the page's privacy note says. False when unsure."""
+
     # the interface
     def secret(self) -> bytes:
         """The deployment's key for ``depth_id``: made once, kept in the store, the same on every worker."""
@@ -217,6 +227,28 @@ class ResultStore(ABC):
 
 
 # the embedded store: files in a private folder ----------------------------------------------------------
+
+def in_memory(path: Path, mounts: Path = MOUNTS) -> bool:
+    """Whether ``path`` lies on a file system that keeps its files in memory (tmpfs, ramfs), from the
+    mount table: the last mount on the longest mount point that holds the path decides. False when the
+    table cannot be read (never promise memory without knowing)."""
+    real = os.path.realpath(path)
+    try:
+        table = mounts.read_text()
+    except OSError:
+        return False
+    best, kind = "", ""
+    for line in table.splitlines():
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        # the kernel writes a space, tab, newline or backslash in a mount point as an octal escape (\040)
+        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[1])
+        inside = real == point or real.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, kind = point, fields[2]
+    return kind in RAM_FILESYSTEMS
+
 
 def default_data_dir(max_bytes: int) -> Path:
     """Where the embedded store lives when ``DEPTHMAP_DATA_DIR`` is unset: a folder of this user in
@@ -279,6 +311,7 @@ class FileStore(ResultStore):
         except OSError as exc:
             raise os_problem(exc, "its folder cannot be made.") from None
         self._lock_path = self.root.parent / "results.lock"
+        self._in_memory = in_memory(self.root)  # the folder does not move: asked once
 
     def _path(self, key: str) -> Path:
         return self.root / (key + SUFFIX)
@@ -445,7 +478,10 @@ class FileStore(ResultStore):
                 except FileNotFoundError:
                     continue
         return {"backend": self.kind, "shared": "host", "entries": entries, "bytes": total,
-                "max_bytes": self.max_bytes, "ttl_s": self.ttl_s}
+                "max_bytes": self.max_bytes, "ttl_s": self.ttl_s, "in_memory": self._in_memory}
+
+    def in_memory(self) -> bool:
+        return self._in_memory
 
 
 # Redis ----------------------------------------------------------------------------------------------------
@@ -469,6 +505,7 @@ class RedisStore(ResultStore):
         self._oom = redis.exceptions.ResponseError  # OutOfMemoryError, or the pipeline's ExecAbortError
         self.client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=30,
                                            health_check_interval=10, retry_on_timeout=False)
+        self._persistence: Tuple[float, bool] = (-math.inf, False)  # (when asked, in memory only)
 
     def _call(self, what: str, fn: Any, *args: Any) -> Any:
         try:
@@ -536,7 +573,22 @@ class RedisStore(ResultStore):
             return {"backend": self.kind, "shared": "every host on this Redis",
                     "used_memory": memory.get("used_memory"), "maxmemory": memory.get("maxmemory"),
                     "maxmemory_policy": memory.get("maxmemory_policy"), "ttl_s": self.ttl_s}
-        return self._call("its figures could not be read.", read)
+        return {**self._call("its figures could not be read.", read), "in_memory": self.in_memory()}
+
+    def in_memory(self) -> bool:
+        """True when this Redis saves no snapshots (``save ""``) and keeps no append-only file: then
+        nothing of a result reaches its disk. A Redis that does not answer (or hides CONFIG, as managed
+        ones may) counts as one that saves."""
+        asked, memory_only = self._persistence
+        if time.monotonic() - asked < REDIS_PERSISTENCE_CHECK_S:
+            return memory_only
+        try:
+            config = {**self.client.config_get("save"), **self.client.config_get("appendonly")}
+            memory_only = config.get("save") == "" and config.get("appendonly") == "no"
+        except self._errors:
+            memory_only = False
+        self._persistence = (time.monotonic(), memory_only)
+        return memory_only
 
 
 def open_store(redis_url: Optional[str], data_dir: Optional[str], max_bytes: int,

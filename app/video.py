@@ -35,6 +35,7 @@ import numpy as np
 
 from .exports import to_uint16
 from .options import Options, VideoOptions
+from .stereo import stereo
 from .pipeline import (Model, PadBox, colorize, enhance, full_depth, infer, log_depth, on_white, overlay,
                        preprocess, square_crop, strided_sample, to_uint8)
 
@@ -142,10 +143,10 @@ def probe(path: Path, limits: Limits = Limits()) -> VideoInfo:
             raise VideoError("not_video", "The file has no video stream.")
         stream = container.streams.video[0]
         codec = stream.codec_context.name
-        # FFmpeg happily opens a PNG or JPEG as a one-frame "video": send those to the photo route
-        if fmt.endswith("_pipe") or fmt == "image2" or codec in ("png", "mjpeg", "webp", "bmp", "tiff"):
-            if fmt != "gif":
-                raise VideoError("not_video", "This is a still image, not a video: upload it as a photo.")
+        # FFmpeg opens a PNG or JPEG file as a one-frame "video" through an image demuxer: send those to
+        # the photo route. The codec alone does not tell: Motion-JPEG in AVI or MOV is a video.
+        if fmt.endswith("_pipe") or fmt == "image2":
+            raise VideoError("not_video", "This is a still image, not a video: upload it as a photo.")
         width, height = stream.codec_context.width, stream.codec_context.height
         if width < 1 or height < 1:
             raise VideoError("corrupt", "The video's frame size is unreadable; the file may be damaged.")
@@ -531,7 +532,10 @@ class _Run:
             for photo, pred, pad_box in depths:
                 depth = full_depth(pred, photo, pad_box, self.opts)
                 self.lap("upsample")
-                frame = render_frame(photo, depth, self.opts, self.vopts.view, value_range)
+                if self.vopts.view == "stereo":
+                    frame = stereo(photo, depth, self.vopts, raw_range)
+                else:
+                    frame = render_frame(photo, depth, self.opts, self.vopts.view, value_range)
                 self.lap("render")
                 if writer is None:
                     size = (frame.shape[1], frame.shape[0])

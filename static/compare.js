@@ -1,5 +1,7 @@
 // Before/after slider: the photo over the chosen depth view, cut at a divider the user drags (pointer:
-// mouse, pen, touch) or moves with the range input (arrow keys, Page Up/Down, Home/End).
+// mouse, pen, touch) or moves with the range input (arrow keys, Page Up/Down, Home/End). While the page
+// draws the views itself (static/live.js), the depth view here is drawn in the page too, from the same
+// depth, and only while the slider is on screen; otherwise it is the server's PNG.
 (() => {
   "use strict";
   const section = document.getElementById("compare");
@@ -7,6 +9,7 @@
   const stage = document.getElementById("compare-stage");
   const before = document.getElementById("compare-before");
   const after = document.getElementById("compare-after");
+  const afterLive = document.getElementById("compare-after-live");
   const divider = document.getElementById("compare-divider");
   const range = document.getElementById("compare-pos");
   const out = document.getElementById("compare-out");
@@ -24,16 +27,30 @@
     divider.style.left = `${p}%`;
   }
 
+  // off screen, nothing is drawn or fetched until it comes into view: a control move costs only what is seen
+  let onScreen = false;
   function images() {
-    if (!state) return;
+    if (!state || !onScreen) return;
     const view = pick.value;
-    const a = state.url(view, false);
     const b = state.url("photo", false);
-    if (after.getAttribute("src") !== a) after.src = a;
     if (before.getAttribute("src") !== b) before.src = b;
-    after.alt = pick.options[pick.selectedIndex].text;
+    const label = pick.options[pick.selectedIndex].text;
+    stage.classList.toggle("live", !!state.live);
+    stage.dataset.view = view;
+    if (state.live) {
+      afterLive.setAttribute("aria-label", label);
+      window.depthLive.draw(afterLive, state.live.depth, view, state.live.options);
+    } else {
+      const a = state.url(view, false);
+      if (after.getAttribute("src") !== a) after.src = a;
+      after.alt = label;
+    }
     setPos(Number(range.value));
   }
+  new IntersectionObserver((entries) => {
+    onScreen = entries[entries.length - 1].isIntersecting;
+    if (onScreen) images();
+  }).observe(stage);
 
   document.addEventListener("studio:result", (ev) => {
     state = ev.detail;

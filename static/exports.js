@@ -27,6 +27,7 @@
     };
     document.getElementById("x-png16").href = `${base}.png`;
     document.getElementById("x-pfm").href = `${base}.pfm`;
+    document.getElementById("x-exr").href = `${base}.exr`;
     document.getElementById("x-ply").href = withScene(".ply");
     document.getElementById("x-glb").href = withScene(".glb");
     // the overlay's options are every display option (colormap and alpha included)

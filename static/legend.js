@@ -1,6 +1,8 @@
-// The colour key of the shown result: asks the server for the legend of the current view and options
-// (/api/v1/depth/<id>/legend.json), which follows clip, log, contrast, brightness and invert exactly and
-// drops its values under CLAHE, whose colours mean different depths in different places.
+// The colour key of the shown result: the legend of the current view and options, which follows clip, log,
+// contrast, brightness and invert exactly and drops its values under CLAHE, whose colours mean different
+// depths in different places. While the page draws the views itself (static/live.js), the key is worked
+// out in the page from the same depth, with no request; otherwise the server's
+// /api/v1/depth/<id>/legend.json gives it.
 (() => {
   "use strict";
   const box = document.getElementById("legend");
@@ -62,8 +64,14 @@
   }
 
   document.addEventListener("studio:result", async (ev) => {
-    const { depthId, mode, api, query } = ev.detail;
+    const { depthId, mode, api, query, live } = ev.detail;
     const view = mode === "gray" ? "gray" : "heatmap";
+    if (live) {
+      wanted = "";
+      if (ctrl) ctrl.abort();
+      draw(window.depthLive.legend(live.depth, view, live.options));
+      return;
+    }
     const q = query(view);
     q.set("view", view);
     const url = `${api}/depth/${depthId}/legend.json?${q}`;

@@ -8,6 +8,7 @@
   if (!section) return;
   const stage = document.getElementById("measure-stage");
   const img = document.getElementById("measure-img");
+  const canvas = document.getElementById("measure-live"); // the heatmap drawn in the page (static/live.js)
   const cross = document.getElementById("measure-cross");
   const readout = document.getElementById("measure-readout");
   const toggle = document.getElementById("calib-toggle");
@@ -126,7 +127,7 @@
   }
 
   function rel(ev) {
-    const box = img.getBoundingClientRect();
+    const box = (stage.classList.contains("live") ? canvas : img).getBoundingClientRect();
     return { u: Math.min(1, Math.max(0, (ev.clientX - box.left) / box.width)),
              v: Math.min(1, Math.max(0, (ev.clientY - box.top) / box.height)) };
   }
@@ -164,12 +165,29 @@
   fitBtn.addEventListener("click", fit);
   clearBtn.addEventListener("click", clearPoints);
 
+  // the heatmap as the page shows it: drawn in the page from the same depth while the page draws the
+  // views, else the server's PNG; off screen, nothing is drawn or fetched until it comes into view
+  let onScreen = false;
+  function picture() {
+    if (!state || !onScreen) return;
+    stage.classList.toggle("live", !!state.live);
+    if (state.live) {
+      window.depthLive.draw(canvas, state.live.depth, "heatmap", state.live.options);
+    } else {
+      const src = state.url("heatmap", false);
+      if (img.getAttribute("src") !== src) img.src = src;
+    }
+  }
+  new IntersectionObserver((entries) => {
+    onScreen = entries[entries.length - 1].isIntersecting;
+    picture();
+  }).observe(stage);
+
   document.addEventListener("studio:result", async (ev) => {
     const fresh = !state || state.depthId !== ev.detail.depthId;
     state = ev.detail;
     section.hidden = false;
-    const src = state.url("heatmap", false);
-    if (img.getAttribute("src") !== src) img.src = src;
+    picture();
     if (!fresh) return;
     clearPoints();
     probe = null;

@@ -127,6 +127,7 @@
     const mode = form.elements.views.value;
     grid.dataset.mode = mode;
     const state = liveState();
+    const options = liveOptions();
     const t0 = performance.now();
     const waiting = [];
     for (const fig of grid.querySelectorAll("figure[data-view]")) {
@@ -140,7 +141,10 @@
       if (state && canvas) {
         fig.classList.add("live");
         if (state === "ready") {
-          window.depthLive.draw(canvas, live.depth, view, liveOptions());
+          const t1 = performance.now();
+          // this view's repaint time; 0 when its options did not change, so it was not repainted
+          const repainted = window.depthLive.draw(canvas, live.depth, view, options);
+          fig.dataset.paintMs = repainted ? (performance.now() - t1).toFixed(2) : "0";
           fig.classList.remove("loading");
         } else {
           fig.classList.add("loading");
@@ -339,10 +343,14 @@
     const item = [...(ev.clipboardData ? ev.clipboardData.files : [])].find((f) => f.type.startsWith("image/"));
     if (item) upload(item);
   });
-  // tells the studio's other scripts (compare.js, legend.js, exports.js, viewer3d.js) what is shown
+  // tells the studio's other scripts (compare.js, legend.js, exports.js, viewer3d.js) what is shown;
+  // compare.js, legend.js and measure.js draw from the same depth as the views while the page draws them
   function announce() {
+    // live: the depth the page draws from and the options, while the page draws the views itself
+    const drawn = live.id === depthId && live.depth && !values().clahe;
     document.dispatchEvent(new CustomEvent("studio:result", { detail: {
       depthId, mode: form.elements.views.value, api,
+      live: drawn ? { depth: live.depth, options: liveOptions() } : null,
       query: (view) => viewQuery(view),
       url: (view, download) => url(view, viewQuery(view), download),
     } }));

@@ -16,10 +16,10 @@ CODECS = {".mp4": "libx264", ".mov": "libx264", ".mkv": "libx264", ".webm": "lib
 
 
 def write_clip(path: Path, frames: Iterable[np.ndarray], fps: float = 10, faststart: bool = False,
-               rotation: Optional[int] = None) -> Path:
-    """RGB uint8 frames -> a video file; the codec follows the suffix. ``rotation``: a display matrix
-    that turns the frames counter-clockwise by that many degrees (what phones write)."""
-    codec = CODECS[path.suffix]
+               rotation: Optional[int] = None, codec: Optional[str] = None) -> Path:
+    """RGB uint8 frames -> a video file; the codec follows the suffix unless given. ``rotation``: a
+    display matrix that turns the frames counter-clockwise by that many degrees (what phones write)."""
+    codec = codec or CODECS[path.suffix]
     options = {"movflags": "+faststart"} if faststart else {}
     with av.open(str(path), "w", options=options) as container:
         stream = None
@@ -27,7 +27,9 @@ def write_clip(path: Path, frames: Iterable[np.ndarray], fps: float = 10, fastst
             if stream is None:
                 stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
                 stream.height, stream.width = rgb.shape[:2]
-                stream.pix_fmt = "rgb8" if codec == "gif" else "yuv420p"
+                stream.pix_fmt = {"gif": "rgb8", "mjpeg": "yuvj420p"}.get(codec, "yuv420p")
+                if codec == "libx265":  # quiet: it prints its settings on stderr otherwise
+                    stream.options = {"x265-params": "log-level=error"}
                 if codec == "libx264":
                     stream.options = {"crf": "12", "preset": "veryfast"}
                 if rotation:

@@ -13,7 +13,7 @@ from typing import Dict, Iterator
 
 import pytest
 
-from helpers import FIXTURES, REDIS_SERVER, SAMPLES, RedisServer, make_driver, running_server
+from helpers import FIXTURES, REDIS_SERVER, SAMPLES, RedisServer, make_driver, running_server, tls_files
 from synthetic import write_synthetic_weights
 
 
@@ -177,6 +177,20 @@ def redis_url(redis_server: RedisServer) -> Iterator[str]:
     client.flushall()
     client.close()
     yield redis_server.url
+
+
+@pytest.fixture(scope="module")
+def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """Debian's ``redis-server`` speaking TLS only (no plain port), with a password and a certificate from
+    a CA made for the test; ``tls_redis.url`` is its ``rediss://`` URL naming that CA,
+    ``tls_redis.tls["other_ca"]`` a CA that did not sign it."""
+    if not Path(REDIS_SERVER).is_file():
+        pytest.fail("redis-server is missing: apt install redis-server (.ci/run does)")
+    folder = tmp_path_factory.mktemp("redis-tls")
+    server = RedisServer(folder, tls=tls_files(folder / "tls"))
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture()

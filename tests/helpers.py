@@ -171,22 +171,35 @@ REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
 class RedisServer:
     """``redis-server`` on a free loopback port with a password, its files in ``folder``; ``stop`` and
-    ``start`` again keep the port (and, through the dump file, the data)."""
+    ``start`` again keep the port (and, through the dump file, the data). With ``tls`` (``tls_files``),
+    it speaks TLS only (no plain port) and ``url`` is a ``rediss://`` URL that names the CA."""
 
     password = "test-password"
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, tls: Optional[Dict[str, Path]] = None) -> None:
         self.folder = folder
         self.port = free_port()
+        self.tls = tls
         self.proc: Optional[subprocess.Popen] = None
 
     @property
     def url(self) -> str:
+        if self.tls:
+            return self.tls_url(self.tls["ca"])
         return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
 
+    def tls_url(self, ca: Path) -> str:
+        """The ``rediss://`` URL that trusts ``ca`` (redis-py reads ``ssl_ca_certs`` from the query)."""
+        return f"rediss://:{self.password}@127.0.0.1:{self.port}/0?ssl_ca_certs={ca}"
+
     def start(self) -> None:
+        ports = ["--port", str(self.port)]
+        if self.tls:
+            ports = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(self.tls["cert"]),
+                     "--tls-key-file", str(self.tls["key"]), "--tls-ca-cert-file", str(self.tls["ca"]),
+                     "--tls-auth-clients", "no"]
         self.proc = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),
+            [REDIS_SERVER, *ports, "--bind", "127.0.0.1", "--dir", str(self.folder),
              "--requirepass", self.password, "--save", "", "--appendonly", "no",
              "--maxmemory", "512mb", "--maxmemory-policy", "volatile-lru"],
             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
@@ -205,6 +218,30 @@ class RedisServer:
             self.proc.terminate()
             self.proc.wait(20)
         self.proc = None
+
+
+def tls_files(folder: Path) -> Dict[str, Path]:
+    """With the ``openssl`` command: a certificate authority, a server certificate it signed for
+    127.0.0.1 (key, certificate), and a second CA that signed nothing (a wrong CA to trust)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    names = ("ca", "ca_key", "key", "cert", "other_ca", "other_key")
+    files = {name: folder / f"{name}.pem" for name in names}
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
+
+    for ca, key, subject in (("ca", "ca_key", "/CN=depthmap test CA"),
+                             ("other_ca", "other_key", "/CN=another CA")):
+        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", subject,
+                "-keyout", str(files[key]), "-out", str(files[ca]))
+    csr = folder / "server.csr"
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", str(files["key"]),
+            "-out", str(csr))
+    ext = folder / "san.ext"
+    ext.write_text("subjectAltName=IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", str(csr), "-CA", str(files["ca"]), "-CAkey", str(files["ca_key"]),
+            "-CAcreateserial", "-days", "2", "-extfile", str(ext), "-out", str(files["cert"]))
+    return files
 
 
 @contextlib.contextmanager

@@ -13,7 +13,7 @@ from PIL import Image
 from app.store import FileStore
 from app.options import Options
 from app.pipeline import predict
-from helpers import form_data, photo_size, png_header_only, post_depth, truncated
+from helpers import SAMPLES, form_data, photo_size, pil_bytes, png_header_only, post_depth, truncated
 
 
 def data_uri_image(uri: str, fmt: str = "PNG") -> np.ndarray:
@@ -386,3 +386,13 @@ def test_previews_are_bounded_and_keep_the_aspect(client, samples) -> None:
     for bad in ("10", "99999", "big"):
         r = client.get(f"{base}/gray.png?max_side={bad}")
         assert r.status_code == 422 and "max_side" in r.get_json()["message"]
+
+
+@pytest.mark.parametrize("fmt,name", [("HEIF", "IMG_0001.HEIC"), ("AVIF", "photo.avif")])
+def test_phone_formats_are_accepted(client, fmt, name) -> None:
+    """What an iPhone uploads by default (HEIC) and AVIF: a depth map like any photo."""
+    with Image.open(SAMPLES["chelsea"]) as im:
+        data, size = pil_bytes(im.convert("RGB"), fmt, quality=90), im.size
+    r = post_depth(client, data, name)
+    assert r.status_code == 200, r.get_json()
+    assert (r.get_json()["width"], r.get_json()["height"]) == size

@@ -70,6 +70,11 @@ def test_upload_shows_the_photo_and_three_views(driver, server_url) -> None:
     assert driver.execute_script(POSTS).count("/api/v1/depth") == 1
 
 
+# each view the page draws: its repaint time in the last update ("0": not repainted, it had not changed)
+PAINT_MS = """return Object.fromEntries([...document.querySelectorAll('#grid figure.live:not([hidden])')]
+  .map(f => [f.dataset.view, f.dataset.paintMs]));"""
+
+
 def live(driver) -> list:
     """The shown views the page draws itself."""
     return [f.get_attribute("data-view") for f in driver.find_elements(By.CSS_SELECTOR, "#grid figure.live")
@@ -95,6 +100,10 @@ def test_colormap_and_mode_rerender_without_a_request(driver, server_url) -> Non
     assert driver.execute_script(PIXELS, "heatmap") != before["heatmap"]
     assert driver.execute_script(PIXELS, "photo") == before["photo"]
     assert driver.execute_script(PIXELS, "gray") == before["gray"]  # gray has no colormap
+    # and the page did not repaint it (its time is "0"); the two coloured views it did
+    ms = driver.execute_script(PAINT_MS)
+    assert ms.keys() == {"heatmap", "overlay", "gray"} and ms["gray"] == "0"
+    assert ms["heatmap"] != "0" and ms["overlay"] != "0"
 
     Select(driver.find_element(By.ID, "f-views")).select_by_value("overlay")
     wait_settled(driver)
@@ -106,16 +115,18 @@ def test_colormap_and_mode_rerender_without_a_request(driver, server_url) -> Non
     repainted(driver, paints)
     WebDriverWait(driver, 30).until(lambda d: "alpha=0.6" in d.current_url)
     assert driver.execute_script(PIXELS, "overlay") != overlay
+    ms = driver.execute_script(PAINT_MS)
+    assert list(ms) == ["overlay"] and ms["overlay"] != "0"
     assert "Re-rendered from cache in" in driver.find_element(By.ID, "status").text
     assert "alpha=0.6" in driver.find_element(
         By.CSS_SELECTOR, 'figure[data-view="overlay"] a.download').get_attribute("href")
 
-    # the shown views asked for nothing: their images kept their first sources, and what was fetched is
-    # the colour key's ticks (static/legend.js) and the compare slider's images (static/compare.js)
+    # nothing was asked for: the shown views' images kept their first sources, and the colour key
+    # (static/legend.js) and the compare slider (static/compare.js) were drawn in the page too
     assert driver.execute_script(GRID_SOURCES) == grid_before
     fetched = driver.execute_script("""return performance.getEntriesByType('resource').slice(arguments[0])
         .map(e => new URL(e.name).pathname)""", requests_before)
-    assert all(path.endswith(("/legend.json", "/heatmap.png", "/overlay.png")) for path in fetched), fetched
+    assert fetched == []
     assert depth_id(driver) == first_id and "colormap=viridis" in driver.current_url
 
 

@@ -34,6 +34,16 @@ for (const [name, value] of Object.entries(values)) {
 form.elements.views.value = 'all';
 form.elements.colormap.dispatchEvent(new Event('change', {bubbles: true}));
 """
+# the studio:result events' details from here on (the last one: what the page shows now)
+LISTEN = """
+window.shownResult = null;
+document.addEventListener('studio:result', (ev) => { window.shownResult = ev.detail; });
+"""
+# the colour key the page works out itself for arguments[0] (static/live.js), for the shown result
+LOCAL_LEGEND = """
+const r = window.shownResult;
+return r && r.live ? window.depthLive.legend(r.live.depth, arguments[0], r.live.options) : null;
+"""
 CANVAS = """
 const c = document.querySelector(`figure[data-view="${arguments[0]}"].live canvas`);
 return c ? c.toDataURL('image/png') : null;
@@ -70,13 +80,14 @@ def big_photo(tmp_path_factory) -> str:
 
 def _show(driver, server_url: str, photo) -> str:
     driver.get(server_url + "/")
+    driver.execute_script(LISTEN)
     upload(driver, photo)
     wait_settled(driver)
     WebDriverWait(driver, 30).until(lambda d: d.execute_script(CANVAS, "heatmap"))
     return parse_qs(urlsplit(driver.current_url).query)["depth_id"][0]
 
 
-def _compare(driver, server_url: str, depth_id: str, case: dict) -> None:
+def _compare(driver, server_url: str, depth_id: str, case: dict, exact: bool = True) -> None:
     paints = driver.find_element("id", "grid").get_attribute("data-paints")
     driver.execute_script(SET_OPTIONS, case)
     WebDriverWait(driver, 30).until(lambda d: d.find_element("id", "grid").get_attribute("data-paints")
@@ -93,6 +104,30 @@ def _compare(driver, server_url: str, depth_id: str, case: dict) -> None:
         assert page.shape == server.shape, (view, case)
         diff = np.abs(page - server)
         assert diff.max() <= 1, (view, case, int(diff.max()), float((diff > 1).mean()))
+    for view in ("heatmap", "gray"):
+        _compare_legend(driver, server_url, depth_id, case, view, exact)
+
+
+def _compare_legend(driver, server_url: str, depth_id: str, case: dict, view: str, exact: bool) -> None:
+    """The colour key the page works out against the server's legend.json of the same options. The
+    server's key is of the whole depth, the page's of the preview it draws (as the server's previews
+    are): the same for a photo within the preview size; for a larger one, the ranges of the two maps
+    differ slightly (its min, max and percentiles), so the ticks agree to 0.2 % of the bar."""
+    page = driver.execute_script(LOCAL_LEGEND, view)
+    assert page, f"no colour key worked out in the page for {case}"
+    r = requests.get(f"{server_url}/api/v1/depth/{depth_id}/legend.json",
+                     params={"view": view, **_query(case)}, timeout=60)
+    assert r.status_code == 200
+    server = r.json()
+    for key in ("colormap", "stops", "near", "local", "saturated"):
+        assert page[key] == server[key], (view, case, key)
+    assert len(page["ticks"]) == len(server["ticks"]), (view, case)
+    values = [t["value"] for t in server["ticks"]]
+    span = max(values) - min(values)
+    value_tol, pos_tol = (1e-6 * span, 1e-4) if exact else (2e-3 * span, 2e-3)
+    for mine, theirs in zip(page["ticks"], server["ticks"], strict=True):
+        assert mine["value"] == pytest.approx(theirs["value"], abs=value_tol), (view, case)
+        assert mine["pos"] == pytest.approx(theirs["pos"], abs=pos_tol), (view, case)
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()))
@@ -113,5 +148,5 @@ def test_page_draws_the_preview_of_a_large_photo(driver, server_url, big_photo, 
     size = driver.execute_script("const c = document.querySelector('figure.live canvas'); "
                                  "return [c.height, c.width]")
     assert tuple(size) == shrink(np.zeros((1600, 2400), np.float32), 1600).shape
-    _compare(driver, server_url, depth_id, case)
+    _compare(driver, server_url, depth_id, case, exact=False)
 

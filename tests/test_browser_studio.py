@@ -13,6 +13,7 @@ import json
 import zipfile
 from typing import Iterator
 
+import av
 import numpy as np
 import pytest
 import requests
@@ -114,13 +115,17 @@ def test_legend_shows_near_and_far_and_follows_invert_log_and_clahe(driver) -> N
 
 
 def compare_state(driver) -> dict:
+    """The compare slider; ``same``: its depth view, drawn in the page, has the pixels of the grid's."""
     return driver.execute_script("""
-      const r = document.getElementById('compare-pos');
-      return {value: Number(r.value), clip: document.getElementById('compare-before').style.clipPath,
-              after: document.getElementById('compare-after').getAttribute('src'),
-              before: document.getElementById('compare-before').getAttribute('src'),
-              loaded: ['compare-after', 'compare-before'].every(
-                id => document.getElementById(id).complete && document.getElementById(id).naturalWidth > 0),
+      const r = document.getElementById('compare-pos'), stage = document.getElementById('compare-stage');
+      const before = document.getElementById('compare-before');
+      const canvas = document.getElementById('compare-after-live');
+      const live = stage.classList.contains('live');
+      const grid = document.querySelector(`#grid figure.live[data-view="${stage.dataset.view}"] canvas`);
+      return {value: Number(r.value), clip: before.style.clipPath, live, view: stage.dataset.view,
+              before: before.getAttribute('src'),
+              same: live && canvas.width > 0 && !!grid && canvas.toDataURL() === grid.toDataURL(),
+              loaded: before.complete && before.naturalWidth > 0 && canvas.width > 0,
               label: r.getAttribute('aria-valuetext'), focused: document.activeElement === r};""")
 
 
@@ -129,8 +134,9 @@ def test_compare_slider_by_keyboard_and_drag(driver) -> None:
     driver.execute_script("arguments[0].scrollIntoView()", section)
     WebDriverWait(driver, 30).until(lambda d: compare_state(d)["loaded"])
     state = compare_state(driver)
-    assert "/photo.png" in state["before"] and "/heatmap.png" in state["after"]
-    assert "colormap=viridis" in state["after"]  # the view as the page shows it now
+    # the photo from the server; the depth view drawn in the page, as the grid shows it now (viridis)
+    assert "/photo.png" in state["before"] and state["live"] and state["view"] == "heatmap"
+    assert state["same"]
     assert state["value"] == 50 and state["clip"] == "inset(0px 50% 0px 0px)"
 
     # keyboard: the range input is labelled and takes the usual keys
@@ -152,12 +158,10 @@ def test_compare_slider_by_keyboard_and_drag(driver) -> None:
     state = compare_state(driver)
     assert abs(state["value"] - (50 + 100 * 10 / width)) <= 2 and state["focused"]
 
-    Select(by_id(driver, "compare-view")).select_by_value("gray")
-    WebDriverWait(driver, 30).until(lambda d: "/gray.png" in compare_state(d)["after"]
-                                    and compare_state(d)["loaded"])
-    Select(by_id(driver, "compare-view")).select_by_value("heatmap")
-    WebDriverWait(driver, 30).until(lambda d: "/heatmap.png" in compare_state(d)["after"]
-                                    and compare_state(d)["loaded"])
+    for view in ("gray", "heatmap"):
+        Select(by_id(driver, "compare-view")).select_by_value(view)
+        WebDriverWait(driver, 30).until(
+            lambda d, v=view: compare_state(d)["view"] == v and compare_state(d)["same"])
     if section.screenshot_as_png:
         save_screenshot(section, "studio-compare.jpg")
 
@@ -257,6 +261,11 @@ def test_every_download_gives_a_valid_file(driver) -> None:
         assert float(im.text["depth_max"]) > float(im.text["depth_min"])
     pfm = read_pfm(requests.get(href(driver, "x-pfm"), timeout=60).content)
     assert pfm.shape == (height, width) and pfm.dtype == np.float32 and np.isfinite(pfm).all()
+    exr = requests.get(href(driver, "x-exr"), timeout=60)
+    assert exr.headers["Content-Type"] == "image/x-exr"
+    assert "chelsea.depth.exr" in exr.headers["Content-Disposition"]
+    with av.open(io.BytesIO(exr.content)) as container:  # FFmpeg's EXR decoder: the same float32 depth
+        assert np.array_equal(next(container.decode(video=0)).to_ndarray(), pfm)
     ply = PlyData.read(io.BytesIO(requests.get(href(driver, "x-ply"), timeout=60).content))
     z = np.asarray(ply["vertex"]["z"])
     assert ply["vertex"].count == 256 * round(256 * height / width)
@@ -265,7 +274,7 @@ def test_every_download_gives_a_valid_file(driver) -> None:
     assert gltf.accessors[gltf.meshes[0].primitives[0].attributes.POSITION].count == ply["vertex"].count
     zipped = requests.get(href(driver, "x-zip"), timeout=120)
     zf = zipfile.ZipFile(io.BytesIO(zipped.content))
-    assert len(zf.namelist()) == 11 and zf.testzip() is None
+    assert len(zf.namelist()) == 12 and zf.testzip() is None
     info = json.loads(zf.read(next(n for n in zf.namelist() if n.endswith("options.json"))))
     # the zip carries what the page shows: the colormap chosen above and the 3D settings
     assert info["options"]["colormap"] == "viridis" and info["scene"]["depth_scale"] == 2.0
@@ -291,6 +300,41 @@ def test_3d_preview_draws_the_mesh_and_turns_with_the_keyboard(driver) -> None:
     save_screenshot(by_id(driver, "viewer"), "studio-3d.jpg")
     canvas.send_keys("0")  # back to the photo's own viewpoint
     assert driver.execute_script(CANVAS_STATS)["hash"] == first["hash"]
+
+
+def natural_size(driver, name: str) -> tuple:
+    return tuple(driver.execute_script(
+        "const i = document.getElementById(arguments[0]);"
+        "return i.complete && i.naturalWidth ? [i.naturalWidth, i.naturalHeight] : [0, 0];", name))
+
+
+def test_stereo_and_normal_map_follow_their_controls_and_download(driver) -> None:
+    width, height = photo_size(SAMPLES["chelsea"])  # under the 800 px preview: shown at full size
+    section = by_id(driver, "stereo")
+    driver.execute_script("arguments[0].scrollIntoView()", section)
+    assert section.is_displayed() and by_id(driver, "stereo-controls").is_displayed()
+    WebDriverWait(driver, 60).until(lambda d: natural_size(d, "stereo-img") == (2 * width, height))
+    Select(by_id(driver, "st-layout")).select_by_value("anaglyph-dubois")
+    WebDriverWait(driver, 60).until(
+        lambda d: "layout=anaglyph-dubois" in by_id(d, "stereo-img").get_attribute("src")
+        and natural_size(d, "stereo-img") == (width, height))
+    divergence = by_id(driver, "st-divergence")
+    for _ in range(4):
+        divergence.send_keys(Keys.ARROW_RIGHT)  # 2 -> 3, in steps of 0.25
+    WebDriverWait(driver, 10).until(lambda d: "divergence=3" in href(d, "stereo-download"))
+    assert by_id(driver, "o-divergence").text == "3"
+    r = requests.get(href(driver, "stereo-download"), timeout=60)
+    assert r.status_code == 200 and "chelsea.anaglyph-dubois.png" in r.headers["Content-Disposition"]
+    with Image.open(io.BytesIO(r.content)) as im:
+        assert im.size == (width, height)
+    Select(by_id(driver, "st-normal_convention")).select_by_value("controlnet")
+    WebDriverWait(driver, 10).until(lambda d: "normal_convention=controlnet" in href(d, "normals-download"))
+    WebDriverWait(driver, 60).until(lambda d: natural_size(d, "normals-img") == (width, height))
+    with Image.open(io.BytesIO(requests.get(href(driver, "normals-download"), timeout=60).content)) as im:
+        normals = np.asarray(im)
+        assert im.size == (width, height)
+        assert float(normals[..., 2].mean()) > 200  # blue: mostly facing the viewer
+    save_screenshot(section, "studio-stereo.jpg")
 
 
 def test_api_reference_page_sends_real_requests(driver, server_url) -> None:

@@ -57,6 +57,53 @@ def test_predict_folder_with_bad_files(weights_path, photo_dir, tmp_path) -> Non
     assert not (out / "notes.heatmap.png").exists()
 
 
+def test_predict_writes_exr_and_normals_on_request(weights_path, tmp_path) -> None:
+    import av
+
+    from app.normals import normal_map
+    from app.options import NormalOptions
+
+    out = tmp_path / "out"
+    proc = run_cli(["predict", str(SAMPLES["coffee"]), "--weights", str(weights_path), "--out", str(out),
+                    "--exr", "--normals", "--normal-strength", "2", "--normal-convention", "directx"])
+    assert proc.returncode == 0, proc.stderr
+    depth = np.load(out / "coffee.depth.npy")
+    with av.open(str(out / "coffee.depth.exr")) as container:  # FFmpeg's own EXR decoder
+        assert np.array_equal(next(container.decode(video=0)).to_ndarray(), depth)
+    want = normal_map(depth, NormalOptions(normal_strength=2.0, normal_convention="directx"))
+    assert np.array_equal(png(out / "coffee.normals.png"), want)
+    plain = tmp_path / "plain"
+    assert run_cli(["predict", str(SAMPLES["coffee"]), "--weights", str(weights_path), "--out",
+                    str(plain)]).returncode == 0
+    assert sorted(p.name for p in plain.iterdir()) == [f"coffee.{k}" for k in (
+        "depth.npy", "gray.png", "heatmap.png", "overlay.png")]
+
+
+def test_stereo_writes_the_layout_asked_for(weights_path, tmp_path) -> None:
+    from app.options import StereoOptions
+    from app.stereo import stereo
+
+    out = tmp_path / "out"
+    proc = run_cli(["stereo", str(SAMPLES["rocket"]), str(SAMPLES["chelsea"]), "--weights", str(weights_path),
+                    "--out", str(out), "--layout", "sbs-half", "--divergence", "3", "--convergence", "0.2",
+                    "--swap-eyes"])
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["chelsea.sbs-half.png", "rocket.sbs-half.png"]
+    # the same image the core makes from the same depth (the CLI's depth, from predict)
+    depth_dir = tmp_path / "depth"
+    assert run_cli(["predict", str(SAMPLES["chelsea"]), "--weights", str(weights_path), "--out",
+                    str(depth_dir)]).returncode == 0
+    photo = np.asarray(Image.open(SAMPLES["chelsea"]).convert("RGB"))
+    want = stereo(photo, np.load(depth_dir / "chelsea.depth.npy"),
+                  StereoOptions(layout="sbs-half", divergence=3.0, convergence=0.2, swap_eyes=True))
+    assert np.array_equal(png(out / "chelsea.sbs-half.png"), want)
+
+
+def test_stereo_bad_option_exits_2(weights_path, tmp_path) -> None:
+    proc = run_cli(["stereo", str(SAMPLES["rocket"]), "--weights", str(weights_path), "--divergence", "12"])
+    assert proc.returncode == 2 and "divergence: must be between 0.0 and 10.0" in proc.stderr
+
+
 def test_predict_options_reach_the_views(weights_path, tmp_path) -> None:
     out = tmp_path / "out"
     proc = run_cli(["predict", str(SAMPLES["chelsea"]), "--weights", str(weights_path), "--out", str(out),
@@ -111,6 +158,15 @@ def test_first_run_downloads_into_the_cache(weights_server, weights_path, tmp_pa
     assert proc.returncode == 0, proc.stderr
     assert (cache / WEIGHTS_FILENAME).read_bytes() == weights_path.read_bytes()
     assert (tmp_path / "out" / "rocket.depth.npy").is_file()
+
+
+def test_downloading_off_is_honoured(weights_server, weights_path, tmp_path) -> None:
+    env = {"DEPTHMAP_CACHE": str(tmp_path / "cache"), "DEPTHMAP_WEIGHTS_DOWNLOAD": "false",
+           "MIDAS_WEIGHTS_URL": f"{weights_server}/{WEIGHTS_FILENAME}",
+           "MIDAS_WEIGHTS_DIGEST": "gitblob:" + file_digest(weights_path, "gitblob")}
+    proc = run_cli(["predict", str(SAMPLES["rocket"]), "--out", str(tmp_path / "out")], env=env)
+    assert proc.returncode == 2 and "downloading is off" in proc.stderr, proc.stderr
+    assert not (tmp_path / "cache" / WEIGHTS_FILENAME).exists() and not (tmp_path / "out").exists()
 
 
 def test_same_stem_twice_does_not_overwrite(weights_path, tmp_path) -> None:

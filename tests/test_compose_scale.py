@@ -1,6 +1,6 @@
 """compose.scale.yaml and docker/nginx.conf wired together: the proxy's upstreams are the web services,
 every studio container shares one Redis URL and one data volume, only the worker service runs videos.
-(Starting it for real needs Docker: scripts/docker-smoke runs compose.yaml only.)"""
+(Started for real, with Docker, by scripts/docker-smoke's compose.scale.yaml step.)"""
 
 from __future__ import annotations
 

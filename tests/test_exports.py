@@ -7,6 +7,7 @@ import io
 import json
 import zipfile
 
+import av
 import numpy as np
 import pytest
 from PIL import Image
@@ -122,7 +123,8 @@ def test_zip_has_everything_for_one_photo(client, result) -> None:
     zf = zipfile.ZipFile(io.BytesIO(r.data))
     names = sorted(n.split("/", 1)[1] for n in zf.namelist())
     assert names == sorted(["photo.png", "heatmap.png", "overlay.png", "gray.png", "depth.npy", "depth.pfm",
-                            "depth16.png", "pointcloud.ply", "mesh.glb", "options.json", "README.txt"])
+                            "depth.exr", "depth16.png", "pointcloud.ply", "mesh.glb", "options.json",
+                            "README.txt"])
     assert zf.testzip() is None
     read = {n.split("/", 1)[1]: zf.read(n) for n in zf.namelist()}
     size = (result["width"], result["height"])
@@ -131,6 +133,8 @@ def test_zip_has_everything_for_one_photo(client, result) -> None:
             assert im.size == size, png
     np.testing.assert_array_equal(np.load(io.BytesIO(read["depth.npy"])), result["depth"])
     np.testing.assert_array_equal(exports.read_pfm(read["depth.pfm"]), result["depth"])
+    with av.open(io.BytesIO(read["depth.exr"])) as container:
+        np.testing.assert_array_equal(next(container.decode(video=0)).to_ndarray(), result["depth"])
     info = json.loads(read["options.json"])
     assert info["options"]["colormap"] == "viridis" and info["options"]["invert"] is True
     assert info["scene"]["grid"] == 64
@@ -192,3 +196,25 @@ def test_legend_ends_and_ticks_follow_invert_log_and_clahe(client, result) -> No
     assert r.status_code == 200 and r.json["colormap"] == "gray" and r.json["stops"][0] == "#000000"
     assert r.json["near"] == "left"
     assert "not metres" in r.json["unit"]
+
+
+def test_exr_is_float32_depth_read_back_by_ffmpeg_with_the_range_in_its_header(tmp_path) -> None:
+    """Written with OpenEXR's own library, read back with FFmpeg's independent EXR decoder (through
+    PyAV) bit for bit; the header says the range and what the values are."""
+    import OpenEXR
+
+    rng = np.random.default_rng(3)
+    depth = (rng.random((37, 53)) * 900 + 12.5).astype(np.float32)
+    depth[0, 0] = np.nan  # NaN and inf are written as 0, as in the other exports
+    path = tmp_path / "d.exr"
+    path.write_bytes(exports.depth_exr(depth))
+    with av.open(str(path)) as container:
+        frame = next(container.decode(video=0))
+        assert frame.format.name == "grayf32le"  # one float32 channel
+        got = frame.to_ndarray()
+    want = np.nan_to_num(depth, nan=0.0)
+    assert got.shape == (37, 53) and np.array_equal(got, want)
+    header = OpenEXR.File(str(path), header_only=True).header()
+    assert (header["depth_min"], header["depth_max"]) == (0.0, float(want.max()))
+    assert "relative inverse depth" in header["comments"]
+    assert header["compression"] == OpenEXR.ZIP_COMPRESSION

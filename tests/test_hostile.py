@@ -195,6 +195,30 @@ def test_any_options_never_5xx(app, tiny_id, fields: Dict[str, str]) -> None:
     assert r.status_code in (200, 422), (fields, r.data[:200])
 
 
+HOSTILE_JSON = {
+    "nested 100,000 deep": (b"[" * 100_000 + b"]" * 100_000, 413, "too_large"),
+    "nested 20,000 deep": (b"[" * 20_000 + b"]" * 20_000, 400, "bad_request"),
+    "object nested 10,000 deep": (b'{"a":' * 10_000 + b"1" + b"}" * 10_000, 400, "bad_request"),
+    "a million numbers": (b"[" + b"0," * 1_000_000 + b"0]", 413, "too_large"),
+    "an array": (b"[1, 2, 3]", 400, "bad_request"),
+    "a string": (b'"depth"', 400, "bad_request"),
+    "null": (b"null", 400, "bad_request"),
+    "not JSON": (b"{'depth_id': 1}", 400, "bad_request"),
+    "not UTF-8": (b'{"depth_id": "\xff\xfe"}', 400, "bad_request"),
+}
+
+
+@pytest.mark.parametrize("route", ["/api/v1/render", "/api/v1/depth/{id}/calibrate"])
+@pytest.mark.parametrize("name", HOSTILE_JSON)
+def test_hostile_json_is_a_4xx_on_every_json_route(app, tiny_id, route: str, name: str) -> None:
+    body, status, code = HOSTILE_JSON[name]
+    client = app.test_client()
+    r = client.post(route.format(id=tiny_id), data=body, content_type="application/json")
+    assert (r.status_code, r.get_json()["error"]) == (status, code), (name, r.get_json())
+    assert "JSON" in r.get_json()["message"]
+    assert client.post("/api/v1/render", json={"depth_id": tiny_id}).status_code == 200  # still serving
+
+
 def seeds() -> List[bytes]:
     im = gradient(24, 16)
     return [pil_bytes(im, fmt) for fmt in ("PNG", "JPEG", "GIF", "WEBP", "BMP", "TIFF")]

@@ -79,7 +79,13 @@ def test_upload_redirects_to_a_result_page_with_every_view(client, samples) -> N
         assert Image.open(io.BytesIO(img.data)).size == size
         assert depth_id in src
     downloads = re.findall(r'class="button download" download\s*href="([^"]+)"', page)
-    assert len(downloads) == 4 and all("download=1" in d for d in downloads)
+    # the four views', then the stereo image's and the normal map's (with their default settings)
+    assert len(downloads) == 6 and all("download=1" in d for d in downloads)
+    for name, link in zip(("stereo", "normals"), downloads[4:], strict=True):
+        assert f"/{name}.png?" in link
+        with client.get(link) as got:
+            width = Image.open(io.BytesIO(got.data)).size[0]
+            assert got.status_code == 200 and width == (2 * size[0] if name == "stereo" else size[0])
     # the page shows previews; the downloads are full size
     assert all("max_side=1600" in src for src in sources.values())
     assert not any("max_side" in d for d in downloads)

@@ -30,7 +30,7 @@ def gradient(w: int = 64, h: int = 48) -> Image.Image:
 
 # decode -----------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF"])
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF", "HEIF", "AVIF"])
 def test_decode_formats(fmt: str) -> None:
     src = gradient()
     rgb = decode(pil_bytes(src, fmt))
@@ -54,6 +54,26 @@ def test_exif_orientation_is_applied() -> None:
     rgb = decode(pil_bytes(im, "JPEG", exif=exif, quality=95))
     assert rgb.shape == (40, 20, 3)
     assert rgb[2:8, 12:18].mean() > 200 and rgb[2:8, 2:8].mean() < 50  # now at the top-right
+
+
+@pytest.mark.parametrize("fmt", ["HEIF", "AVIF"])
+def test_phone_formats_come_out_upright(fmt: str) -> None:
+    """An iPhone HEIC or an AVIF taken with the phone on its side: upright, as for JPEG."""
+    im = Image.new("RGB", (40, 20), (0, 0, 0))
+    im.paste((255, 255, 255), (0, 0, 10, 10))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    rgb = decode(pil_bytes(im, fmt, exif=exif.tobytes(), quality=95))
+    assert rgb.shape == (40, 20, 3)
+    assert rgb[2:8, 12:18].mean() > 200 and rgb[2:8, 2:8].mean() < 50
+
+
+@pytest.mark.parametrize("fmt", ["HEIF", "AVIF"])
+def test_damaged_phone_formats_are_corrupt_not_unknown(fmt: str) -> None:
+    data = pil_bytes(gradient(), fmt)
+    with pytest.raises(ImageError) as err:
+        decode(data[:40])
+    assert err.value.code == "corrupt"
 
 
 def test_corrupt_exif_is_ignored_not_fatal() -> None:

@@ -56,12 +56,15 @@ def short(tmp_path_factory) -> Path:
 
 # probe ------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("suffix,fmt,codec", [
-    (".mp4", "mp4", "h264"), (".mov", "mov", "h264"), (".mkv", "matroska", "h264"),
-    (".webm", "webm", "vp9"), (".avi", "avi", "mpeg4"), (".gif", "gif", "gif"),
+@pytest.mark.parametrize("suffix,fmt,codec,encoder", [
+    (".mp4", "mp4", "h264", None), (".mov", "mov", "h264", None), (".mkv", "matroska", "h264", None),
+    (".webm", "webm", "vp9", None), (".avi", "avi", "mpeg4", None), (".gif", "gif", "gif", None),
+    # phones write HEVC in MP4/MOV; cameras, webcams and OpenCV write Motion-JPEG in AVI or MOV
+    (".mp4", "mp4", "hevc", "libx265"), (".mov", "mov", "hevc", "libx265"),
+    (".avi", "avi", "mjpeg", "mjpeg"), (".mov", "mov", "mjpeg", "mjpeg"),
 ])
-def test_probe_reads_every_container(tmp_path, suffix, fmt, codec) -> None:
-    path = write_clip(tmp_path / f"c{suffix}", moving_scene(9, 96, 64), fps=12)
+def test_probe_reads_every_container(tmp_path, suffix, fmt, codec, encoder) -> None:
+    path = write_clip(tmp_path / f"c{suffix}", moving_scene(9, 96, 64), fps=12, codec=encoder)
     info = probe(path)
     assert fmt in info.format and info.codec == codec
     assert (info.width, info.height, info.frames) == (96, 64, 9)
@@ -268,6 +271,35 @@ def test_clip_normalisation_holds_a_static_region_steady(tmp_path) -> None:
             assert result.value_range is not None
     assert max(left["clip"]) - min(left["clip"]) <= 3  # steady, up to H.264 rounding
     assert max(left["frame"]) - min(left["frame"]) > 100  # from white (brightest) to black (darkest)
+
+
+@pytest.mark.parametrize("layout,size",
+                         [("sbs", (64, 192)), ("top-bottom", (128, 96)), ("sbs-half", (64, 96))])
+def test_stereo_video_is_a_3d_clip_with_the_set_parallax(tmp_path, layout, size) -> None:
+    """A bright (near, with the brightness model) square on a dark background: in the side-by-side
+    frames the square sits 10 px further right in the left eye than in the right eye (divergence 10 %
+    of 96 px, the background on the screen plane), for every frame; H.264, every frame kept."""
+    frames = []
+    for i in range(5):
+        f = np.full((64, 96, 3), 20, np.uint8)
+        f[20:44, 30 + i:54 + i] = 235
+        frames.append(f)
+    src = write_clip(tmp_path / "square.mp4", frames)
+    out = tmp_path / "sbs.mp4"
+    vopts = VideoOptions(view="stereo", layout=layout, divergence=10.0, convergence=0.0, ema=False,
+                         bilateral=False)
+    result = process_video(src, out, brightness_model, Options(), vopts)
+    info = stream_info(out)
+    assert (info["codec"], info["pix_fmt"], info["frames"]) == ("h264", "yuv420p", 5)
+    assert (info["height"], info["width"]) == size == (result.height, result.width)
+    if layout != "sbs":
+        return
+    for i, frame in enumerate(read_video(out)):
+        centres = []
+        for eye in (frame[:, :96], frame[:, 96:]):
+            bright = eye[20:44, :, 0].astype(float) > 128
+            centres.append(np.nonzero(bright)[1].mean())
+        assert abs(centres[0] - (42 + i + 5)) <= 1 and abs(centres[1] - (42 + i - 5)) <= 1, (i, centres)
 
 
 def test_clip_pass_gives_the_same_depth_as_one_pass(model, tmp_path) -> None:

@@ -126,6 +126,24 @@ def test_upload_progress_result_and_zip(vclient, clip, video_dir) -> None:
     assert sorted(p.name for p in workdir.iterdir()) == ["scene.depth.mp4", "scene.depth.zip"]
 
 
+def test_a_stereo_job_gives_a_3d_video(vclient, clip, video_dir) -> None:
+    job = post_video(vclient, clip, view="stereo", layout="top-bottom", divergence="4", convergence="0.2",
+                     norm="frame", ema="off")
+    assert job.status_code == 202, job.get_json()
+    done = wait_state(vclient, job.get_json()["id"])
+    assert done["state"] == "done", done
+    path = video_dir / "stereo.mp4"
+    with vclient.get(done["result"]["files"]["video"]) as response:
+        path.write_bytes(response.data)
+    try:
+        info = stream_info(path)
+    finally:
+        path.unlink()
+    assert (info["codec"], info["width"], info["height"], info["frames"]) == ("h264", 96, 128, 8)
+    bad = post_video(vclient, clip, view="stereo", divergence="20")
+    assert bad.status_code == 422 and "divergence" in bad.get_json()["message"]
+
+
 def test_no_zip_unless_asked(vclient, clip) -> None:
     job = post_video(vclient, clip, norm="frame", ema="off").get_json()
     done = wait_state(vclient, job["id"])

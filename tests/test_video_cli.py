@@ -56,3 +56,26 @@ def test_bad_video_exits_1_with_one_line(weights_path, tmp_path, content, needle
 def test_bad_video_options_exit_2(weights_path, clip, args, needle) -> None:
     proc = run_cli(["video", str(clip), "--weights", str(weights_path), *args])
     assert proc.returncode == 2 and needle in proc.stderr, proc.stderr
+
+
+def test_engine_option_reaches_the_video_model(weights_path, clip, tmp_path) -> None:
+    proc = run_cli(["video", str(clip), "--weights", str(weights_path), "--engine", "eager"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "engine eager (fp32)" in proc.stderr
+
+
+def test_no_weights_and_downloading_off_exits_2(weights_server, clip, tmp_path) -> None:
+    """DEPTHMAP_WEIGHTS_DOWNLOAD=false holds for the CLI as for the server: no download, one line."""
+    env = {"DEPTHMAP_CACHE": str(tmp_path / "cache"), "MIDAS_WEIGHTS_URL": f"{weights_server}/junk.pt",
+           "DEPTHMAP_WEIGHTS_DOWNLOAD": "false"}
+    proc = run_cli(["video", str(clip), "--out", str(tmp_path / "o.mp4")], env=env)
+    assert proc.returncode == 2 and "downloading is off" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "o.mp4").exists()
+
+
+def test_motion_jpeg_avi_is_a_video(weights_path, tmp_path) -> None:
+    """What webcams, cameras and OpenCV write: Motion-JPEG in AVI, every frame a JPEG."""
+    src = write_clip(tmp_path / "cam.avi", moving_scene(6, 96, 64), codec="mjpeg")
+    proc = run_cli(["video", str(src), "--weights", str(weights_path)], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert stream_info(tmp_path / "cam.depth.mp4")["frames"] == 6

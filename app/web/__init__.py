@@ -6,11 +6,12 @@ never imports this package.
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Any, Dict, Mapping
 
 from flask import Flask, Response
 
-from . import api, batch, errors, exports, health, i18n, live, measure, openapi, page, video
+from ..store import in_memory
+from . import api, batch, errors, exports, health, i18n, live, measure, openapi, page, stereo, video
 from .reading import InMemoryRequest
 
 # Content-Security-Policy: everything from this origin only; images may also be data: URIs (the API's
@@ -39,7 +40,17 @@ def init_app(app: Flask) -> None:
     app.after_request(add_security_headers)
     # the studio sets no cookies; should a later feature use Flask's session, it is locked down
     app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax")
-    for module in (page, api, exports, batch, measure, live, openapi, health):
+    for module in (page, api, exports, stereo, batch, measure, live, openapi, health):
         app.register_blueprint(module.bp)
     i18n.init_app(app)
     video.init_app(app)
+    videos_in_memory = in_memory(app.extensions["video_jobs"].root)  # the folder is fixed at start
+
+    @app.context_processor
+    def privacy() -> Dict[str, Any]:
+        """What the footer says about where uploads rest: true to the store and folders this server
+        runs with, not to the defaults."""
+        return {"photos_in_memory": app.extensions["depth_service"].store.in_memory(),
+                "videos_in_memory": videos_in_memory,
+                "result_ttl": i18n.duration(app.config["RESULT_TTL"]),
+                "video_ttl": i18n.duration(app.config["VIDEO_JOB_TTL"])}

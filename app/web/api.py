@@ -13,7 +13,8 @@ from ..pipeline import EXTENSIONS, IMAGE_FORMATS, view_format
 from ..service import Result
 from .errors import ApiError
 from .reading import (DEPTH_ID, NOT_CACHED, attach, cached_entry, depth_service, read_display_options,
-                      read_format, read_max_side, read_options, read_upload, read_views)
+                      read_format, read_json_object, read_max_side, read_options, read_upload,
+                      read_views)
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -73,12 +74,8 @@ def depth() -> Response:
 
 
 def _body() -> Mapping[str, Any]:
-    if request.is_json:
-        body = request.get_json(silent=True)
-        if not isinstance(body, dict):
-            raise ApiError("bad_request", "The JSON body must be an object of option names and values.")
-        return body
-    return request.form
+    body = read_json_object('{"depth_id": …, and option names and values}')
+    return request.form if body is None else body
 
 
 @bp.post("/render")

@@ -34,7 +34,8 @@ class Code:
 
 
 ERRORS: Mapping[str, Code] = {
-    "bad_request": Code((400,), "a JSON body that is not an object (`/api/v1/render`, calibration)"),
+    "bad_request": Code((400,), "a JSON body that is not an object, malformed or nested too deeply "
+                                "(`/api/v1/render`, calibration)"),
     "missing_file": Code((400,), "no photo in `image` (no video in `video`)"),
     "too_many_files": Code((400, 413), "two files in one request (400); a batch of more than "
                                        "`BATCH_MAX_FILES` photos or depth ids (413)"),
@@ -51,11 +52,11 @@ ERRORS: Mapping[str, Code] = {
     "not_ready": Code((409,), "a video result asked for before the job is done"),
     "job_failed": Code((409,), "the result of a failed video job"),
     "job_cancelled": Code((409,), "the result of a cancelled video job"),
-    "too_large": Code((413,), "a body over `MAX_CONTENT_LENGTH` (videos: `VIDEO_MAX_CONTENT_LENGTH`), an "
-                              "image over `MAX_PIXELS` (read from its header before decoding), video frames "
-                              "over `VIDEO_MAX_PIXELS`"),
+    "too_large": Code((413,), "a body over `MAX_CONTENT_LENGTH` (videos: `VIDEO_MAX_CONTENT_LENGTH`; "
+                              "JSON: 64 KB), an image over `MAX_PIXELS` (read from its header before "
+                              "decoding), video frames over `VIDEO_MAX_PIXELS`"),
     "too_long": Code((413,), "a clip over `VIDEO_MAX_SECONDS` or `VIDEO_MAX_FRAMES`"),
-    "not_image": Code((415,), "a file that is not JPEG, PNG, WebP, BMP, TIFF or GIF"),
+    "not_image": Code((415,), "a file that is not JPEG, PNG, WebP, BMP, TIFF, GIF, HEIC/HEIF or AVIF"),
     "not_video": Code((415,), "not a video (a still photo too: it belongs to `/api/v1/depth`)"),
     "unsupported_type": Code((415,), "a body that is not `multipart/form-data`"),
     "bad_option": Code((422,), "an unknown option, a wrong type, NaN/inf, a value out of range, an unknown "

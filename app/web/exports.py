@@ -43,6 +43,13 @@ def depth_pfm(depth_id: str) -> Response:
     return send_bytes(exports.depth_pfm(entry.depth), "application/octet-stream", f"{entry.name}.depth.pfm")
 
 
+@bp.get("/depth/<depth_id>.exr")
+def depth_exr(depth_id: str) -> Response:
+    """The raw depth as OpenEXR (float32, one channel ``Y``, unscaled; range in its header)."""
+    entry = cached_entry(depth_id)
+    return send_bytes(exports.depth_exr(entry.depth), "image/x-exr", f"{entry.name}.depth.exr")
+
+
 @bp.get("/depth/<depth_id>.ply")
 def point_cloud(depth_id: str) -> Response:
     """A point cloud coloured by the photo (binary PLY); ``depth_scale``, ``fov``, ``grid`` in the query."""
@@ -65,7 +72,7 @@ def mesh(depth_id: str) -> Response:
 @bp.get("/depth/<depth_id>.zip")
 def bundle(depth_id: str) -> Response:
     """Everything for one photo: the photo, the three views (display options in the query), the raw
-    depth as .npy, .pfm and 16-bit PNG, the point cloud and the mesh (scene options in the query)."""
+    depth as .npy, .pfm, .exr and 16-bit PNG, the point cloud and the mesh (scene options in the query)."""
     entry = cached_entry(depth_id)
     opts = read_display_options(entry, request.args, skip=NOT_DISPLAY)
     scene, photo_small, depth_small = _scene(entry, request.args)
@@ -75,7 +82,7 @@ def bundle(depth_id: str) -> Response:
     files: Dict[str, bytes] = {
         "photo.png": service.photo_image(entry), **{f"{v}.png": pngs[v] for v in VIEWS},
         "depth.npy": service.depth_npy(entry), "depth.pfm": exports.depth_pfm(entry.depth),
-        "depth16.png": exports.depth_png16(entry.depth),
+        "depth.exr": exports.depth_exr(entry.depth), "depth16.png": exports.depth_png16(entry.depth),
         "pointcloud.ply": exports.point_cloud_ply(photo_small, depth_small, scene),
         "mesh.glb": exports.mesh_glb(photo_small, depth_small, scene)}
     height, width = entry.depth.shape

@@ -49,6 +49,16 @@ JS_STRINGS = (
 )
 
 
+def duration(seconds: float) -> str:
+    """``seconds`` in the largest whole unit, in the page's language: "1 h", "90 min", "45 s"."""
+    n = round(seconds)
+    if n >= 3600 and n % 3600 == 0:
+        return gettext("%(n)s h", n=n // 3600)
+    if n >= 60 and n % 60 == 0:
+        return gettext("%(n)s min", n=n // 60)
+    return gettext("%(n)s s", n=n)
+
+
 def select_locale() -> str:
     chosen = request.cookies.get(COOKIE)
     if chosen in LANGUAGES:

@@ -10,7 +10,7 @@ from flask import Blueprint, Response, jsonify, request
 
 from ..measure import calibrate, metric, points_from_json
 from .errors import ApiError
-from .reading import cached_entry, depth_service, read_max_side, send_bytes
+from .reading import cached_entry, depth_service, read_json_object, read_max_side, send_bytes
 
 bp = Blueprint("measure", __name__, url_prefix="/api/v1")
 
@@ -39,9 +39,10 @@ def calibrate_depth(depth_id: str) -> Response:
     of known distance: JSON ``{"points": [{"u": 0…1, "v": 0…1, "metres": m}, …]}``, (u, v) the point's
     relative position in the photo. Answers the scale, shift, each point's fitted distance and the RMSE."""
     entry = cached_entry(depth_id)
-    body = request.get_json(silent=True) if request.is_json else None
-    if not isinstance(body, dict):
-        raise ApiError("bad_request", 'Send a JSON object: {"points": [{"u": …, "v": …, "metres": …}, …]}.')
+    example = '{"points": [{"u": …, "v": …, "metres": …}, …]}'
+    body = read_json_object(example)
+    if body is None:
+        raise ApiError("bad_request", f"Send a JSON object: {example}.")
     points = points_from_json(body.get("points"))
     result = calibrate(entry.depth, points)
     fitted = metric(np.asarray(result.samples, dtype=np.float32), result.scale, result.shift)

@@ -4,6 +4,7 @@ cached result a ``depth_id`` names; and answering a file download."""
 from __future__ import annotations
 
 import io
+import json
 import re
 from typing import IO, Any, Collection, Dict, Mapping, Optional, Tuple
 from urllib.parse import quote
@@ -20,6 +21,8 @@ NOT_OPTIONS = frozenset({"image", "views", "view", "depth_id", "download", "max_
 PREVIEW_SIDES = (64, 8192)  # the range of max_side
 DEPTH_ID = re.compile(r"[0-9a-f]{32}")
 DEFAULTS: Mapping[str, Any] = Options().as_dict()  # built once: URLs carry only what differs from it
+# a JSON body holds option names or a few calibration points: a few hundred bytes
+JSON_MAX_BYTES = 64 * 1024
 
 
 class InMemoryRequest(Request):
@@ -49,6 +52,23 @@ def read_upload() -> Tuple[bytes, str]:
     if len(files) > 1:
         raise ApiError("too_many_files", f"Send one photo per request (got {len(files)} in 'image').")
     return files[0].read(), safe_stem(files[0].filename)
+
+
+def read_json_object(example: str) -> Optional[Dict[str, Any]]:
+    """The request's JSON object, or None when the body is not JSON. Anything else that says it is JSON
+    (not an object, malformed, nested past the parser's stack, over ``JSON_MAX_BYTES``) is a 4xx
+    naming ``example``, never a 500."""
+    if not request.is_json:
+        return None
+    if (request.content_length or 0) > JSON_MAX_BYTES or len(request.get_data()) > JSON_MAX_BYTES:
+        raise ApiError("too_large", f"A JSON body here is at most {JSON_MAX_BYTES // 1024} KB: {example}.")
+    try:
+        body = json.loads(request.get_data())
+    except (ValueError, RecursionError):  # Python's decoder recurses once per level of nesting
+        body = None
+    if not isinstance(body, dict):
+        raise ApiError("bad_request", f"Send a JSON object: {example}.")
+    return body
 
 
 def read_options(values: Mapping[str, Any], strict: bool) -> Options:
