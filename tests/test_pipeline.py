@@ -388,6 +388,12 @@ def test_png_is_lossless_across_strips_and_filters(height, view) -> None:
     np.testing.assert_array_equal(back if back.ndim == 2 else back[:, :, ::-1], img)
 
 
+def test_png_refuses_what_it_cannot_write() -> None:
+    for img in (np.zeros((4, 4, 4), np.uint8), np.zeros((4, 4), np.uint16), np.zeros((4, 4, 3), np.float32)):
+        with pytest.raises(ValueError):
+            encode_png(img)
+
+
 def test_up_filter_is_used_for_photographic_views_only() -> None:
     img = np.tile(np.arange(64, dtype=np.uint8)[:, None, None], (1, 64, 3)) * 4  # rows change, columns not
 
