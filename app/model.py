@@ -458,8 +458,30 @@ def release_freed_memory() -> None:
     """Gives the memory freed while compiling and warming up back to the system. glibc otherwise keeps
     it for reuse, and a serving process would carry about 40 MB it never needs again."""
     gc.collect()
+    trim_heap()
+
+
+def trim_heap() -> None:
+    """Hands the free pages of glibc's heap back to the system (``malloc_trim``)."""
     try:
         ctypes.CDLL(None).malloc_trim(0)  # glibc only; elsewhere there is nothing to do
+    except (OSError, AttributeError):
+        pass
+
+
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+LARGE_BLOCK = 4 << 20
+
+
+def map_large_blocks() -> None:
+    """Makes glibc give every allocation of ``LARGE_BLOCK`` bytes or more a mapping of its own, returned
+    to the system when freed. By default that limit rises to the size of the largest block freed so far
+    (up to 32 MB), and from then on the arrays of a large photo (Pillow's 16 MB blocks, preprocessing's
+    strips, the 12 MB display levels) come from the heap and stay with the process. Blocks that fit in
+    heap memory already free are still taken from it: ``trim_heap`` after a large photo gives those
+    back. 4 MB is above every tensor of the network at 256 px, so a forward pass there maps nothing."""
+    try:
+        ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, LARGE_BLOCK)  # glibc only; elsewhere nothing to do
     except (OSError, AttributeError):
         pass
 

@@ -11,7 +11,6 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import PurePosixPath
 from typing import Dict, Optional, Sequence, Tuple
@@ -19,13 +18,17 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 
 from .gate import Gate
+from .model import map_large_blocks, trim_heap
 from .options import INFERENCE_OPTIONS, Options
-from .pipeline import (DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, VIEWS, Model, encode_png, full_depth,
-                       predict, render_views, shrink)
+from .pipeline import (DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, Model, encode, full_depth, iter_views, predict,
+                       shrink)
 from .store import Entry, ResultStore, depth_id
 
 INFER_STAGES = ("decode", "preprocess", "infer", "upsample")
 PREVIEWS_KEPT = 4  # one page asks for up to four images of the same preview: shrink the arrays once
+# after a photo at least this large, the heap's free pages go back to the system: a 12 MP photo's
+# arrays otherwise stay with the worker (measured with `depthmap serve`: docs/engines-and-speed.md)
+TRIM_FROM_BYTES = 16 << 20
 
 
 def no_work() -> Dict[str, float]:
@@ -68,7 +71,7 @@ class DepthService:
         # (entry id, max_side) -> shrunk (photo, depth); small and bounded, beside the shared store
         self._previews: "OrderedDict[Tuple[str, int], Tuple[np.ndarray, np.ndarray]]" = OrderedDict()
         self._lock = threading.Lock()
-        self._encoders = ThreadPoolExecutor(len(VIEWS), thread_name_prefix="png")
+        map_large_blocks()  # a photo's freed arrays go back to the system, not into this process's heap
 
     def from_upload(self, data: bytes, name: str, opts: Options) -> Result:
         """Raw depth of an upload for ``opts``' depth options; a repeated upload costs nothing.
@@ -84,6 +87,8 @@ class DepthService:
             return Result(hit, True, no_work())
         with self.gate.slot():  # decoding is inside: a waiting request holds only its compressed bytes
             pred = predict(data, self.model, opts, self.max_pixels, self.max_side)
+        if pred.photo.nbytes >= TRIM_FROM_BYTES:  # the decoder's and preprocessing's copies
+            trim_heap()
         entry = Entry(key, data, name, opts.depth_options(), pred.photo, pred.depth, pred.pred, pred.pad_box)
         self.store.put(entry)
         return Result(entry, False, pred.timings_ms)
@@ -109,20 +114,29 @@ class DepthService:
             return Result(new, False, timings)
         return self.from_upload(entry.data, entry.name, opts)
 
-    def render(self, entry: Entry, opts: Options, views: Sequence[str],
-               max_side: Optional[int] = None) -> Tuple[Dict[str, bytes], Dict[str, float]]:
-        """PNG bytes of each asked-for view (full size, or a preview no longer than ``max_side``), and
-        the render and encode times."""
+    def render(self, entry: Entry, opts: Options, views: Sequence[str], max_side: Optional[int] = None,
+               fmt: str = "png") -> Tuple[Dict[str, bytes], Dict[str, float]]:
+        """The bytes of each asked-for view in ``pipeline.view_format(view, fmt)`` (full size, or a
+        preview no longer than ``max_side``), and the render and encode times. One view at a time, each
+        encoded before the next is made: at 12 MP that holds one colour view instead of three (and the
+        encoders' working copies), for about the same time on two cores."""
         t0 = time.perf_counter()
         photo, depth = self.preview(entry, max_side)
-        images = render_views(photo, depth, opts, views)
-        render_ms = ms_since(t0)
-        t1 = time.perf_counter()
-        if len(images) > 1:  # OpenCV lets go of the GIL while it encodes: the views in parallel
-            pngs = dict(zip(images, self._encoders.map(encode_png, images.values(), images), strict=True))
-        else:
-            pngs = {view: encode_png(img, view) for view, img in images.items()}
-        return pngs, {"render": render_ms, "encode": ms_since(t1)}
+        times = {"render": 0.0, "encode": 0.0}
+        out: Dict[str, bytes] = {}
+        made = iter_views(photo, depth, opts, views)
+        while True:
+            view_img = next(made, None)
+            t1 = time.perf_counter()
+            times["render"] += t1 - t0
+            if view_img is None:
+                break
+            out[view_img[0]] = encode(view_img[1], view_img[0], fmt)
+            t0 = time.perf_counter()
+            times["encode"] += t0 - t1
+        if out and photo.nbytes >= TRIM_FROM_BYTES:  # the views' arrays
+            trim_heap()
+        return out, {k: round(v * 1000.0, 2) for k, v in times.items()}
 
     def preview(self, entry: Entry, max_side: Optional[int]) -> Tuple[np.ndarray, np.ndarray]:
         """``entry``'s photo and depth with their longer side at most ``max_side`` (None: as they are)."""
@@ -141,9 +155,9 @@ class DepthService:
                 self._previews.popitem(last=False)
         return made
 
-    def photo_png(self, entry: Entry, max_side: Optional[int] = None) -> bytes:
-        """The photo as the depth map sees it (oriented, downscaled, cropped), as PNG."""
-        return encode_png(self.preview(entry, max_side)[0], "photo")
+    def photo_image(self, entry: Entry, max_side: Optional[int] = None, fmt: str = "png") -> bytes:
+        """The photo as the depth map sees it (oriented, downscaled, cropped), as PNG or JPEG."""
+        return encode(self.preview(entry, max_side)[0], "photo", fmt)
 
     @staticmethod
     def depth_npy(entry: Entry) -> bytes:

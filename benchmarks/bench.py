@@ -5,7 +5,8 @@
 Needs the ``test`` extra (requests); the onnxruntime and openvino rows, and the OpenVINO bf16 reference
 the fast-mode target is measured against, need the ``fast`` extra (``pip install -e ".[test,fast]"``).
 Without ``--weights`` (or ``MIDAS_WEIGHTS``) it uses the tests' synthetic weights: the same network,
-so the same speed. A full run takes about 4 minutes on 2 cores, ``--quick`` about 2.
+so the same speed. A full run takes about 4 minutes on 2 idle cores, ``--quick`` about 2 (10 under heavy
+load from other jobs).
 
 1. Forward pass of every engine at 256/384/512 px, the calls interleaved round by round (each round in
    a new order) so that a busy moment on a shared machine hits every engine alike; median, p10..p90,
@@ -13,14 +14,18 @@ so the same speed. A full run takes about 4 minutes on 2 cores, ``--quick`` abou
    within each round.
 2. A whole request in-process (``DepthService``, as the server runs it) for the sample photos and a
    12 MP JPEG: decode, preprocess, infer, upsample, render and PNG-encode all three views; the total
-   over the bare forward pass of the same request.
+   over the bare forward pass of the same request. 2b: the 12 MP JPEG the page's way (inference, then
+   the depth and photo previews the page draws its first view from) and the API's way in each encoding
+   (the earlier OpenCV PNG, the ISA-L PNG, JPEG, and WebP, which was measured and not kept), each over
+   the forward pass; and decoding the JPEG at full size against libjpeg's reduced sizes.
 3. Re-rendering a cached 12 MP result with a new colormap: all three views or one, full size or the
    page's preview (at most 1600 px).
 4. ``depthmap serve`` with 1 and 2 workers: time to the first answer, requests/s with 4 clients, and
-   the peak RSS of each worker after a 12 MP request.
-5. The speed targets, each with its measured figure and whether it is met: torchscript at most 0.5x
-   eager, the fast engines at most 1.5x OpenVINO bf16, a whole request at most 1.3x its bare forward
-   pass, a re-render at most 50 ms.
+   RSS at start and the peak of a worker for a 12 MP photo the page's way and the API's way (each from
+   a clean start: the other's result deleted, the peak counter reset).
+5. The speed targets, each with its measured figure and whether it is met: the default engine at most
+   0.4x eager, the fast engines at most 1.5x OpenVINO bf16, a whole request at most 1.3x its bare
+   forward pass, a re-render at most 50 ms, a worker at most 600 MB.
 """
 
 from __future__ import annotations
@@ -54,7 +59,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from app.model import (AUTO_ORDER, ENGINES, EXACT_ENGINES, DepthModel, EngineError, cpu_flags,  # noqa: E402
                        auto_order, engine_problem, resolve_engine, resolve_weights)
 from app.options import COLORMAPS, Options  # noqa: E402
-from app.pipeline import VIEWS, colorize, display, encode_png  # noqa: E402
+from app.pipeline import VIEWS, colorize, decode, display, encode, encode_png, iter_views  # noqa: E402
 from app.service import DepthService  # noqa: E402
 from app.store import FileStore  # noqa: E402
 
@@ -279,6 +284,107 @@ def rerender_table(model: DepthModel, data: bytes, runs: int) -> Dict[str, float
     return out
 
 
+def opencv_png(img: np.ndarray, view: str) -> bytes:
+    """The PNG encoder the views had before: OpenCV (libpng, zlib level 1) from a BGR copy."""
+    import cv2
+
+    bgr = cv2.cvtColor(img, cv2.COLOR_RGB2BGR) if img.ndim == 3 else img
+    flt = cv2.IMWRITE_PNG_FILTER_UP if view in ("overlay", "photo") else cv2.IMWRITE_PNG_FILTER_NONE
+    params = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_FILTER, flt]
+    return cv2.imencode(".png", bgr, params)[1].tobytes()
+
+
+def pillow_webp(img: np.ndarray, view: str) -> bytes:
+    """WebP at quality 90, Pillow's fastest method (0); gray would stay PNG as with JPEG."""
+    if view == "gray":
+        return encode_png(img, view)
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, "WEBP", quality=90, method=0)
+    return buf.getvalue()
+
+
+ENCODINGS: Dict[str, Callable[[np.ndarray, str], bytes]] = {
+    "PNG, OpenCV (before)": opencv_png,
+    "PNG, ISA-L (png)": lambda img, view: encode(img, view, "png"),
+    "JPEG q90 (jpeg)": lambda img, view: encode(img, view, "jpeg"),
+    "WebP q90 (not kept)": pillow_webp,
+}
+
+
+def big_photo_table(model: DepthModel, data: bytes, runs: int) -> Dict[str, float]:
+    """The 12 MP JPEG the page's way and the API's way (each encoding), over the forward pass."""
+    print(f"\n## 2b. 12 MP JPEG ({len(data) / 1e6:.1f} MB) in-process: the page's way to its first view and "
+          f"the API's way in each encoding (3 full-size views); median of {runs}, ms; sizes of the 3 views")
+    service = DepthService(model, scratch_store(1 << 30))
+    service.from_upload(data + os.urandom(8), "p", Options())  # the first call at this input shape
+    page: Dict[str, List[float]] = {k: [] for k in ("decode", "infer", "upsample", "inference", "previews",
+                                                    "total")}
+    for _ in range(runs):
+        t = time.perf_counter()
+        result = service.from_upload(data + os.urandom(8), "p", Options())
+        t1 = time.perf_counter()
+        # what static/live.js draws the first view from: GET preview.npy and photo.png at 1600 px
+        np.save(io.BytesIO(), service.preview(result.entry, 1600)[1], allow_pickle=False)
+        service.photo_image(result.entry, 1600)
+        t2 = time.perf_counter()
+        for stage in ("decode", "infer", "upsample"):
+            page[stage].append(result.timings_ms[stage])
+        page["inference"].append((t1 - t) * 1000)
+        page["previews"].append((t2 - t1) * 1000)
+        page["total"].append((t2 - t) * 1000)
+        service.store.delete(result.entry.id)
+    med = {k: statistics.median(v) for k, v in page.items()}
+    out = {"page": statistics.median(a / b for a, b in zip(page["total"], page["infer"], strict=True))}
+    print(f"page, to the first view's data: {med['total']:.0f} ms = upload to depth_id "
+          f"{med['inference']:.0f} "
+          f"(decode {med['decode']:.0f}, forward {med['infer']:.0f}, upsample {med['upsample']:.0f}) + "
+          f"1600 px previews {med['previews']:.0f}; {out['page']:.2f}x the forward pass")
+    print(f"{'API, 3 full-size views':24s}{'render':>9}{'encode':>9}{'total':>9}{'total/infer':>12}"
+          f"{'heatmap':>10}{'overlay':>10}{'gray':>10}")
+    for label, fn in ENCODINGS.items():
+        rows: Dict[str, List[float]] = {"render": [], "encode": [], "total": [], "ratio": []}
+        sizes: Dict[str, int] = {}
+        for _ in range(runs):
+            result = service.from_upload(data + os.urandom(8), "p", Options())
+            render = enc = 0.0
+            t = time.perf_counter()
+            for view, img in iter_views(result.entry.photo, result.entry.depth, Options(), VIEWS):
+                t1 = time.perf_counter()
+                render += t1 - t
+                sizes[view] = len(fn(img, view))
+                t = time.perf_counter()
+                enc += t - t1
+            render, enc = render * 1000, enc * 1000
+            stages = sum(result.timings_ms[k] for k in ("decode", "preprocess", "infer", "upsample"))
+            rows["render"].append(render)
+            rows["encode"].append(enc)
+            rows["total"].append(stages + render + enc)
+            rows["ratio"].append((stages + render + enc) / result.timings_ms["infer"])
+            service.store.delete(result.entry.id)
+        out[label] = statistics.median(rows["ratio"])
+        print(f"{label:24s}" + "".join(f"{statistics.median(rows[k]):9.0f}" for k in ("render", "encode",
+                                                                                     "total"))
+              + f"{out[label]:11.2f}x" + "".join(f"{sizes[v] / 1e6:8.2f}MB" for v in VIEWS))
+    # decoding at the size the work needs: libjpeg's DCT scaling, through Pillow's draft mode
+    times: Dict[str, List[float]] = {}
+    with Image.open(io.BytesIO(data)) as im:
+        width, height = im.size
+    for scale in (1, 2, 4, 8):
+        for _ in range(runs):
+            t = time.perf_counter()
+            if scale == 1:
+                decode(data)
+            else:
+                with Image.open(io.BytesIO(data)) as im:
+                    im.draft("RGB", (width // scale, height // scale))
+                    np.asarray(im)
+            times.setdefault(f"1/{scale}", []).append((time.perf_counter() - t) * 1000)
+    print("decoding the 12 MP JPEG: " + ", ".join(f"{k} {statistics.median(v):.0f} ms"
+                                                  for k, v in times.items())
+          + " (full size is what the depth map's size needs)")
+    return out
+
+
 # 4. serving ------------------------------------------------------------------------------------------
 
 def worker_pids(master: int) -> List[int]:
@@ -297,6 +403,12 @@ def peak_rss_mb(pid: int) -> Tuple[float, float]:
     status = Path(f"/proc/{pid}/status").read_text()
     get = lambda key: int(re.search(rf"^{key}:\s+(\d+)", status, re.M).group(1)) / 1024  # noqa: E731
     return get("VmRSS"), get("VmHWM")
+
+
+def reset_peaks(pids: Sequence[int]) -> None:
+    """Starts each process's peak RSS (VmHWM) over from its current RSS."""
+    for pid in pids:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
 
 
 def call(method: str, url: str, **kwargs: object) -> Any:
@@ -405,19 +517,38 @@ def serve_run(weights: Path, workers: int, engine: str, samples: Dict[str, bytes
             big = samples["12 MP 4000x3000 JPEG"]
             out = {"ready": ready, "first": first, "rate": rate, "base": base}
             if workers == 1:  # a re-render may reach another worker, which answers 404
+                pids = worker_pids(proc.pid)
                 # what the page asks for a 12 MP photo: inference only, then what it draws the views
                 # from (static/live.js): the depth and photo previews; the time to the first view's data
+                reset_peaks(pids)
                 t = time.perf_counter()
-                depth_id = call("POST", url + "/api/v1/depth", files={"image": ("p", big)},
-                                data={"views": "none"}).json()["depth_id"]
+                answer = call("POST", url + "/api/v1/depth", files={"image": ("p", big + os.urandom(8))},
+                              data={"views": "none"}).json()
+                depth_id = answer["depth_id"]
                 call("GET", f"{url}/api/v1/depth/{depth_id}/preview.npy", params={"max_side": 1600})
                 call("GET", f"{url}/api/v1/depth/{depth_id}/photo.png", params={"max_side": 1600})
                 out["page_s"] = time.perf_counter() - t
-                out["page"] = max(peak_rss_mb(pid) for pid in worker_pids(proc.pid))
-            # the heaviest single request: 12 MP, all three views at full size, base64 in JSON
-            for _ in range(workers):  # gunicorn may hand it to either worker
-                call("POST", url + "/api/v1/depth", files={"image": ("p", big + os.urandom(8))})
-            out["api"] = max(peak_rss_mb(pid) for pid in worker_pids(proc.pid))
+                out["page_infer_s"] = answer["timings_ms"]["infer"] / 1000
+                out["page"] = max(peak_rss_mb(pid) for pid in pids)
+                # each API request from the same clean start: the earlier result deleted (the worker
+                # keeps the last two results it used in memory), the peak counter reset
+                for fmt in ("png", "jpeg"):
+                    call("DELETE", f"{url}/api/v1/depth/{depth_id}")
+                    reset_peaks(pids)
+                    t = time.perf_counter()
+                    r = call("POST", url + "/api/v1/depth", files={"image": ("p", big + os.urandom(8))},
+                             data={"format": fmt})
+                    body = r.json()
+                    out[f"api_{fmt}_s"] = time.perf_counter() - t
+                    out[f"api_{fmt}_ratio"] = out[f"api_{fmt}_s"] * 1000 / body["timings_ms"]["infer"]
+                    out[f"api_{fmt}"] = max(peak_rss_mb(pid) for pid in pids)
+                    out[f"api_{fmt}_mb"] = len(r.content) / 1e6
+                    depth_id = body["depth_id"]
+            else:
+                # the heaviest single request: 12 MP, all three views at full size, base64 in JSON
+                for _ in range(workers):  # gunicorn may hand it to either worker
+                    call("POST", url + "/api/v1/depth", files={"image": ("p", big + os.urandom(8))})
+                out["api_png"] = max(peak_rss_mb(pid) for pid in worker_pids(proc.pid))
             return out
         finally:
             stop(proc)
@@ -425,24 +556,32 @@ def serve_run(weights: Path, workers: int, engine: str, samples: Dict[str, bytes
 
 def serve_table(weights: Path, engine: str, samples: Dict[str, bytes], requests_n: int, cache: Path) -> None:
     print(f"\n## 4. depthmap serve, engine {engine}: {requests_n} POST /api/v1/depth of coffee.png (3 views, "
-          "JSON) from 4 client threads; then RSS / peak RSS of the worker (the larger of two) after a 12 MP "
-          "photo the way the page asks for it (inference, depth and photo previews), and after 12 MP API "
-          "requests (3 full-size views in JSON)")
+          "JSON) from 4 client threads; then RSS / peak RSS of the worker for a 12 MP photo the way the page "
+          "asks for it (inference, depth and photo previews), and 12 MP API requests (3 full-size views in "
+          "JSON, PNG and JPEG), each from a clean start (2 workers: the larger, API PNG only)")
     print(f"{'workers':>7} {'healthz 200 after':>18} {'first depth map':>16} {'requests/s':>11} "
-          f"{'RSS at start':>13} {'RSS, page flow':>16} {'RSS, full-size API':>19}")
+          f"{'RSS at start':>13} {'page flow':>16} {'API, PNG':>16} {'API, JPEG':>16}")
     rates = {}
     for workers in (1, 2):
         r = serve_run(weights, workers, engine, samples, requests_n, cache)
         rates[workers] = r["rate"]
-        page = f"{r['page'][0]:.0f} / {r['page'][1]:.0f} MB" if "page" in r else "-"
-        if "page_s" in r:
-            TARGETS.append(("12 MP photo by the page: upload to the data of its first view",
-                            f"{r['page_s']:.2f} s", "measured"))
+        cells = [f"{r[k][0]:.0f} / {r[k][1]:.0f} MB" if k in r else "-"
+                 for k in ("page", "api_png", "api_jpeg")]
         print(f"{workers:>7} {r['ready']:>16.1f} s {r['first']:>14.1f} s {r['rate']:>11.2f} "
-              f"{r['base']:>10.0f} MB {page:>16} {r['api'][0]:>9.0f} / {r['api'][1]:.0f} MB")
+              f"{r['base']:>10.0f} MB" + "".join(f"{c:>17}" for c in cells))
         if "page" in r:
+            print(f"12 MP over HTTP: the page's first view's data after {r['page_s']:.2f} s "
+                  f"({r['page_s'] / r['page_infer_s']:.1f}x its forward pass); the API's answer with 3 "
+                  f"full-size views {r['api_png_s']:.2f} s as PNG ({r['api_png_mb']:.1f} MB of JSON), "
+                  f"{r['api_jpeg_s']:.2f} s as JPEG ({r['api_jpeg_mb']:.1f} MB)")
+            TARGETS.append(("12 MP photo by the page over HTTP: upload to the data of its first view",
+                            f"{r['page_s']:.2f} s", "measured"))
+            TARGETS.append(("serving: RSS of a worker at start", f"{r['base']:.0f} MB", "measured"))
             target("serving: peak RSS of a worker, 12 MP photo via the page", r["page"][1], 600, " MB")
-            target("serving: peak RSS of a worker, 12 MP full-size API request", r["api"][1], 600, " MB")
+            target("serving: peak RSS of a worker, 12 MP full-size API request, PNG", r["api_png"][1], 600,
+                   " MB")
+            target("serving: peak RSS of a worker, 12 MP full-size API request, JPEG", r["api_jpeg"][1], 600,
+                   " MB")
     TARGETS.append(("serving: requests/s, 2 workers vs 1", f"{rates[2] / rates[1]:.2f}x", "measured"))
 
 
@@ -590,6 +729,7 @@ def main() -> None:
         ratios = request_table(chosen, default, samples, runs)
         if fast_name:
             request_table(fast_name, engines[fast_name], samples, runs)
+        big = big_photo_table(default, samples["12 MP 4000x3000 JPEG"], runs)
         rerender = rerender_table(default, samples["12 MP 4000x3000 JPEG"], runs * 2)
         del engines, default
         if not args.no_serve:
@@ -611,7 +751,9 @@ def main() -> None:
             target(f"fast mode {name} forward vs OpenVINO bf16, 256 px", f256[name][2], 1.5)
     samples_ratio = statistics.median(v for k, v in ratios.items() if not k.startswith("12 MP"))
     target("whole request (3 PNG views) vs bare forward, sample photos (median)", samples_ratio, 1.3)
-    target("whole request (3 PNG views) vs bare forward, 12 MP photo", ratios["12 MP 4000x3000 JPEG"], 1.3)
+    target("12 MP photo by the page: time to the first view's data vs bare forward", big["page"], 1.3)
+    for label in ENCODINGS:
+        target(f"12 MP photo by the API, 3 full-size views, {label}, vs bare forward", big[label], 1.3)
     target("re-render 12 MP, heatmap full size", rerender["heatmap, full size"], 50, " ms")
     target("re-render 12 MP, page preview of the heatmap", rerender["heatmap, page preview <= 1600 px"],
            50, " ms")

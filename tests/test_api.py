@@ -16,10 +16,17 @@ from app.pipeline import predict
 from helpers import SAMPLES, form_data, photo_size, pil_bytes, png_header_only, post_depth, truncated
 
 
-def data_uri_image(uri: str) -> np.ndarray:
-    prefix = "data:image/png;base64,"
+def data_uri_image(uri: str, fmt: str = "PNG") -> np.ndarray:
+    prefix = f"data:image/{fmt.lower()};base64,"
     assert uri.startswith(prefix)
-    return np.asarray(Image.open(io.BytesIO(base64.b64decode(uri[len(prefix):]))))
+    with Image.open(io.BytesIO(base64.b64decode(uri[len(prefix):], validate=True))) as im:
+        assert im.format == fmt
+        return np.asarray(im)
+
+
+def jpeg_array(data: bytes) -> np.ndarray:
+    assert data.startswith(b"\xff\xd8\xff")
+    return np.asarray(Image.open(io.BytesIO(data)))
 
 
 def png_array(data: bytes) -> np.ndarray:
@@ -80,6 +87,31 @@ def test_accept_png_with_one_view_returns_the_png(client, samples) -> None:
 def test_accept_png_with_several_views_is_refused(client, samples) -> None:
     r = post_depth(client, samples["chelsea"], headers={"Accept": "image/png"})
     assert r.status_code == 406 and r.get_json()["error"] == "not_acceptable"
+
+
+def test_format_jpeg_gives_jpeg_colour_views_and_a_lossless_gray(client, samples) -> None:
+    png = post_depth(client, samples["chelsea"]).get_json()
+    r = post_depth(client, samples["chelsea"], format="jpeg")
+    assert r.status_code == 200 and r.mimetype == "application/json"
+    body = r.get_json()
+    assert body["depth_id"] == png["depth_id"] and list(body["views"]) == ["heatmap", "overlay", "gray"]
+    for view in ("heatmap", "overlay"):
+        lossy = data_uri_image(body["views"][view], "JPEG").astype(int)
+        exact = data_uri_image(png["views"][view]).astype(int)
+        assert lossy.shape == exact.shape and 0 < np.abs(lossy - exact).mean() < 4  # close, not equal
+    assert np.array_equal(data_uri_image(body["views"]["gray"]), data_uri_image(png["views"]["gray"]))
+
+
+def test_accept_jpeg_with_one_view_returns_the_jpeg(client, samples) -> None:
+    accept = {"Accept": "image/jpeg"}
+    r = post_depth(client, samples["chelsea"], view="heatmap", format="jpeg", headers=accept)
+    assert r.status_code == 200 and r.mimetype == "image/jpeg"
+    width, height = photo_size(samples["chelsea"])
+    assert jpeg_array(r.data).shape == (height, width, 3)
+    gray = post_depth(client, samples["chelsea"], view="gray", format="jpeg", headers={"Accept": "image/*"})
+    assert gray.status_code == 200 and gray.mimetype == "image/png"  # gray stays lossless
+    several = post_depth(client, samples["chelsea"], format="jpeg", headers=accept)
+    assert several.status_code == 406 and several.get_json()["error"] == "not_acceptable"
 
 
 def test_render_from_cache_changes_the_image_not_the_depth(client, app, samples) -> None:
@@ -158,6 +190,15 @@ def test_view_images_by_url(client, samples) -> None:
     download = client.get(f"{base}/heatmap.png?colormap=jet&download=1")
     assert 'filename="chelsea.heatmap.png"' in download.headers["Content-Disposition"]
     assert "max-age" in download.headers["Cache-Control"]
+    jpeg = client.get(f"{base}/overlay.png?format=jpeg&download=1")
+    assert jpeg.status_code == 200 and jpeg.mimetype == "image/jpeg"
+    assert 'filename="chelsea.overlay.jpg"' in jpeg.headers["Content-Disposition"]
+    assert np.abs(jpeg_array(jpeg.data).astype(int) - png_array(overlay.data)).mean() < 4
+    photo_jpeg = client.get(f"{base}/photo.png?format=jpeg&max_side=200")
+    assert photo_jpeg.mimetype == "image/jpeg" and max(jpeg_array(photo_jpeg.data).shape) == 200
+    gray = client.get(f"{base}/gray.png?format=jpeg&download=1")
+    assert gray.mimetype == "image/png"  # gray stays lossless
+    assert 'filename="chelsea.gray.png"' in gray.headers["Content-Disposition"]
 
 
 def test_unicode_filename_survives_in_downloads(client, samples) -> None:
@@ -219,6 +260,8 @@ def test_healthz(client, app) -> None:
     ({"clahe_grid": "0"}, 422, "bad_option"),
     ({"colour": "jet"}, 422, "bad_option"),
     ({"views": "depth"}, 422, "bad_option"),
+    ({"format": "webp"}, 422, "bad_option"),
+    ({"format": "jpg "}, 422, "bad_option"),
 ])
 def test_bad_options_are_422(client, samples, fields, status, error) -> None:
     r = post_depth(client, samples["chelsea"], **fields)
@@ -293,12 +336,14 @@ def test_render_json_body_must_be_an_object(client) -> None:
 @pytest.mark.parametrize("query, status, error", [
     ("heatmap.png?colormap=nope", 422, "bad_option"),
     ("heatmap.png?size=512", 422, "bad_option"),
+    ("heatmap.png?format=gif", 422, "bad_option"),
+    ("photo.png?format=", 200, None),
     ("depth.png", 404, "not_found"),
 ])
 def test_view_url_errors(client, samples, query, status, error) -> None:
     depth_id = post_depth(client, samples["chelsea"], views="none").get_json()["depth_id"]
     r = client.get(f"/api/v1/depth/{depth_id}/{query}")
-    assert r.status_code == status and r.get_json()["error"] == error
+    assert r.status_code == status and (error is None or r.get_json()["error"] == error)
 
 
 def test_server_error_is_json_without_details(app, samples, monkeypatch) -> None:

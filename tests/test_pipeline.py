@@ -6,6 +6,7 @@ import io
 import struct
 import tracemalloc
 import warnings
+import zlib
 
 import cv2
 import numpy as np
@@ -13,10 +14,11 @@ import pytest
 from PIL import Image
 
 from app.options import COLORMAPS, Options
-from app.pipeline import (IMAGENET_MEAN, IMAGENET_STD, ImageError, clahe, colorize, colormap_lut, decode,
-                          display, encode_png, enhance, full_depth, infer, log_depth, network_size,
-                          normalize, overlay, predict, preprocess, refine_edges, render_views, square_crop,
-                          to_uint8, upsample)
+from app.pipeline import (DECODE_STRIP, IMAGENET_MEAN, IMAGENET_STD, PNG_STRIP, ImageError, clahe, colorize,
+                          colormap_lut, decode, display, encode, encode_jpeg, encode_png, enhance, full_depth,
+                          infer, iter_views, log_depth, network_size, normalize, overlay, predict,
+                          preprocess, refine_edges, render_views, square_crop, to_uint8, upsample,
+                          view_format)
 from helpers import SAMPLES, pil_bytes, png_header_only, reference
 
 
@@ -366,6 +368,83 @@ def test_views_and_png_roundtrip(samples, model) -> None:
     for view, img in views.items():  # each view with its own PNG row filter
         back = np.asarray(Image.open(io.BytesIO(encode_png(img, view))))
         np.testing.assert_array_equal(back, img)
+
+
+@pytest.mark.parametrize("height", [1, 2, PNG_STRIP - 1, PNG_STRIP, PNG_STRIP + 1, 2 * PNG_STRIP + 3])
+@pytest.mark.parametrize("view", ["heatmap", "overlay", "gray", "photo"])
+def test_png_is_lossless_across_strips_and_filters(height, view) -> None:
+    rng = np.random.default_rng(height)
+    shape = (height, 37) if view == "gray" else (height, 37, 3)
+    # noise and smooth rows: the "up" filter's differences wrap below 0 and above 255
+    img = rng.integers(0, 256, shape, dtype=np.uint8)
+    img[height // 2:] = np.linspace(0, 255, 37, dtype=np.uint8)[:, None] if img.ndim == 3 else \
+        np.linspace(0, 255, 37, dtype=np.uint8)
+    data = encode_png(img, view)
+    with Image.open(io.BytesIO(data)) as im:  # an independent reader, which checks every chunk's CRC
+        im.load()
+        assert im.mode == ("L" if view == "gray" else "RGB")
+        np.testing.assert_array_equal(np.asarray(im), img)
+    back = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)  # and a second one (libpng)
+    np.testing.assert_array_equal(back if back.ndim == 2 else back[:, :, ::-1], img)
+
+
+def test_png_refuses_what_it_cannot_write() -> None:
+    for img in (np.zeros((4, 4, 4), np.uint8), np.zeros((4, 4), np.uint16), np.zeros((4, 4, 3), np.float32)):
+        with pytest.raises(ValueError):
+            encode_png(img)
+
+
+def test_up_filter_is_used_for_photographic_views_only() -> None:
+    img = np.tile(np.arange(64, dtype=np.uint8)[:, None, None], (1, 64, 3)) * 4  # rows change, columns not
+
+    def filters(data: bytes) -> set:  # each row's filter type byte, from the decompressed IDAT
+        idat = data[data.index(b"IDAT") + 4:data.index(b"IEND") - 8]
+        raw = zlib.decompress(idat)
+        return {raw[r * (1 + 64 * 3)] for r in range(64)}
+
+    assert filters(encode_png(img, "overlay")) == filters(encode_png(img, "photo")) == {2}
+    assert filters(encode_png(img, "heatmap")) == {0}
+    assert len(encode_png(img, "overlay")) < len(encode_png(img, "heatmap"))  # rows predicted from above
+
+
+def test_jpeg_is_close_and_gray_stays_png(samples) -> None:
+    photo = decode(samples["coffee"])
+    data = encode_jpeg(photo)
+    with Image.open(io.BytesIO(data)) as im:
+        assert im.format == "JPEG" and im.size == (photo.shape[1], photo.shape[0])
+        assert np.abs(np.asarray(im).astype(int) - photo).mean() < 3
+    assert view_format("gray", "jpeg") == "png" and view_format("heatmap", "jpeg") == "jpeg"
+    assert encode(photo[:, :, 0], "gray", "jpeg").startswith(b"\x89PNG")
+    assert encode(photo, "photo", "jpeg") == data
+    with pytest.raises(ValueError):
+        view_format("heatmap", "webp")
+
+
+@pytest.mark.parametrize("views", [("heatmap", "overlay", "gray"), ("overlay", "heatmap"), ("overlay",),
+                                   ("gray", "overlay")])
+def test_views_one_at_a_time_equal_all_at_once(views) -> None:
+    rng = np.random.default_rng(1)
+    photo = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    depth = rng.random((40, 50), dtype=np.float32)
+    opts = Options(alpha=0.3, colormap="turbo")
+    whole = render_views(photo, depth, opts, views)
+    made = []
+    for view, img in iter_views(photo, depth, opts, views):  # each taken (copied) before the next is made
+        np.testing.assert_array_equal(img, whole[view])
+        made.append((view, img))
+    assert [v for v, _ in made] == list(views)
+    if views == ("heatmap", "overlay", "gray"):  # the overlay was blended into the heatmap's array
+        assert made[0][1] is made[1][1]
+
+
+def test_decode_copies_large_photos_by_strips_exactly() -> None:
+    tall = Image.fromarray(np.random.default_rng(2).integers(0, 256, (2 * DECODE_STRIP + 5, 33, 3),
+                                                                 dtype=np.uint8))
+    data = pil_bytes(tall, "PNG")
+    np.testing.assert_array_equal(decode(data), np.asarray(tall))
+    jpeg = pil_bytes(tall, "JPEG", quality=90)
+    with Image.open(io.BytesIO(jpeg)) as im:
+        np.testing.assert_array_equal(decode(jpeg), np.asarray(im.convert("RGB")))
 
 
 # 3. infer with flip, 4b. edge-aware refinement ---------------------------------------------------------

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -87,7 +91,36 @@ def test_previews_are_shrunk_once_for_all_views_of_a_page(model, file_store, sam
     for view in ("heatmap", "overlay", "gray"):
         png = service.render(e, Options(colormap="jet"), (view,), max_side=320)[0][view]
         assert png.startswith(b"\x89PNG")
-    service.photo_png(e, 320)
+    service.photo_image(e, 320)
     assert sorted(calls) == [2, 3]  # the depth and the photo, once each
     photo, depth = service.preview(e, 1600)
     assert photo is e.photo and depth is e.depth  # never enlarged: the cached arrays themselves
+
+
+
+# a fresh process, so that no earlier test's freed memory lies in the heap for the blocks to reuse
+FREED_BLOCK = """
+import os, sys
+import numpy as np
+if sys.argv[1] == "mapped":
+    from app.model import map_large_blocks
+    map_large_blocks()
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+big = np.ones(20 << 20, np.uint8)  # freed: glibc's default then serves blocks up to 20 MB from the heap
+del big
+# two blocks of the size of a 12 MP photo's display levels; the first, freed, lies under the second
+first = np.ones(12 << 20, np.uint8)
+second = np.ones(12 << 20, np.uint8)
+before = rss()
+del first
+print(before - rss())
+"""
+
+
+@pytest.mark.parametrize("policy, given_back", [("default", False), ("mapped", True)])
+def test_a_large_freed_array_goes_back_to_the_system(policy, given_back) -> None:
+    out = subprocess.run([sys.executable, "-c", FREED_BLOCK, policy], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).parents[1])
+    assert (float(out.stdout) > 10) == given_back, out.stdout

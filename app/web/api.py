@@ -3,39 +3,60 @@
 from __future__ import annotations
 
 import base64
-from typing import Any, Dict, Mapping
+import json
+from typing import Any, Dict, Iterator, Mapping
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, request
 
 from ..options import Options
+from ..pipeline import EXTENSIONS, IMAGE_FORMATS, view_format
 from ..service import Result
 from .errors import ApiError
 from .reading import (DEPTH_ID, NOT_CACHED, attach, cached_entry, depth_service, read_display_options,
-                      read_json_object, read_max_side, read_options, read_upload, read_views)
+                      read_format, read_json_object, read_max_side, read_options, read_upload,
+                      read_views)
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
 IMAGE_VIEWS = ("heatmap", "overlay", "gray", "photo")
+BASE64_SLICE = 3 << 18  # image bytes base64-encoded at a time (a multiple of 3: the slices' text joins up)
 
 
-def _answer(result: Result, opts: Options, views: tuple) -> Response:
-    """JSON with data-URI PNGs, or with ``Accept: image/png`` and one view, the PNG itself."""
-    png_wanted = request.accept_mimetypes.best_match(["application/json", "image/png"]) == "image/png"
-    if png_wanted and len(views) != 1:
-        raise ApiError("not_acceptable", "Accept: image/png returns one image: ask for exactly one view "
+def json_with_images(fields: Mapping[str, Any], images: Mapping[str, bytes], fmt: str) -> Iterator[bytes]:
+    """``fields`` as one JSON object with ``views`` (view -> data URI) last, written a slice at a time:
+    the answer never holds more than the encoded images and one slice of their base64 text. Built whole,
+    a 12 MP answer with three full-size PNGs held each image about four times over (bytes, base64,
+    the JSON text, its UTF-8)."""
+    yield json.dumps(fields)[:-1].encode() + b', "views": {'
+    for i, (view, data) in enumerate(images.items()):
+        mime = IMAGE_FORMATS[view_format(view, fmt)]
+        yield (b", " if i else b"") + json.dumps(view).encode() + f': "data:{mime};base64,'.encode()
+        whole = memoryview(data)
+        for at in range(0, len(whole), BASE64_SLICE):
+            yield base64.b64encode(whole[at:at + BASE64_SLICE])
+        yield b'"'
+    yield b"}}"
+
+
+def _answer(result: Result, opts: Options, views: tuple, fmt: str) -> Response:
+    """JSON with the views as data URIs (PNG, or JPEG with ``format=jpeg``), or, when the client accepts
+    the image's type before JSON and asks for one view, that image itself."""
+    mimes = {IMAGE_FORMATS[view_format(v, fmt)] for v in views} or {IMAGE_FORMATS[fmt]}
+    best = request.accept_mimetypes.best_match(["application/json", *sorted(mimes)])
+    image_wanted = best is not None and best != "application/json"
+    if image_wanted and len(views) != 1:
+        raise ApiError("not_acceptable", f"Accept: {best} returns one image: ask for exactly one view "
                        "(for example view=heatmap).")
-    pngs, render_ms = depth_service().render(result.entry, opts, views)
+    images, render_ms = depth_service().render(result.entry, opts, views, fmt=fmt)
     timings = {**result.timings_ms, **render_ms}
     timings["total"] = round(sum(timings.values()), 2)
-    if png_wanted:
-        response = Response(pngs[views[0]], mimetype="image/png")
+    if image_wanted:
+        response = Response(images[views[0]], mimetype=best)
     else:
         height, width = result.entry.depth.shape
-        response = jsonify(
-            width=width, height=height, depth_id=result.entry.id, cached=result.cached,
-            options=opts.as_dict(),
-            views={v: "data:image/png;base64," + base64.b64encode(png).decode() for v, png in pngs.items()},
-            timings_ms=timings)
+        fields = dict(width=width, height=height, depth_id=result.entry.id, cached=result.cached,
+                      options=opts.as_dict(), timings_ms=timings)
+        response = Response(json_with_images(fields, images, fmt), mimetype="application/json")
     response.headers["X-Depth-Id"] = result.entry.id
     # the standard header browsers' developer tools show next to the request
     response.headers["Server-Timing"] = ", ".join(f"{k};dur={v}" for k, v in timings.items())
@@ -48,7 +69,8 @@ def depth() -> Response:
     data, name = read_upload()
     opts = read_options(request.form, strict=True)
     views = read_views(request.form)
-    return _answer(depth_service().from_upload(data, name, opts), opts, views)
+    fmt = read_format(request.form)
+    return _answer(depth_service().from_upload(data, name, opts), opts, views, fmt)
 
 
 def _body() -> Mapping[str, Any]:
@@ -66,7 +88,8 @@ def render() -> Response:
     values: Dict[str, Any] = {**entry.depth_opts, **body}
     opts = read_options(values, strict=True)
     views = read_views(body)
-    return _answer(depth_service().for_options(entry, opts), opts, views)
+    fmt = read_format(body)
+    return _answer(depth_service().for_options(entry, opts), opts, views, fmt)
 
 
 @bp.get("/depth/<depth_id>.npy")
@@ -80,21 +103,23 @@ def depth_npy(depth_id: str) -> Response:
 @bp.get("/depth/<depth_id>/<view>.png")
 def view_png(depth_id: str, view: str) -> Response:
     """One view (or the photo) rendered from the cache with the options in the query string;
-    ``max_side=N`` gives a preview whose longer side is at most N pixels (the page uses these)."""
+    ``max_side=N`` gives a preview whose longer side is at most N pixels (the page uses these);
+    ``format=jpeg`` a JPEG of a colour view or the photo (gray stays PNG)."""
     entry = cached_entry(depth_id)
     if view not in IMAGE_VIEWS:
         raise ApiError("not_found", f"Unknown image {view[:40]!r}; use one of {', '.join(IMAGE_VIEWS)}.")
     max_side = read_max_side(request.args)
+    fmt = view_format(view, read_format(request.args))
     if view == "photo":
-        png = depth_service().photo_png(entry, max_side)
+        image = depth_service().photo_image(entry, max_side, fmt)
     else:
         opts = read_display_options(entry, request.args)
-        png = depth_service().render(entry, opts, (view,), max_side)[0][view]
-    response = Response(png, mimetype="image/png")
+        image = depth_service().render(entry, opts, (view,), max_side, fmt)[0][view]
+    response = Response(image, mimetype=IMAGE_FORMATS[fmt])
     # the same id and options always give the same image
     response.headers["Cache-Control"] = "private, max-age=86400"
     if request.args.get("download"):
-        attach(response, f"{entry.name}.{view}.png")
+        attach(response, f"{entry.name}.{view}.{EXTENSIONS[fmt]}")
     return response
 
 

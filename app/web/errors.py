@@ -48,7 +48,7 @@ ERRORS: Mapping[str, Code] = {
     "not_found": Code((404,), "an unknown URL, view or language; a video job's zip that was not asked for"),
     "no_job": Code((404,), "an unknown video job, or one that expired"),
     "method_not_allowed": Code((405,), "wrong method"),
-    "not_acceptable": Code((406,), "`Accept: image/png` with more than one view"),
+    "not_acceptable": Code((406,), "`Accept: image/png` (or `image/jpeg`) with more than one view"),
     "not_ready": Code((409,), "a video result asked for before the job is done"),
     "job_failed": Code((409,), "the result of a failed video job"),
     "job_cancelled": Code((409,), "the result of a cancelled video job"),
@@ -60,7 +60,7 @@ ERRORS: Mapping[str, Code] = {
     "not_video": Code((415,), "not a video (a still photo too: it belongs to `/api/v1/depth`)"),
     "unsupported_type": Code((415,), "a body that is not `multipart/form-data`"),
     "bad_option": Code((422,), "an unknown option, a wrong type, NaN/inf, a value out of range, an unknown "
-                               "colormap or view (photo or video option alike)"),
+                               "colormap, view or image `format` (photo or video option alike)"),
     "bad_calibration": Code((422,), "calibration points that cannot fix a scale and shift"),
     "internal_error": Code((500,), "a bug (logged; the server goes on serving)"),
     "busy": Code((503,), "photos: every inference slot is busy and the queue is full; videos: "

@@ -80,7 +80,7 @@ def bundle(depth_id: str) -> Response:
     t0 = time.perf_counter()
     pngs, _ = service.render(entry, opts, VIEWS)
     files: Dict[str, bytes] = {
-        "photo.png": service.photo_png(entry), **{f"{v}.png": pngs[v] for v in VIEWS},
+        "photo.png": service.photo_image(entry), **{f"{v}.png": pngs[v] for v in VIEWS},
         "depth.npy": service.depth_npy(entry), "depth.pfm": exports.depth_pfm(entry.depth),
         "depth.exr": exports.depth_exr(entry.depth), "depth16.png": exports.depth_png16(entry.depth),
         "pointcloud.ply": exports.point_cloud_ply(photo_small, depth_small, scene),

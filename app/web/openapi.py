@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Mapping, Optional
 from flask import Blueprint, Flask, Response, current_app, jsonify, render_template, request
 
 from ..options import Options, SceneOptions
-from ..pipeline import VIEWS
+from ..pipeline import IMAGE_FORMATS, VIEWS
 from .api import IMAGE_VIEWS
 from .errors import ERRORS
 from .reading import PREVIEW_SIDES
@@ -29,6 +29,10 @@ DEPTH_ID = {"type": "string", "pattern": "^[0-9a-f]{32}$",
             "description": "the id of an earlier result (from POST /api/v1/depth or /render)"}
 VIEWS_PARAM = {"type": "string", "default": "all",
                "description": "`all`, `none`, or a comma-separated list of " + ", ".join(VIEWS)}
+FORMAT_PARAM = {"type": "string", "enum": list(IMAGE_FORMATS), "default": "png",
+                "description": "the images' format: `png` (lossless) or `jpeg` (lossy, far smaller and "
+                               "faster at full size); for the colour views and the photo, gray stays PNG"}
+IMAGE_CONTENT = {mime: {"schema": {"type": "string", "format": "binary"}} for mime in IMAGE_FORMATS.values()}
 
 
 def _ref(name: str) -> Dict[str, str]:
@@ -90,23 +94,28 @@ ROUTES: Mapping[str, Dict[str, Any]] = {
         "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": _form({
             "image": {"type": "string", "format": "binary",
                       "description": "the photo: JPEG, PNG, WebP, BMP, TIFF or GIF"},
-            "views": VIEWS_PARAM, "view": {"type": "string", "description": "same as views"}}, ["image"]),
+            "views": VIEWS_PARAM, "view": {"type": "string", "description": "same as views"},
+            "format": FORMAT_PARAM}, ["image"]),
             "encoding": {"image": {"contentType": "image/*"}}}}},
-        "responses": {"200": {"description": "the depth's id and the asked-for views as data-URI PNGs; with "
-                              "`Accept: image/png` and one view, that PNG",
+        "responses": {"200": {"description": "the depth's id and the asked-for views as data URIs (PNG, or "
+                              "JPEG with `format=jpeg`); with one view and an `Accept` that prefers its "
+                              "image type to JSON (`image/png`, or `image/jpeg` with `format=jpeg`), that "
+                              "image",
                               "headers": {"X-Depth-Id": {"schema": DEPTH_ID}},
                               "content": {"application/json": {"schema": _ref("DepthResult")},
-                                          "image/png": {"schema": {"type": "string", "format": "binary"}}}},
+                                          **IMAGE_CONTENT}},
                       **_errors(400, 406, 413, 415, 422, 503)},
     },
     "api.render": {
         "requestBody": {"required": True, "content": {
-            "application/json": {"schema": _form({"depth_id": DEPTH_ID, "views": VIEWS_PARAM}, ["depth_id"])},
+            "application/json": {"schema": _form({"depth_id": DEPTH_ID, "views": VIEWS_PARAM,
+                                                  "format": FORMAT_PARAM}, ["depth_id"])},
             "application/x-www-form-urlencoded": {
-                "schema": _form({"depth_id": DEPTH_ID, "views": VIEWS_PARAM}, ["depth_id"])}}},
+                "schema": _form({"depth_id": DEPTH_ID, "views": VIEWS_PARAM, "format": FORMAT_PARAM},
+                                ["depth_id"])}}},
         "responses": {"200": {"description": "as POST /api/v1/depth",
                               "content": {"application/json": {"schema": _ref("DepthResult")},
-                                          "image/png": {"schema": {"type": "string", "format": "binary"}}}},
+                                          **IMAGE_CONTENT}},
                       **_errors(400, 404, 406, 422, 503)},
     },
     "api.depth_npy": {"responses": {"200": _file("application/octet-stream", "float32 H×W .npy"),
@@ -118,9 +127,11 @@ ROUTES: Mapping[str, Dict[str, Any]] = {
                        {"name": "max_side", "in": "query", "required": False, "schema": {
                            "type": "integer", "minimum": PREVIEW_SIDES[0], "maximum": PREVIEW_SIDES[1],
                            "description": "a preview whose longer side is at most this"}},
+                       {"name": "format", "in": "query", "required": False, "schema": FORMAT_PARAM},
                        {"name": "download", "in": "query", "required": False,
                         "schema": {"type": "string", "description": "any value: answer as a file download"}}],
-        "responses": {"200": _file("image/png", "the view"), **_errors(404, 422, 503)},
+        "responses": {"200": {"description": "the view: PNG, or JPEG with `format=jpeg` (gray stays PNG)",
+                              "content": IMAGE_CONTENT}, **_errors(404, 422, 503)},
     },
     "exports.depth_png16": {"responses": {"200": _file("image/png", "16-bit grayscale PNG"),
                                           **_errors(404, 503)}},
@@ -208,8 +219,8 @@ SCHEMAS: Dict[str, Any] = {
         "width": {"type": "integer", "minimum": 1}, "height": {"type": "integer", "minimum": 1},
         "depth_id": DEPTH_ID, "cached": {"type": "boolean"}, "options": _ref("Options"),
         "views": {"type": "object",
-                  "additionalProperties": {"type": "string", "pattern": "^data:image/png;base64,"},
-                  "description": "view name -> data-URI PNG"},
+                  "additionalProperties": {"type": "string", "pattern": "^data:image/(png|jpeg);base64,"},
+                  "description": "view name -> data URI: PNG, or JPEG with `format=jpeg` (gray: PNG)"},
         "timings_ms": {"type": "object", "additionalProperties": {"type": "number"}}}},
     "Legend": {"type": "object", "required": ["colormap", "stops", "near", "local", "ticks", "saturated"],
                "properties": {

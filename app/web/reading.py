@@ -13,11 +13,11 @@ from flask import Request, Response, current_app, request
 
 from ..store import Entry
 from ..options import DEPTH_OPTIONS, Options
-from ..pipeline import VIEWS
+from ..pipeline import IMAGE_FORMATS, VIEWS
 from ..service import DepthService, safe_stem
 from .errors import ApiError
 
-NOT_OPTIONS = frozenset({"image", "views", "view", "depth_id", "download", "max_side"})
+NOT_OPTIONS = frozenset({"image", "views", "view", "depth_id", "download", "max_side", "format"})
 PREVIEW_SIDES = (64, 8192)  # the range of max_side
 DEPTH_ID = re.compile(r"[0-9a-f]{32}")
 DEFAULTS: Mapping[str, Any] = Options().as_dict()  # built once: URLs carry only what differs from it
@@ -118,6 +118,19 @@ def read_max_side(values: Mapping[str, Any]) -> Optional[int]:
     if not lo <= side <= hi:
         raise ApiError("bad_option", f"Option 'max_side': must be between {lo} and {hi}; got {side}.")
     return side
+
+
+def read_format(values: Mapping[str, Any]) -> str:
+    """``format`` of the images: ``png`` (the default, lossless) or ``jpeg`` (lossy, far smaller and faster
+    at full size). It applies to the colour views and the photo; gray stays PNG (``pipeline.view_format``)."""
+    raw = values.get("format")
+    if raw is None or raw == "":
+        return "png"
+    fmt = str(raw).strip().lower()
+    if fmt not in IMAGE_FORMATS:
+        raise ApiError("bad_option", f"Option 'format': use {' or '.join(IMAGE_FORMATS)}; "
+                       f"got {str(raw)[:40]!r}.")
+    return fmt
 
 
 def lookup(depth_id: Any) -> Optional[Entry]:
