@@ -39,7 +39,7 @@ def setting_option(flag: str, env: str, help: str, **extra: Any) -> Callable[...
 def engine_option(func: Callable[..., Any]) -> Callable[..., Any]:
     return setting_option("--engine", "DEPTHMAP_ENGINE",
                           "how the network runs: auto (the fastest exact engine installed: with AVX-512 "
-                          "openvino-fp32, else onnxruntime, else torchscript; without, torchscript), "
+                          "openvino-fp32 first, with AVX2 onnxruntime first, else torchscript), "
                           "torchscript (fp32, the PyTorch path), eager (fp32, plain PyTorch), bf16 (CPUs "
                           "with native bfloat16), onnxruntime (fp32), openvino (bf16 where native, else "
                           "fp32), openvino-fp32; see docs/engines-and-speed.md",

@@ -202,11 +202,15 @@ def configure_threads(threads: Optional[int] = None) -> int:
 ENGINES: Tuple[str, ...] = ("torchscript", "eager", "bf16", "onnxruntime", "openvino", "openvino-fp32")
 # the exact (fp32) engines, fastest first, as the benchmark ranks them (docs/engines-and-speed.md,
 # "Engines"). With AVX-512, at every size: OpenVINO fp32 0.32-0.39x eager, ONNX Runtime 0.35-0.43x,
-# TorchScript 0.58-0.70x (two machines). With AVX2 only, at the default 256 px TorchScript leads
-# (0.64x and 0.91x against 0.82-1.29x for the ONNX engines, two runs), so it goes first there.
-# ``auto`` takes the first one this install can run; torchscript always can.
+# TorchScript 0.58-0.70x (two machines). With AVX2 only (an AMD EPYC, the machine quiet): ONNX Runtime
+# 0.32 / 0.44 / 0.38x at 256 / 384 / 512 px and OpenVINO fp32 0.29 / 0.44 / 0.37x, a tie within the
+# spread of either (p10-p90 78-106 ms against 79-106 ms at 256 px), TorchScript 0.70-0.77x; of the two
+# tied, ONNX Runtime's worker starts 107 MB smaller (482 MB against 589), so it goes first there. Earlier
+# runs that put TorchScript first on AVX2 were made on a saturated machine. Without AVX2 nothing was
+# measured: TorchScript, the PyTorch path. ``auto`` takes the first one this install can run.
 AUTO_ORDER: Tuple[str, ...] = ("openvino-fp32", "onnxruntime", "torchscript")
-AUTO_ORDER_WITHOUT_AVX512: Tuple[str, ...] = ("torchscript",)
+AUTO_ORDER_AVX2: Tuple[str, ...] = ("onnxruntime", "openvino-fp32", "torchscript")
+AUTO_ORDER_OTHER: Tuple[str, ...] = ("torchscript",)
 DEFAULT_ENGINE = "auto"
 EXACT_ENGINES = frozenset({"torchscript", "eager", "onnxruntime", "openvino-fp32"})
 # onnx, onnxruntime and openvino are dependencies; only an install that skipped them lacks them
@@ -262,8 +266,11 @@ def engine_problem(engine: str) -> Optional[str]:
 
 
 def auto_order(flags: Optional[FrozenSet[str]] = None) -> Tuple[str, ...]:
-    """The exact engines ``auto`` tries, fastest first on this CPU (AVX-512 or not)."""
-    return AUTO_ORDER if "avx512f" in (cpu_flags() if flags is None else flags) else AUTO_ORDER_WITHOUT_AVX512
+    """The exact engines ``auto`` tries, fastest first on this CPU (AVX-512, AVX2 only, or neither)."""
+    flags = cpu_flags() if flags is None else flags
+    if "avx512f" in flags:
+        return AUTO_ORDER
+    return AUTO_ORDER_AVX2 if "avx2" in flags else AUTO_ORDER_OTHER
 
 
 def resolve_engine(engine: str) -> Optional[str]:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from app.model import (AUTO_ORDER, AUTO_ORDER_WITHOUT_AVX512, DEFAULT_ENGINE, ENGINES, EXACT_ENGINES,
+from app.model import (AUTO_ORDER, AUTO_ORDER_AVX2, DEFAULT_ENGINE, ENGINES, EXACT_ENGINES,
                        INSTALL_HINT, DepthModel, EngineError, WeightsError, auto_order, configure_threads,
                        cpu_flags, engine_problem, file_digest, fold_batchnorm, load_network, native_bf16,
                        onnx_cache_path, resolve_engine)
@@ -142,7 +142,7 @@ def avx512(monkeypatch) -> None:
 
 def test_auto_is_the_default_and_picks_only_exact_engines() -> None:
     assert DEFAULT_ENGINE == "auto" and AUTO_ORDER[-1] == "torchscript"
-    assert set(AUTO_ORDER) <= EXACT_ENGINES and AUTO_ORDER_WITHOUT_AVX512 == ("torchscript",)
+    assert set(AUTO_ORDER) <= EXACT_ENGINES and set(AUTO_ORDER_AVX2) <= EXACT_ENGINES
     assert "bf16" not in EXACT_ENGINES and "openvino" not in EXACT_ENGINES  # bf16 where the CPU has it
     assert resolve_engine("eager") == "eager"
     assert resolve_engine("auto") == next(e for e in auto_order() if engine_problem(e) is None)
@@ -150,7 +150,9 @@ def test_auto_is_the_default_and_picks_only_exact_engines() -> None:
 
 def test_auto_order_follows_the_cpu() -> None:
     assert auto_order(frozenset({"avx2", "avx512f", "avx512_bf16"})) == AUTO_ORDER
-    assert auto_order(frozenset({"avx2", "fma"})) == ("torchscript",) == auto_order(frozenset())
+    assert auto_order(frozenset({"avx2", "fma"})) == AUTO_ORDER_AVX2 == ("onnxruntime", "openvino-fp32",
+                                                                         "torchscript")
+    assert auto_order(frozenset({"sse4_2"})) == ("torchscript",) == auto_order(frozenset())
 
 
 @pytest.mark.parametrize("missing, chosen", [((), "openvino-fp32"), (("openvino",), "onnxruntime"),
