@@ -118,7 +118,8 @@
     const body = new FormData();
     body.append("video", file, file.name);
     for (const name of optionNames) {
-      const el = form.elements[name];
+      // the stereo settings (layout, strength, ...) live in the "Stereo 3D" panel, outside the form
+      const el = form.elements[name] || document.getElementById(`st-${name}`);
       if (!el) continue;
       body.append(name, el.type === "checkbox" ? (el.checked ? "on" : "off") : el.value);
     }
