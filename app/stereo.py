@@ -61,11 +61,9 @@ def forward_warp(photo: np.ndarray, near: np.ndarray, shift: np.ndarray
     # the keys' low 32 bits: the source column, -1 where nothing landed, which remap's constant border
     # turns into black and depth 0; OpenCV's threaded gather is far faster than numpy's for 3-byte pixels
     source_x = best[:size].astype(np.int32).astype(np.float32).reshape(height, width)
-    rows = np.broadcast_to(np.arange(height, dtype=np.float32)[:, None], (height, width))
-    image = cv2.remap(photo, source_x, np.ascontiguousarray(rows), cv2.INTER_NEAREST,
-                      borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    shown = cv2.remap(near.astype(np.float32, copy=False), source_x, np.ascontiguousarray(rows),
-                      cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    rows = np.repeat(np.arange(height, dtype=np.float32)[:, None], width, axis=1)
+    image, shown = (cv2.remap(src, source_x, rows, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
+                              borderValue=0) for src in (photo, near.astype(np.float32, copy=False)))
     return image, shown, (best[:size] >= 0).reshape(height, width)
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import statistics
 import sys
 import tempfile
 import time
@@ -39,6 +38,7 @@ from app.normals import normal_map  # noqa: E402
 from app.options import STEREO_LAYOUTS, NormalOptions, StereoOptions  # noqa: E402
 from app.pipeline import normalize  # noqa: E402
 from app.stereo import disparity, fill_holes, forward_warp, hole_sources, stereo  # noqa: E402
+from bench_store import ms  # noqa: E402
 from scenes import Plane, render  # noqa: E402
 
 log = logging.getLogger("bench_stereo")
@@ -95,15 +95,6 @@ def fill_table(backgrounds: List[str], divergences: List[float]) -> None:
             print("  ".join(row))
 
 
-def timed(fn: Callable[[], object], rounds: int) -> str:
-    times = []
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1000)
-    return f"median {statistics.median(times):7.0f} ms  (min {min(times):.0f}, max {max(times):.0f})"
-
-
 def speed_table(rounds: int, width: int, height: int) -> None:
     with Image.open(ROOT / "tests/fixtures/samples/rocket.jpg") as im:
         photo = np.asarray(im.convert("RGB").resize((width, height), Image.BICUBIC))
@@ -114,8 +105,8 @@ def speed_table(rounds: int, width: int, height: int) -> None:
           f"{cv2.getNumThreads()} OpenCV threads")
     for name in STEREO_LAYOUTS:
         opts = StereoOptions(layout=name, divergence=2.5)
-        print(f"stereo {name:<16} {timed(lambda o=opts: stereo(photo, depth, o), rounds)}")
-    print(f"normal map {'':<12} {timed(lambda: normal_map(depth, NormalOptions()), rounds)}")
+        print(f"stereo {name:<16} median {ms(lambda o=opts: stereo(photo, depth, o), rounds):7.0f} ms")
+    print(f"normal map {'':<12} median {ms(lambda: normal_map(depth, NormalOptions()), rounds):7.0f} ms")
 
 
 def video_table() -> None:

@@ -3,7 +3,8 @@ log and CLAHE; the compare slider moves by keyboard and by dragging; every downl
 that parses back with the right size and values; the 3D preview draws the mesh (WebGL through
 SwiftShader, Chromium's software renderer) and turns with the keyboard. No CSP violation on the way.
 
-With SCREENSHOT_DIR set, saves studio-compare.jpg, studio-3d.jpg and studio-stereo.jpg (the docs' screenshots).
+With SCREENSHOT_DIR set, saves studio-compare.jpg, studio-3d.jpg and studio-stereo.jpg (the docs'
+screenshots).
 """
 
 from __future__ import annotations

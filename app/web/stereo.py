@@ -12,19 +12,20 @@ from ..normals import normal_map
 from ..options import NormalOptions, OptionsBase, StereoOptions
 from ..pipeline import encode_png
 from ..stereo import stereo
-from .reading import attach, cached_entry, depth_service, read_max_side
+from .reading import NOT_OPTIONS, attach, cached_entry, depth_service, read_max_side
 
 bp = Blueprint("stereo", __name__, url_prefix="/api/v1")
 
 T = TypeVar("T", bound=OptionsBase)
-NOT_OPTIONS = ("max_side", "download")
+# what templates/studio/stereo.html shows of each setting: its range, default and help (built once)
+TEMPLATE_VALUES: Dict[str, Any] = {
+    name: {f.name: {**f.metadata, "default": f.default} for f in fields(cls)}
+    for name, cls in (("stereo_meta", StereoOptions), ("normal_meta", NormalOptions))}
 
 
 @bp.app_context_processor
 def stereo_template_values() -> Dict[str, Any]:
-    """What templates/studio/stereo.html shows: each setting's range, default and help."""
-    return {name: {f.name: {**f.metadata, "default": f.default} for f in fields(cls)}
-            for name, cls in (("stereo_meta", StereoOptions), ("normal_meta", NormalOptions))}
+    return TEMPLATE_VALUES
 
 
 def _options(cls: Type[T]) -> T:
