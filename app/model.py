@@ -1,11 +1,12 @@
-"""The depth model: where the weights come from, how they are checked and loaded, and inference.
+"""The depth models: where the weights come from, how they are checked and loaded, and inference.
 
-Weights are resolved in this order (``resolve_weights``):
+Each model's weights (``app.models``) are resolved in this order (``resolve_weights``):
 
-1. an explicit path (CLI ``--weights``, environment ``MIDAS_WEIGHTS``): used as given, never replaced;
+1. an explicit path (CLI ``--weights``, environment ``MIDAS_WEIGHTS`` or ``DAV2_WEIGHTS``): used as given,
+   never replaced;
 2. the user cache, ``$DEPTHMAP_CACHE`` or ``$XDG_CACHE_HOME/depthmap`` or ``~/.cache/depthmap``
    (torch.hub's own copy, ``~/.cache/torch/hub/checkpoints``, is used too when present);
-3. a download of the official release file into the cache: to a temporary file, with a progress bar,
+3. a download of the official file into the cache: to a temporary file, with a progress bar,
    checked against the known digest and by a strict load, then renamed into place.
 
 Nothing ever falls back to random weights: any failure is a ``WeightsError`` that says what to do.
@@ -45,16 +46,14 @@ import torch  # noqa: E402
 from torch.nn.utils.fusion import fuse_conv_bn_eval  # noqa: E402
 
 from .cpus import usable_cpus  # noqa: E402
+from .models import MIDAS_SMALL, ModelSpec  # noqa: E402
 from .network import DepthwiseSeparable, InvertedResidual, MidasSmall  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-MODEL_NAME = "MiDaS v2.1 small (midas_v21_small_256)"
-WEIGHTS_FILENAME = "midas_v21_small_256.pt"
-WEIGHTS_URL = "https://github.com/isl-org/MiDaS/releases/download/v2_1/midas_v21_small_256.pt"
-# The only published fingerprint of the official file: its git blob id in a public repository that
-# commits a copy (``git hash-object FILE``). The sha256 of whatever loads is reported in its place.
-WEIGHTS_DIGEST = "gitblob:e224b2bed206ebb398b613018f24458f00eab784"
+WEIGHTS_FILENAME = MIDAS_SMALL.weights_filename
+WEIGHTS_URL = MIDAS_SMALL.weights_url
+WEIGHTS_DIGEST = MIDAS_SMALL.weights_digest
 
 
 class WeightsError(RuntimeError):
@@ -70,33 +69,38 @@ def cache_dir(env: Mapping[str, str] = os.environ) -> Path:
     return Path(base).expanduser() / "depthmap"
 
 
-def _how_to_fix(dest: Path) -> str:
-    return (f"Download {WEIGHTS_FILENAME} from {WEIGHTS_URL} on a machine with internet access and "
-            f"either put it at {dest} or pass its path with --weights PATH (or MIDAS_WEIGHTS=PATH).")
+def _how_to_fix(dest: Path, model: ModelSpec = MIDAS_SMALL) -> str:
+    return (f"Download {model.weights_filename} from {model.weights_url} on a machine with internet access "
+            f"and either put it at {dest} or pass its path with --weights PATH (or "
+            f"{model.weights_env}=PATH).")
 
 
 def resolve_weights(explicit: Optional[str] = None, cache: Optional[Path] = None,
                     url: Optional[str] = None, digest: Optional[str] = None,
-                    download: bool = True, env: Mapping[str, str] = os.environ) -> Path:
-    """The path of usable weights: explicit, else cached, else freshly downloaded into the cache.
+                    download: bool = True, env: Mapping[str, str] = os.environ,
+                    model: ModelSpec = MIDAS_SMALL) -> Path:
+    """The path of ``model``'s usable weights: explicit, else cached, else freshly downloaded into the
+    cache.
 
-    ``url`` and ``digest`` default to ``$MIDAS_WEIGHTS_URL`` / ``$MIDAS_WEIGHTS_DIGEST`` (a mirror and
-    its ``sha256:HEX`` or ``gitblob:HEX``), else the official release and its known digest.
+    ``url`` and ``digest`` default to ``$MIDAS_WEIGHTS_URL`` / ``$MIDAS_WEIGHTS_DIGEST`` (``DAV2_…`` for
+    Depth Anything: a mirror and its ``sha256:HEX`` or ``gitblob:HEX``), else the official file and its
+    known digest.
     """
     if explicit:
         path = Path(explicit).expanduser()
         if not path.is_file():
-            raise WeightsError(f"Weights file not found: {path}. {_how_to_fix(path)}")
+            raise WeightsError(f"Weights file not found: {path}. {_how_to_fix(path, model)}")
         return path
     cache = cache if cache is not None else cache_dir(env)
-    dest = cache / WEIGHTS_FILENAME
-    for candidate in (dest, Path.home() / ".cache/torch/hub/checkpoints" / WEIGHTS_FILENAME):
+    dest = cache / model.weights_filename
+    for candidate in (dest, Path.home() / ".cache/torch/hub/checkpoints" / model.weights_filename):
         if candidate.is_file():
             return candidate
     if not download:
-        raise WeightsError(f"No weights at {dest} and downloading is off. {_how_to_fix(dest)}")
-    return download_weights(url or env.get("MIDAS_WEIGHTS_URL") or WEIGHTS_URL, dest,
-                            digest or env.get("MIDAS_WEIGHTS_DIGEST") or WEIGHTS_DIGEST)
+        raise WeightsError(f"No weights at {dest} and downloading is off. {_how_to_fix(dest, model)}")
+    return download_weights(url or env.get(f"{model.weights_env}_URL") or model.weights_url, dest,
+                            digest or env.get(f"{model.weights_env}_DIGEST") or model.weights_digest,
+                            model=model)
 
 
 def file_digest(path: Path, kind: str) -> str:
@@ -113,20 +117,21 @@ def file_digest(path: Path, kind: str) -> str:
 
 
 def download_weights(url: str, dest: Path, digest: str = WEIGHTS_DIGEST, progress: bool = True,
-                     timeout: float = 30.0) -> Path:
-    """Fetch ``url`` into ``dest`` atomically: temp file, progress bar, digest, strict load, rename."""
+                     timeout: float = 30.0, model: ModelSpec = MIDAS_SMALL) -> Path:
+    """Fetch ``url`` into ``dest`` atomically: temp file, progress bar, digest, strict load (as ``model``),
+    rename."""
     from tqdm import tqdm  # only needed here, and only on a first run
 
     kind, _, expected = digest.partition(":")
     if kind not in ("sha256", "gitblob") or not expected:
         raise WeightsError(f"Bad weights digest {digest!r}: expected sha256:HEX or gitblob:HEX.")
-    log.info("downloading %s weights from %s to %s", MODEL_NAME, url, dest)
+    log.info("downloading %s weights from %s to %s", model.title, url, dest)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
     except OSError as exc:
         raise WeightsError(f"Cannot write the weights cache {dest.parent} ({exc.strerror}). Set "
-                           f"DEPTHMAP_CACHE to a writable folder, or {_how_to_fix(dest)}") from None
+                           f"DEPTHMAP_CACHE to a writable folder, or {_how_to_fix(dest, model)}") from None
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:
@@ -134,7 +139,7 @@ def download_weights(url: str, dest: Path, digest: str = WEIGHTS_DIGEST, progres
                 with urllib.request.urlopen(url, timeout=timeout) as resp:
                     total = int(resp.headers.get("Content-Length") or 0) or None
                     with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
-                              desc=WEIGHTS_FILENAME, disable=not progress) as bar:
+                              desc=model.weights_filename, disable=not progress) as bar:
                         for chunk in iter(lambda: resp.read(1 << 16), b""):
                             out.write(chunk)
                             bar.update(len(chunk))
@@ -143,12 +148,12 @@ def download_weights(url: str, dest: Path, digest: str = WEIGHTS_DIGEST, progres
                     exc.close()  # an HTTPError holds the open response
                 reason = getattr(exc, "reason", exc)
                 raise WeightsError(f"Could not download the model weights from {url} ({reason}). "
-                                   f"{_how_to_fix(dest)}") from None
+                                   f"{_how_to_fix(dest, model)}") from None
         got = file_digest(tmp, kind)
         if got != expected:
             raise WeightsError(f"The downloaded weights are corrupt or not the official file: "
-                               f"{kind} {got}, expected {expected}. {_how_to_fix(dest)}")
-        load_network(tmp)  # a strict load proves the tensors are all there, with the right shapes
+                               f"{kind} {got}, expected {expected}. {_how_to_fix(dest, model)}")
+        load_network(tmp, model)  # a strict load proves the tensors are all there, with the right shapes
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
@@ -158,7 +163,7 @@ def download_weights(url: str, dest: Path, digest: str = WEIGHTS_DIGEST, progres
 
 # loading --------------------------------------------------------------------------------------------
 
-def load_state_dict(path: Path) -> Dict[str, torch.Tensor]:
+def load_state_dict(path: Path, model: ModelSpec = MIDAS_SMALL) -> Dict[str, torch.Tensor]:
     """The checkpoint's tensors. Accepts a plain state_dict (official) or one wrapped under "model"."""
     try:
         # weights_only: a checkpoint is data, never code to run
@@ -166,24 +171,33 @@ def load_state_dict(path: Path) -> Dict[str, torch.Tensor]:
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a damaged file
         raise WeightsError(f"Cannot read weights file {path}: {exc.__class__.__name__}: "
                            f"{str(exc).splitlines()[0] if str(exc) else 'unreadable'}. "
-                           f"{_how_to_fix(path)}") from None
+                           f"{_how_to_fix(path, model)}") from None
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
         obj = obj["model"]  # the official training scripts save {"model": ..., "optimizer": ...}
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise WeightsError(f"{path} is not a MiDaS state_dict. {_how_to_fix(path)}")
+        raise WeightsError(f"{path} is not a {model.title} state_dict. {_how_to_fix(path, model)}")
     return obj
 
 
-def load_network(path: Path) -> MidasSmall:
-    """An eval-mode ``MidasSmall`` with the file's weights, loaded with ``strict=True``."""
-    net = MidasSmall()
+def new_network(model: ModelSpec = MIDAS_SMALL) -> torch.nn.Module:
+    """``model``'s network with untrained weights."""
+    if model is MIDAS_SMALL:
+        return MidasSmall()
+    from .network_dav2 import DepthAnythingV2Small  # only servers and commands that use it pay for it
+
+    return DepthAnythingV2Small()
+
+
+def load_network(path: Path, model: ModelSpec = MIDAS_SMALL) -> torch.nn.Module:
+    """An eval-mode network of ``model`` with the file's weights, loaded with ``strict=True``."""
+    net = new_network(model)
     try:
-        net.load_state_dict(load_state_dict(path), strict=True)
+        net.load_state_dict(load_state_dict(path, model), strict=True)
     except RuntimeError as exc:
         first = str(exc).splitlines()
-        raise WeightsError(f"{path} does not fit MiDaS v2.1 small: "
+        raise WeightsError(f"{path} does not fit {model.title}: "
                            f"{' '.join(line.strip() for line in first[:3])[:500]}. "
-                           f"{_how_to_fix(path)}") from None
+                           f"{_how_to_fix(path, model)}") from None
     return net.eval()
 
 
@@ -250,10 +264,10 @@ def _needs(engine: str) -> Tuple[str, ...]:
     return ("onnx", "openvino") if engine.startswith("openvino") else ()
 
 
-def engine_problem(engine: str) -> Optional[str]:
+def engine_problem(engine: str, model: str = "midas-small") -> Optional[str]:
     """Why ``engine`` cannot run here (a sentence that says what to do), or None if it can."""
     if engine == "auto":
-        return None if resolve_engine(engine) else "No exact engine can run here."
+        return None if resolve_engine(engine, model=model) else "No exact engine can run here."
     if engine not in ENGINES:
         return f"Unknown engine {engine!r}: choose auto or one of {', '.join(ENGINES)}."
     if engine == "bf16" and not native_bf16():
@@ -265,7 +279,7 @@ def engine_problem(engine: str) -> Optional[str]:
     return None
 
 
-def auto_order(flags: Optional[FrozenSet[str]] = None) -> Tuple[str, ...]:
+def auto_order(flags: Optional[FrozenSet[str]] = None, model: str = "midas-small") -> Tuple[str, ...]:
     """The exact engines ``auto`` tries, fastest first on this CPU (AVX-512, AVX2 only, or neither)."""
     flags = cpu_flags() if flags is None else flags
     if "avx512f" in flags:
@@ -273,7 +287,7 @@ def auto_order(flags: Optional[FrozenSet[str]] = None) -> Tuple[str, ...]:
     return AUTO_ORDER_AVX2 if "avx2" in flags else AUTO_ORDER_OTHER
 
 
-def resolve_engine(engine: str) -> Optional[str]:
+def resolve_engine(engine: str, model: str = "midas-small") -> Optional[str]:
     """The engine ``engine`` names: ``auto`` is the first of ``auto_order()`` this install can run (None
     if none can; torchscript, last, always can), any other name itself."""
     if engine != "auto":
@@ -505,7 +519,7 @@ class DepthModel:
     threads: int
     engine: str = "torchscript"
     precision: str = "fp32"
-    name: str = MODEL_NAME
+    spec: ModelSpec = MIDAS_SMALL
     # one forward pass at a time per process: every engine already spreads one pass over all the
     # threads it has, so concurrent passes only oversubscribe the cores and multiply peak memory
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
@@ -514,43 +528,52 @@ class DepthModel:
     def scripted(self) -> bool:
         return self.engine == "torchscript"
 
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
     @classmethod
     def load(cls, weights: Path, threads: Optional[int] = None, engine: Optional[str] = None,
-             warm_up: bool = True, onnx_cache: Optional[Path] = None) -> "DepthModel":
-        """Strict-loads ``weights`` and compiles them for ``engine`` (default ``auto``: the fastest exact
-        engine this install can run), then, with ``warm_up``, runs ``warm_up()``. The ONNX export is
-        kept in ``onnx_cache`` (default ``cache_dir()/onnx``). Raises ``WeightsError`` or ``EngineError``."""
+             warm_up: bool = True, onnx_cache: Optional[Path] = None,
+             model: ModelSpec = MIDAS_SMALL) -> "DepthModel":
+        """Strict-loads ``weights`` as ``model`` and compiles them for ``engine`` (default ``auto``: the
+        fastest exact engine this install can run for that model), then, with ``warm_up``, runs
+        ``warm_up()``. The ONNX export is kept in ``onnx_cache`` (default ``cache_dir()/onnx``). Raises
+        ``WeightsError`` or ``EngineError``."""
         asked = engine or DEFAULT_ENGINE
-        problem = engine_problem(asked)
+        problem = engine_problem(asked, model=model.name)
         if problem:  # before the slow part
             raise EngineError(problem)
-        engine = resolve_engine(asked) or asked  # engine_problem said that it resolves
+        engine = resolve_engine(asked, model=model.name) or asked  # engine_problem said that it resolves
         if asked != engine:
-            log.info("engine %s: chose %s, the first of %s this install can run on this CPU", asked, engine,
-                     ", ".join(auto_order()))
+            log.info("%s: engine %s chose %s, the first of %s this install can run on this CPU", model.name,
+                     asked, engine, ", ".join(auto_order(model=model.name)))
         t0 = time.perf_counter()
         n = configure_threads(threads)
         sha256 = file_digest(weights, "sha256")
-        runner, precision = build_runner(load_network(weights), engine, n, weights_sha256=sha256,
+        runner, precision = build_runner(load_network(weights, model), engine, n, weights_sha256=sha256,
                                          onnx_cache=onnx_cache or cache_dir() / "onnx")
-        model = cls(runner, weights, sha256, n, engine, precision)
-        model(np.zeros((1, 3, 256, 256), np.float32))  # first call: compilers finish their work
-        log.info("loaded %s from %s (sha256 %s), engine %s (%s), %d threads, in %.1f s", MODEL_NAME,
-                 weights, model.weights_sha256, engine, precision, n, time.perf_counter() - t0)
-        if warm_up:
-            model.warm_up()
+        loaded = cls(runner, weights, sha256, n, engine, precision, model)
+        side = model.multiple * 8  # MiDaS: 256
+        loaded(np.zeros((1, 3, side, side), np.float32))  # first call: compilers finish their work
+        log.info("loaded %s from %s (sha256 %s), engine %s (%s), %d threads, in %.1f s", model.title,
+                 weights, loaded.weights_sha256, engine, precision, n, time.perf_counter() - t0)
+        if warm_up and model.warm_up:
+            loaded.warm_up()
         else:
             release_freed_memory()
-        return model
+        return loaded
 
-    def warm_up(self, sizes: Sequence[int] = (256,)) -> float:
+    def warm_up(self, sizes: Optional[Sequence[int]] = None) -> float:
         """Runs the network once at each input shape that photos of the usual aspect ratios get at
-        ``sizes`` (the first call at a new shape pays for the engine's per-shape preparation);
-        returns the seconds it took. Safe to call from another thread while serving."""
-        from .pipeline import network_size  # pipeline does not import torch; no cycle
+        ``sizes`` (default: the model's usual size; the first call at a new shape pays for the engine's
+        per-shape preparation); returns the seconds it took. Safe to call from another thread while
+        serving."""
+        from .pipeline import input_shape  # pipeline does not import torch; no cycle
 
         t0 = time.perf_counter()
-        shapes = {network_size(h, w, size) for size in sizes for h, w in WARM_UP_ASPECTS}
+        sizes = sizes or (self.spec.default_size,)
+        shapes = {input_shape(h, w, size, self.spec) for size in sizes for h, w in WARM_UP_ASPECTS}
         for h, w in sorted(shapes):
             self(np.zeros((1, 3, h, w), np.float32))
         took = time.perf_counter() - t0
@@ -559,7 +582,7 @@ class DepthModel:
         return took
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        """``(1, 3, h, w)`` float32 normalised RGB, h and w multiples of 32 -> ``(h, w)`` float32
-        relative inverse depth."""
+        """``(1, 3, h, w)`` float32 normalised RGB, h and w multiples of the model's (32, 14) -> ``(h, w)``
+        float32 relative inverse depth."""
         with self._lock, torch.inference_mode():
             return np.asarray(self.run(x), dtype=np.float32)[0]

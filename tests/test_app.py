@@ -11,7 +11,7 @@ from app.model import WeightsError
 def test_model_is_loaded_once_and_kept(app, weights_path) -> None:
     from app.model import resolve_engine
 
-    model = app.extensions["depth_model"]
+    model = app.extensions["depth_models"]["midas-small"]
     assert model.weights_path == weights_path and app.config["ENGINE"] == "auto"
     assert model.engine == resolve_engine("auto") and model.precision == "fp32"
 
@@ -19,7 +19,7 @@ def test_model_is_loaded_once_and_kept(app, weights_path) -> None:
 def test_healthz(app) -> None:
     body = app.test_client().get("/healthz").get_json()
     assert body["status"] == "ok" and body["torch_threads"] == 2
-    assert body["weights_sha256"] == app.extensions["depth_model"].weights_sha256
+    assert body["weights_sha256"] == app.extensions["depth_models"]["midas-small"].weights_sha256
 
 
 def test_environment_then_test_config(monkeypatch, weights_path) -> None:
@@ -28,7 +28,7 @@ def test_environment_then_test_config(monkeypatch, weights_path) -> None:
     monkeypatch.setenv("MIDAS_WEIGHTS", str(weights_path))
     app = create_app({"MAX_SIDE": 512, "ENGINE": "eager"})
     assert app.config["MAX_PIXELS"] == 1234 and app.config["MAX_SIDE"] == 512
-    assert app.config["SECRET_KEY"] and app.extensions["depth_model"].engine == "eager"
+    assert app.config["SECRET_KEY"] and app.extensions["depth_models"]["midas-small"].engine == "eager"
 
 
 def test_missing_weights_never_falls_back(tmp_path) -> None:

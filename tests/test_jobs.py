@@ -61,7 +61,8 @@ def make(tmp_path, model) -> Iterator[Callable[..., VideoJobs]]:
 
     def build(**kw) -> VideoJobs:
         kw = {"workers": 1, "queue_size": 1, "ttl_s": 60, **kw}
-        jobs = VideoJobs(make_huey(tmp_path / "data"), tmp_path / "jobs", lambda: current["model"],
+        jobs = VideoJobs(make_huey(tmp_path / "data"), tmp_path / "jobs",
+                         lambda: {"midas-small": current["model"]},
                          lock_path=tmp_path / "data" / "consumer.lock", **kw)
         made.append(jobs)
         return jobs
