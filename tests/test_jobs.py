@@ -246,8 +246,8 @@ def test_the_same_jobs_through_a_real_redis(redis_url, model, clip, tmp_path) ->
     import redis
 
     def build() -> VideoJobs:
-        return VideoJobs(make_huey(tmp_path / "unused", redis_url), tmp_path / "jobs", lambda: model,
-                         queue_size=2, ttl_s=60, lock_path=tmp_path / "lock")
+        return VideoJobs(make_huey(tmp_path / "unused", redis_url), tmp_path / "jobs",
+                         lambda: {"midas-small": model}, queue_size=2, ttl_s=60, lock_path=tmp_path / "lock")
 
     a, b = build(), build()  # two processes (of two hosts: the lock path is per host, here shared)
     try:
