@@ -109,6 +109,25 @@ def client(app):
     return app.test_client()
 
 
+@pytest.fixture(scope="session")
+def dav2_model(dav2_weights_path: Path):
+    """Depth Anything V2 Small on the synthetic weights as a server loads it (engine ``auto``)."""
+    from app.model import DepthModel
+    from app.models import DEPTH_ANYTHING_V2_SMALL
+
+    return DepthModel.load(dav2_weights_path, threads=2, warm_up=False, model=DEPTH_ANYTHING_V2_SMALL)
+
+
+@pytest.fixture(scope="session")
+def two_model_app(weights_path: Path, dav2_weights_path: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The application loading both models, MiDaS small first (the default of requests)."""
+    from app import create_app
+
+    return create_app({"TESTING": True, "MIDAS_WEIGHTS": str(weights_path), "TORCH_THREADS": 2,
+                       "DAV2_WEIGHTS": str(dav2_weights_path), "MODELS": "midas-small,depth-anything-v2-small",
+                       "DATA_DIR": str(tmp_path_factory.mktemp("data"))})
+
+
 @pytest.fixture()
 def weights_server(weights_path: Path, tmp_path: Path) -> Iterator[str]:
     """A real HTTP server on 127.0.0.1 serving the synthetic weights (and a junk file)."""
