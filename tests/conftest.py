@@ -124,7 +124,8 @@ def two_model_app(weights_path: Path, dav2_weights_path: Path, tmp_path_factory:
     from app import create_app
 
     return create_app({"TESTING": True, "MIDAS_WEIGHTS": str(weights_path), "TORCH_THREADS": 2,
-                       "DAV2_WEIGHTS": str(dav2_weights_path), "MODELS": "midas-small,depth-anything-v2-small",
+                       "DAV2_WEIGHTS": str(dav2_weights_path),
+                       "MODELS": "midas-small,depth-anything-v2-small",
                        "DATA_DIR": str(tmp_path_factory.mktemp("data"))})
 
 
