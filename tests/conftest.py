@@ -165,6 +165,16 @@ def server_url(request, weights_path: Path, tmp_path_factory: pytest.TempPathFac
 
 
 @pytest.fixture(scope="module")
+def two_model_server_url(weights_path: Path, dav2_weights_path: Path,
+                         tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``depthmap serve --model midas-small --model depth-anything-v2-small`` as a real process."""
+    log = tmp_path_factory.mktemp("two-models") / "server.log"
+    with running_server(weights_path, log, "--model", "midas-small", "--model", "depth-anything-v2-small",
+                        env={"DAV2_WEIGHTS": str(dav2_weights_path)}) as (url, _):
+        yield url
+
+
+@pytest.fixture(scope="module")
 def driver():
     """A headless Chromium, one per test module."""
     d = make_driver()
