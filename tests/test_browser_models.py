@@ -56,9 +56,9 @@ def test_the_model_selector_switches_networks(two_model_server_url) -> None:
 
         driver.refresh()  # the result page keeps its model and size
         wait_settled(driver, 120)
-        assert Select(driver.find_element(By.ID, "f-model")).first_selected_option.get_attribute("value") == \
-            "depth-anything-v2-small"
+        chosen = {name: Select(driver.find_element(By.ID, f"f-{name}")).first_selected_option
+                  .get_attribute("value") for name in ("model", "size")}
+        assert chosen == {"model": "depth-anything-v2-small", "size": "364"}
         assert driver.execute_script(VISIBLE_SIZES) == ["364", "518"]
-        assert Select(driver.find_element(By.ID, "f-size")).first_selected_option.get_attribute("value") == "364"
     finally:
         driver.quit()
