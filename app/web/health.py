@@ -32,11 +32,11 @@ def healthz() -> Any:
     return jsonify(status="ok", model=model.name, weights_sha256=model.weights_sha256,
                    engine=model.engine, engine_setting=current_app.config["ENGINE"],
                    precision=model.precision, torchscript=model.scripted, torch_threads=model.threads,
-                   models=[{"name": m.name, "title": m.spec.title, "licence": m.spec.licence,
-                            "weights_sha256": m.weights_sha256, "engine": m.engine, "precision": m.precision,
-                            "sizes": list(m.spec.sizes), "default_size": m.spec.default_size}
-                           for m in models.values()],
                    load_s=current_app.extensions["load_s"],
                    uptime_s=round(time.monotonic() - started, 1), pid=os.getpid(),
                    store=store,
-                   gate=service.gate.stats())
+                   gate=service.gate.stats(),
+                   models=[{"name": m.name, "title": m.spec.title, "licence": m.spec.licence,
+                            "weights_sha256": m.weights_sha256, "engine": m.engine, "precision": m.precision,
+                            "sizes": list(m.spec.sizes), "default_size": m.spec.default_size}
+                           for m in models.values()])
