@@ -4,16 +4,15 @@ in helpers.py."""
 
 from __future__ import annotations
 
-import http.server
 import os
 import shutil
-import threading
 from pathlib import Path
 from typing import Dict, Iterator
 
 import pytest
 
-from helpers import FIXTURES, REDIS_SERVER, SAMPLES, RedisServer, make_driver, running_server, tls_files
+from helpers import (FIXTURES, REDIS_SERVER, SAMPLES, RedisServer, make_driver, running_server, serving,
+                     tls_files)
 from synthetic import write_synthetic_weights
 
 
@@ -139,19 +138,20 @@ def weights_server(weights_path: Path, tmp_path: Path) -> Iterator[str]:
     shutil.copy(weights_path, root / WEIGHTS_FILENAME)
     (root / "junk.pt").write_bytes(b"this is not a checkpoint")
 
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, directory=str(root), **kwargs)
+    yield from serving(root)
 
-        def log_message(self, *args) -> None:  # keep test output clean
-            pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+@pytest.fixture()
+def dav2_weights_server(dav2_weights_path: Path, weights_path: Path, tmp_path: Path) -> Iterator[str]:
+    """A real HTTP server on 127.0.0.1 serving the synthetic Depth Anything weights under the official
+    file name, and under ``wrong/`` the MiDaS weights under that same name."""
+    from app.models import DEPTH_ANYTHING_V2_SMALL
+
+    root = tmp_path / "www"
+    (root / "wrong").mkdir(parents=True)
+    (root / DEPTH_ANYTHING_V2_SMALL.weights_filename).symlink_to(dav2_weights_path)
+    (root / "wrong" / DEPTH_ANYTHING_V2_SMALL.weights_filename).symlink_to(weights_path)
+    yield from serving(root)
 
 
 # a real server and a browser (each browser test module skips itself first where Chromium is missing) ----

@@ -125,3 +125,30 @@ def test_form_without_javascript_takes_the_model(two_model_app, samples) -> None
     assert r.status_code == 303
     page = client.get(r.headers["Location"]).get_data(as_text=True)
     assert f'<option value="{DAV2.name}" selected' in page and '<option value="364" selected' in page
+
+
+
+def test_weights_download_checks_digest_and_fit(dav2_weights_server, dav2_weights_path, weights_path,
+                                                tmp_path) -> None:
+    from app.model import WeightsError, file_digest, resolve_weights
+
+    digest = "sha256:" + file_digest(dav2_weights_path, "sha256")
+    url = f"{dav2_weights_server}/{DAV2.weights_filename}"
+    got = resolve_weights(None, cache=tmp_path / "cache", url=url, digest=digest, model=DAV2)
+    assert got == tmp_path / "cache" / DAV2.weights_filename
+    assert got.read_bytes() == dav2_weights_path.read_bytes()
+    # cached now: found again without the server
+    assert resolve_weights(None, cache=tmp_path / "cache", url="http://127.0.0.1:9/x", model=DAV2) == got
+
+    wrong = f"{dav2_weights_server}/wrong/{DAV2.weights_filename}"  # MiDaS's file under this name
+    with pytest.raises(WeightsError, match="corrupt or not the official file"):
+        resolve_weights(None, cache=tmp_path / "c2", url=wrong, digest=digest, model=DAV2)
+    # a mirror's own digest matches, but the strict load refuses the tensors: nothing lands in the cache
+    with pytest.raises(WeightsError, match="does not fit Depth Anything V2 Small"):
+        resolve_weights(None, cache=tmp_path / "c3", url=wrong, model=DAV2,
+                        digest="sha256:" + file_digest(weights_path, "sha256"))
+    assert not (tmp_path / "c3" / DAV2.weights_filename).exists()
+    # offline: one message naming the file, its URL and the variable to set
+    with pytest.raises(WeightsError) as info:
+        resolve_weights(None, cache=tmp_path / "c4", url="http://127.0.0.1:9/x", model=DAV2)
+    assert DAV2.weights_filename in str(info.value) and "DAV2_WEIGHTS" in str(info.value)
