@@ -32,7 +32,7 @@ import urllib.request
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, FrozenSet, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, FrozenSet, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 # torch's OpenMP threads spin while they wait for each other: fastest on an idle machine, ruinous on a
 # busy one. When another process, another worker or this server's own PNG encoding holds one of the
@@ -46,8 +46,9 @@ import torch  # noqa: E402
 from torch.nn.utils.fusion import fuse_conv_bn_eval  # noqa: E402
 
 from .cpus import usable_cpus  # noqa: E402
-from .models import MIDAS_SMALL, ModelSpec  # noqa: E402
+from .models import DEPTH_ANYTHING_V2_SMALL, MIDAS_SMALL, MODEL_NAMES, ModelSpec  # noqa: E402
 from .network import DepthwiseSeparable, InvertedResidual, MidasSmall  # noqa: E402
+from .network_dav2 import DepthAnythingV2Small, PositionCache, WithPositions, grid_of  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -179,16 +180,12 @@ def load_state_dict(path: Path, model: ModelSpec = MIDAS_SMALL) -> Dict[str, tor
     return obj
 
 
-def new_network(model: ModelSpec = MIDAS_SMALL) -> torch.nn.Module:
+def new_network(model: ModelSpec = MIDAS_SMALL) -> Network:
     """``model``'s network with untrained weights."""
-    if model is MIDAS_SMALL:
-        return MidasSmall()
-    from .network_dav2 import DepthAnythingV2Small  # only servers and commands that use it pay for it
-
-    return DepthAnythingV2Small()
+    return MidasSmall() if model is MIDAS_SMALL else DepthAnythingV2Small()
 
 
-def load_network(path: Path, model: ModelSpec = MIDAS_SMALL) -> torch.nn.Module:
+def load_network(path: Path, model: ModelSpec = MIDAS_SMALL) -> Network:
     """An eval-mode network of ``model`` with the file's weights, loaded with ``strict=True``."""
     net = new_network(model)
     try:
@@ -210,8 +207,12 @@ def configure_threads(threads: Optional[int] = None) -> int:
 
 
 # engines --------------------------------------------------------------------------------------------
-# One network, several ways to run it. Each builder returns a function from a (1, 3, h, w) float32
-# array to a (1, h, w) float32 array. See README, "Engines", for the measured speed of each.
+# Two networks, several ways to run each. Each builder returns a function from a (1, 3, h, w) float32
+# array to a (1, h, w) float32 array. See docs/engines-and-speed.md, "Engines", for the measured speed.
+
+DAV2_SMALL = DEPTH_ANYTHING_V2_SMALL.name  # the engine functions take model names
+NETWORKS: Tuple[str, ...] = MODEL_NAMES
+Network = Union[MidasSmall, DepthAnythingV2Small]
 
 ENGINES: Tuple[str, ...] = ("torchscript", "eager", "bf16", "onnxruntime", "openvino", "openvino-fp32")
 # the exact (fp32) engines, fastest first, as the benchmark ranks them (docs/engines-and-speed.md,
@@ -225,6 +226,10 @@ ENGINES: Tuple[str, ...] = ("torchscript", "eager", "bf16", "onnxruntime", "open
 AUTO_ORDER: Tuple[str, ...] = ("openvino-fp32", "onnxruntime", "torchscript")
 AUTO_ORDER_AVX2: Tuple[str, ...] = ("onnxruntime", "openvino-fp32", "torchscript")
 AUTO_ORDER_OTHER: Tuple[str, ...] = ("torchscript",)
+# Depth Anything V2 Small, AVX2 only (the AMD EPYC, 2 cores, benchmarks/bench_models.py): DAV2_ORDER_NOTE
+AUTO_ORDER_DAV2_AVX2: Tuple[str, ...] = ("openvino-fp32", "onnxruntime", "torchscript")
+# bf16 arithmetic is not checked against the official outputs for this network: not offered
+DAV2_REFUSED = frozenset({"bf16", "openvino"})
 DEFAULT_ENGINE = "auto"
 EXACT_ENGINES = frozenset({"torchscript", "eager", "onnxruntime", "openvino-fp32"})
 # onnx, onnxruntime and openvino are dependencies; only an install that skipped them lacks them
@@ -264,12 +269,31 @@ def _needs(engine: str) -> Tuple[str, ...]:
     return ("onnx", "openvino") if engine.startswith("openvino") else ()
 
 
-def engine_problem(engine: str, model: str = "midas-small") -> Optional[str]:
-    """Why ``engine`` cannot run here (a sentence that says what to do), or None if it can."""
+def network_model(net: Network) -> str:
+    """The model name of a network object: ``midas-small`` or ``depth-anything-v2-small``."""
+    return DAV2_SMALL if isinstance(net, DepthAnythingV2Small) else MIDAS_SMALL.name
+
+
+def _refused(engine: str, model: str) -> Optional[str]:
+    """Why ``model`` is never run on ``engine``, whatever the machine (None if it may be)."""
+    if model == DAV2_SMALL and engine in DAV2_REFUSED:
+        return (f"The {engine} engine is not offered for Depth Anything V2 Small: it may compute in "
+                "bfloat16, which was not checked against the official outputs for this network. Use "
+                "auto (the fastest exact engine), openvino-fp32, onnxruntime, torchscript or eager.")
+    return None
+
+
+def engine_problem(engine: str, model: str = MIDAS_SMALL.name) -> Optional[str]:
+    """Why ``engine`` cannot run ``model`` here (a sentence that says what to do), or None if it can."""
+    if model not in NETWORKS:
+        return f"Unknown model {model!r}: choose one of {', '.join(NETWORKS)}."
     if engine == "auto":
-        return None if resolve_engine(engine, model=model) else "No exact engine can run here."
+        return None if resolve_engine(engine, model) else "No exact engine can run here."
     if engine not in ENGINES:
         return f"Unknown engine {engine!r}: choose auto or one of {', '.join(ENGINES)}."
+    refused = _refused(engine, model)
+    if refused:
+        return refused
     if engine == "bf16" and not native_bf16():
         return ("The bf16 engine needs a CPU with native bfloat16 arithmetic (AVX512-BF16 or AMX-BF16); "
                 "this one has neither. Use the default engine, auto (the fastest exact one).")
@@ -279,20 +303,24 @@ def engine_problem(engine: str, model: str = "midas-small") -> Optional[str]:
     return None
 
 
-def auto_order(flags: Optional[FrozenSet[str]] = None, model: str = "midas-small") -> Tuple[str, ...]:
-    """The exact engines ``auto`` tries, fastest first on this CPU (AVX-512, AVX2 only, or neither)."""
+def auto_order(flags: Optional[FrozenSet[str]] = None, model: str = MIDAS_SMALL.name) -> Tuple[str, ...]:
+    """The exact engines ``auto`` tries for ``model``, fastest first on this CPU (AVX-512, AVX2 only, or
+    neither)."""
     flags = cpu_flags() if flags is None else flags
+    if model == DAV2_SMALL:
+        # measured only on AVX2; with AVX-512 (not measured) the same order, without AVX2 PyTorch's
+        return AUTO_ORDER_DAV2_AVX2 if "avx2" in flags else AUTO_ORDER_OTHER
     if "avx512f" in flags:
         return AUTO_ORDER
     return AUTO_ORDER_AVX2 if "avx2" in flags else AUTO_ORDER_OTHER
 
 
-def resolve_engine(engine: str, model: str = "midas-small") -> Optional[str]:
-    """The engine ``engine`` names: ``auto`` is the first of ``auto_order()`` this install can run (None
-    if none can; torchscript, last, always can), any other name itself."""
+def resolve_engine(engine: str, model: str = MIDAS_SMALL.name) -> Optional[str]:
+    """The engine ``engine`` names: ``auto`` is the first of ``auto_order(model=model)`` this install
+    can run (None if none can; torchscript, last, always can), any other name itself."""
     if engine != "auto":
         return engine
-    return next((e for e in auto_order() if engine_problem(e) is None), None)
+    return next((e for e in auto_order(model=model) if engine_problem(e, model) is None), None)
 
 
 def fold_batchnorm(net: MidasSmall) -> MidasSmall:
@@ -329,11 +357,36 @@ def _example(size: int = 256) -> torch.Tensor:
     return torch.zeros(1, 3, size, size)
 
 
-def _eager(net: MidasSmall) -> Runner:
+# Depth Anything V2's compiled graphs take the input's position embedding as a second input (see
+# ``WithPositions`` for why); the runner computes it once per grid size with its ``PositionCache``
+DAV2_EXAMPLE = (1, 3, 364, 546)  # coffee.png's shape at 364 px; any multiples of 14 would do
+
+
+def _dav2_example(positions: PositionCache) -> Tuple[torch.Tensor, torch.Tensor]:
+    x = torch.zeros(DAV2_EXAMPLE)
+    return x, positions(*grid_of(x.shape[2], x.shape[3]))
+
+
+def _eager(net: Network) -> Runner:
     return lambda x: net(torch.from_numpy(x)).numpy()
 
 
-def _traced(net: MidasSmall, bf16: bool = False) -> Runner:
+def _traced(net: Network, bf16: bool = False) -> Runner:
+    if isinstance(net, DepthAnythingV2Small):
+        return _traced_dav2(net)
+    return _traced_midas(net, bf16)
+
+
+def _traced_dav2(net: DepthAnythingV2Small) -> Runner:
+    """TorchScript: traced with the position embedding as an input, then frozen; exact at every input
+    size (the traced shapes are read from the input, not recorded)."""
+    positions = PositionCache(net.pretrained.pos_embed)
+    with _quiet_compilers(), torch.no_grad():
+        module = torch.jit.freeze(torch.jit.trace(WithPositions(net).eval(), _dav2_example(positions)))
+    return lambda x: module(torch.from_numpy(x), positions(*grid_of(x.shape[2], x.shape[3]))).numpy()
+
+
+def _traced_midas(net: MidasSmall, bf16: bool = False) -> Runner:
     """TorchScript: batch norms folded, channels-last memory layout, traced, frozen (weights become
     constants). In fp32 the fastest of the ways to compile it that were measured (scripting, freezing,
     optimize_for_inference, with and without channels-last; README, "Speed"). In bf16 the folding
@@ -352,14 +405,22 @@ def _traced(net: MidasSmall, bf16: bool = False) -> Runner:
 ONNX_OPSET = 17
 
 
-def export_onnx(net: MidasSmall) -> bytes:
-    """The network as an ONNX model with a free height and width (TorchScript-based exporter)."""
+def export_onnx(net: Network) -> bytes:
+    """The network as an ONNX model with a free height and width (TorchScript-based exporter). Depth
+    Anything V2's takes a second input, ``positions``: ``PositionCache(pos_embed)(h // 14, w // 14)``."""
     buf = io.BytesIO()
     with _quiet_compilers(), torch.no_grad():
-        torch.onnx.export(net, (_example(),), buf, dynamo=False, opset_version=ONNX_OPSET,
-                          input_names=["image"], output_names=["depth"],
-                          dynamic_axes={"image": {2: "height", 3: "width"},
-                                        "depth": {1: "height", 2: "width"}})
+        if isinstance(net, DepthAnythingV2Small):
+            example = _dav2_example(PositionCache(net.pretrained.pos_embed))
+            torch.onnx.export(WithPositions(net).eval(), example, buf, dynamo=False, opset_version=ONNX_OPSET,
+                              input_names=["image", "positions"], output_names=["depth"],
+                              dynamic_axes={"image": {2: "height", 3: "width"}, "positions": {1: "tokens"},
+                                            "depth": {1: "height", 2: "width"}})
+        else:
+            torch.onnx.export(net, (_example(),), buf, dynamo=False, opset_version=ONNX_OPSET,
+                              input_names=["image"], output_names=["depth"],
+                              dynamic_axes={"image": {2: "height", 3: "width"},
+                                            "depth": {1: "height", 2: "width"}})
     return buf.getvalue()
 
 
@@ -373,15 +434,16 @@ def onnx_cache_key(weights_sha256: str) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
 
 
-def onnx_cache_path(folder: Path, weights_sha256: str) -> Path:
-    return folder / f"midas_small-{onnx_cache_key(weights_sha256)}.onnx"
+def onnx_cache_path(folder: Path, weights_sha256: str, model: str = MIDAS_SMALL.name) -> Path:
+    prefix = "depth_anything_v2_small" if model == DAV2_SMALL else "midas_small"
+    return folder / f"{prefix}-{onnx_cache_key(weights_sha256)}.onnx"
 
 
-def cached_onnx(net: MidasSmall, weights_sha256: str, folder: Path) -> bytes:
-    """The exported model, from ``folder`` when an earlier start wrote it there, else exported (2-5 s)
-    and written there atomically for the next start. An unwritable ``folder`` only costs the export
-    each time."""
-    path = onnx_cache_path(folder, weights_sha256)
+def cached_onnx(net: Network, weights_sha256: str, folder: Path) -> bytes:
+    """The exported model, from ``folder`` when an earlier start wrote it there, else exported (2-5 s
+    for MiDaS small, about 10 s for Depth Anything V2 Small) and written there atomically for the next
+    start. An unwritable ``folder`` only costs the export each time."""
+    path = onnx_cache_path(folder, weights_sha256, network_model(net))
     try:
         data = path.read_bytes()
         log.info("ONNX export reused from %s", path)
@@ -402,7 +464,15 @@ def cached_onnx(net: MidasSmall, weights_sha256: str, folder: Path) -> bytes:
     return data
 
 
-def _onnxruntime(onnx_model: bytes, threads: int) -> Runner:
+def _feed(positions: Optional[PositionCache]) -> Callable[[np.ndarray], List[np.ndarray]]:
+    """The inputs of an exported graph for an image: the image, and Depth Anything V2's position
+    embedding for its grid (computed once per grid size)."""
+    if positions is None:
+        return lambda x: [x]
+    return lambda x: [x, positions(*grid_of(x.shape[2], x.shape[3])).numpy()]
+
+
+def _onnxruntime(onnx_model: bytes, threads: int, positions: Optional[PositionCache] = None) -> Runner:
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -412,7 +482,9 @@ def _onnxruntime(onnx_model: bytes, threads: int) -> Runner:
     # need those cores more than the network saves by spinning
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(onnx_model, opts, providers=["CPUExecutionProvider"])
-    return lambda x: session.run(None, {"image": x})[0]
+    names = [i.name for i in session.get_inputs()]
+    feed = _feed(positions)
+    return lambda x: session.run(None, dict(zip(names, feed(x), strict=True)))[0]
 
 
 def _import_openvino() -> Any:
@@ -425,7 +497,8 @@ def _import_openvino() -> Any:
     return openvino
 
 
-def _openvino(onnx_model: bytes, threads: int, precision: Optional[str] = None) -> Tuple[Runner, str]:
+def _openvino(onnx_model: bytes, threads: int, precision: Optional[str] = None,
+              positions: Optional[PositionCache] = None) -> Tuple[Runner, str]:
     """OpenVINO on the CPU, in bf16 where the CPU has it natively, else f32 (``precision`` forces one:
     the openvino-fp32 engine forces f32, which computes what the official code does)."""
     ov = _import_openvino()
@@ -439,16 +512,19 @@ def _openvino(onnx_model: bytes, threads: int, precision: Optional[str] = None) 
         "ENABLE_CPU_PINNING": False,
     })
     request = compiled.create_infer_request()
-    return (lambda x: request.infer([x])[0]), ("bf16" if precision == "bf16" else "fp32")
+    feed = _feed(positions)
+    return (lambda x: request.infer(feed(x))[0]), ("bf16" if precision == "bf16" else "fp32")
 
 
-def build_runner(net: MidasSmall, engine: str, threads: int, check: bool = True,
+def build_runner(net: Network, engine: str, threads: int, check: bool = True,
                  weights_sha256: Optional[str] = None,
                  onnx_cache: Optional[Path] = None) -> Tuple[Runner, str]:
-    """The network compiled for ``engine`` (not ``auto``: see ``resolve_engine``), and the precision it
-    computes in (fp32 or bf16). ``check=False`` skips the support check (tests build the bf16 engine on
-    any CPU). The ONNX-based engines reuse the export in ``onnx_cache`` when ``weights_sha256`` is given."""
-    problem = engine_problem(engine) if check else None
+    """The network (``MidasSmall`` or ``DepthAnythingV2Small``) compiled for ``engine`` (not ``auto``:
+    see ``resolve_engine``), and the precision it computes in (fp32 or bf16). ``check=False`` skips the
+    support check (tests build the bf16 engine on any CPU), not the engines refused for the network. The
+    ONNX-based engines reuse the export in ``onnx_cache`` when ``weights_sha256`` is given."""
+    model = network_model(net)
+    problem = engine_problem(engine, model) if check else _refused(engine, model)
     if problem:
         raise EngineError(problem)
     if engine == "eager":
@@ -456,23 +532,26 @@ def build_runner(net: MidasSmall, engine: str, threads: int, check: bool = True,
     if engine in ("torchscript", "bf16"):
         precision = "bf16" if engine == "bf16" else "fp32"
         return _traced(net, bf16=engine == "bf16"), precision
+    # the runner keeps its own copy of the trained position embedding, not the whole network
+    positions = PositionCache(net.pretrained.pos_embed) if model == DAV2_SMALL else None
     if weights_sha256 is None or onnx_cache is None:
-        return _from_onnx(export_onnx(net), engine, threads)
+        return _from_onnx(export_onnx(net), engine, threads, positions)
     try:
-        return _from_onnx(cached_onnx(net, weights_sha256, onnx_cache), engine, threads)
+        return _from_onnx(cached_onnx(net, weights_sha256, onnx_cache), engine, threads, positions)
     except Exception as exc:  # noqa: BLE001 - each runtime raises its own types for a damaged model
         # the file is written atomically, so only a damaged disk or a hand edit gets here: export again
-        path = onnx_cache_path(onnx_cache, weights_sha256)
+        path = onnx_cache_path(onnx_cache, weights_sha256, model)
         log.warning("cached ONNX export %s unusable (%s): exporting again", path, exc.__class__.__name__)
         with contextlib.suppress(OSError):
             path.unlink(missing_ok=True)
-        return _from_onnx(cached_onnx(net, weights_sha256, onnx_cache), engine, threads)
+        return _from_onnx(cached_onnx(net, weights_sha256, onnx_cache), engine, threads, positions)
 
 
-def _from_onnx(onnx_model: bytes, engine: str, threads: int) -> Tuple[Runner, str]:
+def _from_onnx(onnx_model: bytes, engine: str, threads: int,
+               positions: Optional[PositionCache] = None) -> Tuple[Runner, str]:
     if engine == "onnxruntime":
-        return _onnxruntime(onnx_model, threads), "fp32"
-    return _openvino(onnx_model, threads, "f32" if engine == "openvino-fp32" else None)
+        return _onnxruntime(onnx_model, threads, positions), "fp32"
+    return _openvino(onnx_model, threads, "f32" if engine == "openvino-fp32" else None, positions)
 
 
 def release_freed_memory() -> None:

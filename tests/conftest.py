@@ -11,9 +11,9 @@ from typing import Dict, Iterator
 
 import pytest
 
-from helpers import (FIXTURES, REDIS_SERVER, SAMPLES, RedisServer, make_driver, running_server, serving,
-                     tls_files)
-from synthetic import write_synthetic_weights
+from helpers import (DAV2_SHARED, FIXTURES, REDIS_SERVER, SAMPLES, RedisServer, make_driver, running_server,
+                     serving, tls_files)
+from synthetic import write_dav2_synthetic_weights, write_synthetic_weights
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -77,6 +77,68 @@ def model(engine_models):
 @pytest.fixture(scope="session")
 def eager_model(engine_models):
     return engine_models("eager")
+
+
+# Depth Anything V2 Small: its manifest and references are in the team's shared folder -------------------
+
+@pytest.fixture(scope="session")
+def dav2_manifest_path() -> Path:
+    """The official Depth Anything V2 Small state_dict manifest; skips, visibly, where the shared folder
+    is not beside the clone."""
+    path = DAV2_SHARED / "state_dict_manifest.json"
+    if not path.is_file():
+        pytest.skip(f"{DAV2_SHARED} not beside the repository (the team's shared/models)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def dav2_weights_path(tmp_path_factory: pytest.TempPathFactory, dav2_manifest_path: Path) -> Path:
+    """The synthetic Depth Anything V2 Small weights, regenerated from the manifest and saved like the
+    official file (99 MB, in a temp folder)."""
+    return write_dav2_synthetic_weights(dav2_manifest_path, tmp_path_factory.mktemp("dav2") / "synthetic.pt")
+
+
+@pytest.fixture(scope="session")
+def dav2_reference_dir(dav2_manifest_path: Path) -> Path:
+    """The official code's net_input, net_output and upsampled arrays for the samples at 518 and 364."""
+    folder = dav2_manifest_path.parent / "reference"
+    if not folder.is_dir():
+        pytest.skip(f"{folder} is missing")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def dav2_net(dav2_weights_path: Path):
+    """An eval-mode ``DepthAnythingV2Small`` with the synthetic weights, strictly loaded."""
+    import torch
+
+    from app.network_dav2 import DepthAnythingV2Small
+
+    net = DepthAnythingV2Small().eval()
+    net.load_state_dict(torch.load(dav2_weights_path, map_location="cpu", weights_only=True), strict=True)
+    return net
+
+
+@pytest.fixture(scope="session")
+def dav2_engines(dav2_net, dav2_weights_path: Path, tmp_path_factory: pytest.TempPathFactory):
+    """``get(engine)``: the synthetic-weights Depth Anything V2 Small compiled for that engine (a runner
+    from (1, 3, h, w) to (1, h, w) arrays), built once per session, the ONNX-based engines from one
+    export; skips, visibly, where the engine cannot run here."""
+    from app.model import DAV2_SMALL, build_runner, engine_problem, file_digest
+
+    sha256, onnx_cache = file_digest(dav2_weights_path, "sha256"), tmp_path_factory.mktemp("dav2-onnx")
+
+    made: Dict[str, object] = {}
+
+    def get(engine: str):
+        if engine not in made:
+            problem = engine_problem(engine, DAV2_SMALL)
+            if problem:
+                pytest.skip(problem)
+            made[engine] = build_runner(dav2_net, engine, 2, weights_sha256=sha256, onnx_cache=onnx_cache)[0]
+        return made[engine]
+
+    return get
 
 
 @pytest.fixture(scope="session")

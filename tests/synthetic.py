@@ -1,4 +1,5 @@
-"""Regenerates the synthetic MiDaS-small weights from the manifest, by the rule in shared/models/README.md.
+"""Regenerates the synthetic weights from a manifest: MiDaS small by the rule in shared/models/README.md,
+Depth Anything V2 Small by the rule in shared/models/depth_anything_v2_small/README.md.
 
 Each tensor is drawn from a RandomState seeded with the CRC32 of its own name, so the file this writes
 is the same, tensor for tensor, as ``midas_small_synthetic.pt`` and the project's tests need nothing
@@ -57,4 +58,43 @@ def synthetic_state_dict(manifest: Manifest) -> "OrderedDict[str, torch.Tensor]"
 def write_synthetic_weights(manifest_path: Path, out: Path) -> Path:
     """Writes the state_dict with ``torch.save``, as the official checkpoint is stored."""
     torch.save(synthetic_state_dict(load_manifest(manifest_path)), out)
+    return out
+
+
+def dav2_synthetic_tensor(name: str, shape: List[int]) -> np.ndarray:
+    """One tensor of the synthetic Depth Anything V2 Small weights, by the rule in
+    shared/models/depth_anything_v2_small/README.md (the first matching case wins)."""
+    rs = np.random.RandomState(zlib.crc32(name.encode()))
+    module, leaf = name.rsplit(".", 1)
+    if leaf == "mask_token":
+        value = np.zeros(shape)
+    elif leaf in ("pos_embed", "cls_token"):
+        value = rs.normal(0, 0.5, shape)
+    elif leaf == "gamma":  # layer scale
+        value = rs.uniform(0.05, 0.2, shape)
+    elif module.rsplit(".", 1)[-1] in ("norm", "norm1", "norm2"):  # the LayerNorms
+        value = rs.uniform(0.75, 1.25, shape) if leaf == "weight" else rs.normal(0, 0.05, shape)
+    elif len(shape) >= 2:  # Linear, Conv2d and ConvTranspose2d weights
+        value = rs.normal(0, np.sqrt(1.0 / np.prod(shape[1:])), shape)
+    else:  # biases; the last conv's gets +1 so that the final ReLU leaves only a few zeros
+        value = rs.normal(0, 0.05, shape)
+        if name == "depth_head.scratch.output_conv2.2.bias":
+            value = value + 1.0
+    return value.astype(np.float32)
+
+
+def dav2_synthetic_state_dict(manifest: Manifest) -> "OrderedDict[str, torch.Tensor]":
+    """The synthetic Depth Anything V2 Small state_dict, tensor by tensor, in the manifest's order."""
+    state: Dict[str, torch.Tensor] = OrderedDict()
+    for name, shape, dtype in manifest:
+        value = dav2_synthetic_tensor(name, shape)
+        assert str(value.dtype) == dtype, (name, value.dtype, dtype)
+        state[name] = torch.from_numpy(value)
+    return state
+
+
+def write_dav2_synthetic_weights(manifest_path: Path, out: Path) -> Path:
+    """Writes the synthetic Depth Anything V2 Small state_dict with ``torch.save``, as the official
+    checkpoint is stored."""
+    torch.save(dav2_synthetic_state_dict(load_manifest(manifest_path)), out)
     return out
