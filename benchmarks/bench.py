@@ -160,6 +160,23 @@ def paired_ratio(times: Dict[str, List[float]], name: str, base: str) -> Optiona
     return statistics.median(a / b for a, b in zip(times[name], times[base], strict=True))
 
 
+def interleaved_times(engines: Dict[str, Callable], x: np.ndarray, rounds: int) -> Dict[str, List[float]]:
+    """Each engine's forward times on ``x`` in ms, after 2 warm-up calls each: ``rounds`` rounds, each
+    calling every engine once in a new random order, so that a busy moment hits every engine alike."""
+    for run in engines.values():
+        run(x)
+        run(x)
+    times: Dict[str, List[float]] = {name: [] for name in engines}
+    order = list(engines)
+    for _ in range(rounds):
+        random.shuffle(order)
+        for name in order:
+            t = time.perf_counter()
+            engines[name](x)
+            times[name].append((time.perf_counter() - t) * 1000)
+    return times
+
+
 def forward_table(engines: Dict[str, Callable], sizes: Sequence[int], rounds: int) -> Dict[int, Dict]:
     print(f"\n## 1. Forward pass, 1x3xSxS float32, {rounds} rounds after 2 warm-up calls, engines "
           "interleaved; ms; ratios are medians of the per-round ratios")
@@ -167,19 +184,7 @@ def forward_table(engines: Dict[str, Callable], sizes: Sequence[int], rounds: in
     rng = np.random.default_rng(0)
     results: Dict[int, Dict] = {}
     for size in sizes:
-        x = rng.normal(size=(1, 3, size, size)).astype(np.float32)
-        for run in engines.values():
-            run(x)
-            run(x)
-        times: Dict[str, List[float]] = {name: [] for name in engines}
-        order = list(engines)
-        for _ in range(rounds):
-            random.shuffle(order)
-            for name in order:
-                t = time.perf_counter()
-                engines[name](x)
-                times[name].append((time.perf_counter() - t) * 1000)
-
+        times = interleaved_times(engines, rng.normal(size=(1, 3, size, size)).astype(np.float32), rounds)
         results[size] = {}
         for name, ts in times.items():
             vs_eager, vs_ov = paired_ratio(times, name, "eager"), paired_ratio(times, name, "openvino (bf16)")
