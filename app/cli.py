@@ -78,7 +78,9 @@ def load_model(weights: Optional[str], threads: Optional[int], engine: str, warm
     """The model called ``model`` for a command, with its weights resolved as the server does (``weights``,
     else its environment variable; DEPTHMAP_WEIGHTS_DOWNLOAD honoured); a missing or corrupt file, a bad
     setting or an engine that cannot run: one line, exit 2."""
-    from .model import DepthModel, EngineError, WeightsError, resolve_weights
+    from .model import DepthModel, resolve_weights
+    from .models import WeightsError
+    from .runtime import EngineError
 
     m = spec(model)
     try:
@@ -346,7 +348,10 @@ def video_cmd(source: str, out_path: str, weights: str, threads: int, engine: st
 def serve_cmd(bind: str, workers: Optional[int], threads: int, timeout: int, weights: str,
               models: Tuple[str, ...], embedded_worker: bool, engine: str) -> None:
     """Serve the web studio and the API with gunicorn (config: app/gunicorn_conf.py)."""
-    from .model import WeightsError, engine_problem, load_network, resolve_weights
+    from .engines import cached_onnx, load_network
+    from .model import cache_dir, file_digest, resolve_weights
+    from .models import WeightsError
+    from .runtime import ONNX_ENGINES, engine_problem, resolve_engine
 
     names = model_list(models)
     for name in names:
@@ -364,11 +369,15 @@ def serve_cmd(bind: str, workers: Optional[int], threads: int, timeout: int, wei
         try:
             path = resolve_weights((weights if i == 0 else None) or os.environ.get(m.weights_env),
                                    download=download, model=m)
-            load_network(path, m)  # a corrupt or foreign file stops here too, not in every worker's boot
+            net = load_network(path, m)  # a corrupt or foreign file stops here, not in every worker's boot
         except WeightsError as exc:
             log.error("%s", exc)
             sys.exit(2)
         paths[m.weights_env] = str(path.resolve())
+        if resolve_engine(engine, name) in ONNX_ENGINES:
+            # exported once, here, before the workers start: a MiDaS worker that finds its export never
+            # imports torch (about 200 MB less each), and no two workers export at the same time
+            cached_onnx(net, file_digest(path, "sha256"), cache_dir() / "onnx")
     # the result store: an unusable data folder or Redis URL is one clear line here, and every worker
     # gets the same folder (the default one is chosen once, here)
     from .store import StoreUnavailable, default_data_dir, open_store, private_dir

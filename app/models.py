@@ -9,7 +9,12 @@ after inference treats them alike.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Dict, Tuple
+
+
+class WeightsError(RuntimeError):
+    """The weights cannot be found, fetched, verified or loaded. The message says what to do."""
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,12 @@ class ModelSpec:
     # preparation is a few ms, a Depth Anything forward pass 0.5-2 s, so seven shapes there would add
     # about 10 s to every start and save nothing a user would notice
     warm_up: bool = True
+
+    def how_to_fix(self, dest: Path) -> str:
+        """What to do when these weights are missing or unusable at ``dest``: one sentence."""
+        return (f"Download {self.weights_filename} from {self.weights_url} on a machine with internet access "
+                f"and either put it at {dest} or pass its path with --weights PATH (or "
+                f"{self.weights_env}=PATH).")
 
 
 MIDAS_SMALL = ModelSpec(

@@ -56,8 +56,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from app.model import (AUTO_ORDER, ENGINES, EXACT_ENGINES, DepthModel, EngineError, cpu_flags,  # noqa: E402
-                       auto_order, engine_problem, resolve_engine, resolve_weights)
+from app.model import DepthModel, resolve_weights  # noqa: E402
+from app.runtime import (AUTO_ORDER, ENGINES, EXACT_ENGINES, EngineError, auto_order, cpu_flags,  # noqa: E402
+                         engine_problem, resolve_engine)
 from app.options import COLORMAPS, Options  # noqa: E402
 from app.pipeline import VIEWS, colorize, decode, display, encode, encode_png, iter_views  # noqa: E402
 from app.service import DepthService  # noqa: E402

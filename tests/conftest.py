@@ -49,7 +49,9 @@ def engine_models(weights_path: Path):
     visibly, where the engine's optional packages are not installed. The bf16 engine is built even on
     CPUs without native bfloat16 (oneDNN emulates it, slowly), so that its numerics are tested
     everywhere."""
-    from app.model import DepthModel, build_runner, engine_problem, file_digest, load_network
+    from app.engines import build_runner, load_network
+    from app.model import DepthModel, file_digest
+    from app.runtime import engine_problem
 
     made: Dict[str, object] = {}
 
@@ -124,7 +126,9 @@ def dav2_engines(dav2_net, dav2_weights_path: Path, tmp_path_factory: pytest.Tem
     """``get(engine)``: the synthetic-weights Depth Anything V2 Small compiled for that engine (a runner
     from (1, 3, h, w) to (1, h, w) arrays), built once per session, the ONNX-based engines from one
     export; skips, visibly, where the engine cannot run here."""
-    from app.model import DAV2_SMALL, build_runner, engine_problem, file_digest
+    from app.engines import build_runner
+    from app.model import file_digest
+    from app.runtime import DAV2_SMALL, engine_problem
 
     sha256, onnx_cache = file_digest(dav2_weights_path, "sha256"), tmp_path_factory.mktemp("dav2-onnx")
 

@@ -130,7 +130,8 @@ def test_form_without_javascript_takes_the_model(two_model_app, samples) -> None
 
 def test_weights_download_checks_digest_and_fit(dav2_weights_server, dav2_weights_path, weights_path,
                                                 tmp_path) -> None:
-    from app.model import WeightsError, file_digest, resolve_weights
+    from app.model import file_digest, resolve_weights
+    from app.models import WeightsError
 
     digest = "sha256:" + file_digest(dav2_weights_path, "sha256")
     url = f"{dav2_weights_server}/{DAV2.weights_filename}"
