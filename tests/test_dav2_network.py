@@ -166,7 +166,7 @@ def test_net_output_matches_the_official_code(dav2_engines, dav2_reference_dir, 
     assert out.min() >= 0 and (out == 0).any()  # the final ReLU: every reference has exact zeros
 
 
-@pytest.mark.parametrize("name, size", [("coffee", 518), ("astronaut", 364), ("rocket", 364)])
+@pytest.mark.parametrize("name, size", [("coffee", 364), ("astronaut", 364)])
 def test_official_style_variant_matches_too(dav2_net, dav2_reference_dir, name, size) -> None:
     official = DepthAnythingV2Small(official_style=True).eval()
     official.load_state_dict(dav2_net.state_dict(), strict=True)
