@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from app.model import (AUTO_ORDER_DAV2_AVX2, DAV2_SMALL, ENGINES, EXACT_ENGINES, MIDAS_SMALL, EngineError,
+from app.model import (AUTO_ORDER_DAV2, DAV2_SMALL, ENGINES, EXACT_ENGINES, MIDAS_SMALL, EngineError,
                        auto_order, build_runner, engine_problem, onnx_cache_path, resolve_engine)
 from app.network_dav2 import DepthAnythingV2Small, PositionCache, resize_position_grid
 from helpers import DAV2_REFERENCES, dav2_reference
@@ -189,11 +189,11 @@ def test_bf16_engines_are_refused_for_this_network(dav2_net, engine) -> None:
 
 def test_auto_picks_per_model() -> None:
     avx2 = frozenset({"avx2", "fma"})
-    assert auto_order(avx2, model=DAV2_SMALL) == AUTO_ORDER_DAV2_AVX2
-    assert auto_order(avx2 | {"avx512f"}, model=DAV2_SMALL) == AUTO_ORDER_DAV2_AVX2
-    assert auto_order(frozenset(), model=DAV2_SMALL) == ("torchscript",)
+    assert auto_order(avx2, model=DAV2_SMALL) == AUTO_ORDER_DAV2
+    assert auto_order(avx2 | {"avx512f"}, model=DAV2_SMALL) == AUTO_ORDER_DAV2
+    assert auto_order(frozenset(), model=DAV2_SMALL) == ("eager",)
     assert auto_order(avx2) == auto_order(avx2, model=MIDAS_SMALL)  # MiDaS: unchanged, the default
-    assert set(AUTO_ORDER_DAV2_AVX2) <= EXACT_ENGINES
+    assert set(AUTO_ORDER_DAV2) <= EXACT_ENGINES
     chosen = resolve_engine("auto", DAV2_SMALL)
     assert chosen == next(e for e in auto_order(model=DAV2_SMALL) if engine_problem(e, DAV2_SMALL) is None)
     assert engine_problem("auto", DAV2_SMALL) is None
