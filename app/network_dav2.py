@@ -11,9 +11,12 @@ Two differences from the official code, both exact to float32 rounding (about 1e
   softmax (fewer memory passes over the tokens-by-tokens matrix);
 * the position embedding, bicubically resized from the 37x37 training grid to the input's patch grid,
   depends only on the weights and the grid size, so it is computed once per grid and kept
-  (``PositionCache``) instead of on every call.
+  (``PositionCache``) instead of on every call;
+* the head's weights and feature maps are channels-last (the encoder's tokens are laid out that way
+  already), where oneDNN's convolutions are faster.
 
-``official_style=True`` undoes both, for the benchmark's baseline: the official code's way, step by step.
+``official_style=True`` undoes all three, for the benchmark's baseline: the official code's way, step by
+step.
 """
 
 from __future__ import annotations
@@ -223,8 +226,9 @@ class Scratch(nn.Module):
 
 
 class DPTHead(nn.Module):
-    def __init__(self) -> None:
+    def __init__(self, channels_last: bool = True) -> None:
         super().__init__()
+        self.channels_last = channels_last
         self.projects = nn.ModuleList(nn.Conv2d(EMBED_DIM, c, 1) for c in HEAD_CHANNELS)
         self.resize_layers = nn.ModuleList([
             nn.ConvTranspose2d(HEAD_CHANNELS[0], HEAD_CHANNELS[0], 4, stride=4),
@@ -240,7 +244,10 @@ class DPTHead(nn.Module):
         s = self.scratch
         maps: List[torch.Tensor] = []
         for tokens, project, resize in zip(features, self.projects, self.resize_layers, strict=True):
-            x = tokens.transpose(1, 2).reshape(grid.shape[0], EMBED_DIM, grid.shape[2], grid.shape[3])
+            # (B, gh*gw, 384) is already (B, gh, gw, 384) in memory: viewed as a channels-last map, no copy
+            x = tokens.reshape(grid.shape[0], grid.shape[2], grid.shape[3], EMBED_DIM).permute(0, 3, 1, 2)
+            if not self.channels_last:
+                x = x.contiguous()  # the official code's layout
             maps.append(resize(project(x)))
         l1, l2 = s.layer1_rn(maps[0]), s.layer2_rn(maps[1])
         l3, l4 = s.layer3_rn(maps[2]), s.layer4_rn(maps[3])
@@ -263,7 +270,12 @@ class DepthAnythingV2Small(nn.Module):
     def __init__(self, official_style: bool = False) -> None:
         super().__init__()
         self.pretrained = DinoV2Small(official_style)
-        self.depth_head = DPTHead()
+        self.depth_head = DPTHead(channels_last=not official_style)
+        if not official_style:
+            # the head runs 1.4-1.6x faster on channels-last maps (oneDNN's convolutions; at 784x518 on 2
+            # cores: 0.69 s -> 0.44 s, and 0.91 s -> 0.63 s on a busy machine), and the encoder's tokens
+            # already are one: same values, same state_dict (shapes, dtypes, order; only strides differ)
+            self.depth_head.to(memory_format=torch.channels_last)
         self.official_style = official_style
         self._positions: Optional[PositionCache] = None
         self._positions_version = -1

@@ -15,9 +15,17 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Callable, FrozenSet, List, Optional, Tuple
 
-import numpy as np
+# torch's OpenMP threads spin while they wait for each other: fastest on an idle machine, ruinous on a
+# busy one. When another process, another worker or this server's own PNG encoding holds one of the
+# cores, each of the network's few hundred parallel regions can wait out a whole time slice (measured
+# on 2 busy cores: 1.5-3.8 s per forward pass spinning, 0.36 s passive; README, "Speed"). libgomp reads
+# this once, when torch is first imported (in app.engines, which imports this module first); a value
+# the user set wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from .models import DEPTH_ANYTHING_V2_SMALL, MIDAS_SMALL, MODEL_NAMES
+import numpy as np  # noqa: E402
+
+from .models import DEPTH_ANYTHING_V2_SMALL, MIDAS_SMALL, MODEL_NAMES  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +48,15 @@ ENGINES: Tuple[str, ...] = ("torchscript", "eager", "bf16", "onnxruntime", "open
 AUTO_ORDER: Tuple[str, ...] = ("openvino-fp32", "onnxruntime", "torchscript")
 AUTO_ORDER_AVX2: Tuple[str, ...] = ("onnxruntime", "openvino-fp32", "torchscript")
 AUTO_ORDER_OTHER: Tuple[str, ...] = ("torchscript",)
-# Depth Anything V2 Small, AVX2 only (the AMD EPYC, 2 cores, benchmarks/bench_models.py): DAV2_ORDER_NOTE
-AUTO_ORDER_DAV2_AVX2: Tuple[str, ...] = ("openvino-fp32", "onnxruntime", "torchscript")
+# Depth Anything V2 Small (benchmarks/bench_models.py), AVX2 only (the AMD EPYC, 2 cores, two full runs,
+# both with the machine busy, ratios to the official eager code at 518 / 364 px on coffee.png): OpenVINO
+# fp32 0.46 / 0.67x and 0.47 / 0.72x, ONNX Runtime 0.47 / 0.73x and 0.51 / 0.79x, TorchScript 0.51 /
+# 0.75x and 0.51 / 0.77x, this project's eager 0.53 / 0.75x and 0.51 / 0.81x. OpenVINO first in both
+# runs at both sizes, and its worker holds 709 MB after a 518 px pass against ONNX Runtime's 1000 MB.
+# TorchScript ties with eager and costs a 7-16 s trace at start, so eager is the PyTorch fallback. With
+# AVX-512 nothing was measured: the same order.
+AUTO_ORDER_DAV2: Tuple[str, ...] = ("openvino-fp32", "onnxruntime", "eager")
+AUTO_ORDER_DAV2_OTHER: Tuple[str, ...] = ("eager",)
 # bf16 arithmetic is not checked against the official outputs for this network: not offered
 DAV2_REFUSED = frozenset({"bf16", "openvino"})
 DEFAULT_ENGINE = "auto"
@@ -115,9 +130,8 @@ def auto_order(flags: Optional[FrozenSet[str]] = None, model: str = MIDAS_SMALL.
     """The exact engines ``auto`` tries for ``model``, fastest first on this CPU (AVX-512, AVX2 only, or
     neither)."""
     flags = cpu_flags() if flags is None else flags
-    if model == DAV2_SMALL:
-        # measured only on AVX2; with AVX-512 (not measured) the same order, without AVX2 PyTorch's
-        return AUTO_ORDER_DAV2_AVX2 if "avx2" in flags else AUTO_ORDER_OTHER
+    if model == DAV2_SMALL:  # measured with AVX2 only (see AUTO_ORDER_DAV2)
+        return AUTO_ORDER_DAV2 if "avx2" in flags else AUTO_ORDER_DAV2_OTHER
     if "avx512f" in flags:
         return AUTO_ORDER
     return AUTO_ORDER_AVX2 if "avx2" in flags else AUTO_ORDER_OTHER
@@ -125,7 +139,7 @@ def auto_order(flags: Optional[FrozenSet[str]] = None, model: str = MIDAS_SMALL.
 
 def resolve_engine(engine: str, model: str = MIDAS_SMALL.name) -> Optional[str]:
     """The engine ``engine`` names: ``auto`` is the first of ``auto_order(model=model)`` this install
-    can run (None if none can; torchscript, last, always can), any other name itself."""
+    can run (None if none can; the last, torchscript or eager, always can), any other name itself."""
     if engine != "auto":
         return engine
     return next((e for e in auto_order(model=model) if engine_problem(e, model) is None), None)

@@ -23,10 +23,12 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
-import torch
 
+# bench imports app.model first, which sets OMP_WAIT_POLICY=PASSIVE before torch is imported: with torch
+# imported first, its threads spin, and on a busy machine the PyTorch engines run several times slower
 from bench import ROOT, contention, fmt, interleaved_times, load_engines, machine, paired_ratio, stats
 
+import torch  # after app.model: see above
 from app.engines import build_runner, configure_threads
 from app.model import resolve_weights
 from app.models import MIDAS_SMALL
@@ -63,6 +65,8 @@ def dav2_engines(weights: Path, threads: int, onnx_cache: Path) -> Dict[str, Run
 def table(model: str, engines: Dict[str, Runner], shapes: Dict[int, Tuple[int, int]], base: str,
           rounds: Dict[int, int]) -> Dict[int, Dict[str, Tuple[float, float]]]:
     """Prints and returns, per input size, each engine's median ms and its ratio to ``base``."""
+    print(f"\n{'model':24s} {'size':>4} {'input':>8} {'engine':15s} {'median':>8} {'p10..p90':>15} "
+          f"{'vs official':>9} {'rounds':>6}   (ms; after 2 warm-up calls)")
     rng = np.random.default_rng(0)
     out: Dict[int, Dict[str, Tuple[float, float]]] = {}
     chosen = resolve_engine("auto", model)
@@ -105,8 +109,6 @@ def main() -> None:
             dav2 = write_dav2_synthetic_weights(DAV2_MANIFEST, Path(tmp) / "dav2.pt")
         print(f"# {machine()}\n# {threads} threads; weights: {midas.name}, {dav2.name if dav2 else 'none'}"
               f"\n# before: {contention()}")
-        print(f"\n{'model':24s} {'size':>4} {'input':>8} {'engine':15s} {'median':>8} {'p10..p90':>15} "
-              f"{'vs official':>9} {'rounds':>6}   (ms; after 2 warm-up calls)")
         results: List[Tuple[str, Dict]] = []
         engines = load_engines(midas, threads, Path(tmp) / "onnx")
         named = {("official eager" if k == "eager" else k): v for k, v in engines.items()}
