@@ -31,7 +31,7 @@ def test_every_environment_variable_the_code_reads_is_a_setting() -> None:
     for path in files:
         text = path.read_text()
         named |= set(re.findall(r"\b((?:DEPTHMAP|MIDAS|DAV2)_[A-Z_]+[A-Z])\b", text))
-        constants |= set(re.findall(r"^([A-Z][A-Z0-9_]*)\s*[:=]", text, re.M))  # Python's, not the environment's
+        constants |= set(re.findall(r"^([A-Z][A-Z0-9_]*)\s*[:=]", text, re.M))  # Python names
     assert named - constants - set(config.BY_ENV) <= {"DEPTHMAP_VIDEO_"}  # a prefix in a comment
 
 
