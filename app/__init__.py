@@ -15,13 +15,15 @@ if TYPE_CHECKING:
 
 
 def create_app(test_config: Optional[Mapping[str, Any]] = None) -> "Flask":
-    """Config goes defaults -> environment (``app.config``) -> ``test_config``; then the model is loaded
-    once for this process and kept in ``app.extensions["depth_model"]``."""
+    """Config goes defaults -> environment (``app.config``) -> ``test_config``; then the models
+    (``DEPTHMAP_MODELS``) are loaded once for this process and kept in ``app.extensions["depth_models"]``
+    (name -> ``DepthModel``, the default first)."""
     from flask import Flask
 
     from . import config, web
     from .gate import Gate
     from .model import DepthModel, resolve_weights
+    from .models import parse_model_list, spec
     from .service import DepthService
     from .store import open_store
 
@@ -36,14 +38,21 @@ def create_app(test_config: Optional[Mapping[str, Any]] = None) -> "Flask":
 
     t0 = time.monotonic()
     c = app.config
-    weights = resolve_weights(c["MIDAS_WEIGHTS"], download=c["WEIGHTS_DOWNLOAD"])
-    # loads, compiles and warms up: a server process answers nothing, /healthz included, before this
-    model = DepthModel.load(weights, threads=c["TORCH_THREADS"], engine=c["ENGINE"])
+    try:
+        names = parse_model_list(c["MODELS"])
+    except ValueError as exc:
+        raise config.ConfigError(f"DEPTHMAP_MODELS: {exc}") from None
+    models = {}
+    for name in names:
+        model = spec(name)
+        weights = resolve_weights(c[model.weights_env], download=c["WEIGHTS_DOWNLOAD"], model=model)
+        # loads, compiles and warms up: a server process answers nothing, /healthz included, before this
+        models[name] = DepthModel.load(weights, threads=c["TORCH_THREADS"], engine=c["ENGINE"], model=model)
     gate = Gate(int(c["INFERENCE_SLOTS"]), int(c["INFERENCE_QUEUE"]), float(c["QUEUE_TIMEOUT"]))
-    app.extensions["depth_model"] = model
+    app.extensions["depth_models"] = models
     # results live outside the process, shared by every worker (and host, with Redis)
     store = open_store(c["REDIS_URL"], c["DATA_DIR"], int(c["CACHE_BYTES"]), float(c["RESULT_TTL"]))
-    app.extensions["depth_service"] = DepthService(model, store, c["MAX_PIXELS"], c["MAX_SIDE"], gate)
+    app.extensions["depth_service"] = DepthService(models, store, c["MAX_PIXELS"], c["MAX_SIDE"], gate)
     app.extensions["started"] = time.monotonic()
     app.extensions["load_s"] = round(app.extensions["started"] - t0, 2)
     web.init_app(app)

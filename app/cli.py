@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 from dataclasses import MISSING, fields
 from pathlib import Path
@@ -19,6 +20,7 @@ import numpy as np
 
 from . import config
 from .cpus import plan, usable_cpus
+from .models import DEFAULT_MODEL, MODEL_NAMES, parse_model_list, spec
 from .options import NormalOptions, OptionError, Options, StereoOptions, VideoOptions
 from .pipeline import ImageError, Prediction, encode_png, predict, render_views
 
@@ -67,17 +69,42 @@ def option_flags(func: Callable[..., Any], cls: type = Options) -> Callable[...,
     return func
 
 
-def load_model(weights: Optional[str], threads: Optional[int], engine: str, warm_up: bool = True) -> Any:
-    """The model for a command, with its weights resolved as the server does (DEPTHMAP_WEIGHTS_DOWNLOAD
-    honoured); a missing or corrupt file, a bad setting or an engine that cannot run: one line, exit 2."""
-    from .model import DepthModel, EngineError, WeightsError, resolve_weights
+WEIGHTS_HELP = ("checkpoint of the model [env MIDAS_WEIGHTS, or DAV2_WEIGHTS for depth-anything-v2-small; "
+                "default: user cache, else download]")
 
+
+def load_model(weights: Optional[str], threads: Optional[int], engine: str, warm_up: bool = True,
+               model: str = DEFAULT_MODEL) -> Any:
+    """The model called ``model`` for a command, with its weights resolved as the server does (``weights``,
+    else its environment variable; DEPTHMAP_WEIGHTS_DOWNLOAD honoured); a missing or corrupt file, a bad
+    setting or an engine that cannot run: one line, exit 2."""
+    from .model import DepthModel, resolve_weights
+    from .models import WeightsError
+    from .runtime import EngineError
+
+    m = spec(model)
     try:
-        path = resolve_weights(weights, download=config.get("DEPTHMAP_WEIGHTS_DOWNLOAD"))
-        return DepthModel.load(path, threads=threads, engine=engine, warm_up=warm_up)
+        path = resolve_weights(weights or os.environ.get(m.weights_env),
+                               download=config.get("DEPTHMAP_WEIGHTS_DOWNLOAD"), model=m)
+        return DepthModel.load(path, threads=threads, engine=engine, warm_up=warm_up, model=m)
     except (config.ConfigError, WeightsError, EngineError) as exc:
         log.error("%s", exc)
         sys.exit(2)
+
+
+def model_list(models: Tuple[str, ...]) -> Tuple[str, ...]:
+    """The ``--model`` flags given, else DEPTHMAP_MODELS; a bad name: one line, exit 2."""
+    try:
+        return parse_model_list(",".join(models) or config.get("DEPTHMAP_MODELS"))
+    except ValueError as exc:
+        log.error("DEPTHMAP_MODELS: %s", exc)
+        sys.exit(2)
+
+
+def models_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--model", "models", multiple=True, type=click.Choice(MODEL_NAMES),
+                        help="a model to load; repeat for several, the first is the default of requests "
+                             "[env DEPTHMAP_MODELS, comma-separated; default: midas-small]")(func)
 
 
 def collect_inputs(paths: Iterable[str]) -> List[Path]:
@@ -129,7 +156,7 @@ def each_photo(inputs: Tuple[str, ...], out_dir: str, model_args: Tuple[Optional
     if not files:
         raise click.UsageError("no photos to process")
     # one photo at a time: the usual shapes' warm-up would cost more than it saves
-    model = load_model(*model_args, warm_up=False)
+    model = load_model(*model_args, warm_up=False, model=opts.model)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     failed = 0
@@ -158,9 +185,7 @@ def photo_command(name: str) -> Callable[..., Any]:
         func = engine_option(func)
         func = click.option("--threads", envvar="DEPTHMAP_TORCH_THREADS", type=click.IntRange(1, 256),
                             help="inference threads [env DEPTHMAP_TORCH_THREADS; default: all cores]")(func)
-        func = click.option("--weights", envvar="MIDAS_WEIGHTS", type=click.Path(dir_okay=False),
-                            help="MiDaS v2.1 small checkpoint [env MIDAS_WEIGHTS; default: user cache, "
-                                 "else download]")(func)
+        func = click.option("--weights", type=click.Path(dir_okay=False), help=WEIGHTS_HELP)(func)
         func = click.option("--out", "out_dir", default="depth-out", show_default=True,
                             type=click.Path(file_okay=False),
                             help="folder for the results (created if missing)")(func)
@@ -173,7 +198,7 @@ def photo_command(name: str) -> Callable[..., Any]:
 @click.version_option(package_name="depthmap-studio")
 @click.option("-v", "--verbose", is_flag=True, help="log debug details")
 def main(verbose: bool) -> None:
-    """Monocular depth maps from photos with MiDaS v2.1 small."""
+    """Monocular depth maps from photos with MiDaS v2.1 small or Depth Anything V2 Small."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     # the task queue logs every task it runs (the minute's sweep too); the jobs log themselves
@@ -237,9 +262,7 @@ def stereo_cmd(inputs: Tuple[str, ...], out_dir: str, weights: str, threads: int
 @click.argument("source", metavar="VIDEO", type=click.Path(exists=True, dir_okay=False))
 @click.option("--out", "out_path", type=click.Path(dir_okay=False),
               help="the depth video (H.264 MP4) [default: VIDEO's name with .depth.mp4, here]")
-@click.option("--weights", envvar="MIDAS_WEIGHTS", type=click.Path(dir_okay=False),
-              help="MiDaS v2.1 small checkpoint [env MIDAS_WEIGHTS; default: user cache, "
-                   "else download]")
+@click.option("--weights", type=click.Path(dir_okay=False), help=WEIGHTS_HELP)
 @click.option("--threads", envvar="DEPTHMAP_TORCH_THREADS", type=click.IntRange(1, 256),
               help="torch threads [env DEPTHMAP_TORCH_THREADS; default: all cores]")
 @engine_option
@@ -268,7 +291,7 @@ def video_cmd(source: str, out_path: str, weights: str, threads: int, engine: st
     except VideoError as exc:
         log.error("%s: %s", src, exc.message)
         sys.exit(1)
-    model = load_model(weights, threads, engine)
+    model = load_model(weights, threads, engine, model=opts.model)
     log.info("%s: %dx%d, %d frames at %.3g fps", src, info.width, info.height, info.frames, float(info.fps))
     bars: Dict[int, Any] = {}
     names = {1: "depth", 2: "render"}
@@ -315,32 +338,46 @@ def video_cmd(source: str, out_path: str, weights: str, threads: int, engine: st
                 type=click.IntRange(1, 64))
 @setting_option("--timeout", "DEPTHMAP_TIMEOUT", "seconds before a stuck worker is restarted",
                 type=click.IntRange(5, 3600))
-@click.option("--weights", envvar="MIDAS_WEIGHTS", type=click.Path(dir_okay=False),
-              help="MiDaS v2.1 small checkpoint [env MIDAS_WEIGHTS; default: user cache, else download]")
+@click.option("--weights", type=click.Path(dir_okay=False),
+              help="checkpoint of the first --model [env MIDAS_WEIGHTS and DAV2_WEIGHTS, one per model; "
+                   "default: user cache, else download]")
+@models_option
 @setting_option("--embedded-worker/--no-embedded-worker", "DEPTHMAP_EMBEDDED_WORKER",
                 "run one video job consumer inside the server (off where `depthmap worker` runs)")
 @engine_option
 def serve_cmd(bind: str, workers: Optional[int], threads: int, timeout: int, weights: str,
-              embedded_worker: bool, engine: str) -> None:
+              models: Tuple[str, ...], embedded_worker: bool, engine: str) -> None:
     """Serve the web studio and the API with gunicorn (config: app/gunicorn_conf.py)."""
-    import os
+    from .engines import cached_onnx, load_network
+    from .model import cache_dir, file_digest, resolve_weights
+    from .models import WeightsError
+    from .runtime import ONNX_ENGINES, engine_problem, resolve_engine
 
-    from .model import WeightsError, engine_problem, load_network, resolve_weights
-
-    problem = engine_problem(engine)  # one clear line here, not a traceback per worker
-    if problem:
-        log.error("%s", problem)
-        sys.exit(2)
+    names = model_list(models)
+    for name in names:
+        problem = engine_problem(engine, model=name)  # one clear line here, not a traceback per worker
+        if problem:
+            log.error("%s: %s", name, problem)
+            sys.exit(2)
 
     # find (or download) the weights once, here: a missing file is one clear line and exit code 2
     # rather than a traceback per worker, and several workers never download at the same time
     download = config.get("DEPTHMAP_WEIGHTS_DOWNLOAD")
-    try:
-        path = resolve_weights(weights, download=download)
-        load_network(path)  # a corrupt or foreign file stops here too, not in every worker's boot
-    except WeightsError as exc:
-        log.error("%s", exc)
-        sys.exit(2)
+    paths = {}
+    for i, name in enumerate(names):
+        m = spec(name)
+        try:
+            path = resolve_weights((weights if i == 0 else None) or os.environ.get(m.weights_env),
+                                   download=download, model=m)
+            net = load_network(path, m)  # a corrupt or foreign file stops here, not in every worker's boot
+        except WeightsError as exc:
+            log.error("%s", exc)
+            sys.exit(2)
+        paths[m.weights_env] = str(path.resolve())
+        if resolve_engine(engine, name) in ONNX_ENGINES:
+            # exported once, here, before the workers start: a MiDaS worker that finds its export never
+            # imports torch (about 200 MB less each), and no two workers export at the same time
+            cached_onnx(net, file_digest(path, "sha256"), cache_dir() / "onnx")
     # the result store: an unusable data folder or Redis URL is one clear line here, and every worker
     # gets the same folder (the default one is chosen once, here)
     from .store import StoreUnavailable, default_data_dir, open_store, private_dir
@@ -366,12 +403,12 @@ def serve_cmd(bind: str, workers: Optional[int], threads: int, timeout: int, wei
                DEPTHMAP_WORKER_THREADS=str(threads), DEPTHMAP_TIMEOUT=str(timeout),
                DEPTHMAP_TORCH_THREADS=str(torch_threads),
                DEPTHMAP_EMBEDDED_WORKER=str(embedded_worker).lower(), DEPTHMAP_ENGINE=engine,
-               MIDAS_WEIGHTS=str(path.resolve()))
+               DEPTHMAP_MODELS=",".join(names), **paths)
     conf = Path(__file__).with_name("gunicorn_conf.py")
     argv = [sys.executable, "-m", "gunicorn", "--config", str(conf), "app:create_app()"]
     log.info("starting gunicorn on http://%s (%d worker(s) x %d request threads, %d torch threads each on "
-             "%d usable CPU(s), engine %s; results in %s; video jobs: %s)", bind, workers, threads,
-             torch_threads, cpus, engine, "Redis" if redis_url else data_dir,
+             "%d usable CPU(s), models %s, engine %s; results in %s; video jobs: %s)", bind, workers, threads,
+             torch_threads, cpus, ", ".join(names), engine, "Redis" if redis_url else data_dir,
              "embedded consumer" if embedded_worker else "separate `depthmap worker`")
     # exec: gunicorn's master becomes this process, so signals from a terminal, systemd or Docker
     # reach it directly
@@ -384,27 +421,32 @@ def serve_cmd(bind: str, workers: Optional[int], threads: int, timeout: int, wei
               help="videos processed at once (threads sharing one model) [env DEPTHMAP_VIDEO_WORKERS]")
 @click.option("--threads", envvar="DEPTHMAP_TORCH_THREADS", type=click.IntRange(1, 256),
               help="torch threads [env DEPTHMAP_TORCH_THREADS; default: the CPUs this process may use]")
-@click.option("--weights", envvar="MIDAS_WEIGHTS", type=click.Path(dir_okay=False),
-              help="MiDaS v2.1 small checkpoint [env MIDAS_WEIGHTS; default: user cache, else download]")
+@click.option("--weights", type=click.Path(dir_okay=False),
+              help="checkpoint of the first --model [env MIDAS_WEIGHTS and DAV2_WEIGHTS, one per model; "
+                   "default: user cache, else download]")
+@models_option
 @engine_option
-def worker_cmd(workers: int, threads: Optional[int], weights: str, engine: str) -> None:
+def worker_cmd(workers: int, threads: Optional[int], weights: str, models: Tuple[str, ...],
+               engine: str) -> None:
     """Run video jobs from the queue (the data dir's, or DEPTHMAP_REDIS_URL's) until stopped.
 
-    The model is loaded once and shared by the worker threads. SIGTERM or Ctrl-C: running jobs stop at
-    their next frame and go back to the queue. Exit code 2 for missing weights or a bad setting.
+    The models are loaded once and shared by the worker threads (load the server's: a job for a model
+    not loaded here fails). SIGTERM or Ctrl-C: running jobs stop at their next frame and go back to the
+    queue. Exit code 2 for missing weights or a bad setting.
     """
     from .jobs import from_settings
-    from .model import DepthModel, EngineError, WeightsError, resolve_weights
 
+    names = model_list(models)
+    loaded = {name: load_model(weights if i == 0 else None, threads or usable_cpus(), engine, model=name)
+              for i, name in enumerate(names)}
     try:
         settings = {**config.app_defaults(), **config.app_environ(), "VIDEO_WORKERS": workers}
-        model = DepthModel.load(resolve_weights(weights, download=settings["WEIGHTS_DOWNLOAD"]),
-                                threads=threads or usable_cpus(), engine=engine)
-        queue = from_settings(settings, lambda: model)
-    except (config.ConfigError, WeightsError, EngineError, OSError) as exc:
+        queue = from_settings(settings, lambda: loaded)
+    except (config.ConfigError, OSError) as exc:
         log.error("%s", exc)
         sys.exit(2)
-    log.info("video job worker: %d at once, %d torch threads, queue %s, files in %s", workers, model.threads,
+    log.info("video job worker: %d at once, models %s, %d torch threads, queue %s, files in %s", workers,
+             ", ".join(names), next(iter(loaded.values())).threads,
              "Redis" if settings["REDIS_URL"] else "SQLite (the data dir)", queue.root)
     queue.run_consumer()
 

@@ -47,15 +47,25 @@ def _other(env: str, default: Any, kind: type, meaning: str, shown: Optional[str
 
 
 SETTINGS: Tuple[Setting, ...] = (
-    # the model
-    Setting("MIDAS_WEIGHTS", None, str, "path of the checkpoint (same as `--weights`); unset: the user "
-            "cache, else a download", key="MIDAS_WEIGHTS", shown_default="unset"),
+    # the models
+    _app("MODELS", "midas-small", str, "the models a server loads, comma-separated: `midas-small`, "
+         "`depth-anything-v2-small` (same as `serve --model`, repeated); the first is what a request "
+         "without `model` gets (see [Models](models.md))"),
+    Setting("MIDAS_WEIGHTS", None, str, "path of the MiDaS checkpoint (same as `--weights`); unset: the "
+            "user cache, else a download", key="MIDAS_WEIGHTS", shown_default="unset"),
+    Setting("DAV2_WEIGHTS", None, str, "path of the Depth Anything V2 Small checkpoint (same as `--weights` "
+            "with `--model depth-anything-v2-small`); unset: the user cache, else a download",
+            key="DAV2_WEIGHTS", shown_default="unset"),
     _app("WEIGHTS_DOWNLOAD", True, bool, "allow the first start to download the weights"),
     _other("DEPTHMAP_CACHE", None, str, "where downloaded weights and the ONNX export (`onnx/`) are kept",
            "`~/.cache/depthmap`"),
     _other("MIDAS_WEIGHTS_URL", None, str, "download source of the weights (a mirror)", "official release"),
     _other("MIDAS_WEIGHTS_DIGEST", None, str, "expected digest of the download (`sha256:HEX` or "
            "`gitblob:HEX`)", "the official file's git blob id"),
+    _other("DAV2_WEIGHTS_URL", None, str, "download source of the Depth Anything weights (a mirror)",
+           "Hugging Face"),
+    _other("DAV2_WEIGHTS_DIGEST", None, str, "expected digest of that download", "the official file's "
+           "sha256"),
     _app("ENGINE", "auto", str, "how the network runs: `auto` (the fastest exact engine installed), "
          "`torchscript`, `eager`, `bf16`, `onnxruntime`, `openvino` or `openvino-fp32` (same as `--engine`; "
          "see [Engines](engines-and-speed.md#engines))"),

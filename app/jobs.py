@@ -251,7 +251,7 @@ class Job:
         }
 
 
-ModelProvider = Callable[[], Model]
+ModelProvider = Callable[[], Mapping[str, Model]]  # the loaded models by name
 
 
 class VideoJobs:
@@ -259,8 +259,8 @@ class VideoJobs:
     web side; ``run`` (the Huey task) and ``sweep`` (a periodic task, and on access) on the consumer side.
 
     At most ``queue_size`` jobs wait; a job that has ended is kept (with its files) for ``ttl_s`` seconds;
-    ``timeout_s`` bounds one job's running time. ``model`` gives the model a task runs with (called when
-    a job starts, so a test or a reload may swap it)."""
+    ``timeout_s`` bounds one job's running time. ``model`` gives the loaded models by name, one of which
+    a task runs with (called when a job starts, so a test or a reload may swap them)."""
 
     def __init__(self, huey: Huey, root: Path, model: ModelProvider, workers: int = 1, queue_size: int = 4,
                  ttl_s: float = 3600.0, timeout_s: Optional[float] = None, lost_s: float = 30.0,
@@ -565,9 +565,14 @@ class VideoJobs:
 
         out = workdir / f"{job.name}.depth.mp4"
         zip_path = workdir / f"{job.name}.depth.zip" if vopts.depth_zip else None
+        models = self.model()
+        if opts.model not in models:  # a `depthmap worker` configured with other models than the server
+            raise JobError("bad_option", f"This job's model, {opts.model}, is not loaded by the video "
+                                         f"worker, which runs {', '.join(models)} (DEPTHMAP_MODELS sets "
+                                         "which).")
         try:
-            result = process_video(src, out, self.model(), opts, vopts, workdir=workdir, zip_path=zip_path,
-                                   progress=progress)
+            result = process_video(src, out, models[opts.model], opts, vopts, workdir=workdir,
+                                   zip_path=zip_path, progress=progress)
         except VideoError as exc:
             raise JobError(exc.code, exc.message) from None
         job.files["video"] = result.video.name

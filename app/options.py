@@ -12,12 +12,14 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Dict, Mapping, Optional, Tuple, Type, TypeVar
 
 from .config import FALSE, TRUE
+from .models import ALL_SIZES, DEFAULT_MODEL, MODEL_NAMES, MODELS
 
 COLORMAPS: Tuple[str, ...] = (
     "inferno", "magma", "plasma", "viridis", "cividis", "turbo", "jet", "bone", "hot", "gray",
 )
 COLORBLIND_FRIENDLY: Tuple[str, ...] = ("viridis", "cividis")
-SIZES: Tuple[int, ...] = (256, 384, 512)
+# 0: the model's usual size; the others, each model's own (``models.ModelSpec.sizes``)
+SIZES: Tuple[int, ...] = (0,) + ALL_SIZES
 SQUARE_MODES: Tuple[str, ...] = ("off", "crop", "pad")
 UPSAMPLERS: Tuple[str, ...] = ("bicubic", "guided", "joint_bilateral", "fgs")
 
@@ -70,14 +72,19 @@ class Options(OptionsBase):
     """How to compute and show one depth map. Field metadata carries help, choices and ranges."""
 
     colormap: str = _opt("inferno", "colormap of the heatmap and overlay", choices=COLORMAPS)
-    size: int = _opt(256, "network input size (longer side, pixels); larger is slower", choices=SIZES)
+    model: str = _opt(DEFAULT_MODEL, "depth model: midas-small (fast, the default) or "
+                      "depth-anything-v2-small (finer detail, about 20 times slower)", choices=MODEL_NAMES)
+    size: int = _opt(0, "network input size in pixels, larger is slower: midas-small 256, 384 or 512 (the "
+                     "longer side), depth-anything-v2-small 364 or 518 (the shorter side); 0 = the "
+                     "model's usual size (256, 518)", choices=SIZES)
     square: str = _opt("off", "make the photo square before inference: centre-crop or pad "
                        "(helps extreme aspect ratios); with crop, all outputs show the crop",
                        choices=SQUARE_MODES)
     flip: bool = _opt(False, "test-time augmentation: average with the mirrored photo's prediction "
                       "(twice the inference time)")
-    upsample: str = _opt("bicubic", "how the network's ~256 px depth is brought to the photo's size: "
-                         "bicubic, or guided by the photo's edges: guided (+70 ms at 12 MP), fgs (+160 ms), "
+    upsample: str = _opt("bicubic", "how the network's depth is brought to the photo's size: bicubic (the "
+                         "model's official resize: bicubic for MiDaS, bilinear for Depth Anything), or "
+                         "guided by the photo's edges: guided (+70 ms at 12 MP), fgs (+160 ms), "
                          "joint_bilateral (slow: +12 s at 12 MP)",
                          choices=UPSAMPLERS)
     guided_radius: float = _opt(0.5, "guided upsampling: window radius, in network pixels", lo=0.5, hi=8.0)
@@ -99,6 +106,15 @@ class Options(OptionsBase):
     invert: bool = _opt(False, "invert the mapping (near = dark instead of near = bright)")
     alpha: float = _opt(0.5, "opacity of the heatmap in the overlay view", lo=0.0, hi=1.0)
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        model = MODELS[self.model]
+        if self.size == 0:  # frozen: the one place a field is filled in after construction
+            object.__setattr__(self, "size", model.default_size)
+        elif self.size not in model.sizes:
+            raise OptionError("size", f"{self.model} takes {' or '.join(map(str, model.sizes))} (or 0 for "
+                                      f"{model.default_size}); got {self.size}")
+
     def depth_options(self) -> Dict[str, Any]:
         """The values that change the raw depth itself (the rest only change how it is shown)."""
         return {name: getattr(self, name) for name in DEPTH_OPTIONS}
@@ -114,7 +130,7 @@ class Options(OptionsBase):
 
 
 # what the network sees; changing one needs a new inference
-INFERENCE_OPTIONS: Tuple[str, ...] = ("size", "square", "flip")
+INFERENCE_OPTIONS: Tuple[str, ...] = ("model", "size", "square", "flip")
 # what the raw depth depends on: the above plus upsampling, which re-runs from the cached prediction
 DEPTH_OPTIONS: Tuple[str, ...] = INFERENCE_OPTIONS + (
     "upsample", "guided_radius", "guided_eps", "jbu_sigma_space", "jbu_sigma_color", "fgs_lambda",

@@ -26,6 +26,7 @@ from isal import isal_zlib
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from . import config
+from .models import MIDAS_SMALL, ModelSpec, spec
 from .options import COLORMAPS, UPSAMPLERS, Options
 
 log = logging.getLogger(__name__)
@@ -191,14 +192,36 @@ def network_size(height: int, width: int, target: int = 256, multiple: int = 32)
     return constrain(scale * height), constrain(scale * width)
 
 
+def network_size_lower(height: int, width: int, target: int = 518, multiple: int = 14) -> Tuple[int, int]:
+    """The official Depth Anything "lower_bound" resize: keep aspect, both sides >= target, each the
+    nearest multiple of 14 (half to even, as ``np.round``), the next one up where that falls short."""
+    scale = max(target / height, target / width)
+
+    def constrain(x: float) -> int:
+        y = int(np.round(x / multiple) * multiple)
+        if y < target:
+            y = int(np.ceil(x / multiple) * multiple)
+        return max(y, multiple)
+
+    return constrain(scale * height), constrain(scale * width)
+
+
+def input_shape(height: int, width: int, size: int, model: ModelSpec = MIDAS_SMALL) -> Tuple[int, int]:
+    """The network input's ``(h, w)`` for a ``height`` × ``width`` image at ``size``, by ``model``'s rule."""
+    sizing = network_size if model.resize == "upper_bound" else network_size_lower
+    return sizing(height, width, size, model.multiple)
+
+
 PREPROCESS_STRIP = 256  # photo rows converted to float32 at a time
 
 
-def preprocess(rgb: np.ndarray, size: int = 256,
-               pad_square: bool = False) -> Tuple[np.ndarray, Optional[PadBox]]:
+def preprocess(rgb: np.ndarray, size: int = 256, pad_square: bool = False,
+               model: ModelSpec = MIDAS_SMALL) -> Tuple[np.ndarray, Optional[PadBox]]:
     """``(H, W, 3)`` uint8 -> network input ``(1, 3, h, w)`` float32, and where the photo sits if padded.
 
-    Same order as the official transform: scale to [0, 1], bicubic resize, ImageNet normalisation.
+    Same order as both models' official transforms: scale to [0, 1], bicubic resize (to ``model``'s
+    input shape), ImageNet normalisation, in ``model.preprocess_dtype`` (Depth Anything's code works in
+    float64, and its input then matches to float rounding), then cast to float32.
     The bicubic resize is separable, so it is done as OpenCV does it inside, rows first, then columns,
     but strip by strip: only ``PREPROCESS_STRIP`` rows of the photo are ever in float32 (all of a
     12 MP photo would be 144 MB), and the result is the same to float rounding.
@@ -212,9 +235,10 @@ def preprocess(rgb: np.ndarray, size: int = 256,
         top, left = (side - h) // 2, (side - w) // 2
         out_h = out_w = side
         pad_box = (top, left, side)
-    nh, nw = network_size(out_h, out_w, size)
-    rows = np.empty((out_h, nw, 3), np.float32)  # every row resized to the network's width
-    strip = np.empty((min(PREPROCESS_STRIP, h), out_w, 3), np.float32)
+    nh, nw = input_shape(out_h, out_w, size, model)
+    dtype = np.dtype(model.preprocess_dtype)
+    rows = np.empty((out_h, nw, 3), dtype)  # every row resized to the network's width
+    strip = np.empty((min(PREPROCESS_STRIP, h), out_w, 3), dtype)
     if pad_square:
         # pad with the ImageNet mean: it normalises to exactly zero, the least informative value
         strip[:] = IMAGENET_MEAN
@@ -227,8 +251,8 @@ def preprocess(rgb: np.ndarray, size: int = 256,
         # height unchanged: OpenCV's cubic weights are then exactly (0, 1, 0, 0), rows stay as they are
         rows[top + r:top + r + n] = cv2.resize(strip[:n], (nw, n), interpolation=cv2.INTER_CUBIC)
     img = cv2.resize(rows, (nw, nh), interpolation=cv2.INTER_CUBIC)
-    img = (img - IMAGENET_MEAN) / IMAGENET_STD
-    return np.ascontiguousarray(img.transpose(2, 0, 1)[None]), pad_box
+    img = (img - IMAGENET_MEAN.astype(dtype)) / IMAGENET_STD.astype(dtype)
+    return np.ascontiguousarray(img.transpose(2, 0, 1)[None], dtype=np.float32), pad_box
 
 
 # 3. infer (the model itself lives in app/model.py) -----------------------------------------------
@@ -245,14 +269,45 @@ def infer(x: np.ndarray, model: Model, flip: bool = False) -> np.ndarray:
 
 # 4. upsample ----------------------------------------------------------------------------------------
 
-def upsample(pred: np.ndarray, shape: Tuple[int, int], pad_box: Optional[PadBox] = None) -> np.ndarray:
-    """Network output ``(h, w)`` -> ``(H, W)`` float32, bicubic (matches torch's, align_corners=False)."""
+def upsample(pred: np.ndarray, shape: Tuple[int, int], pad_box: Optional[PadBox] = None,
+             mode: str = "bicubic") -> np.ndarray:
+    """Network output ``(h, w)`` -> ``(H, W)`` float32 by the model's official resize: ``bicubic``
+    (torch's, align_corners=False: MiDaS) or ``bilinear_corners`` (align_corners=True: Depth Anything)."""
     height, width = shape
+    resize = _bilinear_corners if mode == "bilinear_corners" else _bicubic
     if pad_box is None:
-        return cv2.resize(pred, (width, height), interpolation=cv2.INTER_CUBIC)
+        return resize(pred, height, width)
     top, left, side = pad_box
-    full = cv2.resize(pred, (side, side), interpolation=cv2.INTER_CUBIC)
+    full = resize(pred, side, side)
     return np.ascontiguousarray(full[top:top + height, left:left + width])
+
+
+def _bicubic(pred: np.ndarray, height: int, width: int) -> np.ndarray:
+    return cv2.resize(pred, (width, height), interpolation=cv2.INTER_CUBIC)
+
+
+def _corner_taps(n: int, size: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each of ``size`` outputs from ``n`` inputs with the corners aligned: the left input, the right
+    one and the right one's weight (output i samples input i × (n - 1) / (size - 1))."""
+    pos = np.arange(size, dtype=np.float64) * ((n - 1) / (size - 1) if size > 1 else 0.0)
+    left = np.minimum(pos.astype(np.int64), n - 1)
+    return left, np.minimum(left + 1, n - 1), (pos - left).astype(np.float32)
+
+
+def _bilinear_corners(pred: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``(h, w)`` -> ``(height, width)`` float32, as torch's bilinear interpolation with align_corners=True.
+    OpenCV has no such mode, so it is done separably: columns on the small map, then rows, strip by
+    strip (no full-size temporary beyond the result)."""
+    c0, c1, cw = _corner_taps(pred.shape[1], width)
+    cols = pred[:, c0] * (1 - cw) + pred[:, c1] * cw  # (h, width)
+    r0, r1, rw = _corner_taps(pred.shape[0], height)
+    out = np.empty((height, width), np.float32)
+    for r in range(0, height, PREPROCESS_STRIP):
+        s = slice(r, min(r + PREPROCESS_STRIP, height))
+        weight = rw[s, None]
+        np.multiply(cols[r0[s]], 1 - weight, out=out[s])
+        out[s] += cols[r1[s]] * weight
+    return out
 
 
 # 4b. edge-aware refinement -------------------------------------------------------------------------
@@ -634,7 +689,7 @@ class Prediction:
 
 def full_depth(pred: np.ndarray, photo: np.ndarray, pad_box: Optional[PadBox], opts: Options) -> np.ndarray:
     """Stages 4 and 4b: network output ``(h, w)`` -> raw depth at the photo's size ``(H, W)`` float32."""
-    depth = upsample(pred, photo.shape[:2], pad_box)
+    depth = upsample(pred, photo.shape[:2], pad_box, spec(opts.model).upsample)
     # photo pixels per network pixel (with padding, the network saw the padded square)
     extent = pad_box[2] if pad_box is not None else photo.shape[1]
     scale = extent / pred.shape[1]
@@ -649,7 +704,7 @@ def predict(data: bytes, model: Model, opts: Options, max_pixels: int = DEFAULT_
     if opts.square == "crop":
         photo = np.ascontiguousarray(square_crop(photo))
     t1 = time.perf_counter()
-    x, pad_box = preprocess(photo, opts.size, pad_square=opts.square == "pad")
+    x, pad_box = preprocess(photo, opts.size, opts.square == "pad", spec(opts.model))
     t2 = time.perf_counter()
     pred = infer(x, model, opts.flip)
     t3 = time.perf_counter()

@@ -13,13 +13,13 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from pathlib import PurePosixPath
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .gate import Gate
 from .model import map_large_blocks, trim_heap
-from .options import INFERENCE_OPTIONS, Options
+from .options import INFERENCE_OPTIONS, OptionError, Options
 from .pipeline import (DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, Model, encode, full_depth, iter_views, predict,
                        shrink)
 from .store import Entry, ResultStore, depth_id
@@ -61,9 +61,9 @@ class DepthService:
     """The model, the admission gate and the decode limits of one process, and the result store it
     shares with every other."""
 
-    def __init__(self, model: Model, store: ResultStore, max_pixels: int = DEFAULT_MAX_PIXELS,
+    def __init__(self, models: Mapping[str, Model], store: ResultStore, max_pixels: int = DEFAULT_MAX_PIXELS,
                  max_side: int = DEFAULT_MAX_SIDE, gate: Optional[Gate] = None) -> None:
-        self.model = model
+        self.models = dict(models)  # name -> loaded model, the default first
         self.store = store
         self.gate = gate or Gate()
         self.max_pixels = max_pixels
@@ -73,11 +73,25 @@ class DepthService:
         self._lock = threading.Lock()
         map_large_blocks()  # a photo's freed arrays go back to the system, not into this process's heap
 
+    @property
+    def default_model(self) -> str:
+        """The model a request gets when it names none: the first one this server loads."""
+        return next(iter(self.models))
+
+    def model_for(self, opts: Options) -> Model:
+        """The loaded model ``opts`` asks for; ``OptionError`` if this server does not load it."""
+        try:
+            return self.models[opts.model]
+        except KeyError:
+            raise OptionError("model", f"{opts.model} is not loaded on this server, which runs "
+                                       f"{', '.join(self.models)} (DEPTHMAP_MODELS sets which)") from None
+
     def from_upload(self, data: bytes, name: str, opts: Options) -> Result:
         """Raw depth of an upload for ``opts``' depth options; a repeated upload costs nothing.
         ``name`` is the download stem (see ``safe_stem``). Raises ``pipeline.ImageError`` for bytes
         that are not a usable image, ``gate.Busy`` when the process is at capacity,
         ``store.StoreUnavailable`` when the shared store is down or full."""
+        model = self.model_for(opts)  # before the store: an id never answers for a model not loaded
         key = depth_id(self.store.secret(), data, opts.depth_options())
         hit = self.store.get(key)
         if hit is not None:
@@ -86,7 +100,7 @@ class DepthService:
                 self.store.put(hit)
             return Result(hit, True, no_work())
         with self.gate.slot():  # decoding is inside: a waiting request holds only its compressed bytes
-            pred = predict(data, self.model, opts, self.max_pixels, self.max_side)
+            pred = predict(data, model, opts, self.max_pixels, self.max_side)
         if pred.photo.nbytes >= TRIM_FROM_BYTES:  # the decoder's and preprocessing's copies
             trim_heap()
         entry = Entry(key, data, name, opts.depth_options(), pred.photo, pred.depth, pred.pred, pred.pad_box)

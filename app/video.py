@@ -34,6 +34,7 @@ import cv2
 import numpy as np
 
 from .exports import to_uint16
+from .models import spec
 from .options import Options, VideoOptions
 from .stereo import stereo
 from .pipeline import (Model, PadBox, colorize, enhance, full_depth, infer, log_depth, on_white, overlay,
@@ -267,7 +268,7 @@ def frame_prediction(rgb: np.ndarray, model: Model,
     """One frame -> (the frame as the depth sees it, network output ``(h, w)`` float32, pad box):
     the image pipeline's stages 2-3 with the same options."""
     photo = np.ascontiguousarray(square_crop(rgb)) if opts.square == "crop" else rgb
-    x, pad_box = preprocess(photo, opts.size, pad_square=opts.square == "pad")
+    x, pad_box = preprocess(photo, opts.size, opts.square == "pad", spec(opts.model))
     return photo, infer(x, model, opts.flip), pad_box
 
 

@@ -56,8 +56,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from app.model import (AUTO_ORDER, ENGINES, EXACT_ENGINES, DepthModel, EngineError, cpu_flags,  # noqa: E402
-                       auto_order, engine_problem, resolve_engine, resolve_weights)
+from app.model import DepthModel, resolve_weights  # noqa: E402
+from app.runtime import (AUTO_ORDER, ENGINES, EXACT_ENGINES, EngineError, auto_order, cpu_flags,  # noqa: E402
+                         engine_problem, resolve_engine)
 from app.options import COLORMAPS, Options  # noqa: E402
 from app.pipeline import VIEWS, colorize, decode, display, encode, encode_png, iter_views  # noqa: E402
 from app.service import DepthService  # noqa: E402
@@ -225,7 +226,8 @@ def request_table(engine: str, model: DepthModel, samples: Dict[str, bytes], run
     print(f"\n## 2. Whole request in-process, engine {engine}: decode -> ... -> 3 PNG views; median of "
           f"{runs}, ms")
     print(f"{'photo':22s}" + "".join(f"{s:>11}" for s in STAGES) + f"{'total':>9}{'total/infer':>12}")
-    service = DepthService(model, scratch_store(300 << 20))  # evicts old uploads as the server would
+    # evicts old uploads as the server would
+    service = DepthService({model.name: model}, scratch_store(300 << 20))
     ratios: Dict[str, float] = {}
     for name, data in samples.items():
         rows: Dict[str, List[float]] = {s: [] for s in STAGES + ("total", "ratio")}
@@ -249,7 +251,7 @@ def request_table(engine: str, model: DepthModel, samples: Dict[str, bytes], run
 
 def rerender_table(model: DepthModel, data: bytes, runs: int) -> Dict[str, float]:
     print(f"\n## 3. Re-render of a cached 12 MP result, a new colormap each time; median of {runs}, ms")
-    service = DepthService(model, scratch_store(1 << 30))
+    service = DepthService({model.name: model}, scratch_store(1 << 30))
     entry = service.from_upload(data, "p", Options()).entry
     out: Dict[str, float] = {}
     cases = [("3 views, full size", VIEWS, None), ("heatmap, full size", ("heatmap",), None),
@@ -320,7 +322,7 @@ def big_photo_table(model: DepthModel, data: bytes, runs: int) -> Dict[str, floa
     """The 12 MP JPEG the page's way and the API's way (each encoding), over the forward pass."""
     print(f"\n## 2b. 12 MP JPEG ({len(data) / 1e6:.1f} MB) in-process: the page's way to its first view and "
           f"the API's way in each encoding (3 full-size views); median of {runs}, ms; sizes of the 3 views")
-    service = DepthService(model, scratch_store(1 << 30))
+    service = DepthService({model.name: model}, scratch_store(1 << 30))
     service.from_upload(data + os.urandom(8), "p", Options())  # the first call at this input shape
     page: Dict[str, List[float]] = {k: [] for k in ("decode", "infer", "upsample", "inference", "previews",
                                                     "total")}

@@ -29,8 +29,10 @@ import numpy as np
 from bench import ROOT, contention, fmt, interleaved_times, load_engines, machine, paired_ratio, stats
 
 import torch  # after app.model: see above
-from app.model import (DAV2_SMALL, EXACT_ENGINES, MIDAS_SMALL, EngineError, auto_order,
-                       build_runner, configure_threads, engine_problem, resolve_engine, resolve_weights)
+from app.engines import build_runner, configure_threads
+from app.model import resolve_weights
+from app.models import MIDAS_SMALL
+from app.runtime import DAV2_SMALL, EXACT_ENGINES, EngineError, auto_order, engine_problem, resolve_engine
 from app.network_dav2 import DepthAnythingV2Small
 from app.pipeline import network_size
 
@@ -109,9 +111,9 @@ def main() -> None:
               f"\n# before: {contention()}")
         results: List[Tuple[str, Dict]] = []
         engines = load_engines(midas, threads, Path(tmp) / "onnx")
-        results.append((MIDAS_SMALL, table(MIDAS_SMALL, {("official eager" if k == "eager" else k): v
-                                                         for k, v in engines.items()},
-                                           MIDAS_SHAPES, BASELINE, midas_rounds)))
+        named = {("official eager" if k == "eager" else k): v for k, v in engines.items()}
+        results.append((MIDAS_SMALL.name,
+                        table(MIDAS_SMALL.name, named, MIDAS_SHAPES, BASELINE, midas_rounds)))
         del engines
         if dav2 is None:
             print(f"# depth-anything-v2-small: skipped, no weights and no {DAV2_MANIFEST}")

@@ -314,6 +314,23 @@
       renderTimer = setTimeout(show, el.type === "range" ? 120 : 0); // sliders fire many events: render once they settle a little
     }
   }
+  // each model takes its own input sizes: the size list shows the chosen model's, and a new model starts
+  // at its usual size. Registered on the select itself, so it runs before the form's handler reinfers.
+  const modelSelect = form.querySelector("select[name=model]");
+  function matchSizes(pickDefault) {
+    const size = form.elements.size;
+    const model = modelSelect.value;
+    for (const group of size.querySelectorAll("optgroup")) {
+      group.hidden = group.disabled = group.dataset.model !== model;
+    }
+    if (pickDefault || size.selectedOptions[0].dataset.model !== model) {
+      size.value = modelSelect.selectedOptions[0].dataset.defaultSize;
+    }
+  }
+  if (modelSelect) {
+    matchSizes(false);
+    modelSelect.addEventListener("change", () => matchSizes(true));
+  }
   form.addEventListener("input", onControl);
   form.addEventListener("change", onControl);
 

@@ -4,17 +4,15 @@ in helpers.py."""
 
 from __future__ import annotations
 
-import http.server
 import os
 import shutil
-import threading
 from pathlib import Path
 from typing import Dict, Iterator
 
 import pytest
 
 from helpers import (DAV2_SHARED, FIXTURES, REDIS_SERVER, SAMPLES, RedisServer, make_driver, running_server,
-                     tls_files)
+                     serving, tls_files)
 from synthetic import write_dav2_synthetic_weights, write_synthetic_weights
 
 
@@ -51,7 +49,9 @@ def engine_models(weights_path: Path):
     visibly, where the engine's optional packages are not installed. The bf16 engine is built even on
     CPUs without native bfloat16 (oneDNN emulates it, slowly), so that its numerics are tested
     everywhere."""
-    from app.model import DepthModel, build_runner, engine_problem, file_digest, load_network
+    from app.engines import build_runner, load_network
+    from app.model import DepthModel, file_digest
+    from app.runtime import engine_problem
 
     made: Dict[str, object] = {}
 
@@ -126,7 +126,9 @@ def dav2_engines(dav2_net, dav2_weights_path: Path, tmp_path_factory: pytest.Tem
     """``get(engine)``: the synthetic-weights Depth Anything V2 Small compiled for that engine (a runner
     from (1, 3, h, w) to (1, h, w) arrays), built once per session, the ONNX-based engines from one
     export; skips, visibly, where the engine cannot run here."""
-    from app.model import DAV2_SMALL, build_runner, engine_problem, file_digest
+    from app.engines import build_runner
+    from app.model import file_digest
+    from app.runtime import DAV2_SMALL, engine_problem
 
     sha256, onnx_cache = file_digest(dav2_weights_path, "sha256"), tmp_path_factory.mktemp("dav2-onnx")
 
@@ -172,6 +174,26 @@ def client(app):
     return app.test_client()
 
 
+@pytest.fixture(scope="session")
+def dav2_model(dav2_weights_path: Path):
+    """Depth Anything V2 Small on the synthetic weights as a server loads it (engine ``auto``)."""
+    from app.model import DepthModel
+    from app.models import DEPTH_ANYTHING_V2_SMALL
+
+    return DepthModel.load(dav2_weights_path, threads=2, warm_up=False, model=DEPTH_ANYTHING_V2_SMALL)
+
+
+@pytest.fixture(scope="session")
+def two_model_app(weights_path: Path, dav2_weights_path: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The application loading both models, MiDaS small first (the default of requests)."""
+    from app import create_app
+
+    return create_app({"TESTING": True, "MIDAS_WEIGHTS": str(weights_path), "TORCH_THREADS": 2,
+                       "DAV2_WEIGHTS": str(dav2_weights_path),
+                       "MODELS": "midas-small,depth-anything-v2-small",
+                       "DATA_DIR": str(tmp_path_factory.mktemp("data"))})
+
+
 @pytest.fixture()
 def weights_server(weights_path: Path, tmp_path: Path) -> Iterator[str]:
     """A real HTTP server on 127.0.0.1 serving the synthetic weights (and a junk file)."""
@@ -182,19 +204,20 @@ def weights_server(weights_path: Path, tmp_path: Path) -> Iterator[str]:
     shutil.copy(weights_path, root / WEIGHTS_FILENAME)
     (root / "junk.pt").write_bytes(b"this is not a checkpoint")
 
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, directory=str(root), **kwargs)
+    yield from serving(root)
 
-        def log_message(self, *args) -> None:  # keep test output clean
-            pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+@pytest.fixture()
+def dav2_weights_server(dav2_weights_path: Path, weights_path: Path, tmp_path: Path) -> Iterator[str]:
+    """A real HTTP server on 127.0.0.1 serving the synthetic Depth Anything weights under the official
+    file name, and under ``wrong/`` the MiDaS weights under that same name."""
+    from app.models import DEPTH_ANYTHING_V2_SMALL
+
+    root = tmp_path / "www"
+    (root / "wrong").mkdir(parents=True)
+    (root / DEPTH_ANYTHING_V2_SMALL.weights_filename).symlink_to(dav2_weights_path)
+    (root / "wrong" / DEPTH_ANYTHING_V2_SMALL.weights_filename).symlink_to(weights_path)
+    yield from serving(root)
 
 
 # a real server and a browser (each browser test module skips itself first where Chromium is missing) ----
@@ -204,6 +227,16 @@ def server_url(request, weights_path: Path, tmp_path_factory: pytest.TempPathFac
     """``depthmap serve`` as a real process on the synthetic weights, one per test module; its URL."""
     log = tmp_path_factory.mktemp(request.module.__name__) / "server.log"
     with running_server(weights_path, log) as (url, _):
+        yield url
+
+
+@pytest.fixture(scope="module")
+def two_model_server_url(weights_path: Path, dav2_weights_path: Path,
+                         tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``depthmap serve --model midas-small --model depth-anything-v2-small`` as a real process."""
+    log = tmp_path_factory.mktemp("two-models") / "server.log"
+    with running_server(weights_path, log, "--model", "midas-small", "--model", "depth-anything-v2-small",
+                        env={"DAV2_WEIGHTS": str(dav2_weights_path)}) as (url, _):
         yield url
 
 

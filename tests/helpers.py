@@ -4,6 +4,7 @@ on ``sys.path`` through the ``pythonpath`` setting in pyproject.toml, so tests i
 from __future__ import annotations
 
 import contextlib
+import http.server
 import io
 import os
 import re
@@ -14,6 +15,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 import zlib
@@ -104,6 +106,26 @@ def post_depth(client, data: bytes, filename: str = "photo.png", headers=None, *
     """POST /api/v1/depth with ``data`` as the image and ``fields`` as the options."""
     return client.post("/api/v1/depth", headers=headers or {},
                        **form_data({"image": (data, filename), **fields}))
+
+
+def serving(root: Path) -> Iterator[str]:
+    """A real HTTP server on 127.0.0.1 serving the files in ``root`` until the generator is closed;
+    yields its URL."""
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(root), **kwargs)
+
+        def log_message(self, *args) -> None:  # keep test output clean
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 # the command line and a real server -------------------------------------------------------------------

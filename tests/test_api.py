@@ -118,15 +118,15 @@ def test_render_from_cache_changes_the_image_not_the_depth(client, app, samples)
     first = post_depth(client, samples["astronaut"], views="heatmap").get_json()
     calls = []
     service = app.extensions["depth_service"]
-    model = service.model
-    service.model = lambda x: calls.append(1) or model(x)
+    model = service.models["midas-small"]
+    service.models["midas-small"] = lambda x: calls.append(1) or model(x)
     try:
         r = client.post("/api/v1/render", json={"depth_id": first["depth_id"], "colormap": "viridis",
                                                  "views": "heatmap"})
         fields = {"depth_id": first["depth_id"], "colormap": "viridis", "views": "heatmap"}
         form = client.post("/api/v1/render", **form_data(fields))
     finally:
-        service.model = model
+        service.models["midas-small"] = model
     body = r.get_json()
     assert r.status_code == 200 and not calls and body["depth_id"] == first["depth_id"] and body["cached"]
     assert body["views"] == form.get_json()["views"]
@@ -151,13 +151,13 @@ def test_render_with_a_new_size_reinfers_and_gives_a_new_id(client, app, samples
 def test_new_upsampling_rerenders_without_inference(client, app, samples) -> None:
     first = post_depth(client, samples["chelsea"], views="none").get_json()
     service = app.extensions["depth_service"]
-    model, calls = service.model, []
-    service.model = lambda x: calls.append(1) or model(x)
+    model, calls = service.models["midas-small"], []
+    service.models["midas-small"] = lambda x: calls.append(1) or model(x)
     try:
         r = client.post("/api/v1/render", json={"depth_id": first["depth_id"], "upsample": "guided",
                                                  "guided_radius": 1, "views": "none"})
     finally:
-        service.model = model
+        service.models["midas-small"] = model
     body = r.get_json()
     assert r.status_code == 200 and not calls and body["depth_id"] != first["depth_id"]
     assert body["options"]["upsample"] == "guided" and body["timings_ms"]["infer"] == 0.0
@@ -174,7 +174,7 @@ def test_raw_depth_is_the_float32_prediction(app, client, samples) -> None:
     assert r.status_code == 200 and 'filename="coffee.depth.npy"' in r.headers["Content-Disposition"]
     depth = np.load(io.BytesIO(r.data), allow_pickle=False)
     # the app's own model (auto: whichever exact engine this machine runs fastest)
-    expected = predict(samples["coffee"], app.extensions["depth_model"], Options()).depth
+    expected = predict(samples["coffee"], app.extensions["depth_models"]["midas-small"], Options()).depth
     assert depth.dtype == np.float32 and depth.shape == (body["height"], body["width"])
     np.testing.assert_allclose(depth, expected, rtol=1e-5, atol=1e-6)
 
@@ -236,7 +236,7 @@ def test_store_stays_within_its_byte_budget(client, app, samples, monkeypatch, t
 
 def test_healthz(client, app) -> None:
     body = client.get("/healthz").get_json()
-    model = app.extensions["depth_model"]
+    model = app.extensions["depth_models"]["midas-small"]
     assert body["status"] == "ok" and body["model"] == model.name
     assert body["weights_sha256"] == model.weights_sha256 and body["torch_threads"] == 2
     assert body["uptime_s"] >= 0

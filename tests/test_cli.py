@@ -205,7 +205,8 @@ def test_engine_this_machine_cannot_run_is_one_clear_line(monkeypatch, caplog, w
 
     from app import cli
 
-    monkeypatch.setattr("app.model.engine_problem", lambda engine: f"The {engine} engine needs X: do Y.")
+    monkeypatch.setattr("app.runtime.engine_problem",
+                        lambda engine, model="midas-small": f"The {engine} engine needs X: do Y.")
     monkeypatch.setattr("os.execve", lambda *a: pytest.fail("gunicorn started"))
     args = [command, "--engine", "openvino", "--weights", str(weights_path)]
     result = CliRunner().invoke(cli.main, args + ([str(SAMPLES["chelsea"])] if command == "predict" else []))
@@ -215,6 +216,6 @@ def test_engine_this_machine_cannot_run_is_one_clear_line(monkeypatch, caplog, w
 
 def test_cli_lists_the_models_engines() -> None:
     from app import cli
-    from app.model import ENGINES
+    from app.runtime import ENGINES
 
     assert cli.ENGINES == ("auto",) + ENGINES

@@ -13,8 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from app.model import (AUTO_ORDER_DAV2, DAV2_SMALL, ENGINES, EXACT_ENGINES, MIDAS_SMALL, EngineError,
-                       auto_order, build_runner, engine_problem, onnx_cache_path, resolve_engine)
+from app.engines import build_runner
+from app.models import MIDAS_SMALL
+from app.runtime import (AUTO_ORDER_DAV2, DAV2_SMALL, ENGINES, EXACT_ENGINES, EngineError, auto_order,
+                         engine_problem, onnx_cache_path, resolve_engine)
 from app.network_dav2 import DepthAnythingV2Small, PositionCache, resize_position_grid
 from helpers import DAV2_REFERENCES, dav2_reference
 from synthetic import dav2_synthetic_state_dict, load_manifest
@@ -192,7 +194,7 @@ def test_auto_picks_per_model() -> None:
     assert auto_order(avx2, model=DAV2_SMALL) == AUTO_ORDER_DAV2
     assert auto_order(avx2 | {"avx512f"}, model=DAV2_SMALL) == AUTO_ORDER_DAV2
     assert auto_order(frozenset(), model=DAV2_SMALL) == ("eager",)
-    assert auto_order(avx2) == auto_order(avx2, model=MIDAS_SMALL)  # MiDaS: unchanged, the default
+    assert auto_order(avx2) == auto_order(avx2, model=MIDAS_SMALL.name)  # MiDaS: unchanged, the default
     assert set(AUTO_ORDER_DAV2) <= EXACT_ENGINES
     chosen = resolve_engine("auto", DAV2_SMALL)
     assert chosen == next(e for e in auto_order(model=DAV2_SMALL) if engine_problem(e, DAV2_SMALL) is None)
@@ -202,7 +204,7 @@ def test_auto_picks_per_model() -> None:
 def test_onnx_export_is_cached_under_its_own_name(dav2_net, tmp_path: Path, monkeypatch) -> None:
     """The export of each network has its own file name in the shared cache folder, and a second build
     reads it instead of exporting again."""
-    import app.model as m
+    import app.engines as m
 
     if engine_problem("onnxruntime", DAV2_SMALL):
         pytest.skip(engine_problem("onnxruntime", DAV2_SMALL))

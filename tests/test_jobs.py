@@ -61,7 +61,8 @@ def make(tmp_path, model) -> Iterator[Callable[..., VideoJobs]]:
 
     def build(**kw) -> VideoJobs:
         kw = {"workers": 1, "queue_size": 1, "ttl_s": 60, **kw}
-        jobs = VideoJobs(make_huey(tmp_path / "data"), tmp_path / "jobs", lambda: current["model"],
+        jobs = VideoJobs(make_huey(tmp_path / "data"), tmp_path / "jobs",
+                         lambda: {"midas-small": current["model"]},
                          lock_path=tmp_path / "data" / "consumer.lock", **kw)
         made.append(jobs)
         return jobs
@@ -245,8 +246,8 @@ def test_the_same_jobs_through_a_real_redis(redis_url, model, clip, tmp_path) ->
     import redis
 
     def build() -> VideoJobs:
-        return VideoJobs(make_huey(tmp_path / "unused", redis_url), tmp_path / "jobs", lambda: model,
-                         queue_size=2, ttl_s=60, lock_path=tmp_path / "lock")
+        return VideoJobs(make_huey(tmp_path / "unused", redis_url), tmp_path / "jobs",
+                         lambda: {"midas-small": model}, queue_size=2, ttl_s=60, lock_path=tmp_path / "lock")
 
     a, b = build(), build()  # two processes (of two hosts: the lock path is per host, here shared)
     try:

@@ -13,10 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from app.model import (AUTO_ORDER, AUTO_ORDER_AVX2, DEFAULT_ENGINE, ENGINES, EXACT_ENGINES,
-                       INSTALL_HINT, DepthModel, EngineError, WeightsError, auto_order, configure_threads,
-                       cpu_flags, engine_problem, file_digest, fold_batchnorm, load_network, native_bf16,
-                       onnx_cache_path, resolve_engine)
+from app.engines import configure_threads, fold_batchnorm, load_network
+from app.model import DepthModel, file_digest
+from app.models import WeightsError
+from app.runtime import (AUTO_ORDER, AUTO_ORDER_AVX2, DEFAULT_ENGINE, ENGINES, EXACT_ENGINES, INSTALL_HINT,
+                         EngineError, auto_order, cpu_flags, engine_problem, native_bf16, onnx_cache_path,
+                         resolve_engine)
 from app.network import MidasSmall
 from helpers import SAMPLES, reference
 from synthetic import load_manifest, synthetic_state_dict
@@ -74,7 +76,7 @@ def test_unreadable_weights_file_is_a_clear_error(weights_path, tmp_path, conten
 
 
 def test_non_state_dict_checkpoint_is_refused(tmp_path) -> None:
-    with pytest.raises(WeightsError, match="not a MiDaS state_dict"):
+    with pytest.raises(WeightsError, match="is not a MiDaS v2.1 small state_dict"):
         load_network(_save({"a": [1, 2, 3]}, tmp_path))
 
 
@@ -137,7 +139,7 @@ def _without(monkeypatch, *modules: str) -> None:
 @pytest.fixture()
 def avx512(monkeypatch) -> None:
     """As if the CPU had AVX-512, where the ONNX engines lead."""
-    monkeypatch.setattr("app.model.cpu_flags", lambda cpuinfo=None: frozenset({"avx2", "avx512f"}))
+    monkeypatch.setattr("app.runtime.cpu_flags", lambda cpuinfo=None: frozenset({"avx2", "avx512f"}))
 
 
 def test_auto_is_the_default_and_picks_only_exact_engines() -> None:
@@ -168,15 +170,15 @@ def test_auto_loads_the_chosen_engine_and_says_so(weights_path, caplog, monkeypa
     caplog.set_level("INFO", logger="app.model")
     model = DepthModel.load(weights_path, threads=2, warm_up=False)
     assert model.engine == "onnxruntime" and model.precision == "fp32"
-    assert ("engine auto: chose onnxruntime, the first of openvino-fp32, onnxruntime, torchscript this "
-            "install can run on this CPU" in caplog.text)
+    assert ("midas-small: engine auto chose onnxruntime, the first of openvino-fp32, onnxruntime, "
+            "torchscript this install can run on this CPU" in caplog.text)
     close_enough(model(reference("coffee", "net_input")), reference("coffee", "net_output"), "fp32")
 
 
 def test_onnx_export_is_cached_and_reused(weights_path, tmp_path, monkeypatch, caplog) -> None:
     """A second start reads the export from the cache instead of exporting; a new torch (any part of
     the key) exports again, into another file."""
-    import app.model as m
+    import app.engines as m
 
     exports = []
     real = m.export_onnx
@@ -193,7 +195,10 @@ def test_onnx_export_is_cached_and_reused(weights_path, tmp_path, monkeypatch, c
     x = reference("chelsea", "net_input")
     assert np.array_equal(first(x), second(x))
 
-    monkeypatch.setattr(torch, "__version__", torch.__version__ + "+other")
+    from importlib.metadata import version
+
+    monkeypatch.setattr("app.runtime.version",
+                        lambda name: version(name) + ("+other" if name == "torch" else ""))
     assert onnx_cache_path(tmp_path, sha) != path
     load()
     assert len(exports) == 2 and onnx_cache_path(tmp_path, sha).is_file() and path.is_file()
@@ -230,7 +235,7 @@ def test_cpu_flags_read_from_cpuinfo(tmp_path) -> None:
 
 
 def test_bf16_refused_without_native_support(monkeypatch, weights_path) -> None:
-    monkeypatch.setattr("app.model.native_bf16", lambda flags=None: False)
+    monkeypatch.setattr("app.runtime.native_bf16", lambda flags=None: False)
     with pytest.raises(EngineError, match="native bfloat16 .* Use the default engine, auto"):
         DepthModel.load(weights_path, engine="bf16")
 
@@ -272,7 +277,7 @@ def test_openvino_sends_no_telemetry(tmp_path) -> None:
     ~/intel first); the engine hides the telemetry package."""
     if importlib.util.find_spec("openvino") is None:  # not importorskip: that import would report
         pytest.skip("openvino not installed: " + INSTALL_HINT)
-    code = "import app.model as m; m._import_openvino(); import openvino; print(openvino.__version__)"
+    code = "import app.runtime as m; m._import_openvino(); import openvino; print(openvino.__version__)"
     env = {**os.environ, "HOME": str(tmp_path), "CI": ""}
     done = subprocess.run([sys.executable, "-c", code], env=env, cwd=Path(__file__).parents[1],
                           capture_output=True, text=True, timeout=120)

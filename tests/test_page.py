@@ -33,7 +33,7 @@ def image_sources(page: str) -> Dict[str, str]:
 
 def selected(page: str, name: str) -> List[str]:
     block = re.search(rf'<select id="f-{name}" name="{name}".*?</select>', page, re.S).group(0)
-    return re.findall(r'<option value="([^"]+)" selected>', block)
+    return re.findall(r'<option value="([^"]+)" selected[ >]', block)
 
 
 def error_text(page: str) -> str:

@@ -106,7 +106,7 @@ def test_workers_split_the_cores_for_torch(weights_path, tmp_path) -> None:
 
 
 def test_engine_setting_reaches_the_workers(weights_path, tmp_path, samples) -> None:
-    from app.model import engine_problem
+    from app.runtime import engine_problem
 
     if engine_problem("onnxruntime"):
         pytest.skip(engine_problem("onnxruntime"))

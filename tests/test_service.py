@@ -35,7 +35,7 @@ def test_repeated_upload_is_not_inferred_again(model, file_store, samples) -> No
         calls.append(x.shape)
         return model(x)
 
-    service = DepthService(counting, file_store)
+    service = DepthService({"midas-small": counting}, file_store)
     first = service.from_upload(samples["chelsea"], "chelsea", Options())
     again = service.from_upload(samples["chelsea"], "cat", Options(colormap="jet"))
     assert not first.cached and again.cached and len(calls) == 1
@@ -44,7 +44,7 @@ def test_repeated_upload_is_not_inferred_again(model, file_store, samples) -> No
 
 
 def test_new_size_reinfers_the_cached_upload(model, file_store, samples) -> None:
-    service = DepthService(model, file_store)
+    service = DepthService({"midas-small": model}, file_store)
     first = service.from_upload(samples["rocket"], "rocket", Options()).entry
     same = service.for_options(first, Options(colormap="jet"))
     bigger = service.for_options(first, Options(size=384, square="pad"))
@@ -56,7 +56,7 @@ def test_new_size_reinfers_the_cached_upload(model, file_store, samples) -> None
 
 def test_new_upsampling_reuses_the_network_output(model, file_store, samples) -> None:
     calls = []
-    service = DepthService(lambda x: calls.append(1) or model(x), file_store)
+    service = DepthService({"midas-small": lambda x: calls.append(1) or model(x)}, file_store)
     first = service.from_upload(samples["coffee"], "coffee", Options()).entry
     guided = service.for_options(first, Options(upsample="guided", colormap="jet"))
     assert len(calls) == 1 and not guided.cached and guided.entry.id != first.id
@@ -70,7 +70,7 @@ def test_new_upsampling_reuses_the_network_output(model, file_store, samples) ->
 
 
 def test_render_gives_the_asked_views_as_png(model, file_store, samples) -> None:
-    service = DepthService(model, file_store)
+    service = DepthService({"midas-small": model}, file_store)
     e = service.from_upload(samples["coffee"], "coffee", Options()).entry
     pngs, timings = service.render(e, Options(), ("gray", "overlay"))
     assert list(pngs) == ["gray", "overlay"] and all(p.startswith(b"\x89PNG") for p in pngs.values())
@@ -86,7 +86,7 @@ def test_previews_are_shrunk_once_for_all_views_of_a_page(model, file_store, sam
     calls = []
     real = service_module.shrink
     monkeypatch.setattr(service_module, "shrink", lambda a, side: calls.append(a.ndim) or real(a, side))
-    service = DepthService(model, file_store)
+    service = DepthService({"midas-small": model}, file_store)
     e = service.from_upload(samples["rocket"], "rocket", Options()).entry  # 640 x 427
     for view in ("heatmap", "overlay", "gray"):
         png = service.render(e, Options(colormap="jet"), (view,), max_side=320)[0][view]

@@ -154,7 +154,8 @@ def test_no_zip_unless_asked(vclient, clip) -> None:
 
 def test_full_queue_503_progress_and_cancel(vapp, vclient, clip, monkeypatch, video_dir) -> None:
     gate = threading.Event()
-    monkeypatch.setitem(vapp.extensions, "depth_model", GatedModel(vapp.extensions["depth_model"], gate))
+    monkeypatch.setitem(vapp.extensions["depth_models"], "midas-small",
+                        GatedModel(vapp.extensions["depth_models"]["midas-small"], gate))
     first = post_video(vclient, clip).get_json()
     wait_state(vclient, first["id"], ("running",))
     second = post_video(vclient, clip).get_json()
@@ -191,7 +192,8 @@ def test_full_queue_503_progress_and_cancel(vapp, vclient, clip, monkeypatch, vi
 
 def test_result_before_done_is_409(vapp, vclient, clip, monkeypatch) -> None:
     gate = threading.Event()
-    monkeypatch.setitem(vapp.extensions, "depth_model", GatedModel(vapp.extensions["depth_model"], gate))
+    monkeypatch.setitem(vapp.extensions["depth_models"], "midas-small",
+                        GatedModel(vapp.extensions["depth_models"]["midas-small"], gate))
     job = post_video(vclient, clip).get_json()
     r = vclient.get(f"/api/v1/jobs/{job['id']}/result")
     assert r.status_code == 409 and r.get_json()["error"] == "not_ready"

@@ -16,12 +16,14 @@ bp = Blueprint("health", __name__)
 
 @bp.get("/healthz")
 def healthz() -> Any:
-    """The process is up, its model loaded: which model, engine (the one running, and the setting that
-    chose it: ``auto`` names the fastest exact one installed) and threads, the shared result store and
+    """The process is up, its models loaded: the default model (``model``, its engine: the one running,
+    and the setting that chose it: ``auto`` names the fastest exact one installed; threads) and every
+    loaded model (``models``), the shared result store and
     this process's gate. A store that is down is reported, not answered with an error: this process is
     fine and serves again as soon as the store is back."""
-    model = current_app.extensions["depth_model"]
     service = depth_service()
+    models = service.models
+    model = models[service.default_model]
     started = current_app.extensions["started"]
     try:
         store = service.store.stats()
@@ -33,4 +35,8 @@ def healthz() -> Any:
                    load_s=current_app.extensions["load_s"],
                    uptime_s=round(time.monotonic() - started, 1), pid=os.getpid(),
                    store=store,
-                   gate=service.gate.stats())
+                   gate=service.gate.stats(),
+                   models=[{"name": m.name, "title": m.spec.title, "licence": m.spec.licence,
+                            "weights_sha256": m.weights_sha256, "engine": m.engine, "precision": m.precision,
+                            "sizes": list(m.spec.sizes), "default_size": m.spec.default_size}
+                           for m in models.values()])

@@ -200,7 +200,7 @@ ROUTES: Mapping[str, Dict[str, Any]] = {
                        for n in ("scale", "shift")],
         "responses": {"200": _file("application/octet-stream", "float32 metres .npy (NaN: beyond the fit)"),
                       **_errors(404, 422, 503)}},
-    "health.healthz": {"responses": {"200": {"description": "the process is up, its model loaded",
+    "health.healthz": {"responses": {"200": {"description": "the process is up, its models loaded",
                                       "content": {"application/json": {"schema": _ref("Health")}}}}},
     "openapi.spec": {"responses": {"200": {"description": "this document",
                                            "content": {"application/json": {"schema": {"type": "object"}}}}}},
@@ -247,8 +247,16 @@ SCHEMAS: Dict[str, Any] = {
         "points": {"type": "array", "items": {"type": "object", "properties": {
             "u": {"type": "number"}, "v": {"type": "number"}, "metres": {"type": "number"},
             "relative": {"type": "number"}, "fitted_metres": {"type": ["number", "null"]}}}}}},
-    "Health": {"type": "object", "required": ["status", "model"], "properties": {
-        "status": {"type": "string"}, "model": {"type": "string"}, "weights_sha256": {"type": "string"}}},
+    "Health": {"type": "object", "required": ["status", "model", "models"], "properties": {
+        "status": {"type": "string"}, "model": {"type": "string", "description": "the default model"},
+        "weights_sha256": {"type": "string"},
+        "models": {"type": "array", "description": "every model this process loaded, the default first",
+                   "items": {"type": "object", "required": ["name", "engine"], "properties": {
+                       "name": {"type": "string"}, "title": {"type": "string"}, "licence": {"type": "string"},
+                       "weights_sha256": {"type": "string"}, "engine": {"type": "string"},
+                       "precision": {"type": "string"},
+                       "sizes": {"type": "array", "items": {"type": "integer"}},
+                       "default_size": {"type": "integer"}}}}}},
 }
 
 

@@ -68,6 +68,7 @@ def render_page(error: Optional[str] = None, entry: Optional[Entry] = None,
         "index.html", error=error, entry=entry, opts=opts, mode=mode, modes=MODES,
         colormaps=COLORMAPS, colorblind=COLORBLIND_FRIENDLY,
         meta=FIELD_META, defaults=DEFAULTS, depth_options=DEPTH_OPTIONS, view_query=options_query,
+        models=[m.spec for m in depth_service().models.values()],
         max_bytes=current_app.config["MAX_CONTENT_LENGTH"], preview=PREVIEW_SIDE)
 
 

@@ -72,8 +72,11 @@ def read_json_object(example: str) -> Optional[Dict[str, Any]]:
 
 
 def read_options(values: Mapping[str, Any], strict: bool) -> Options:
-    """Options from form fields or query arguments; with ``strict`` an unknown name is an error."""
-    return Options.from_strings({k: v for k, v in values.items() if k not in NOT_OPTIONS}, strict)
+    """Options from form fields or query arguments; with ``strict`` an unknown name is an error. Without
+    ``model``, the server's default model (the first it loads)."""
+    named = {"model": depth_service().default_model}
+    named.update((k, v) for k, v in values.items() if k not in NOT_OPTIONS)
+    return Options.from_strings(named, strict)
 
 
 def read_display_options(entry: Entry, values: Mapping[str, Any], skip: Collection[str] = ()) -> Options:
@@ -83,8 +86,8 @@ def read_display_options(entry: Entry, values: Mapping[str, Any], skip: Collecti
     opts = read_options({**entry.depth_opts, **{k: v for k, v in values.items() if k not in skip}},
                         strict=True)
     if opts.depth_options() != dict(entry.depth_opts):
-        raise ApiError("bad_option", "Options that change the depth (size, square, flip, upsampling) need "
-                       "POST /api/v1/render, which answers a new depth_id.")
+        raise ApiError("bad_option", "Options that change the depth (model, size, square, flip, upsampling) "
+                       "need POST /api/v1/render, which answers a new depth_id.")
     return opts
 
 

@@ -24,7 +24,7 @@ from ..options import Options, VideoOptions
 from ..service import safe_stem
 from ..video import Limits, probe
 from .errors import ApiError, answer
-from .reading import read_options
+from .reading import depth_service, read_options
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ VIDEO_OPTION_NAMES = frozenset(VideoOptions.names())
 
 def init_app(app: Flask) -> None:
     """The job manager and the routes."""
-    app.extensions["video_jobs"] = from_settings(app.config, lambda: app.extensions["depth_model"])
+    app.extensions["video_jobs"] = from_settings(app.config, lambda: app.extensions["depth_models"])
     app.register_blueprint(bp)
     # the queue's storage down (Redis stopped, the SQLite file locked too long): 503, and the next
     # request connects again
@@ -134,6 +134,7 @@ def submit() -> Any:
         received, name, form = _receive(workdir)
         src = received.rename(workdir / UPLOAD)
         opts, vopts = read_video_options(form)
+        depth_service().model_for(opts)  # a model this server does not load: 422 now, not a failed job
         info = probe(src, _limits())
         job_info = {"name": name, "input": info.as_dict(), "options": opts.as_dict(),
                     "video_options": vopts.as_dict()}
