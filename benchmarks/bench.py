@@ -447,9 +447,10 @@ def start_server(weights: Path, workers: int, engine: str, log, cache: Optional[
         env["DEPTHMAP_CACHE"] = str(cache)
     url = f"http://127.0.0.1:{port}"
     t0 = time.perf_counter()
+    # cwd too: gunicorn puts the working folder first on the workers' import path
     proc = subprocess.Popen([str(Path(sys.executable).parent / "depthmap"), "serve", "--bind",
                              f"127.0.0.1:{port}", "--workers", str(workers)],
-                            env=env, stdout=log, stderr=subprocess.STDOUT)
+                            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     while True:
         try:
             if requests.get(url + "/healthz", timeout=1).ok:
