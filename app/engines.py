@@ -18,16 +18,18 @@ import warnings
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple, Union
 
-import numpy as np
-import torch
-from torch.nn.utils.fusion import fuse_conv_bn_eval
-
-from .cpus import usable_cpus
+# app.runtime first: it sets OMP_WAIT_POLICY, which libgomp reads once, when torch is imported
 from .runtime import (DAV2_SMALL, ONNX_OPSET, EngineError, Feed, Runner, engine_problem, from_onnx,
                       onnx_cache_path, read_onnx, refused_engine, save_onnx)
-from .models import MIDAS_SMALL, ModelSpec, WeightsError
-from .network import DepthwiseSeparable, InvertedResidual, MidasSmall
-from .network_dav2 import DepthAnythingV2Small, PositionCache, WithPositions, grid_of
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch.nn.utils.fusion import fuse_conv_bn_eval  # noqa: E402
+
+from .cpus import usable_cpus  # noqa: E402
+from .models import MIDAS_SMALL, ModelSpec, WeightsError  # noqa: E402
+from .network import DepthwiseSeparable, InvertedResidual, MidasSmall  # noqa: E402
+from .network_dav2 import DepthAnythingV2Small, PositionCache, WithPositions, grid_of  # noqa: E402
 
 log = logging.getLogger(__name__)
 

@@ -29,18 +29,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Optional, Sequence, Tuple
 
-# torch's OpenMP threads spin while they wait for each other: fastest on an idle machine, ruinous on a
-# busy one. When another process, another worker or this server's own PNG encoding holds one of the
-# cores, each of the network's few hundred parallel regions can wait out a whole time slice (measured
-# on 2 busy cores: 1.5-3.8 s per forward pass spinning, 0.36 s passive; README, "Speed"). libgomp reads
-# this once, when torch is first imported; a value the user set wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from .cpus import usable_cpus  # noqa: E402
-from .models import MIDAS_SMALL, ModelSpec, WeightsError  # noqa: E402
-from .runtime import (DEFAULT_ENGINE, ONNX_ENGINES, EngineError, Runner, auto_order, engine_problem,  # noqa: E402
+from .cpus import usable_cpus
+from .models import MIDAS_SMALL, ModelSpec, WeightsError
+from .runtime import (DEFAULT_ENGINE, ONNX_ENGINES, EngineError, Runner, auto_order, engine_problem,
                       from_onnx, onnx_cache_path, read_onnx, resolve_engine)
 
 log = logging.getLogger(__name__)

@@ -15,9 +15,17 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Callable, FrozenSet, List, Optional, Tuple
 
-import numpy as np
+# torch's OpenMP threads spin while they wait for each other: fastest on an idle machine, ruinous on a
+# busy one. When another process, another worker or this server's own PNG encoding holds one of the
+# cores, each of the network's few hundred parallel regions can wait out a whole time slice (measured
+# on 2 busy cores: 1.5-3.8 s per forward pass spinning, 0.36 s passive; README, "Speed"). libgomp reads
+# this once, when torch is first imported (in app.engines, which imports this module first); a value
+# the user set wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from .models import DEPTH_ANYTHING_V2_SMALL, MIDAS_SMALL, MODEL_NAMES
+import numpy as np  # noqa: E402
+
+from .models import DEPTH_ANYTHING_V2_SMALL, MIDAS_SMALL, MODEL_NAMES  # noqa: E402
 
 log = logging.getLogger(__name__)
 

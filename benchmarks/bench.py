@@ -432,9 +432,10 @@ def call(method: str, url: str, **kwargs: object) -> Any:
         time.sleep(float(r.headers.get("Retry-After") or 1))
 
 
-def start_server(weights: Path, workers: int, engine: str, log, cache: Optional[Path] = None):
-    """``depthmap serve`` on a free port; returns the process, its URL and the seconds to the first
-    answer of ``/healthz``."""
+def start_server(weights: Path, workers: int, engine: str, log, cache: Optional[Path] = None,
+                 extra_env: Optional[Dict[str, str]] = None):
+    """``depthmap serve`` on a free port (``extra_env`` added to its environment); returns the process,
+    its URL and the seconds to the first answer of ``/healthz``."""
     import requests
 
     with socket.socket() as s:
@@ -445,6 +446,7 @@ def start_server(weights: Path, workers: int, engine: str, log, cache: Optional[
     env["PYTHONPATH"] = str(ROOT)  # this checkout's app, not whichever the venv's depthmap script finds
     if cache is not None:
         env["DEPTHMAP_CACHE"] = str(cache)
+    env.update(extra_env or {})
     url = f"http://127.0.0.1:{port}"
     t0 = time.perf_counter()
     # cwd too: gunicorn puts the working folder first on the workers' import path

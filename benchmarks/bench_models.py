@@ -26,7 +26,8 @@ import numpy as np
 
 # bench imports app.model first, which sets OMP_WAIT_POLICY=PASSIVE before torch is imported: with torch
 # imported first, its threads spin, and on a busy machine the PyTorch engines run several times slower
-from bench import ROOT, contention, fmt, interleaved_times, load_engines, machine, paired_ratio, stats
+from bench import (ROOT, call, contention, fmt, interleaved_times, load_engines, machine, paired_ratio,
+                   peak_rss_mb, photos, reset_peaks, start_server, stats, stop, worker_pids)
 
 import torch  # after app.model: see above
 from app.engines import build_runner, configure_threads
@@ -87,10 +88,75 @@ def table(model: str, engines: Dict[str, Runner], shapes: Dict[int, Tuple[int, i
     return out
 
 
+def serving_table(midas: Path, dav2: Path, cache: Path, runs: int) -> None:
+    """``depthmap serve`` with both models (one worker, engine auto): its RSS at start and after each
+    model's requests, and each whole request (coffee.png, the three views as PNG in JSON) over its own
+    forward pass."""
+    import statistics
+
+    import requests
+
+    print(f"\n## Serving both models: 1 worker, engine auto, POST /api/v1/depth of coffee.png (3 views), "
+          f"median of {runs}; RSS / peak RSS of the worker after each model's requests")
+    coffee = photos()["coffee"]
+    with tempfile.TemporaryFile() as log:
+        proc, url, ready = start_server(midas, 1, "auto", log, cache, {
+            "DEPTHMAP_MODELS": f"{MIDAS_SMALL.name},{DAV2_SMALL}", "DAV2_WEIGHTS": str(dav2)})
+        try:
+            health = requests.get(url + "/healthz", timeout=10).json()
+            pids = worker_pids(proc.pid)
+            start = max(peak_rss_mb(pid)[0] for pid in pids)
+            engines = ", ".join(f"{m['name']} {m['engine']}" for m in health["models"])
+            print(f"/healthz after {ready:.1f} s ({engines}); RSS at start {start:.0f} MB")
+            reset_peaks(pids)
+            for model, size in ((MIDAS_SMALL.name, 256), (DAV2_SMALL, 364), (DAV2_SMALL, 518)):
+                whole, ratios = [], []
+                for i in range(runs):
+                    t = time.perf_counter()
+                    photo = coffee + bytes([i])  # a new upload each time, not a cached result
+                    body = call("POST", url + "/api/v1/depth", files={"image": ("c.png", photo)},
+                                data={"model": model, "size": str(size)}).json()
+                    whole.append(time.perf_counter() - t)
+                    ratios.append(whole[-1] * 1000 / body["timings_ms"]["infer"])
+                rss, peak = max(peak_rss_mb(pid) for pid in pids)
+                print(f"{model:24s} {size:>4}: whole request {statistics.median(whole) * 1000:7.0f} ms, "
+                      f"{statistics.median(ratios):.2f}x its forward pass; worker RSS {rss:.0f} / peak "
+                      f"{peak:.0f} MB")
+        finally:
+            stop(proc)
+
+
+def video_table(dav2: Path, threads: int, cache: Path) -> None:
+    """Depth Anything V2 Small on a 2 s 1280x720 clip at 30 fps (60 frames) in-process, heatmap view, one
+    depth range for the clip (two passes): frames per second at 364 and 518 px."""
+    from clips import write_clip
+
+    from app.model import DepthModel
+    from app.models import DEPTH_ANYTHING_V2_SMALL
+    from app.options import Options, VideoOptions
+    from app.video import process_video
+
+    print("\n## Video with Depth Anything V2 Small: 60 frames of 1280x720, heatmap, --norm clip")
+    model = DepthModel.load(dav2, threads=threads, warm_up=False, onnx_cache=cache,
+                            model=DEPTH_ANYTHING_V2_SMALL)
+    rng = np.random.default_rng(1)
+    base = rng.integers(0, 256, (720, 1280, 3), dtype=np.uint8)
+    with tempfile.TemporaryDirectory() as tmp:
+        src = write_clip(Path(tmp) / "clip.mp4", (np.roll(base, 8 * i, axis=1) for i in range(60)), fps=30)
+        for size in (364, 518):
+            t = time.perf_counter()
+            result = process_video(src, Path(tmp) / f"out{size}.mp4", model,
+                                   Options(model=DAV2_SMALL, size=size), VideoOptions())
+            took = time.perf_counter() - t
+            print(f"{DAV2_SMALL} {size}: {result.frames} frames in {took:.1f} s, "
+                  f"{result.frames / took:.2f} frames/s (engine {model.engine})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer rounds (about 2 minutes)")
     ap.add_argument("--threads", type=int, default=None, help="inference threads (default: all CPUs)")
+    ap.add_argument("--no-serve", action="store_true", help="skip the server and video runs")
     ap.add_argument("--midas-weights", default=None, help="MiDaS small checkpoint (default: synthetic)")
     ap.add_argument("--dav2-weights", default=None,
                     help="Depth Anything V2 Small checkpoint (default: synthetic, from the shared manifest)")
@@ -120,6 +186,9 @@ def main() -> None:
         else:
             engines = dav2_engines(dav2, threads, Path(tmp) / "onnx")
             results.append((DAV2_SMALL, table(DAV2_SMALL, engines, DAV2_SHAPES, BASELINE, dav2_rounds)))
+        if dav2 is not None and not args.no_serve:
+            serving_table(midas, dav2, Path(tmp) / "cache", 3 if args.quick else 5)
+            video_table(dav2, threads, Path(tmp) / "cache" / "onnx")
         print(f"# after: {contention()}")
     print("\n## Summary: median ms (ratio to the official eager at the same size)")
     for model, sizes in results:

@@ -205,8 +205,9 @@ def test_engine_this_machine_cannot_run_is_one_clear_line(monkeypatch, caplog, w
 
     from app import cli
 
-    monkeypatch.setattr("app.runtime.engine_problem",
-                        lambda engine, model="midas-small": f"The {engine} engine needs X: do Y.")
+    for where in ("app.runtime", "app.model"):  # serve asks the first, a model's loading the second
+        monkeypatch.setattr(f"{where}.engine_problem",
+                            lambda engine, model="midas-small": f"The {engine} engine needs X: do Y.")
     monkeypatch.setattr("os.execve", lambda *a: pytest.fail("gunicorn started"))
     args = [command, "--engine", "openvino", "--weights", str(weights_path)]
     result = CliRunner().invoke(cli.main, args + ([str(SAMPLES["chelsea"])] if command == "predict" else []))

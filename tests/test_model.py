@@ -167,7 +167,7 @@ def test_auto_falls_back_in_order(monkeypatch, avx512, missing, chosen) -> None:
 
 def test_auto_loads_the_chosen_engine_and_says_so(weights_path, caplog, monkeypatch, avx512) -> None:
     _without(monkeypatch, "openvino")  # the next in line; openvino-fp32 is loaded by the parity tests
-    caplog.set_level("INFO", logger="app.model")
+    caplog.set_level("INFO", logger="app")
     model = DepthModel.load(weights_path, threads=2, warm_up=False)
     assert model.engine == "onnxruntime" and model.precision == "fp32"
     assert ("midas-small: engine auto chose onnxruntime, the first of openvino-fp32, onnxruntime, "
@@ -183,7 +183,7 @@ def test_onnx_export_is_cached_and_reused(weights_path, tmp_path, monkeypatch, c
     exports = []
     real = m.export_onnx
     monkeypatch.setattr(m, "export_onnx", lambda net: exports.append(1) or real(net))
-    caplog.set_level("INFO", logger="app.model")
+    caplog.set_level("INFO", logger="app")
     sha = file_digest(weights_path, "sha256")
     load = lambda: DepthModel.load(weights_path, threads=2, engine="onnxruntime",  # noqa: E731
                                    warm_up=False, onnx_cache=tmp_path)
