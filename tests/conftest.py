@@ -11,6 +11,7 @@ from typing import Dict, Iterator
 
 import pytest
 
+import app.runtime  # noqa: F401 - sets OMP_WAIT_POLICY before torch is first imported (by synthetic)
 from helpers import (DAV2_SHARED, FIXTURES, REDIS_SERVER, SAMPLES, RedisServer, make_driver, running_server,
                      serving, tls_files)
 from synthetic import write_dav2_synthetic_weights, write_synthetic_weights
