@@ -39,7 +39,6 @@ from .runtime import (DEFAULT_ENGINE, ONNX_ENGINES, EngineError, Runner, auto_or
 log = logging.getLogger(__name__)
 
 WEIGHTS_FILENAME = MIDAS_SMALL.weights_filename
-WEIGHTS_URL = MIDAS_SMALL.weights_url
 WEIGHTS_DIGEST = MIDAS_SMALL.weights_digest
 
 

@@ -29,12 +29,10 @@ from .models import DEPTH_ANYTHING_V2_SMALL, MIDAS_SMALL, MODEL_NAMES  # noqa: E
 
 log = logging.getLogger(__name__)
 
-# engines --------------------------------------------------------------------------------------------
-# Two networks, several ways to run each. Each builder returns a function from a (1, 3, h, w) float32
-# array to a (1, h, w) float32 array. See docs/engines-and-speed.md, "Engines", for the measured speed.
+# Two networks, several ways to run each. Each runner is a function from a (1, 3, h, w) float32 array to a
+# (1, h, w) float32 array. See docs/engines-and-speed.md, "Engines", for the measured speed.
 
 DAV2_SMALL = DEPTH_ANYTHING_V2_SMALL.name  # the engine functions take model names
-NETWORKS: Tuple[str, ...] = MODEL_NAMES
 
 ENGINES: Tuple[str, ...] = ("torchscript", "eager", "bf16", "onnxruntime", "openvino", "openvino-fp32")
 # the exact (fp32) engines, fastest first, as the benchmark ranks them (docs/engines-and-speed.md,
@@ -108,8 +106,8 @@ def refused_engine(engine: str, model: str) -> Optional[str]:
 
 def engine_problem(engine: str, model: str = MIDAS_SMALL.name) -> Optional[str]:
     """Why ``engine`` cannot run ``model`` here (a sentence that says what to do), or None if it can."""
-    if model not in NETWORKS:
-        return f"Unknown model {model!r}: choose one of {', '.join(NETWORKS)}."
+    if model not in MODEL_NAMES:
+        return f"Unknown model {model!r}: choose one of {', '.join(MODEL_NAMES)}."
     if engine == "auto":
         return None if resolve_engine(engine, model) else "No exact engine can run here."
     if engine not in ENGINES:
