@@ -363,21 +363,18 @@ def serve_cmd(bind: str, workers: Optional[int], threads: int, timeout: int, wei
     # find (or download) the weights once, here: a missing file is one clear line and exit code 2
     # rather than a traceback per worker, and several workers never download at the same time
     download = config.get("DEPTHMAP_WEIGHTS_DOWNLOAD")
-    paths = {}
+    paths, nets = {}, {}
     for i, name in enumerate(names):
         m = spec(name)
         try:
             path = resolve_weights((weights if i == 0 else None) or os.environ.get(m.weights_env),
                                    download=download, model=m)
-            net = load_network(path, m)  # a corrupt or foreign file stops here, not in every worker's boot
+            # a corrupt or foreign file stops here, not in every worker's boot
+            nets[name] = (load_network(path, m), path)
         except WeightsError as exc:
             log.error("%s", exc)
             sys.exit(2)
         paths[m.weights_env] = str(path.resolve())
-        if resolve_engine(engine, name) in ONNX_ENGINES:
-            # exported once, here, before the workers start: a MiDaS worker that finds its export never
-            # imports torch (about 200 MB less each), and no two workers export at the same time
-            cached_onnx(net, file_digest(path, "sha256"), cache_dir() / "onnx")
     # the result store: an unusable data folder or Redis URL is one clear line here, and every worker
     # gets the same folder (the default one is chosen once, here)
     from .store import StoreUnavailable, default_data_dir, open_store, private_dir
@@ -393,6 +390,11 @@ def serve_cmd(bind: str, workers: Optional[int], threads: int, timeout: int, wei
     except StoreUnavailable as exc:
         log.error("%s", exc.message)
         sys.exit(2)
+    for name, (net, path) in nets.items():
+        if resolve_engine(engine, name) in ONNX_ENGINES:
+            # exported once, here, before the workers start: a MiDaS worker that finds its export never
+            # imports torch (about 200 MB less each), and no two workers export at the same time
+            cached_onnx(net, file_digest(path, "sha256"), cache_dir() / "onnx")
     # glibc gives each thread that allocates its own heap and keeps what is freed there: with request,
     # encoder and OpenMP threads a worker held about 90 MB more after a 12 MP request
     # (docs/configuration.md, "Process environment")

@@ -25,14 +25,24 @@ def make_app(weights_path: Path, tmp_path: Path, redis_url: str):
                        "VIDEO_DIR": str(tmp_path / "jobs"), "VIDEO_JOB_TTL": 120})
 
 
+def close(app) -> None:
+    """Stops the app's video consumer and closes its two Redis clients (results, job queue): a TLS
+    socket left to the garbage collector warns, and pytest blames whichever test is running then."""
+    app.extensions["video_jobs"].shutdown()
+    app.extensions["depth_service"].store.client.close()
+    app.extensions["video_jobs"].huey.storage.conn.close()
+
+
 def test_plain_redis_is_refused_by_the_tls_only_server(tls_redis) -> None:
     # the URL below is the only way in: a client without TLS gets no answer from the port
     plain = redis.Redis(host="127.0.0.1", port=tls_redis.port, password=tls_redis.password,
                         socket_connect_timeout=2, socket_timeout=2)
     with pytest.raises(redis.RedisError):
         plain.ping()
+    plain.close()
     assert tls_redis.url.startswith("rediss://")
-    assert redis.Redis.from_url(tls_redis.url).ping()
+    with redis.Redis.from_url(tls_redis.url) as client:
+        assert client.ping()
 
 
 def test_results_and_video_jobs_over_tls(weights_path: Path, tls_redis, tmp_path: Path) -> None:
@@ -62,7 +72,7 @@ def test_results_and_video_jobs_over_tls(weights_path: Path, tls_redis, tmp_path
         with client.get(f"/api/v1/jobs/{job_id}/result") as video:  # the file, from the job's folder
             assert video.status_code == 200 and len(video.get_data()) > 1000
     finally:
-        app.extensions["video_jobs"].shutdown()
+        close(app)
         direct.close()
 
 
@@ -83,4 +93,4 @@ def test_a_wrong_ca_is_a_clear_503_and_the_server_goes_on(weights_path: Path, tl
         health = client.get("/healthz")
         assert health.status_code == 200 and "error" in str(health.get_json()["store"])
     finally:
-        app.extensions["video_jobs"].shutdown()
+        close(app)
