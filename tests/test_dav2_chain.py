@@ -153,3 +153,12 @@ def test_weights_download_checks_digest_and_fit(dav2_weights_server, dav2_weight
     with pytest.raises(WeightsError) as info:
         resolve_weights(None, cache=tmp_path / "c4", url="http://127.0.0.1:9/x", model=DAV2)
     assert DAV2.weights_filename in str(info.value) and "DAV2_WEIGHTS" in str(info.value)
+
+
+def test_an_error_keeps_the_chosen_model_and_size(two_model_app) -> None:
+    client = two_model_app.test_client()
+    fields = {"image": (b"not an image", "x.png"), "model": DAV2.name, "size": "364"}
+    r = client.post("/", **form_data(fields))
+    page = r.get_data(as_text=True)
+    assert r.status_code == 415 and "supported format" in page  # the form again, with its error
+    assert f'<option value="{DAV2.name}" selected' in page and '<option value="364" selected' in page

@@ -32,12 +32,13 @@ def read_mode(values: Mapping[str, Any]) -> str:
 
 
 def _kept_options(values: Mapping[str, Any]) -> Options:
-    """The user's valid choices, each kept on its own, to show the form again after an error."""
-    kept = {}
-    for name in Options.names():
+    """The user's valid choices, each kept on its own (a size with its model), to show the form again
+    after an error."""
+    kept = {"model": depth_service().default_model}
+    for name in ("model", *Options.names()):
         if name in values:
             try:
-                Options.from_strings({name: values[name]})
+                Options.from_strings({"model": kept["model"], name: values[name]})
                 kept[name] = values[name]
             except OptionError:
                 pass
