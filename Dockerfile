@@ -78,7 +78,7 @@ RUN pip install -q --no-deps --no-build-isolation -e /opt/depthmap \
     && python -m compileall -q /opt/depthmap/app /opt/depthmap/docker \
     && depthmap --version \
     && if [ -f /opt/depthmap/weights/midas_v21_small_256.pt ]; then \
-        python -c "from pathlib import Path; from app.model import WEIGHTS_DIGEST, file_digest, load_network; \
+        python -c "from pathlib import Path; from app.engines import load_network; from app.model import WEIGHTS_DIGEST, file_digest; \
 p = Path('/opt/depthmap/weights/midas_v21_small_256.pt'); load_network(p); \
 kind, _, want = WEIGHTS_DIGEST.partition(':'); \
 print('baked weights: strict load ok, sha256', file_digest(p, 'sha256'), \
