@@ -48,13 +48,15 @@ def legend(depth: np.ndarray, opts: Options, gray: bool = False, ticks: int = 5)
     out: Dict[str, Any] = {"colormap": "gray" if gray else opts.colormap, "stops": stops,
                            "near": "left" if opts.invert else "right", "local": opts.clahe,
                            "unit": "relative inverse depth (larger = nearer); not metres"}
-    d = np.nan_to_num(depth.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
-    if opts.clahe or d.size == 0:
+    # NaN and inf as the image's normalize replaces them (the smallest finite value), so the ticks span
+    # what the colours span
+    d = finite_copy(depth)
+    if opts.clahe or d is None or d.size == 0:
         out["ticks"] = []
         out["saturated"] = []
         return out
     if opts.log:
-        lo, hi = (float(np.exp(v)) for v in map_range(log_depth(depth), opts.clip))
+        lo, hi = (float(np.exp(v)) for v in map_range(finite_copy(log_depth(depth)), opts.clip))
     else:
         lo, hi = map_range(d, opts.clip)
     raw = np.linspace(lo, hi, ticks) if hi > lo else np.array([lo])

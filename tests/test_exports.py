@@ -198,6 +198,30 @@ def test_legend_ends_and_ticks_follow_invert_log_and_clahe(client, result) -> No
     assert "not metres" in r.json["unit"]
 
 
+@pytest.mark.parametrize("opts", [Options(clip=0.0), Options(), Options(log=True, clip=0.0)])
+def test_legend_ticks_span_what_the_colours_span_when_the_depth_has_nan(opts) -> None:
+    """NaN and inf pixels are drawn as the image's normalize replaces them, so the ticks use the same
+    window: without log the first tick is the farthest finite depth (it was 0), and every tick lands
+    where the image puts a pixel of its value."""
+    rng = np.random.default_rng(5)
+    depth = (rng.random((60, 80)) * 3 + 2).astype(np.float32)  # 2..5, far from 0
+    depth[:10] = np.nan
+    depth[10, :5] = np.inf
+    ticks = legend(depth, opts)["ticks"]
+    finite = depth[np.isfinite(depth)]
+    if not opts.log:
+        assert ticks[0]["value"] > 1.9
+    if opts.clip == 0.0 and not opts.log:
+        assert ticks[0]["value"] == pytest.approx(float(finite.min()), rel=1e-5)
+        assert ticks[-1]["value"] == pytest.approx(float(finite.max()), rel=1e-5)
+    shown = enhance(depth, opts).ravel()
+    values = np.where(np.isfinite(depth), depth, np.inf).ravel()
+    for tick in ticks:  # the pixel nearest each tick's value sits at the tick's place on the bar
+        i = int(np.argmin(np.abs(values - tick["value"])))
+        if abs(values[i] - tick["value"]) < 0.01:
+            assert abs(shown[i] - tick["pos"]) < 0.02
+
+
 def test_exr_is_float32_depth_read_back_by_ffmpeg_with_the_range_in_its_header(tmp_path) -> None:
     """Written with OpenEXR's own library, read back with FFmpeg's independent EXR decoder (through
     PyAV) bit for bit; the header says the range and what the values are."""
