@@ -20,7 +20,7 @@ from typing import Dict, Iterator, List, Optional, Tuple, Union
 
 # app.runtime first: it sets OMP_WAIT_POLICY, which libgomp reads once, when torch is imported
 from .runtime import (DAV2_SMALL, ONNX_OPSET, EngineError, Feed, Runner, engine_problem, from_onnx,
-                      onnx_cache_path, read_onnx, refused_engine, save_onnx)
+                      onnx_cache_path, read_onnx, refused_engine, runner_from_export, save_onnx)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -233,15 +233,8 @@ def build_runner(net: Network, engine: str, threads: int, check: bool = True,
         precision = "bf16" if engine == "bf16" else "fp32"
         return _traced(net, bf16=engine == "bf16"), precision
     # the runner keeps its own copy of the trained position embedding, not the whole network
-    positions = PositionCache(net.pretrained.pos_embed) if model == DAV2_SMALL else None
+    feed = _feed(PositionCache(net.pretrained.pos_embed) if model == DAV2_SMALL else None)
     if weights_sha256 is None or onnx_cache is None:
-        return from_onnx(export_onnx(net), engine, threads, _feed(positions))
-    try:
-        return from_onnx(cached_onnx(net, weights_sha256, onnx_cache), engine, threads, _feed(positions))
-    except Exception as exc:  # noqa: BLE001 - each runtime raises its own types for a damaged model
-        # the file is written atomically, so only a damaged disk or a hand edit gets here: export again
-        path = onnx_cache_path(onnx_cache, weights_sha256, model)
-        log.warning("cached ONNX export %s unusable (%s): exporting again", path, exc.__class__.__name__)
-        with contextlib.suppress(OSError):
-            path.unlink(missing_ok=True)
-        return from_onnx(cached_onnx(net, weights_sha256, onnx_cache), engine, threads, _feed(positions))
+        return from_onnx(export_onnx(net), engine, threads, feed)
+    saved = runner_from_export(onnx_cache_path(onnx_cache, weights_sha256, model), engine, threads, feed)
+    return saved or from_onnx(cached_onnx(net, weights_sha256, onnx_cache), engine, threads, feed)

@@ -14,7 +14,6 @@ Nothing ever falls back to random weights: any failure is a ``WeightsError`` tha
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import gc
 import hashlib
@@ -34,7 +33,7 @@ import numpy as np
 from .cpus import usable_cpus
 from .models import MIDAS_SMALL, ModelSpec, WeightsError
 from .runtime import (DEFAULT_ENGINE, ONNX_ENGINES, EngineError, Runner, auto_order, engine_problem,
-                      from_onnx, onnx_cache_path, read_onnx, resolve_engine)
+                      onnx_cache_path, resolve_engine, runner_from_export)
 
 log = logging.getLogger(__name__)
 
@@ -92,12 +91,13 @@ def file_digest(path: Path, kind: str) -> str:
     return h.hexdigest()
 
 
-def download_weights(url: str, dest: Path, digest: str = WEIGHTS_DIGEST, progress: bool = True,
+def download_weights(url: str, dest: Path, digest: Optional[str] = None, progress: bool = True,
                      timeout: float = 30.0, model: ModelSpec = MIDAS_SMALL) -> Path:
-    """Fetch ``url`` into ``dest`` atomically: temp file, progress bar, digest, strict load (as ``model``),
-    rename."""
+    """Fetch ``url`` into ``dest`` atomically: temp file, progress bar, ``digest`` (default: ``model``'s),
+    strict load (as ``model``), rename."""
     from tqdm import tqdm  # only needed here, and only on a first run
 
+    digest = digest or model.weights_digest
     kind, _, expected = digest.partition(":")
     if kind not in ("sha256", "gitblob") or not expected:
         raise WeightsError(f"Bad weights digest {digest!r}: expected sha256:HEX or gitblob:HEX.")
@@ -179,18 +179,7 @@ def _from_cached_export(folder: Path, weights_sha256: str, engine: str, threads:
     the checkpoint holds), or when there is no usable export."""
     if engine not in ONNX_ENGINES or model is not MIDAS_SMALL:
         return None
-    path = onnx_cache_path(folder, weights_sha256, model.name)
-    data = read_onnx(path)
-    if data is None:
-        return None
-    try:
-        return from_onnx(data, engine, threads)
-    except Exception as exc:  # noqa: BLE001 - each runtime raises its own types for a damaged model
-        # written atomically, so only a damaged disk or a hand edit gets here: app.engines exports again
-        log.warning("cached ONNX export %s unusable (%s): exporting again", path, exc.__class__.__name__)
-        with contextlib.suppress(OSError):
-            path.unlink(missing_ok=True)
-        return None
+    return runner_from_export(onnx_cache_path(folder, weights_sha256, model.name), engine, threads)
 
 
 # photos' usual shapes (square, 4:3, 3:2, 16:9, both ways); each new input shape costs a slow first call

@@ -5,6 +5,7 @@ the export itself are in ``app.engines``, the only place that imports torch.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import logging
@@ -182,6 +183,23 @@ def save_onnx(data: bytes, path: Path) -> None:
         log.info("ONNX export saved to %s", path)
     except OSError as exc:
         log.warning("ONNX export not cached: cannot write %s (%s)", path.parent, exc.strerror or exc)
+
+
+def runner_from_export(path: Path, engine: str, threads: int,
+                       feed: Feed = None) -> Optional[Tuple[Runner, str]]:
+    """``from_onnx`` on the export an earlier start saved at ``path``; None when there is none, or when it
+    is damaged: then it is removed, so that the caller's export replaces it (it is written atomically,
+    so only a damaged disk or a hand edit gets here)."""
+    data = read_onnx(path)
+    if data is None:
+        return None
+    try:
+        return from_onnx(data, engine, threads, feed)
+    except Exception as exc:  # noqa: BLE001 - each runtime raises its own types for a damaged model
+        log.warning("cached ONNX export %s unusable (%s): exporting again", path, exc.__class__.__name__)
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
+        return None
 
 
 # the inputs of an exported graph for an image: the image alone by default (Depth Anything V2 adds its
