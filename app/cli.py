@@ -392,8 +392,9 @@ def serve_cmd(bind: str, workers: Optional[int], threads: int, timeout: int, wei
         sys.exit(2)
     for name, (net, path) in nets.items():
         if resolve_engine(engine, name) in ONNX_ENGINES:
-            # exported once, here, before the workers start: a MiDaS worker that finds its export never
-            # imports torch (about 200 MB less each), and no two workers export at the same time
+            # exported once, here, before the workers start: a worker that finds its export (and Depth
+            # Anything V2's position embedding, kept beside it) never imports torch (about 200 MB less
+            # each), and no two workers export at the same time
             cached_onnx(net, file_digest(path, "sha256"), cache_dir() / "onnx")
     # glibc gives each thread that allocates its own heap and keeps what is freed there: with request,
     # encoder and OpenMP threads a worker held about 90 MB more after a 12 MP request

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple, Union
 
 # app.runtime first: it sets OMP_WAIT_POLICY, which libgomp reads once, when torch is imported
-from .runtime import (DAV2_SMALL, ONNX_OPSET, EngineError, Feed, Runner, engine_problem, from_onnx,
-                      onnx_cache_path, read_onnx, refused_engine, runner_from_export, save_onnx)
+from .runtime import (DAV2_SMALL, ONNX_OPSET, EngineError, Runner, engine_problem, from_onnx, onnx_cache_path,
+                      read_onnx, refused_engine, runner_from_export, save_cached, save_positions)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -29,7 +29,8 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval  # noqa: E402
 from .cpus import usable_cpus  # noqa: E402
 from .models import MIDAS_SMALL, ModelSpec, WeightsError  # noqa: E402
 from .network import DepthwiseSeparable, InvertedResidual, MidasSmall  # noqa: E402
-from .network_dav2 import DepthAnythingV2Small, PositionCache, WithPositions, grid_of  # noqa: E402
+from .network_dav2 import DepthAnythingV2Small, PositionCache, WithPositions  # noqa: E402
+from .positions import grid_of, positions_feed  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +122,8 @@ def _example(size: int = 256) -> torch.Tensor:
 
 
 # Depth Anything V2's compiled graphs take the input's position embedding as a second input (see
-# ``WithPositions`` for why); the runner computes it once per grid size with its ``PositionCache``
+# ``WithPositions`` for why); the TorchScript runner computes it once per grid size with ``PositionCache``,
+# the ONNX runtimes' feed with ``app.positions`` (NumPy)
 DAV2_EXAMPLE = (1, 3, 364, 546)  # coffee.png's shape at 364 px; any multiples of 14 would do
 
 
@@ -177,7 +179,8 @@ def _traced_midas(net: MidasSmall, bf16: bool = False) -> Runner:
 
 def export_onnx(net: Network) -> bytes:
     """The network as an ONNX model with a free height and width (TorchScript-based exporter). Depth
-    Anything V2's takes a second input, ``positions``: ``PositionCache(pos_embed)(h // 14, w // 14)``."""
+    Anything V2's takes a second input, ``positions``: ``app.positions.resize_positions(pos_embed, h // 14,
+    w // 14)``."""
     buf = io.BytesIO()
     with _quiet_compilers(), torch.no_grad():
         if isinstance(net, DepthAnythingV2Small):
@@ -197,23 +200,22 @@ def export_onnx(net: Network) -> bytes:
 
 def cached_onnx(net: Network, weights_sha256: str, folder: Path) -> bytes:
     """The exported model, from ``folder`` when an earlier start wrote it there, else exported (2-5 s
-    for MiDaS small, about 10 s for Depth Anything V2 Small) and written there for the next start."""
+    for MiDaS small, about 10 s for Depth Anything V2 Small) and written there for the next start.
+    Depth Anything V2's trained position embedding is kept beside it (``save_positions``)."""
     path = onnx_cache_path(folder, weights_sha256, network_model(net))
+    if isinstance(net, DepthAnythingV2Small):
+        save_positions(_pos_embed(net), path)
     data = read_onnx(path)
     if data is None:
         t0 = time.perf_counter()
         data = export_onnx(net)
         log.info("ONNX export of %s: %.1f s", network_model(net), time.perf_counter() - t0)
-        save_onnx(data, path)
+        save_cached(data, path)
     return data
 
 
-def _feed(positions: Optional[PositionCache]) -> Feed:
-    """The inputs of an exported graph for an image: the image, and Depth Anything V2's position
-    embedding for its grid (computed once per grid size)."""
-    if positions is None:
-        return None
-    return lambda x: [x, positions(*grid_of(x.shape[2], x.shape[3])).numpy()]
+def _pos_embed(net: DepthAnythingV2Small) -> np.ndarray:
+    return net.pretrained.pos_embed.detach().float().numpy()
 
 
 def build_runner(net: Network, engine: str, threads: int, check: bool = True,
@@ -232,9 +234,13 @@ def build_runner(net: Network, engine: str, threads: int, check: bool = True,
     if engine in ("torchscript", "bf16"):
         precision = "bf16" if engine == "bf16" else "fp32"
         return _traced(net, bf16=engine == "bf16"), precision
-    # the runner keeps its own copy of the trained position embedding, not the whole network
-    feed = _feed(PositionCache(net.pretrained.pos_embed) if model == DAV2_SMALL else None)
+    # Depth Anything V2: the runner keeps its own copy of the trained position embedding, not the
+    # network, and resizes it in NumPy, as a start from the cached export does without torch
+    feed = positions_feed(_pos_embed(net)) if model == DAV2_SMALL else None
     if weights_sha256 is None or onnx_cache is None:
         return from_onnx(export_onnx(net), engine, threads, feed)
-    saved = runner_from_export(onnx_cache_path(onnx_cache, weights_sha256, model), engine, threads, feed)
+    path = onnx_cache_path(onnx_cache, weights_sha256, model)
+    if model == DAV2_SMALL:
+        save_positions(_pos_embed(net), path)  # an export cached before the embedding was kept beside it
+    saved = runner_from_export(path, engine, threads, feed)
     return saved or from_onnx(cached_onnx(net, weights_sha256, onnx_cache), engine, threads, feed)

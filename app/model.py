@@ -31,9 +31,10 @@ from typing import Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from .cpus import usable_cpus
-from .models import MIDAS_SMALL, ModelSpec, WeightsError
+from .models import DEPTH_ANYTHING_V2_SMALL, MIDAS_SMALL, ModelSpec, WeightsError
+from .positions import positions_feed
 from .runtime import (DEFAULT_ENGINE, ONNX_ENGINES, EngineError, Runner, auto_order, engine_problem,
-                      onnx_cache_path, resolve_engine, runner_from_export)
+                      onnx_cache_path, read_positions, resolve_engine, runner_from_export)
 
 log = logging.getLogger(__name__)
 
@@ -173,13 +174,20 @@ def map_large_blocks() -> None:
 
 def _from_cached_export(folder: Path, weights_sha256: str, engine: str, threads: int,
                         model: ModelSpec) -> Optional[Tuple[Runner, str]]:
-    """MiDaS small on an ONNX engine straight from an earlier start's export, without torch: the export
-    was made from these very weights (its name holds their sha256) after a strict load. None for a
-    PyTorch engine, for Depth Anything V2 (its runner needs the trained position embedding, which only
-    the checkpoint holds), or when there is no usable export."""
-    if engine not in ONNX_ENGINES or model is not MIDAS_SMALL:
+    """The network on an ONNX engine straight from an earlier start's export, without torch: the export
+    was made from these very weights (its name holds their sha256) after a strict load, and so was
+    Depth Anything V2's position embedding beside it. None for a PyTorch engine, or when there is no
+    usable export."""
+    if engine not in ONNX_ENGINES:
         return None
-    return runner_from_export(onnx_cache_path(folder, weights_sha256, model.name), engine, threads)
+    path = onnx_cache_path(folder, weights_sha256, model.name)
+    feed = None
+    if model.name == DEPTH_ANYTHING_V2_SMALL.name:
+        pos_embed = read_positions(path)
+        if pos_embed is None:
+            return None
+        feed = positions_feed(pos_embed)
+    return runner_from_export(path, engine, threads, feed)
 
 
 # photos' usual shapes (square, 4:3, 3:2, 16:9, both ways); each new input shape costs a slow first call

@@ -28,19 +28,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-PATCH = 14
+# the patch size, the training grid and the official scale-factor offset, shared with the NumPy resize
+# that feeds the exported graph
+from .positions import INTERPOLATE_OFFSET, PATCH, TRAIN_GRID
+
 EMBED_DIM = 384
 DEPTH = 12
 HEADS = 6
 MLP_HIDDEN = 1536
-TRAIN_GRID = 37  # 518 px / 14: the grid the position embedding was trained on
 LAYER_NORM_EPS = 1e-6  # DINOv2's, not PyTorch's default 1e-5
 FEATURE_BLOCKS = (2, 5, 8, 11)  # the blocks (0-based) whose outputs feed the head, for ViT-S
 HEAD_FEATURES = 64
 HEAD_CHANNELS = (48, 96, 192, 384)
-# the official ``interpolate_pos_encoding`` passes scale factors (n + 0.1) / 37, not a target size: the
-# offset keeps floor(37 * factor) = n, and it changes the sampling positions (see ``resize_position_grid``)
-INTERPOLATE_OFFSET = 0.1
 
 
 def resize_position_grid(pos_embed: torch.Tensor, grid_h: int, grid_w: int) -> torch.Tensor:
@@ -311,8 +310,10 @@ class WithPositions(nn.Module):
     or exported graph, and computing the bicubic resize in the graph would mean either freezing the
     grid size of the example input into it (tracing records the resize's output size as a constant) or
     relying on each runtime's own cubic resize (ONNX Resize's sampling positions and edge handling
-    differ from PyTorch's scale-factor form). The runner computes it once per grid with
-    ``PositionCache`` in PyTorch, exactly as the network does, and feeds it."""
+    differ from PyTorch's scale-factor form). The TorchScript runner computes it once per grid with
+    ``PositionCache``, exactly as the network does; the ONNX runtimes' runner with
+    ``app.positions.PositionGrids``, the same resize in NumPy (to float32 rounding), so that a worker
+    running the export never imports torch."""
 
     def __init__(self, net: DepthAnythingV2Small) -> None:
         super().__init__()
@@ -320,10 +321,3 @@ class WithPositions(nn.Module):
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         return self.net.forward_with_positions(x, pos)
-
-
-def grid_of(height: int, width: int) -> Tuple[int, int]:
-    """The patch grid (rows, columns) of an input of that size (a multiple of 14 on each side)."""
-    if height % PATCH or width % PATCH:
-        raise ValueError(f"input {height}x{width}: both sides must be multiples of {PATCH}")
-    return height // PATCH, width // PATCH

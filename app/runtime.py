@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.util
+import io
 import logging
 import os
 import sys
@@ -27,6 +28,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 
 from .models import DEPTH_ANYTHING_V2_SMALL, MIDAS_SMALL, MODEL_NAMES  # noqa: E402
+from .positions import EMBED_SHAPE  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -171,18 +173,57 @@ def read_onnx(path: Path) -> Optional[bytes]:
     return data
 
 
-def save_onnx(data: bytes, path: Path) -> None:
-    """Keeps an export for the next start, written atomically (a concurrent start writes the same bytes;
-    either rename wins whole). An unwritable folder only costs the export each time."""
+def save_cached(data: bytes, path: Path) -> None:
+    """Keeps an export (or Depth Anything V2's position embedding beside it) for the next start, written
+    atomically (a concurrent start writes the same bytes; either rename wins whole). An unwritable
+    folder only costs the export each time."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".part", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
-        log.info("ONNX export saved to %s", path)
+        log.info("saved %s", path)
     except OSError as exc:
         log.warning("ONNX export not cached: cannot write %s (%s)", path.parent, exc.strerror or exc)
+
+
+def positions_path(export: Path) -> Path:
+    """Where Depth Anything V2's trained position embedding is kept beside its export: its runner feeds
+    the graph the embedding resized to each input's grid (``app.positions``), and a start that reads it
+    from here instead of from the checkpoint never imports torch."""
+    return export.with_name(export.stem + ".pos_embed.npy")
+
+
+def save_positions(pos_embed: np.ndarray, export: Path) -> None:
+    """``positions_path(export)``, written once (the embedding depends only on the weights, which the
+    export's name pins)."""
+    path = positions_path(export)
+    if not path.is_file():
+        buf = io.BytesIO()
+        np.save(buf, np.asarray(pos_embed, np.float32), allow_pickle=False)
+        save_cached(buf.getvalue(), path)
+
+
+def read_positions(export: Path) -> Optional[np.ndarray]:
+    """The embedding kept beside ``export``; None where there is none, or where it is damaged (then it is
+    removed, so that the next start that loads the checkpoint writes it again)."""
+    path = positions_path(export)
+    try:
+        pos = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, EOFError) as exc:  # truncated or not .npy
+        log.warning("%s unusable (%s): it is written again from the checkpoint", path, exc)
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
+        return None
+    if pos.shape != EMBED_SHAPE or pos.dtype != np.float32:
+        log.warning("%s holds %s %s, not the position embedding: removed", path, pos.dtype, pos.shape)
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
+        return None
+    return pos
 
 
 def runner_from_export(path: Path, engine: str, threads: int,

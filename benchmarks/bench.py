@@ -38,6 +38,7 @@ import os
 import platform
 import random
 import re
+import shutil
 import signal
 import socket
 import statistics
@@ -442,7 +443,11 @@ def start_server(weights: Path, workers: int, engine: str, log, cache: Optional[
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if not k.startswith("DEPTHMAP_")}
-    env.update(MIDAS_WEIGHTS=str(weights), DEPTHMAP_ACCESS_LOG="/dev/null", DEPTHMAP_ENGINE=engine)
+    # a result store of its own (in memory, as the default's): the default one outlives the server, and
+    # a later run's uploads of the same photos would be answered from it without inference
+    data = tempfile.mkdtemp(prefix="bench-results-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None)
+    env.update(MIDAS_WEIGHTS=str(weights), DEPTHMAP_ACCESS_LOG="/dev/null", DEPTHMAP_ENGINE=engine,
+               DEPTHMAP_DATA_DIR=data)
     env["PYTHONPATH"] = str(ROOT)  # this checkout's app, not whichever the venv's depthmap script finds
     if cache is not None:
         env["DEPTHMAP_CACHE"] = str(cache)
@@ -453,6 +458,7 @@ def start_server(weights: Path, workers: int, engine: str, log, cache: Optional[
     proc = subprocess.Popen([str(Path(sys.executable).parent / "depthmap"), "serve", "--bind",
                              f"127.0.0.1:{port}", "--workers", str(workers)],
                             env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    proc.results_dir = data  # type: ignore[attr-defined] - removed by stop()
     while True:
         try:
             if requests.get(url + "/healthz", timeout=1).ok:
@@ -469,6 +475,7 @@ def start_server(weights: Path, workers: int, engine: str, log, cache: Optional[
 def stop(proc: subprocess.Popen) -> None:
     proc.send_signal(signal.SIGTERM)
     proc.wait(60)
+    shutil.rmtree(proc.results_dir, ignore_errors=True)  # type: ignore[attr-defined]
 
 
 def startup_table(weights: Path) -> Dict[str, float]:

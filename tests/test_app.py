@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import List
 
 import pytest
 
@@ -61,35 +62,55 @@ import numpy as np
 from app import create_app
 from app.options import Options
 from app.pipeline import predict
-app = create_app({"MIDAS_WEIGHTS": sys.argv[1], "ENGINE": "onnxruntime", "TORCH_THREADS": 2,
-                  "DATA_DIR": sys.argv[2]})
-body = app.test_client().post("/api/v1/depth", data={"image": (open(sys.argv[3], "rb"), "p.jpg"),
+weights, model, data, photo = sys.argv[1:]
+app = create_app({"MIDAS_WEIGHTS": weights, "DAV2_WEIGHTS": weights, "MODELS": model,
+                  "ENGINE": "onnxruntime", "TORCH_THREADS": 2, "DATA_DIR": data})
+body = app.test_client().post("/api/v1/depth", data={"image": (open(photo, "rb"), "p.jpg"),
                                                       "views": "heatmap"}).get_json()
-model = app.extensions["depth_models"]["midas-small"]
-depth = predict(open(sys.argv[3], "rb").read(), model, Options()).depth
+depth = predict(open(photo, "rb").read(), app.extensions["depth_models"][model], Options(model=model)).depth
 print("torch" in sys.modules, body["options"]["model"], zlib.crc32(depth.tobytes()))
 """
 
 
-def test_a_cached_export_serves_without_torch(weights_path, tmp_path, samples) -> None:
-    """About 200 MB of every worker's memory is torch: a worker that finds its engine's export never
-    imports it, and computes the same depth as one that made the export."""
+@pytest.mark.parametrize("model", ["midas-small", "depth-anything-v2-small"])
+def test_a_cached_export_serves_without_torch(model, weights_path, dav2_weights_path, tmp_path,
+                                              samples) -> None:
+    """About 200 MB of every worker's memory is torch: a worker that finds its engine's export (and,
+    for Depth Anything V2, the position embedding kept beside it) never imports it, and computes the
+    same depth as one that made the export. A damaged embedding file is written again by a start that
+    loads the checkpoint."""
     import subprocess
     import sys
     import zlib
 
-    from app.model import DepthModel
+    from app.model import DepthModel, file_digest
+    from app.models import spec
     from app.options import Options
     from app.pipeline import predict
+    from app.runtime import onnx_cache_path, positions_path
     from helpers import SAMPLES, this_checkout
 
+    weights = dav2_weights_path if model == "depth-anything-v2-small" else weights_path
     cache = tmp_path / "cache"
-    made = DepthModel.load(weights_path, threads=2, engine="onnxruntime", warm_up=False,
-                           onnx_cache=cache / "onnx")  # exports, with torch
-    expected = zlib.crc32(predict(samples["rocket"], made, Options()).depth.tobytes())
-    env = this_checkout({k: v for k, v in os.environ.items() if not k.startswith("DEPTHMAP_")})
-    run = subprocess.run([sys.executable, "-c", WITHOUT_TORCH, str(weights_path), str(tmp_path / "data"),
-                          str(SAMPLES["rocket"])], env={**env, "DEPTHMAP_CACHE": str(cache)},
-                         capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr
-    assert run.stdout.split() == ["False", "midas-small", str(expected)]
+
+    def made() -> int:  # exports (or reads the export), with torch
+        loaded = DepthModel.load(weights, threads=2, engine="onnxruntime", warm_up=False,
+                                 onnx_cache=cache / "onnx", model=spec(model))
+        return zlib.crc32(predict(samples["rocket"], loaded, Options(model=model)).depth.tobytes())
+
+    def worker() -> List[str]:
+        env = this_checkout({k: v for k, v in os.environ.items() if not k.startswith("DEPTHMAP_")})
+        run = subprocess.run([sys.executable, "-c", WITHOUT_TORCH, str(weights), model,
+                              str(tmp_path / "data"), str(SAMPLES["rocket"])],
+                             env={**env, "DEPTHMAP_CACHE": str(cache)},
+                             capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr
+        return run.stdout.split()
+
+    expected = made()
+    assert worker() == ["False", model, str(expected)]
+    if model == "depth-anything-v2-small":
+        kept = positions_path(onnx_cache_path(cache / "onnx", file_digest(weights, "sha256"), model))
+        kept.write_bytes(kept.read_bytes()[:1000])  # truncated
+        assert worker() == ["True", model, str(expected)]  # torch loads the checkpoint...
+        assert worker() == ["False", model, str(expected)]  # ...and keeps the embedding again

@@ -16,8 +16,9 @@ import torch
 from app.engines import build_runner
 from app.models import MIDAS_SMALL
 from app.runtime import (AUTO_ORDER_DAV2, DAV2_SMALL, ENGINES, EXACT_ENGINES, EngineError, auto_order,
-                         engine_problem, onnx_cache_path, resolve_engine)
+                         engine_problem, onnx_cache_path, positions_path, read_positions, resolve_engine)
 from app.network_dav2 import DepthAnythingV2Small, PositionCache, resize_position_grid
+from app.positions import PositionGrids, resize_positions
 from helpers import DAV2_REFERENCES, dav2_reference
 from synthetic import dav2_synthetic_state_dict, load_manifest
 
@@ -115,6 +116,20 @@ def test_position_grid_is_the_official_bicubic(dav2_net, grid) -> None:
     want = keys_cubic_resize(pos[0, 1:].reshape(37, 37, 384).permute(2, 0, 1).numpy(), *grid)
     got = ours[0, 1:].reshape(*grid, 384).permute(2, 0, 1).numpy()
     assert np.abs(got - want).max() < 1e-5 * np.abs(want).max()
+
+
+@pytest.mark.parametrize("grid", [(37, 56), (26, 39), (26, 26), (40, 30), (26, 370), (1, 1)])
+def test_numpy_position_grid_is_the_networks(dav2_net, grid) -> None:
+    """What the ONNX engines are fed (``app.positions``, NumPy, so that their workers need no torch) is
+    the network's own resize to float32 rounding (PyTorch's kernels contract some of its multiply-adds
+    into FMAs, so the last bits differ)."""
+    pos = dav2_net.pretrained.pos_embed.detach()
+    want = resize_position_grid(pos, *grid).numpy()
+    got = resize_positions(pos.numpy(), *grid)
+    assert got.dtype == np.float32 and got.shape == want.shape
+    assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+    grids = PositionGrids(pos.numpy(), size=1)
+    assert grids(*grid) is grids(*grid) and np.array_equal(grids(*grid), got)
 
 
 def test_position_grid_is_skipped_only_at_37_by_37(dav2_net) -> None:
@@ -220,5 +235,8 @@ def test_onnx_export_is_cached_under_its_own_name(dav2_net, tmp_path: Path, monk
     x = torch.randn(1, 3, 14 * 8, 14 * 11).numpy()
     with torch.inference_mode():
         want = dav2_net(torch.from_numpy(x)).numpy()
-    assert exports == [] and precision == "fp32" and list(tmp_path.iterdir()) == [path]
+    # beside the export, the trained position embedding a start without torch resizes and feeds
+    assert exports == [] and precision == "fp32"
+    assert sorted(tmp_path.iterdir()) == sorted([path, positions_path(path)])
+    assert np.array_equal(read_positions(path), dav2_net.pretrained.pos_embed.detach().numpy())
     assert relative_error(run(x), want) <= TOLERANCE
