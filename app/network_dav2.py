@@ -21,8 +21,8 @@ step.
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from typing import List, Optional, Tuple
+import functools
+from typing import List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -63,22 +63,17 @@ class PositionCache:
     copy of the trained embedding, so an engine's runner can keep it without keeping the network."""
 
     def __init__(self, pos_embed: torch.Tensor, size: int = 8) -> None:
-        self.pos_embed = pos_embed.detach().clone()
-        self.size = size
-        self._grids: "OrderedDict[Tuple[int, int], torch.Tensor]" = OrderedDict()
+        pos = pos_embed.detach().clone()
+
+        def resize(grid_h: int, grid_w: int) -> torch.Tensor:
+            # computed outside autograd and inference mode, so the kept tensor can serve any later caller
+            with torch.inference_mode(False), torch.no_grad():
+                return resize_position_grid(pos, grid_h, grid_w)
+
+        self._resize = functools.lru_cache(maxsize=size)(resize)
 
     def __call__(self, grid_h: int, grid_w: int) -> torch.Tensor:
-        key = (grid_h, grid_w)
-        if key in self._grids:
-            self._grids.move_to_end(key)
-            return self._grids[key]
-        # computed outside autograd and inference mode, so the kept tensor can serve any later caller
-        with torch.inference_mode(False), torch.no_grad():
-            value = resize_position_grid(self.pos_embed, grid_h, grid_w)
-        self._grids[key] = value
-        while len(self._grids) > self.size:
-            self._grids.popitem(last=False)
-        return value
+        return self._resize(grid_h, grid_w)
 
 
 # encoder: DINOv2 ViT-S/14 ------------------------------------------------------------------------------

@@ -10,8 +10,8 @@ agrees with PyTorch's to float32 rounding (tests/test_dav2_network.py).
 
 from __future__ import annotations
 
+import functools
 import math
-from collections import OrderedDict
 from typing import Callable, List, Tuple
 
 import numpy as np
@@ -66,20 +66,11 @@ class PositionGrids:
     grids (each (1 + h*w) x 384 float32: 3.2 MB at 784x518)."""
 
     def __init__(self, pos_embed: np.ndarray, size: int = 8) -> None:
-        self.pos_embed = np.array(pos_embed, np.float32)  # its own copy: the caller's may change
-        self.size = size
-        self._grids: "OrderedDict[Tuple[int, int], np.ndarray]" = OrderedDict()
+        pos = np.array(pos_embed, np.float32)  # its own copy: the caller's may change
+        self._resize = functools.lru_cache(maxsize=size)(lambda h, w: resize_positions(pos, h, w))
 
     def __call__(self, grid_h: int, grid_w: int) -> np.ndarray:
-        key = (grid_h, grid_w)
-        if key in self._grids:
-            self._grids.move_to_end(key)
-            return self._grids[key]
-        value = resize_positions(self.pos_embed, grid_h, grid_w)
-        self._grids[key] = value
-        while len(self._grids) > self.size:
-            self._grids.popitem(last=False)
-        return value
+        return self._resize(grid_h, grid_w)
 
 
 def grid_of(height: int, width: int) -> Tuple[int, int]:

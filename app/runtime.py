@@ -185,7 +185,7 @@ def save_cached(data: bytes, path: Path) -> None:
         os.replace(tmp, path)
         log.info("saved %s", path)
     except OSError as exc:
-        log.warning("ONNX export not cached: cannot write %s (%s)", path.parent, exc.strerror or exc)
+        log.warning("%s not cached: cannot write %s (%s)", path.name, path.parent, exc.strerror or exc)
 
 
 def positions_path(export: Path) -> Path:
