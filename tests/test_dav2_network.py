@@ -121,8 +121,8 @@ def test_position_grid_is_the_official_bicubic(dav2_net, grid) -> None:
 @pytest.mark.parametrize("grid", [(37, 56), (26, 39), (26, 26), (40, 30), (26, 370), (1, 1)])
 def test_numpy_position_grid_is_the_networks(dav2_net, grid) -> None:
     """What the ONNX engines are fed (``app.positions``, NumPy, so that their workers need no torch) is
-    the network's own resize to float32 rounding (PyTorch's kernels contract some of its multiply-adds
-    into FMAs, so the last bits differ)."""
+    the network's own resize to float32 rounding (the cubic weights differ in their last bits, most
+    likely where PyTorch's compiled kernels fuse multiply-adds)."""
     pos = dav2_net.pretrained.pos_embed.detach()
     want = resize_position_grid(pos, *grid).numpy()
     got = resize_positions(pos.numpy(), *grid)
