@@ -236,11 +236,12 @@ def build_runner(net: Network, engine: str, threads: int, check: bool = True,
         return _traced(net, bf16=engine == "bf16"), precision
     # Depth Anything V2: the runner keeps its own copy of the trained position embedding, not the
     # network, and resizes it in NumPy, as a start from the cached export does without torch
-    feed = positions_feed(_pos_embed(net)) if model == DAV2_SMALL else None
+    pos_embed = _pos_embed(net) if model == DAV2_SMALL else None
+    feed = None if pos_embed is None else positions_feed(pos_embed)
     if weights_sha256 is None or onnx_cache is None:
         return from_onnx(export_onnx(net), engine, threads, feed)
     path = onnx_cache_path(onnx_cache, weights_sha256, model)
-    if model == DAV2_SMALL:
-        save_positions(_pos_embed(net), path)  # an export cached before the embedding was kept beside it
+    if pos_embed is not None:
+        save_positions(pos_embed, path)  # an export cached before the embedding was kept beside it
     saved = runner_from_export(path, engine, threads, feed)
     return saved or from_onnx(cached_onnx(net, weights_sha256, onnx_cache), engine, threads, feed)

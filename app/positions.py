@@ -31,15 +31,20 @@ def cubic_matrix(size_out: int, scale: float, size_in: int = TRAIN_GRID) -> np.n
     like PyTorch (``area_pixel_compute_scale`` with a scale given), the step ``1 / scale`` and the
     position are float32."""
     f32 = np.float32
+    a = f32(CUBIC_A)
+
+    def near(x: np.float32) -> np.float32:  # the weight of a tap at distance x <= 1
+        return ((a + f32(2)) * x - (a + f32(3))) * x * x + f32(1)
+
+    def far(x: np.float32) -> np.float32:  # at 1 < x < 2
+        return ((a * x - f32(5) * a) * x + f32(8) * a) * x - f32(4) * a
+
     step = f32(1.0 / scale)
     out = np.zeros((size_out, size_in))
-    a = f32(CUBIC_A)
     for d in range(size_out):
         real = step * f32(d + 0.5) - f32(0.5)
         base = math.floor(real)
         t = f32(real - f32(base))
-        near = lambda x: ((a + f32(2)) * x - (a + f32(3))) * x * x + f32(1)  # noqa: E731 - |x| <= 1
-        far = lambda x: ((a * x - f32(5) * a) * x + f32(8) * a) * x - f32(4) * a  # noqa: E731 - 1 < |x| < 2
         rest = f32(1) - t
         weights = (far(t + f32(1)), near(t), near(rest), far(rest + f32(1)))
         for k, w in enumerate(weights):

@@ -211,19 +211,21 @@ def read_positions(export: Path) -> Optional[np.ndarray]:
     path = positions_path(export)
     try:
         pos = np.load(path, allow_pickle=False)
+        if pos.shape != EMBED_SHAPE or pos.dtype != np.float32:
+            raise ValueError(f"{pos.dtype} {pos.shape}, not the position embedding")
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, EOFError) as exc:  # truncated or not .npy
+    except (OSError, ValueError, EOFError) as exc:  # truncated, not .npy, or another array
         log.warning("%s unusable (%s): it is written again from the checkpoint", path, exc)
-        with contextlib.suppress(OSError):
-            path.unlink(missing_ok=True)
-        return None
-    if pos.shape != EMBED_SHAPE or pos.dtype != np.float32:
-        log.warning("%s holds %s %s, not the position embedding: removed", path, pos.dtype, pos.shape)
-        with contextlib.suppress(OSError):
-            path.unlink(missing_ok=True)
+        _discard(path)
         return None
     return pos
+
+
+def _discard(path: Path) -> None:
+    """Removes a damaged cache file, so that the next start writes it again (as far as it can)."""
+    with contextlib.suppress(OSError):
+        path.unlink(missing_ok=True)
 
 
 def runner_from_export(path: Path, engine: str, threads: int,
@@ -238,8 +240,7 @@ def runner_from_export(path: Path, engine: str, threads: int,
         return from_onnx(data, engine, threads, feed)
     except Exception as exc:  # noqa: BLE001 - each runtime raises its own types for a damaged model
         log.warning("cached ONNX export %s unusable (%s): exporting again", path, exc.__class__.__name__)
-        with contextlib.suppress(OSError):
-            path.unlink(missing_ok=True)
+        _discard(path)
         return None
 
 
