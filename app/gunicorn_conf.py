@@ -15,9 +15,13 @@ from app.cpus import plan, usable_cpus
 bind = settings.get("DEPTHMAP_BIND")
 workers, _torch_threads = plan(usable_cpus(), settings.get("DEPTHMAP_WORKERS"),
                                settings.get("DEPTHMAP_TORCH_THREADS"))
-worker_class = "gthread"
+# gthread, with each request received whole by the event loop before a thread runs it: a slow or idle
+# client never holds a request thread (app/gunicorn_worker.py)
+worker_class = "app.gunicorn_worker.WholeRequestWorker"
 # threads keep the page responsive (images, health checks) while a depth map is computed
 threads = settings.get("DEPTHMAP_WORKER_THREADS")
+# connections per worker, most of them idle or still sending: the oldest of those makes room for a new one
+worker_connections = 1000
 timeout = settings.get("DEPTHMAP_TIMEOUT")
 graceful_timeout = settings.get("DEPTHMAP_GRACEFUL_TIMEOUT")
 keepalive = 5
