@@ -9,9 +9,9 @@ the event loop, never a thread, and is closed when it stalls:
 
 - a request head must be complete within ``HEAD_TIMEOUT_S`` of the connection (or of a kept-alive
   connection's next byte), and at most ``HEAD_LIMIT`` bytes long;
-- a body may pause at most ``BODY_IDLE_S`` between two pieces; it is spooled to a temporary file past
-  ``SPOOL_IN_MEMORY`` bytes, and every body being received or waiting for a thread counts against
-  ``budget`` bytes (a request that would pass it gets 503 ``busy``);
+- a body may pause at most ``BODY_IDLE_S`` between two pieces; it is held in memory (an upload is never
+  written to disk, as with Werkzeug before), and every body being received or waiting for a thread
+  counts against ``DEPTHMAP_RECEIVE_BYTES`` (a request that would pass it gets 503 ``busy``);
 - a body declared larger than the app's limit is not received: the app answers 413 from the head;
 - when the worker's connections are nearly all taken, the oldest connection still sending its
   request is closed to let a new one in, so a flood of slow clients cannot lock others out;
@@ -29,15 +29,15 @@ why ``pyproject.toml`` pins gunicorn to that major version.
 from __future__ import annotations
 
 import errno
+import io
 import json
 import resource
 import selectors
 import socket
-import tempfile
 import time
 from collections import Counter
 from functools import partial
-from typing import IO, Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from gunicorn import http
 from gunicorn.workers.gthread import TConn, ThreadWorker
@@ -47,7 +47,6 @@ from . import config
 HEAD_LIMIT = 64 * 1024  # gunicorn's own limits allow less in practice (100 fields of 8190 bytes)
 HEAD_TIMEOUT_S = 15.0
 BODY_IDLE_S = 15.0
-SPOOL_IN_MEMORY = 64 * 1024  # a thousand stalled bodies then hold 64 MB of memory at most
 SEND_TIMEOUT_S = 30.0
 LINGER_S = 2.0  # how long a closing connection is drained for what the client still sends
 READ_SIZE = 256 * 1024
@@ -159,12 +158,12 @@ def without_expect(head: bytes) -> bytes:
 
 
 class Incoming:
-    """One request being received: its head, then its body in a spooled temporary file."""
+    """One request being received: its head, then its body, in memory."""
 
     def __init__(self, now: float, data: bytes = b"") -> None:
         self.head = bytearray(data)
         self.framing: Optional[Framing] = None
-        self.body: Optional[IO[bytes]] = None
+        self.body: Optional[io.BytesIO] = None
         self.deadline = now + HEAD_TIMEOUT_S
         self.rest = b""  # bytes after this request: the start of the next one
         self.complete = False
@@ -224,7 +223,7 @@ class WholeRequestWorker(ThreadWorker):
         self.closing: Dict[socket.socket, float] = {}  # half-closed sockets being drained -> deadline
         self.photo_limit = config.get("DEPTHMAP_MAX_CONTENT_LENGTH")
         self.video_limit = max(self.photo_limit, config.get("DEPTHMAP_VIDEO_MAX_CONTENT_LENGTH"))
-        self.budget = 2 * self.video_limit
+        self.budget = max(config.get("DEPTHMAP_RECEIVE_BYTES"), self.video_limit)
         self.held = 0
         self.closed: Counter = Counter()
         self.last_report = time.monotonic()
@@ -338,7 +337,7 @@ class WholeRequestWorker(ThreadWorker):
                              "please try again in a moment.")
                 return
             if incoming.body is None:
-                incoming.body = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)
+                incoming.body = io.BytesIO()
             incoming.body.write(data[:n])
             self.held += n
             conn.held += n

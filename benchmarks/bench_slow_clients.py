@@ -22,16 +22,19 @@ import socket
 import statistics
 import threading
 import time
+import urllib.error
 import urllib.parse
+import urllib.request
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
 
-import requests
-
 log = logging.getLogger("bench_slow_clients")
 
+HEALTH_S = 1.0  # the promise: /healthz within 1 s, a photo within 2 s more than with no attack
+PHOTO_EXTRA_S = 2.0
 TRICKLE_EVERY_S = 1.0  # one more byte per connection this often: slower than any server's patience
 BOUNDARY = "slowslowslow"
 PHOTO = Path(__file__).parents[1] / "tests" / "fixtures" / "samples" / "rocket.jpg"
@@ -142,24 +145,40 @@ def attack(url: str, idle: int, heads: int, bodies: int) -> Iterator[Attacker]:
         yield attacker
 
 
-def timed(fn, *args, **kwargs) -> Tuple[float, int]:
-    t0 = time.perf_counter()
+def call(url: str, data: Optional[bytes] = None, headers: Optional[Dict[str, str]] = None,
+         timeout: float = 10) -> int:
+    """The status of a GET (or, with ``data``, a POST); 0 when no answer came in ``timeout`` s."""
+    req = urllib.request.Request(url, data=data, headers=headers or {})
     try:
-        status = fn(*args, **kwargs).status_code
-    except requests.RequestException:
-        status = 0
-    return time.perf_counter() - t0, status
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            resp.read()
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        return exc.code
+    except OSError:
+        return 0
 
 
-def health(url: str, timeout: float = 10) -> requests.Response:
-    return requests.get(url + "/healthz", timeout=timeout)
+def health(url: str, timeout: float = 10) -> int:
+    return call(url + "/healthz", timeout=timeout)
 
 
-def photo(url: str, data: bytes, timeout: float = 60) -> requests.Response:
+def photo(url: str, data: bytes, timeout: float = 60) -> int:
     """A new depth map: trailing bytes (which a JPEG decoder ignores) make every upload a new one."""
-    data += os.urandom(16)
-    return requests.post(url + "/api/v1/depth", files={"image": ("p.jpg", data)},
-                         data={"views": "heatmap"}, timeout=timeout)
+    boundary = uuid.uuid4().hex
+    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="views"\r\n\r\nheatmap\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="p.jpg"\r\n'
+            "Content-Type: image/jpeg\r\n\r\n").encode() + data + os.urandom(16) + \
+        f"\r\n--{boundary}--\r\n".encode()
+    return call(url + "/api/v1/depth", body, {"Content-Type": f"multipart/form-data; boundary={boundary}"},
+                timeout)
+
+
+def timed(fn, *args: object) -> Tuple[float, int]:
+    t0 = time.perf_counter()
+    status = fn(*args)
+    return time.perf_counter() - t0, status
 
 
 @dataclass
@@ -198,6 +217,23 @@ def summary(label: str, samples: List[Tuple[float, int]]) -> str:
             f"max {times[-1] * 1000:.0f} ms, not 200: {bad}")
 
 
+def problems(found: Probes, quiet_s: float) -> List[str]:
+    """What broke the promise: a request not answered 200, ``/healthz`` over ``HEALTH_S``, a photo over
+    ``PHOTO_EXTRA_S`` plus its quiet time."""
+    kinds = (("/healthz", found.health), ("photo", found.photo))
+    out = [f"{kind} answered {status}" for kind, samples in kinds for _, status in samples if status != 200]
+    slow_health = [t for t, _ in found.health if t > HEALTH_S]
+    slow_photo = [t for t, _ in found.photo if t > quiet_s + PHOTO_EXTRA_S]
+    if slow_health:
+        out.append(f"/healthz over {HEALTH_S:g} s {len(slow_health)} time(s), up to {max(slow_health):.2f} s")
+    if slow_photo:
+        out.append(f"photo over {quiet_s + PHOTO_EXTRA_S:.2f} s {len(slow_photo)} time(s), up to "
+                   f"{max(slow_photo):.2f} s")
+    if not found.health or not found.photo:
+        out.append("no probe made")
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("url")
@@ -206,10 +242,12 @@ def main() -> None:
     ap.add_argument("--heads", type=int, default=64)
     ap.add_argument("--bodies", type=int, default=16)
     ap.add_argument("--photo", type=Path, default=PHOTO)
+    ap.add_argument("--check", action="store_true", help="exit 1 if a bound was broken")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     url, data = args.url.rstrip("/"), args.photo.read_bytes()
-    health(url).raise_for_status()
+    if health(url) != 200:
+        raise SystemExit(f"{url}/healthz does not answer 200")
     quiet = quiet_photo_s(url, data)
     with attack(url, args.idle, args.heads, args.bodies) as attacker:
         time.sleep(2)  # every connection open
@@ -221,6 +259,11 @@ def main() -> None:
     log.info("%s", summary("under attack, photo", found.photo))
     log.info("attacking connections opened: %s; closed by the server: %s", attacker.tally.opened,
              attacker.tally.closed_by_server or "none")
+    broken = problems(found, quiet)
+    for problem in broken:
+        log.error("%s", problem)
+    if args.check and broken:
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

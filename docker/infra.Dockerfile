@@ -11,11 +11,14 @@ EXPOSE 6379
 # the settings are the command's (compose.scale.yaml): a password, a memory bound, no disk
 CMD ["redis-server", "--protected-mode", "no"]
 
+# nginx as an unprivileged user (it only listens on 8080), with a read-only root: docker/nginx.conf is
+# its whole configuration and writes only to /tmp
 FROM ${BASE_IMAGE} AS proxy
 RUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
         nginx-light >/dev/null && rm -rf /var/lib/apt/lists/* \
     && rm -f /etc/nginx/sites-enabled/default \
-    && ln -sf /dev/stdout /var/log/nginx/access.log && ln -sf /dev/stderr /var/log/nginx/error.log
-COPY docker/nginx.conf /etc/nginx/conf.d/depthmap.conf
+    && ln -sf /dev/stderr /var/log/nginx/error.log
+COPY docker/nginx.conf /etc/nginx/nginx.conf
+USER www-data
 EXPOSE 8080
 CMD ["nginx", "-g", "daemon off;"]

@@ -26,14 +26,25 @@ def test_the_scaled_compose_file_is_wired() -> None:
         assert "data:/data" in services[name]["volumes"]
     assert services["worker"]["command"] == ["worker"]
     assert all("command" not in services[n] for n in ("web1", "web2"))  # the image's default: serve
-    redis_cmd = services["redis"]["command"]
-    assert "--requirepass" in redis_cmd
-    assert redis_cmd[redis_cmd.index("--maxmemory-policy") + 1] == "volatile-lru"
+    # the password reaches Redis through its environment and a private file, never a command line
+    redis = services["redis"]
+    script = " ".join(redis["command"])
+    assert "requirepass" in script and "--requirepass" not in script and "$$REDIS_PASSWORD" in script
+    assert "--maxmemory-policy volatile-lru" in script
+    assert redis["environment"]["REDIS_PASSWORD"].startswith("${REDIS_PASSWORD:?")
+    for name in ("redis", "proxy"):  # the helpers run as locked down as the studio
+        assert services[name]["read_only"] is True and services[name]["cap_drop"] == ["ALL"]
+        assert "no-new-privileges:true" in services[name]["security_opt"] and "/tmp" in services[name]["tmpfs"]
 
     nginx = (ROOT / "docker" / "nginx.conf").read_text()
     upstreams = re.findall(r"^\s*server (\w+):8000", nginx, re.M)
     assert sorted(upstreams) == ["web1", "web2"]
     assert services["proxy"]["ports"][0].endswith(":8080") and "listen 8080;" in nginx
+    # slow clients stop at the proxy: whole requests before a replica sees them, short timeouts
+    for directive in ("proxy_request_buffering on;", "client_header_timeout", "client_body_timeout",
+                      "send_timeout", "limit_conn per_client"):
+        assert directive in nginx, directive
+    assert "proxy_request_buffering off" not in nginx
     infra = (ROOT / "docker" / "infra.Dockerfile").read_text()
     for name in ("redis", "proxy"):
         assert services[name]["build"]["target"] == name and f"AS {name}" in infra

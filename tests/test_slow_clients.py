@@ -14,7 +14,7 @@ from typing import Tuple
 import pytest
 import requests
 
-from bench_slow_clients import attack, health, probe, quiet_photo_s
+from bench_slow_clients import attack, health, probe, problems, quiet_photo_s
 from helpers import SAMPLES, running_server
 
 ATTACK_S = 60  # how long the slow clients are held open, as the deployment's promise says
@@ -58,10 +58,7 @@ def test_slow_and_idle_clients_leave_health_and_photos_answering(server) -> None
     with attack(url, idle=64, heads=64, bodies=16) as attacker:
         time.sleep(2)  # every attacking connection is open
         found = probe(url, ATTACK_S, photo)
-    assert found.health and found.photo
-    assert all(status == 200 for _, status in found.health + found.photo), found
-    assert max(t for t, _ in found.health) < 1.0, found.health
-    assert max(t for t, _ in found.photo) < 2.0 + quiet, (quiet, found.photo)
+    assert not problems(found, quiet), (problems(found, quiet), quiet, found)
     # the stalled heads and the idle connections were closed (and reopened by the attacker): each costs
     # the server a socket for at most the head timeout
     closed = attacker.tally.closed_by_server
@@ -88,6 +85,7 @@ def test_a_chunked_upload_is_received_whole(server) -> None:
     photo = SAMPLES["chelsea"].read_bytes()
     r = requests.post(url + "/api/v1/depth", files={"image": ("c.jpg", photo)}, data={"views": "gray"},
                       timeout=60)
+    assert r.status_code == 200, r.text[:300]
     body, ctype = multipart(photo)
     chunked = requests.post(url + "/api/v1/depth", data=iter([body[:1000], body[1000:]]),
                             headers={"Content-Type": ctype}, timeout=60)
@@ -97,7 +95,8 @@ def test_a_chunked_upload_is_received_whole(server) -> None:
 
 def test_pipelined_requests_are_each_answered(server) -> None:
     url, _ = server
-    two = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    two = (b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+           b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert exchange(url, two).count(b"HTTP/1.1 200 OK") == 2
 
 
@@ -116,7 +115,7 @@ def test_a_header_flood_gets_431(server) -> None:
     url, _ = server
     answer = exchange(url, b"GET / HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 100_000)
     assert answer.startswith(b"HTTP/1.1 431 ") and b'"headers_too_large"' in answer
-    assert health(url).status_code == 200
+    assert health(url) == 200
 
 
 def test_a_full_worker_closes_its_oldest_slow_connection_for_a_new_one(weights_path: Path,
@@ -129,7 +128,7 @@ def test_a_full_worker_closes_its_oldest_slow_connection_for_a_new_one(weights_p
             times = []
             for _ in range(5):
                 t0 = time.monotonic()
-                assert health(url, timeout=5).status_code == 200
+                assert health(url, timeout=5) == 200
                 times.append(time.monotonic() - t0)
             closed = sum(1 for s in idle if _closed(s))
         finally:
