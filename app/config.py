@@ -124,10 +124,11 @@ SETTINGS: Tuple[Setting, ...] = (
            "--timeout`)"),
     _other("DEPTHMAP_GRACEFUL_TIMEOUT", 30, int, "seconds gunicorn gives running requests to finish when "
            "it stops or restarts a worker"),
-    _other("DEPTHMAP_RECEIVE_BYTES", 256 * MB, int, "request bodies a worker holds in memory while they "
-           "arrive or wait for a request thread (each request is received whole before the app sees it, "
-           "see [Slow clients](self-hosting.md#slow-clients)); one that would pass it gets 503 `busy`; "
-           "never below `DEPTHMAP_VIDEO_MAX_CONTENT_LENGTH`"),
+    _other("DEPTHMAP_BUFFER_BYTES", 256 * MB, int, "bytes a server worker holds in memory for clients slower "
+           "than itself: request bodies while they arrive (each request is received whole before the app "
+           "sees it) and answers while the client takes them (see [Slow clients](self-hosting.md#slow-"
+           "clients)); a body that would pass it gets 503 `busy`, an answer is then written at the "
+           "client's pace by its thread; never below `DEPTHMAP_VIDEO_MAX_CONTENT_LENGTH`"),
     _other("DEPTHMAP_ACCESS_LOG", "-", str, "access log file, `-` for standard output (client "
            "address, request line, status, size, time; never bodies)"),
     _other("DEPTHMAP_LOG_LEVEL", "INFO", str, "the app's log level (standard error)"),

@@ -11,11 +11,13 @@ import time
 from pathlib import Path
 from typing import Tuple
 
+import numpy as np
 import pytest
 import requests
+from PIL import Image
 
 from bench_slow_clients import attack, health, probe, problems, quiet_photo_s
-from helpers import SAMPLES, running_server
+from helpers import SAMPLES, pil_bytes, running_server
 
 ATTACK_S = 60  # how long the slow clients are held open, as the deployment's promise says
 
@@ -146,3 +148,48 @@ def _closed(sock: socket.socket) -> bool:
         return False
     except OSError:
         return True
+
+
+def big_result(url: str) -> Tuple[str, bytes]:
+    """A 12 MP photo's raw depth URL, and its bytes as a client that reads at once gets them (48 MB)."""
+    y, x = np.mgrid[0:3000, 0:4000]
+    photo = np.stack([x % 256, y % 256, (x + y) % 256], -1).astype(np.uint8)
+    image = pil_bytes(Image.fromarray(photo), "PNG")
+    r = requests.post(url + "/api/v1/depth", files={"image": ("big.png", image)}, data={"views": "none"},
+                      timeout=300)
+    assert r.status_code == 200, r.text[:300]
+    path = f"/api/v1/depth/{r.json()['depth_id']}.npy"
+    whole = requests.get(url + path, timeout=120).content
+    assert len(whole) > 40_000_000
+    return path, whole
+
+
+def test_clients_that_read_slowly_or_not_at_all_hold_no_thread(server) -> None:
+    url, _ = server
+    path, whole = big_result(url)
+    request = f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    stalled = []
+    for _ in range(6):  # more than the threads: each asks for 48 MB and never reads a byte
+        sock = socket.create_connection(host_port(url), timeout=10)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(request)
+        stalled.append(sock)
+    try:
+        time.sleep(3)
+        for _ in range(5):
+            t0 = time.monotonic()
+            assert health(url, timeout=5) == 200
+            assert time.monotonic() - t0 < 1.0
+        # a client that reads at a trickle gets every byte, as a fast one does
+        with socket.create_connection(host_port(url), timeout=30) as sock:
+            sock.sendall(request)
+            got = bytearray()
+            while b"\r\n\r\n" not in got or len(got) - got.index(b"\r\n\r\n") - 4 < len(whole):
+                piece = sock.recv(1 << 20)
+                assert piece, "the server closed a slow but steady reader"
+                got += piece
+                time.sleep(0.01)
+        assert bytes(got[got.index(b"\r\n\r\n") + 4:]) == whole
+    finally:
+        for sock in stalled:
+            sock.close()
