@@ -8,6 +8,7 @@ the CLI, the web form and the API share one set of names, defaults and ranges.
 from __future__ import annotations
 
 import functools
+import ipaddress
 import logging
 import os
 import sys
@@ -90,6 +91,19 @@ def load_model(weights: Optional[str], threads: Optional[int], engine: str, warm
     except (config.ConfigError, WeightsError, EngineError) as exc:
         log.error("%s", exc)
         sys.exit(2)
+
+
+def on_loopback(bind: str) -> bool:
+    """Whether a ``--bind`` address (``host:port``, ``[v6]:port``, ``unix:path``) is this machine's only."""
+    if bind.startswith("unix:"):
+        return True
+    host = bind.rpartition(":")[0].strip("[]") or "0.0.0.0"
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: whatever it resolves to may be reachable
+        return False
 
 
 def model_list(models: Tuple[str, ...]) -> Tuple[str, ...]:
@@ -409,6 +423,11 @@ def serve_cmd(bind: str, workers: Optional[int], threads: int, timeout: int, wei
                DEPTHMAP_MODELS=",".join(names), **paths)
     conf = Path(__file__).with_name("gunicorn_conf.py")
     argv = [sys.executable, "-m", "gunicorn", "--config", str(conf), "app:create_app()"]
+    if not on_loopback(bind):
+        log.warning("%s is reachable from other machines unless a firewall or a container's port mapping "
+                    "keeps them out: the studio has no accounts and no TLS; to serve others, put a reverse "
+                    "proxy with TLS and authentication in front (docs/self-hosting.md, \"Threat model\")",
+                    bind)
     log.info("starting gunicorn on http://%s (%d worker(s) x %d request threads, %d torch threads each on "
              "%d usable CPU(s), models %s, engine %s; results in %s; video jobs: %s)", bind, workers, threads,
              torch_threads, cpus, ", ".join(names), engine, "Redis" if redis_url else data_dir,

@@ -11,6 +11,7 @@ import pytest
 import requests
 from PIL import Image
 
+from app.cli import on_loopback
 from helpers import running_server
 
 
@@ -116,3 +117,10 @@ def test_engine_setting_reaches_the_workers(weights_path, tmp_path, samples) -> 
                           data={"views": "gray"}, timeout=120)
         assert r.status_code == 200 and r.json()["width"] == 600
     assert "engine onnxruntime (fp32)" in log.read_text()
+
+
+def test_only_a_server_reachable_from_elsewhere_warns_it_has_no_accounts(server) -> None:
+    assert b"no accounts and no TLS" not in server[2].read_bytes()  # this one listens on 127.0.0.1
+    binds = ["127.0.0.1:8000", "[::1]:8000", "localhost:8000", "unix:/run/depthmap.sock", "0.0.0.0:8000",
+             "[::]:8000", "192.168.1.5:8000", "studio.lan:8000"]
+    assert [on_loopback(b) for b in binds] == [True] * 4 + [False] * 4
