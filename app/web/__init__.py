@@ -21,7 +21,7 @@ CSP = ("default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; 
        "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 # powerful features the studio never uses, off for it and anything it could be made to load (only names
 # Chromium knows: it logs an error for an unknown one)
-PERMISSIONS = ("accelerometer", "bluetooth", "camera", "display-capture", "geolocation", "gyroscope", "hid",
+PERMISSIONS = ("accelerometer", "camera", "display-capture", "geolocation", "gyroscope", "hid",
                "magnetometer", "microphone", "midi", "payment", "publickey-credentials-get",
                "screen-wake-lock", "serial", "usb", "xr-spatial-tracking")
 SECURITY_HEADERS: Mapping[str, str] = {
