@@ -92,3 +92,40 @@ def test_the_studios_own_page_still_uploads(driver, studio) -> None:
     logged = [e["message"] for e in driver.get_log("browser")
               if not any(s in e["message"] for s in ("attack", "/api/v1/depth", "favicon.ico"))]
     assert not logged
+
+
+def operation(driver, label: str):
+    """The API reference's form of the operation whose summary starts with ``label``, opened."""
+    for op in driver.find_elements(By.CSS_SELECTOR, "details.op"):
+        if " ".join(op.find_element(By.TAG_NAME, "summary").text.split()).startswith(label):
+            op.find_element(By.TAG_NAME, "summary").click()
+            return op
+    raise AssertionError(f"no operation {label}")
+
+
+def send(driver, op) -> str:
+    """Sends the operation's form; the status line of its answer ("204 NO CONTENT")."""
+    answer = op.find_element(By.CSS_SELECTOR, ".answer")
+    op.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    WebDriverWait(driver, 60).until(lambda d: answer.find_elements(By.TAG_NAME, "strong"))
+    status = answer.find_element(By.TAG_NAME, "strong").text
+    driver.execute_script("arguments[0].replaceChildren()", answer)  # the next answer starts afresh
+    return status
+
+
+def test_the_api_reference_deletes_with_the_owner_token(driver, studio) -> None:
+    url, _ = studio
+    driver.get(url + "/docs")
+    WebDriverWait(driver, 30).until(lambda d: "operations" in d.find_element(By.ID, "apidocs-status").text)
+    post = operation(driver, "POST /api/v1/depth ")
+    post.find_element(By.CSS_SELECTOR, "input[type=file][data-name=image]").send_keys(str(SAMPLES["coffee"]))
+    post.find_element(By.CSS_SELECTOR, "input[data-name=views]").send_keys("none")
+    post.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    WebDriverWait(driver, 60).until(lambda d: post.find_elements(By.CSS_SELECTOR, ".answer pre"))
+    body = json.loads(post.find_element(By.CSS_SELECTOR, ".answer pre").text)
+    delete = operation(driver, "DELETE /api/v1/depth/{depth_id}")
+    delete.find_element(By.CSS_SELECTOR, "input[data-name=depth_id]").send_keys(body["depth_id"])
+    assert send(driver, delete).startswith("403")  # the token is required
+    delete.find_element(By.CSS_SELECTOR, "input[data-name=X-Owner-Token]").send_keys(body["owner_token"])
+    assert send(driver, delete).startswith("204")
+    assert requests.get(f"{url}/api/v1/depth/{body['depth_id']}.npy", timeout=30).status_code == 404

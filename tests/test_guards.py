@@ -16,7 +16,9 @@ import requests
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from app.config import ConfigError
 from app.store import Entry, FileStore
+from app.web.guards import host_names, trusted_host
 from helpers import form_data, post_depth, running_server
 
 TRUSTED = "studio.example,.lan.example"
@@ -151,6 +153,16 @@ def test_by_default_only_ip_addresses_and_localhost_are_served(app) -> None:
     r = client.get("/healthz", headers={"Host": "studio.example", "Accept": "application/json"})
     assert r.status_code == 400 and r.get_json()["error"] == "bad_host"
     assert "DEPTHMAP_TRUSTED_HOSTS" in r.get_json()["message"]
+
+
+def test_the_trusted_names_setting_is_checked_at_start() -> None:
+    names = host_names(" Studio.example, .lan.example,bücher.example ")
+    assert names == ("studio.example", ".lan.example", "bücher.example")
+    assert trusted_host("xn--bcher-kva.example:8000", names) and trusted_host("a.b.lan.example", names)
+    assert not trusted_host("xn--bcher-kva.example.evil", names)
+    for bad in ("a..b", "studio.example:80", "a b", "[::1]", "x" * 64 + ".example", "a/b"):
+        with pytest.raises(ConfigError, match="DEPTHMAP_TRUSTED_HOSTS"):
+            host_names(bad)
 
 
 # redirects and header-bound values ------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from flask import Flask, request
 from werkzeug.sansio.utils import host_is_trusted
 
+from ..config import ConfigError
 from .errors import ApiError
 
 log = logging.getLogger(__name__)
@@ -30,12 +31,22 @@ OWN_FETCH_SITES = frozenset({"same-origin", "none"})
 ANY_HOST = "*"
 # names no other site can own, so never a rebinding: browsers resolve them to this machine themselves
 LOCAL_NAMES = (".localhost",)  # localhost and its subdomains
+HOST_NAME = re.compile(r"[a-z0-9-]+(\.[a-z0-9-]+)*")  # as IDNA gives it, no port
 HOST_PARTS = re.compile(r"(\[[^\]]*\]|[^:]*)(?::[0-9]*)?")  # name or [IPv6], then an optional port
 
 
 def host_names(setting: str) -> Tuple[str, ...]:
-    """``DEPTHMAP_TRUSTED_HOSTS`` as a tuple of lower-case names (``.example.com``, ``*``)."""
-    return tuple(name.strip().lower() for name in setting.split(",") if name.strip())
+    """``DEPTHMAP_TRUSTED_HOSTS`` as a tuple of lower-case names (``.example.com``, ``*``); ``ConfigError``
+    for a name that is not one (Werkzeug's check would fail on it at every request)."""
+    names = tuple(name.strip().lower() for name in setting.split(",") if name.strip())
+    for name in names:
+        try:
+            ok = name == ANY_HOST or bool(HOST_NAME.fullmatch(name.lstrip(".").encode("idna").decode()))
+        except UnicodeError:  # an empty or over-long label
+            ok = False
+        if not ok:
+            raise ConfigError(f"DEPTHMAP_TRUSTED_HOSTS: {name[:60]!r} is not a host name")
+    return names
 
 
 def is_ip_literal(name: str) -> bool:
