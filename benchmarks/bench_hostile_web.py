@@ -84,7 +84,8 @@ def over_the_wire(url: str, n: int) -> None:
     print("\n## 2. Over the wire (ms per request)\n")
     print("| request | status | median | p95 | requests |\n|---|---|---|---|---|")
     cases = {"GET / (the page)": lambda: session.get(url + "/", timeout=30),
-             "GET /, unknown Host": lambda: session.get(url + "/", headers={"Host": "evil.example"}, timeout=30),
+             "GET /, unknown Host": lambda: session.get(url + "/", headers={"Host": "evil.example"},
+                                                        timeout=30),
              "POST a photo from another site's page": lambda: post(CROSS_SITE)}
     for name, fn in cases.items():
         status = fn().status_code
