@@ -87,6 +87,12 @@ SETTINGS: Tuple[Setting, ...] = (
     _app("RESULT_TTL", 3600, float, "seconds a result (with its upload) is kept after its last use"),
     _app("BATCH_MAX_FILES", 20, int, "photos (or depth ids) in one batch request; more get 413 "
          "`too_many_files`"),
+    # Flask reads a key TRUSTED_HOSTS itself, as a list with no rule for IP addresses: hence another key
+    Setting("DEPTHMAP_TRUSTED_HOSTS", "", str, "host names the server answers to besides IP addresses and "
+            "`localhost`, which always work: comma-separated, `.example.com` with its subdomains, `*` any "
+            "name; a request for another name gets 400 `bad_host` (a DNS-rebinding page names its own; "
+            "see [Self-hosting, \"Security\"](self-hosting.md#security))", key="TRUSTED_HOST_NAMES",
+            shown_default="none"),
     _app("SECRET_KEY", None, str, "Flask's secret key (nothing uses sessions yet)", "random per process"),
     # admission (app.gate)
     _app("INFERENCE_SLOTS", 1, int, "depth maps computed at once per worker (decode + inference)"),

@@ -6,8 +6,11 @@ Shared by the page and the API; no Flask here, so it is tested like the pipeline
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import io
 import re
+import secrets
 import threading
 import time
 from collections import OrderedDict
@@ -44,6 +47,11 @@ def safe_stem(filename: Optional[str]) -> str:
     return stem or "photo"
 
 
+def owner_of(token: str) -> str:
+    """What a result keeps of its owner token: its SHA-256, so that the store's contents delete nothing."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
 def ms_since(t0: float) -> float:
     return round((time.perf_counter() - t0) * 1000.0, 2)
 
@@ -55,6 +63,7 @@ class Result:
     entry: Entry
     cached: bool
     timings_ms: Dict[str, float] = field(default_factory=dict)
+    token: Optional[str] = None  # the owner token: only for whoever uploaded the photo
 
 
 class DepthService:
@@ -86,36 +95,56 @@ class DepthService:
             raise OptionError("model", f"{opts.model} is not loaded on this server, which runs "
                                        f"{', '.join(self.models)} (DEPTHMAP_MODELS sets which)") from None
 
-    def from_upload(self, data: bytes, name: str, opts: Options) -> Result:
-        """Raw depth of an upload for ``opts``' depth options; a repeated upload costs nothing.
-        ``name`` is the download stem (see ``safe_stem``). Raises ``pipeline.ImageError`` for bytes
-        that are not a usable image, ``gate.Busy`` when the process is at capacity,
-        ``store.StoreUnavailable`` when the shared store is down or full."""
+    def from_upload(self, data: bytes, name: str, opts: Options, token: Optional[str] = None) -> Result:
+        """Raw depth of an upload for ``opts``' depth options, with a new owner token for the uploader
+        (DELETE asks for it). ``token``, one this server gave for an earlier upload of the same bytes,
+        answers with that result at no cost; another uploader of those bytes never sees it and gets a
+        result (and an inference) of their own. ``name`` is the download stem (see ``safe_stem``).
+        Raises ``pipeline.ImageError`` for bytes that are not a usable image, ``gate.Busy`` when the
+        process is at capacity, ``store.StoreUnavailable`` when the shared store is down or full."""
         model = self.model_for(opts)  # before the store: an id never answers for a model not loaded
-        key = depth_id(self.store.secret(), data, opts.depth_options())
-        hit = self.store.get(key)
-        if hit is not None:
-            if hit.name != name:  # same photo under a new name: downloads should use the new one
-                hit = replace(hit, name=name)
-                self.store.put(hit)
-            return Result(hit, True, no_work())
+        if token is not None:
+            hit = self._owned(data, name, opts, owner_of(token))
+            if hit is not None:
+                return Result(hit, True, no_work(), token)
+        token = secrets.token_hex(16)  # only the server makes them: none is ever a client's guess
+        return replace(self._infer(data, name, opts, model, owner_of(token)), token=token)
+
+    def owns(self, entry: Entry, token: str) -> bool:
+        """Whether ``token`` is the owner token of ``entry`` (or of the upload it was re-rendered from)."""
+        return bool(entry.owner) and hmac.compare_digest(owner_of(token), entry.owner)
+
+    def _owned(self, data: bytes, name: str, opts: Options, owner: str) -> Optional[Entry]:
+        """``owner``'s stored result of these bytes at ``opts``' depth options, under ``name``."""
+        hit = self.store.get(depth_id(self.store.secret(), data, opts.depth_options(), owner))
+        if hit is None or hit.owner != owner:
+            return None
+        if hit.name != name:  # the owner's same photo under a new name: downloads use the new one
+            hit = replace(hit, name=name)
+            self.store.put(hit)
+        return hit
+
+    def _infer(self, data: bytes, name: str, opts: Options, model: Model, owner: str) -> Result:
+        """A new result of ``owner`` for these bytes, inferred now and stored."""
+        key = depth_id(self.store.secret(), data, opts.depth_options(), owner)
         with self.gate.slot():  # decoding is inside: a waiting request holds only its compressed bytes
             pred = predict(data, model, opts, self.max_pixels, self.max_side)
         if pred.photo.nbytes >= TRIM_FROM_BYTES:  # the decoder's and preprocessing's copies
             trim_heap()
-        entry = Entry(key, data, name, opts.depth_options(), pred.photo, pred.depth, pred.pred, pred.pad_box)
+        entry = Entry(key, data, name, opts.depth_options(), pred.photo, pred.depth, pred.pred, pred.pad_box,
+                      owner)
         self.store.put(entry)
         return Result(entry, False, pred.timings_ms)
 
     def for_options(self, entry: Entry, opts: Options) -> Result:
         """The depth of ``entry``'s upload for ``opts``: ``entry`` itself if its depth options are
         unchanged; a new upsampling of its cached network output if only those changed; else a new
-        inference of the same upload."""
+        inference of the same upload. A new result belongs to ``entry``'s owner, whoever asks."""
         wanted = opts.depth_options()
         if wanted == dict(entry.depth_opts):
             return Result(entry, True, no_work())
         if all(wanted[k] == entry.depth_opts[k] for k in INFERENCE_OPTIONS):
-            key = depth_id(self.store.secret(), entry.data, wanted)
+            key = depth_id(self.store.secret(), entry.data, wanted, entry.owner)
             hit = self.store.get(key)
             if hit is not None:
                 return Result(hit, True, no_work())
@@ -126,7 +155,11 @@ class DepthService:
             new = replace(entry, id=key, depth_opts=wanted, depth=depth)
             self.store.put(new)
             return Result(new, False, timings)
-        return self.from_upload(entry.data, entry.name, opts)
+        model = self.model_for(opts)
+        hit = self._owned(entry.data, entry.name, opts, entry.owner)
+        if hit is not None:
+            return Result(hit, True, no_work())
+        return self._infer(entry.data, entry.name, opts, model, entry.owner)
 
     def render(self, entry: Entry, opts: Options, views: Sequence[str], max_side: Optional[int] = None,
                fmt: str = "png") -> Tuple[Dict[str, bytes], Dict[str, float]]:

@@ -54,6 +54,8 @@ LOCAL_ENTRIES = 2  # results whose arrays this process keeps in memory, in front
 MOUNTS = Path("/proc/self/mounts")
 RAM_FILESYSTEMS = ("tmpfs", "ramfs")  # file systems whose files live in memory, never on a disk
 REDIS_PERSISTENCE_CHECK_S = 60  # how long the answer of Redis's CONFIG GET is trusted
+STORED_NAME = re.compile(r"[\w.-]{1,64}")  # what service.safe_stem makes: no quote, slash or control
+STORED_OWNER = re.compile(r"(?:[0-9a-f]{64})?")
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,7 @@ class Entry:
     depth: np.ndarray  # (H, W) float32 relative inverse depth
     pred: np.ndarray  # (h, w) float32 network output: a new upsampling needs no new inference
     pad_box: Optional[Tuple[int, int, int]] = None
+    owner: str = ""  # SHA-256 of the owner token its uploader was given ("": nobody's, cannot be deleted)
 
     @property
     def nbytes(self) -> int:
@@ -84,13 +87,15 @@ class StoreUnavailable(Exception):
         self.retry_after = retry_after
 
 
-def depth_id(secret: bytes, data: bytes, depth_opts: Mapping[str, Any]) -> str:
+def depth_id(secret: bytes, data: bytes, depth_opts: Mapping[str, Any], owner: str = "") -> str:
     """The key of one result: a keyed hash (HMAC-SHA256 with the deployment's ``secret``) of the uploaded
-    bytes and the options the raw depth depends on. The same photo gives the same id on every worker, but
-    nobody without the secret can work out the id of a photo they have not uploaded here."""
+    bytes, the options the raw depth depends on and its ``owner``. The same photo of the same owner gives
+    the same id on every worker; nobody without the secret can work out the id of a photo they have not
+    uploaded here, and someone who uploads the same bytes gets an id, and a result, of their own."""
     h = hmac.new(secret, data, hashlib.sha256)
     for name in sorted(depth_opts):
         h.update(f"|{name}={depth_opts[name]!r}".encode())
+    h.update(f"|owner={owner}".encode())
     return h.hexdigest()[:32]
 
 
@@ -126,14 +131,20 @@ def npy_array(buf: memoryview) -> np.ndarray:
 
 def encode_meta(entry: Entry, version: str) -> Dict[str, Any]:
     return {"version": version, "id": entry.id, "name": entry.name, "depth_opts": dict(entry.depth_opts),
-            "pad_box": list(entry.pad_box) if entry.pad_box is not None else None}
+            "pad_box": list(entry.pad_box) if entry.pad_box is not None else None, "owner": entry.owner}
 
 
 def decode_entry(meta: Mapping[str, Any], data: bytes, arrays: Mapping[str, memoryview]) -> Entry:
-    pad_box = meta["pad_box"]
-    return Entry(meta["id"], data, meta["name"], meta["depth_opts"],
+    """The entry in stored ``meta`` and parts; ``ValueError`` where the name (it goes into download
+    headers) or the owner is not one this server writes."""
+    pad_box, stem, owner = meta["pad_box"], meta["name"], meta["owner"]
+    if not (isinstance(stem, str) and STORED_NAME.fullmatch(stem)):
+        raise ValueError("a stored name that is not a download name")
+    if not (isinstance(owner, str) and STORED_OWNER.fullmatch(owner)):
+        raise ValueError("a stored owner that is not a digest")
+    return Entry(meta["id"], data, stem, meta["depth_opts"],
                  *(npy_array(arrays[name]) for name in ARRAYS),
-                 tuple(pad_box) if pad_box is not None else None)
+                 tuple(pad_box) if pad_box is not None else None, owner)
 
 
 # the shared interface, with the in-process front ---------------------------------------------------------

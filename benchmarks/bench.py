@@ -541,7 +541,7 @@ def serve_run(weights: Path, workers: int, engine: str, samples: Dict[str, bytes
                 t = time.perf_counter()
                 answer = call("POST", url + "/api/v1/depth", files={"image": ("p", big + os.urandom(8))},
                               data={"views": "none"}).json()
-                depth_id = answer["depth_id"]
+                depth_id, owner = answer["depth_id"], {"X-Owner-Token": answer["owner_token"]}
                 call("GET", f"{url}/api/v1/depth/{depth_id}/preview.npy", params={"max_side": 1600})
                 call("GET", f"{url}/api/v1/depth/{depth_id}/photo.png", params={"max_side": 1600})
                 out["page_s"] = time.perf_counter() - t
@@ -550,7 +550,7 @@ def serve_run(weights: Path, workers: int, engine: str, samples: Dict[str, bytes
                 # each API request from the same clean start: the earlier result deleted (the worker
                 # keeps the last two results it used in memory), the peak counter reset
                 for fmt in ("png", "jpeg"):
-                    call("DELETE", f"{url}/api/v1/depth/{depth_id}")
+                    call("DELETE", f"{url}/api/v1/depth/{depth_id}", headers=owner)
                     reset_peaks(pids)
                     t = time.perf_counter()
                     r = call("POST", url + "/api/v1/depth", files={"image": ("p", big + os.urandom(8))},
@@ -560,7 +560,7 @@ def serve_run(weights: Path, workers: int, engine: str, samples: Dict[str, bytes
                     out[f"api_{fmt}_ratio"] = out[f"api_{fmt}_s"] * 1000 / body["timings_ms"]["infer"]
                     out[f"api_{fmt}"] = max(peak_rss_mb(pid) for pid in pids)
                     out[f"api_{fmt}_mb"] = len(r.content) / 1e6
-                    depth_id = body["depth_id"]
+                    depth_id, owner = body["depth_id"], {"X-Owner-Token": body["owner_token"]}
             else:
                 # the heaviest single request: 12 MP, all three views at full size, base64 in JSON
                 for _ in range(workers):  # gunicorn may hand it to either worker

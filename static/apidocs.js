@@ -84,6 +84,7 @@
     let url = path;
     const query = new URLSearchParams();
     const data = new FormData();
+    const headers = { Accept: "application/json" };
     let json = null;
     for (const input of form.querySelectorAll("[data-where]")) {
       const { name, where } = input.dataset;
@@ -92,10 +93,11 @@
       if (input.value === "") continue;
       if (where === "path") url = url.replace(`{${name}}`, encodeURIComponent(input.value));
       else if (where === "query") query.set(name, input.value);
+      else if (where === "header") headers[name] = input.value; // X-Owner-Token
       else data.append(name, input.value);
     }
     if (query.toString()) url += `?${query}`;
-    const init = { method: method.toUpperCase(), headers: { Accept: "application/json" } };
+    const init = { method: method.toUpperCase(), headers };
     if (bodyType === "multipart/form-data") init.body = data;
     else if (bodyType) { init.body = json; init.headers["Content-Type"] = "application/json"; }
     out.replaceChildren(el("p", { className: "muted", textContent: `${init.method} ${url} …` }));

@@ -50,11 +50,12 @@ def test_depth_answers_views_id_and_timings(client, samples) -> None:
     assert "infer;dur=" in r.headers["Server-Timing"]
 
 
-def test_same_photo_again_comes_from_the_cache(client, samples) -> None:
+def test_same_photo_again_with_its_owner_token_comes_from_the_cache(client, samples) -> None:
     first = post_depth(client, samples["coffee"], views="none").get_json()
-    again = post_depth(client, samples["coffee"], views="none").get_json()
+    again = post_depth(client, samples["coffee"], views="none",
+                       headers={"X-Owner-Token": first["owner_token"]}).get_json()
     assert again["depth_id"] == first["depth_id"] and again["cached"]
-    assert again["timings_ms"]["infer"] == 0.0
+    assert again["timings_ms"]["infer"] == 0.0 and again["owner_token"] == first["owner_token"]
 
 
 def test_options_reach_the_pipeline(client, samples) -> None:
@@ -91,7 +92,7 @@ def test_accept_png_with_several_views_is_refused(client, samples) -> None:
 
 def test_format_jpeg_gives_jpeg_colour_views_and_a_lossless_gray(client, samples) -> None:
     png = post_depth(client, samples["chelsea"]).get_json()
-    r = post_depth(client, samples["chelsea"], format="jpeg")
+    r = post_depth(client, samples["chelsea"], format="jpeg", headers={"X-Owner-Token": png["owner_token"]})
     assert r.status_code == 200 and r.mimetype == "application/json"
     body = r.get_json()
     assert body["depth_id"] == png["depth_id"] and list(body["views"]) == ["heatmap", "overlay", "gray"]
@@ -211,11 +212,12 @@ def test_unicode_filename_survives_in_downloads(client, samples) -> None:
 def test_deleted_depth_is_a_404_with_advice(client, samples) -> None:
     body = post_depth(client, samples["chelsea"], views="none").get_json()
     assert client.get(f"/api/v1/depth/{body['depth_id']}.npy").status_code == 200
-    deleted = client.delete(f"/api/v1/depth/{body['depth_id']}")
+    owner = {"X-Owner-Token": body["owner_token"]}
+    deleted = client.delete(f"/api/v1/depth/{body['depth_id']}", headers=owner)
     assert deleted.status_code == 204 and deleted.data == b""
-    again = client.delete(f"/api/v1/depth/{body['depth_id']}")
+    again = client.delete(f"/api/v1/depth/{body['depth_id']}", headers=owner)
     assert again.status_code == 404 and again.get_json()["error"] == "not_cached"
-    assert client.delete("/api/v1/depth/not-an-id").get_json()["error"] == "not_cached"
+    assert client.delete("/api/v1/depth/not-an-id", headers=owner).get_json()["error"] == "not_cached"
     for r in (client.get(f"/api/v1/depth/{body['depth_id']}.npy"),
               client.get(f"/api/v1/depth/{body['depth_id']}/heatmap.png"),
               client.post("/api/v1/render", json={"depth_id": body["depth_id"]})):

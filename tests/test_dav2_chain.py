@@ -63,10 +63,13 @@ def test_a_server_with_both_models(two_model_app, dav2_reference_dir, samples) -
     assert bad.status_code == 422 and bad.get_json()["error"] == "bad_option"
     assert "364 or 518" in bad.get_json()["message"]
 
-    # re-rendering a MiDaS result with the other model runs the same upload through it
-    again = client.post("/api/v1/render", json={"depth_id": midas["depth_id"], "model": DAV2.name,
-                                                 "size": 364, "views": "none"}).get_json()
-    assert again["depth_id"] == body["depth_id"] and again["cached"]
+    # re-rendering a MiDaS result with the other model runs the same upload through it: the depth of the
+    # other model's own upload (a result of the MiDaS result's owner, not of that upload's), then kept
+    to_dav2 = {"depth_id": midas["depth_id"], "model": DAV2.name, "size": 364, "views": "none"}
+    again = client.post("/api/v1/render", json=to_dav2).get_json()
+    assert again["depth_id"] not in (body["depth_id"], midas["depth_id"]) and not again["cached"]
+    assert np.array_equal(np.load(io.BytesIO(client.get(f"/api/v1/depth/{again['depth_id']}.npy").data)), raw)
+    assert client.post("/api/v1/render", json=to_dav2).get_json()["depth_id"] == again["depth_id"]
 
     # everything downstream takes the new model's depth unchanged
     exported = client.get(f"/api/v1/depth/{body['depth_id']}.zip")

@@ -117,7 +117,8 @@ def test_cached_results_are_served_even_when_full(client, app, samples, monkeypa
     release, entered = threading.Event(), threading.Event()
     holder = hold(gate, release, entered)
     try:
-        again = client.post("/api/v1/depth", **form_data({"image": (samples["chelsea"], "c.png")}))
+        again = client.post("/api/v1/depth", headers={"X-Owner-Token": first.get_json()["owner_token"]},
+                            **form_data({"image": (samples["chelsea"], "c.png")}))
         view = client.get(f"/api/v1/depth/{first.get_json()['depth_id']}/heatmap.png?colormap=jet")
         assert again.status_code == 200 and view.status_code == 200
     finally:

@@ -37,10 +37,27 @@ def test_repeated_upload_is_not_inferred_again(model, file_store, samples) -> No
 
     service = DepthService({"midas-small": counting}, file_store)
     first = service.from_upload(samples["chelsea"], "chelsea", Options())
-    again = service.from_upload(samples["chelsea"], "cat", Options(colormap="jet"))
+    again = service.from_upload(samples["chelsea"], "cat", Options(colormap="jet"), first.token)
     assert not first.cached and again.cached and len(calls) == 1
     assert again.entry.id == first.entry.id and again.entry.name == "cat"
-    assert again.timings_ms["infer"] == 0.0
+    assert again.timings_ms["infer"] == 0.0 and again.token == first.token
+
+
+def test_someone_elses_upload_of_the_same_bytes_is_theirs_alone(model, file_store, samples) -> None:
+    calls = []
+    service = DepthService({"midas-small": lambda x: calls.append(1) or model(x)}, file_store)
+    first = service.from_upload(samples["chelsea"], "alice", Options())
+    other = service.from_upload(samples["chelsea"], "bob", Options())
+    guess = service.from_upload(samples["chelsea"], "eve", Options(), "0" * 32)  # a token never given
+    assert len(calls) == 3 and not other.cached and not guess.cached
+    assert len({first.entry.id, other.entry.id, guess.entry.id}) == 3
+    assert len({first.token, other.token, guess.token, "0" * 32}) == 4
+    assert file_store.get(first.entry.id).name == "alice"
+    assert service.owns(first.entry, first.token) and not service.owns(first.entry, other.token)
+    # a result re-rendered from the first (by anyone who has its id) is still its uploader's
+    bigger = service.for_options(other.entry, Options(size=384))
+    assert service.owns(bigger.entry, other.token) and not service.owns(bigger.entry, first.token)
+    assert bigger.token is None
 
 
 def test_new_size_reinfers_the_cached_upload(model, file_store, samples) -> None:

@@ -24,11 +24,12 @@ def points(depth: np.ndarray) -> Dict[str, object]:
                        {"u": 0.75, "v": 0.5, "metres": 5.0 if left > right else 2.0}]}
 
 
-def upload(url: str, name: str) -> str:
+def upload(url: str, name: str) -> Tuple[str, str]:
+    """The depth_id and owner token of a sample uploaded to ``url``."""
     r = requests.post(url + "/api/v1/depth", files={"image": (f"{name}.png", SAMPLES[name].read_bytes())},
                       data={"views": "none"}, timeout=120)
     assert r.status_code == 200, r.text
-    return r.json()["depth_id"]
+    return r.json()["depth_id"], r.json()["owner_token"]
 
 
 def zip_contents(data: bytes) -> Dict[str, bytes]:
@@ -76,7 +77,7 @@ def follow_ups(url: str, i: str, j: str) -> Dict[str, Tuple[int, object]]:
 def check_shared(a: str, b: str) -> None:
     """A photo uploaded on ``a``: every follow-up gives the same answer on ``b``; a result made on ``b``
     by a re-render is there on ``a``; a DELETE on ``b`` is gone on ``a`` at once."""
-    i, j = upload(a, "chelsea"), upload(a, "rocket")
+    (i, token), (j, _) = upload(a, "chelsea"), upload(a, "rocket")
     on_b = follow_ups(b, i, j)
     on_a = follow_ups(a, i, j)
     assert {k: v[0] for k, v in on_b.items()} == dict.fromkeys(on_b, 200)
@@ -86,16 +87,18 @@ def check_shared(a: str, b: str) -> None:
     new_id = guided[1]["depth_id"]  # made on b (on its own first call), read on a
     depth = np.load(io.BytesIO(requests.get(f"{a}/api/v1/depth/{new_id}.npy", timeout=60).content))
     assert depth.dtype == np.float32 and depth.ndim == 2
-    # the same photo uploaded on b is recognised: the id is the deployment's, not the process's
+    # the same photo uploaded on b with its owner token is recognised: the id is the deployment's, not
+    # the process's
+    owner = {"X-Owner-Token": token}
     again = requests.post(b + "/api/v1/depth", files={"image": ("x.png", SAMPLES["chelsea"].read_bytes())},
-                          data={"views": "none"}, timeout=120).json()
+                          data={"views": "none"}, headers=owner, timeout=120).json()
     assert again["depth_id"] == i and again["cached"]
     # deleted on b: gone everywhere at once
-    assert requests.delete(f"{b}/api/v1/depth/{i}", timeout=30).status_code == 204
+    assert requests.delete(f"{b}/api/v1/depth/{i}", headers=owner, timeout=30).status_code == 204
     for url in (a, b):
         r = requests.get(f"{url}/api/v1/depth/{i}/heatmap.png", timeout=30)
         assert r.status_code == 404 and r.json()["error"] == "not_cached"
-    assert requests.delete(f"{a}/api/v1/depth/{i}", timeout=30).status_code == 404
+    assert requests.delete(f"{a}/api/v1/depth/{i}", headers=owner, timeout=30).status_code == 404
 
 
 def test_two_servers_share_the_embedded_store_and_it_survives_a_restart(weights_path, tmp_path) -> None:
@@ -107,7 +110,7 @@ def test_two_servers_share_the_embedded_store_and_it_survives_a_restart(weights_
         assert requests.get(a + "/healthz", timeout=10).json()["pid"] != \
             requests.get(b + "/healthz", timeout=10).json()["pid"]
         check_shared(a, b)
-        kept = upload(a, "coffee")
+        kept, _ = upload(a, "coffee")
         before = requests.get(f"{b}/api/v1/depth/{kept}.npy", timeout=30).content
         assert requests.get(a + "/healthz", timeout=10).json()["store"]["entries"] >= 3
     (tmp_path / "c").mkdir()
@@ -123,7 +126,7 @@ def test_two_servers_share_redis_and_recover_when_it_comes_back(weights_path, tm
     with running_server(weights_path, tmp_path / "a" / "server.log", env=env) as (a, _), \
             running_server(weights_path, tmp_path / "b" / "server.log", env=env) as (b, _):
         check_shared(a, b)
-        kept = upload(a, "coffee")
+        kept, _ = upload(a, "coffee")
         redis_server.stop()
         try:
             for r in (requests.get(f"{b}/api/v1/depth/{kept}.npy", timeout=60),
@@ -136,7 +139,7 @@ def test_two_servers_share_redis_and_recover_when_it_comes_back(weights_path, tm
         finally:
             redis_server.start()  # an empty Redis: what was kept is gone, new work goes on
         assert requests.get(f"{b}/api/v1/depth/{kept}.npy", timeout=60).status_code == 404
-        i = upload(b, "rocket")
+        i, _ = upload(b, "rocket")
         assert requests.get(f"{a}/api/v1/depth/{i}.npy", timeout=60).status_code == 200
         assert "Traceback" not in (tmp_path / "a" / "server.log").read_text()
 

@@ -11,19 +11,28 @@ from typing import Any, Dict, Mapping
 from flask import Flask, Response
 
 from ..store import in_memory
-from . import api, batch, errors, exports, health, i18n, live, measure, openapi, page, stereo, video
+from . import (api, batch, errors, exports, guards, health, i18n, live, measure, openapi, page, stereo,
+               video)
 from .reading import InMemoryRequest
 
 # Content-Security-Policy: everything from this origin only; images may also be data: URIs (the API's
 # inline views) and blob: (the studio's local previews); no inline script, no framing
 CSP = ("default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; object-src 'none'; "
        "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+# powerful features the studio never uses, off for it and anything it could be made to load (only names
+# Chromium knows: it logs an error for an unknown one)
+PERMISSIONS = ("accelerometer", "camera", "display-capture", "geolocation", "gyroscope", "hid",
+               "magnetometer", "microphone", "midi", "payment", "publickey-credentials-get",
+               "screen-wake-lock", "serial", "usb", "xr-spatial-tracking")
 SECURITY_HEADERS: Mapping[str, str] = {
     "Content-Security-Policy": CSP,
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",  # frame-ancestors for browsers that predate CSP 2
     "Cross-Origin-Opener-Policy": "same-origin",
+    # another site's page may not even embed a result as an image or script (Spectre-style reads)
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "Permissions-Policy": ", ".join(f"{name}=()" for name in PERMISSIONS),
 }
 
 
@@ -34,9 +43,11 @@ def add_security_headers(response: Response) -> Response:
 
 
 def init_app(app: Flask) -> None:
-    """Request reading, the error handler, security headers, the page in two languages and every route."""
+    """Request reading, the error handler, the request guards, security headers, the page in two languages
+    and every route."""
     app.request_class = InMemoryRequest
     errors.init_app(app)
+    guards.init_app(app)  # first: no other work for a request it refuses
     app.after_request(add_security_headers)
     # the studio sets no cookies; should a later feature use Flask's session, it is locked down
     app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any, Dict, Iterator, Mapping
+import re
+from typing import Any, Dict, Iterator, Mapping, Optional
 
 from flask import Blueprint, Response, request
 
@@ -12,13 +13,15 @@ from ..options import Options
 from ..pipeline import EXTENSIONS, IMAGE_FORMATS, view_format
 from ..service import Result
 from .errors import ApiError
-from .reading import (DEPTH_ID, NOT_CACHED, attach, cached_entry, depth_service, read_display_options,
+from .reading import (NOT_CACHED, attach, cached_entry, depth_service, read_display_options,
                       read_format, read_json_object, read_max_side, read_options, read_upload,
                       read_views)
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
 IMAGE_VIEWS = ("heatmap", "overlay", "gray", "photo")
+OWNER_HEADER = "X-Owner-Token"
+OWNER_TOKEN = re.compile(r"[0-9a-f]{32}")
 BASE64_SLICE = 3 << 18  # image bytes base64-encoded at a time (a multiple of 3: the slices' text joins up)
 
 
@@ -56,21 +59,39 @@ def _answer(result: Result, opts: Options, views: tuple, fmt: str) -> Response:
         height, width = result.entry.depth.shape
         fields = dict(width=width, height=height, depth_id=result.entry.id, cached=result.cached,
                       options=opts.as_dict(), timings_ms=timings)
+        if result.token:
+            fields["owner_token"] = result.token
         response = Response(json_with_images(fields, images, fmt), mimetype="application/json")
     response.headers["X-Depth-Id"] = result.entry.id
+    if result.token:  # the uploader's alone: never kept by a cache on the way
+        response.headers[OWNER_HEADER] = result.token
+        response.headers["Cache-Control"] = "no-store"
     # the standard header browsers' developer tools show next to the request
     response.headers["Server-Timing"] = ", ".join(f"{k};dur={v}" for k, v in timings.items())
     return response
 
 
+def read_owner_token() -> Optional[str]:
+    """The request's ``X-Owner-Token``: None if it has none, a 400 if it is not a token of this server's
+    form."""
+    token = request.headers.get(OWNER_HEADER)
+    if token is None:
+        return None
+    if not OWNER_TOKEN.fullmatch(token.strip()):
+        raise ApiError("bad_token", f"{OWNER_HEADER} must be the 32 hex digits an upload answered.")
+    return token.strip()
+
+
 @bp.post("/depth")
 def depth() -> Response:
-    """Multipart ``image`` plus options -> views and a ``depth_id`` for later re-renders."""
+    """Multipart ``image`` plus options -> views, a ``depth_id`` for later re-renders and an
+    ``owner_token`` for DELETE. With the ``X-Owner-Token`` of an earlier upload of the same photo, that
+    result again, without inference."""
     data, name = read_upload()
     opts = read_options(request.form, strict=True)
     views = read_views(request.form)
     fmt = read_format(request.form)
-    return _answer(depth_service().from_upload(data, name, opts), opts, views, fmt)
+    return _answer(depth_service().from_upload(data, name, opts, read_owner_token()), opts, views, fmt)
 
 
 def _body() -> Mapping[str, Any]:
@@ -125,8 +146,15 @@ def view_png(depth_id: str, view: str) -> Response:
 
 @bp.delete("/depth/<depth_id>")
 def delete_depth(depth_id: str) -> Response:
-    """Deletes the result (its upload, photo and depth) at once, on every worker: 204, or 404 if it was
-    not kept."""
-    if not (DEPTH_ID.fullmatch(depth_id) and depth_service().store.delete(depth_id)):
+    """Deletes the result (its upload, photo and depth) at once, on every worker, for whoever uploaded
+    it: 204 with its ``X-Owner-Token``, 403 without it, 404 if it was not kept."""
+    token = read_owner_token()
+    if token is None:
+        raise ApiError("not_owner", f"Deleting a result needs the {OWNER_HEADER} its upload answered.")
+    entry = cached_entry(depth_id)
+    if not depth_service().owns(entry, token):
+        raise ApiError("not_owner", f"That {OWNER_HEADER} is not the one of the upload that made this "
+                       "result; only its uploader may delete it.")
+    if not depth_service().store.delete(depth_id):
         raise ApiError("not_cached", NOT_CACHED)
     return Response(status=204)

@@ -74,7 +74,7 @@ def batch() -> Response:
         height, width = result.entry.depth.shape
         entries.append(result.entry)
         report.append({"name": upload.filename or name, "depth_id": result.entry.id, "width": width,
-                       "height": height, "cached": result.cached})
+                       "height": height, "cached": result.cached, "owner_token": result.token})
     if want_zip:
         return send_bytes(_zip(entries, opts, views, report), "application/zip", "batch.zip")
     return jsonify(results=report, options=opts.as_dict())

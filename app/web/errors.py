@@ -43,6 +43,15 @@ ERRORS: Mapping[str, Code] = {
     "corrupt": Code((400,), "a damaged image (truncated JPEG or PNG, bad checksum); a video whose structure "
                             "cannot be read (an MP4 cut before its index)"),
     "missing_depth_id": Code((400,), "a render (or a batch zip) without `depth_id`"),
+    "bad_host": Code((400,), "a `Host` that is not an IP address, `localhost` or a name in "
+                             "`DEPTHMAP_TRUSTED_HOSTS` (DNS rebinding)"),
+    "bad_redirect": Code((400,), "a control character (CR, LF, tab…) in `next` of `/lang/<code>`, which "
+                                 "would go into the `Location` header"),
+    "bad_token": Code((400,), "an `X-Owner-Token` that is not 32 hex digits"),
+    "cross_site": Code((403,), "a POST or DELETE sent by another site's page (by its `Sec-Fetch-Site`, "
+                               "else its `Origin`)"),
+    "not_owner": Code((403,), "a DELETE without the `X-Owner-Token` of the upload that made the result, "
+                              "or with another one"),
     "not_cached": Code((404,), "the result is no longer kept (expired, pushed out or deleted): upload "
                                "again"),
     "not_found": Code((404,), "an unknown URL, view or language; a video job's zip that was not asked for"),

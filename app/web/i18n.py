@@ -7,10 +7,12 @@ API's error messages stay English, with stable codes, so scripts never depend on
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any, Dict
 
 from flask import Blueprint, Flask, Response, redirect, request
 from flask_babel import Babel, get_locale, gettext
+from werkzeug.urls import iri_to_uri
 
 from .errors import ApiError
 
@@ -73,15 +75,24 @@ def current() -> str:
     return "zh_Hans" if loc is not None and loc.language == "zh" else "en"
 
 
+def local_target(target: str) -> str:
+    """Where ``/lang/<code>`` goes back to: ``target`` if it is a path on this site (non-ASCII
+    percent-encoded, as a header needs), else the page. A control character is a 400: browsers drop
+    tabs and newlines from a URL, so ``/<tab>/evil.example`` would leave the site."""
+    if any(unicodedata.category(ch) == "Cc" for ch in target):
+        raise ApiError("bad_redirect", "The 'next' address holds a control character.")
+    # "//host" and "/\\host" are other sites to a browser, as is anything with a scheme
+    if not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    return iri_to_uri(target)
+
+
 @bp.get("/lang/<code>")
 def choose(code: str) -> Response:
     """Remembers the user's language (a cookie for a year) and goes back to the page they were on."""
     if code not in LANGUAGES:
         raise ApiError("not_found", f"Unknown language {code[:20]!r}; use one of {', '.join(LANGUAGES)}.")
-    target = request.args.get("next", "/")
-    if not target.startswith("/") or target.startswith("//") or "\\" in target:
-        target = "/"  # only this site's own pages: never an open redirect
-    response = redirect(target, code=303)
+    response = redirect(local_target(request.args.get("next", "/")), code=303)
     # nothing secret, but no script needs it either, so HttpOnly; Lax keeps it first-party
     response.set_cookie(COOKIE, code, max_age=COOKIE_AGE, samesite="Lax", httponly=True, path="/")
     return response

@@ -33,6 +33,9 @@ FORMAT_PARAM = {"type": "string", "enum": list(IMAGE_FORMATS), "default": "png",
                 "description": "the images' format: `png` (lossless) or `jpeg` (lossy, far smaller and "
                                "faster at full size); for the colour views and the photo, gray stays PNG"}
 IMAGE_CONTENT = {mime: {"schema": {"type": "string", "format": "binary"}} for mime in IMAGE_FORMATS.values()}
+OWNER_TOKEN = {"type": "string", "pattern": "^[0-9a-f]{32}$",
+               "description": "the owner token the upload answered, for its uploader alone"}
+OWNER_PARAM = {"name": "X-Owner-Token", "in": "header", "required": False, "schema": OWNER_TOKEN}
 
 
 def _ref(name: str) -> Dict[str, str]:
@@ -101,10 +104,12 @@ ROUTES: Mapping[str, Dict[str, Any]] = {
                               "JPEG with `format=jpeg`); with one view and an `Accept` that prefers its "
                               "image type to JSON (`image/png`, or `image/jpeg` with `format=jpeg`), that "
                               "image",
-                              "headers": {"X-Depth-Id": {"schema": DEPTH_ID}},
+                              "headers": {"X-Depth-Id": {"schema": DEPTH_ID},
+                                          "X-Owner-Token": {"schema": OWNER_TOKEN}},
                               "content": {"application/json": {"schema": _ref("DepthResult")},
                                           **IMAGE_CONTENT}},
                       **_errors(400, 406, 413, 415, 422, 503)},
+        "parameters": [OWNER_PARAM],
     },
     "api.render": {
         "requestBody": {"required": True, "content": {
@@ -120,8 +125,9 @@ ROUTES: Mapping[str, Dict[str, Any]] = {
     },
     "api.depth_npy": {"responses": {"200": _file("application/octet-stream", "float32 H×W .npy"),
                                     **_errors(404, 503)}},
-    "api.delete_depth": {"responses": {"204": {"description": "deleted, on every worker"},
-                                       **_errors(404, 503)}},
+    "api.delete_depth": {"parameters": [{**OWNER_PARAM, "required": True}],
+                         "responses": {"204": {"description": "deleted, on every worker"},
+                                       **_errors(400, 403, 404, 503)}},
     "api.view_png": {
         "parameters": [*_display_query(),
                        {"name": "max_side", "in": "query", "required": False, "schema": {
@@ -218,6 +224,7 @@ SCHEMAS: Dict[str, Any] = {
                                                    "views", "timings_ms"], "properties": {
         "width": {"type": "integer", "minimum": 1}, "height": {"type": "integer", "minimum": 1},
         "depth_id": DEPTH_ID, "cached": {"type": "boolean"}, "options": _ref("Options"),
+        "owner_token": {**OWNER_TOKEN, "description": "for DELETE; only in the answer to an upload"},
         "views": {"type": "object",
                   "additionalProperties": {"type": "string", "pattern": "^data:image/(png|jpeg);base64,"},
                   "description": "view name -> data URI: PNG, or JPEG with `format=jpeg` (gray: PNG)"},
@@ -239,6 +246,7 @@ SCHEMAS: Dict[str, Any] = {
         "results": {"type": "array", "items": {"type": "object", "required": ["name"], "properties": {
             "name": {"type": "string"}, "depth_id": DEPTH_ID, "width": {"type": "integer"},
             "height": {"type": "integer"}, "cached": {"type": "boolean"},
+            "owner_token": {**OWNER_TOKEN, "description": "for DELETE /api/v1/depth/{depth_id}"},
             "error": {"type": "string", "description": "this photo's error code; the others still count"},
             "message": {"type": "string"}}}}}},
     "Calibration": {"type": "object", "required": ["scale", "shift", "rmse_m", "points"], "properties": {
