@@ -368,6 +368,11 @@ def serve_cmd(bind: str, workers: Optional[int], threads: int, timeout: int, wei
     from .runtime import ONNX_ENGINES, engine_problem, resolve_engine
 
     names = model_list(models)
+    try:
+        config.trusted_host_names(config.get("DEPTHMAP_TRUSTED_HOSTS"))
+    except config.ConfigError as exc:
+        log.error("%s", exc)
+        sys.exit(2)
     for name in names:
         problem = engine_problem(engine, model=name)  # one clear line here, not a traceback per worker
         if problem:

@@ -8,11 +8,14 @@ writes the table in docs/configuration.md (a test keeps the two equal).
 from __future__ import annotations
 
 import os
+import re
 import sys
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 TRUE = frozenset({"1", "true", "yes", "on"})
+ANY_HOST = "*"  # DEPTHMAP_TRUSTED_HOSTS: every name
+HOST_NAME = re.compile(r"[a-z0-9-]+(\.[a-z0-9-]+)*")  # as IDNA gives it, no port
 FALSE = frozenset({"0", "false", "no", "off", ""})
 
 
@@ -162,6 +165,20 @@ def get(env: str, environ: Mapping[str, str] = os.environ) -> Any:
     setting = BY_ENV[env]
     raw = environ.get(env)
     return setting.default if raw is None or raw == "" else parse(setting, raw)
+
+
+def trusted_host_names(setting: str) -> Tuple[str, ...]:
+    """``DEPTHMAP_TRUSTED_HOSTS`` as a tuple of lower-case names (``.example.com``, ``*``); ``ConfigError``
+    for a name that is not one (Werkzeug's check would fail on it at every request)."""
+    names = tuple(name.strip().lower() for name in setting.split(",") if name.strip())
+    for name in names:
+        try:
+            ok = name == ANY_HOST or bool(HOST_NAME.fullmatch(name.lstrip(".").encode("idna").decode()))
+        except UnicodeError:  # an empty or over-long label
+            ok = False
+        if not ok:
+            raise ConfigError(f"DEPTHMAP_TRUSTED_HOSTS: {name[:60]!r} is not a host name")
+    return names
 
 
 def app_defaults() -> Dict[str, Any]:

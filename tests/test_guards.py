@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 
 from app.config import ConfigError
 from app.store import Entry, FileStore
-from app.web.guards import host_names, trusted_host
+from app.config import trusted_host_names as host_names
+from app.web.guards import trusted_host
 from helpers import form_data, post_depth, running_server
 
 TRUSTED = "studio.example,.lan.example"

@@ -12,7 +12,7 @@ import requests
 from PIL import Image
 
 from app.cli import on_loopback
-from helpers import running_server
+from helpers import run_cli, running_server
 
 
 @pytest.fixture(scope="module")
@@ -124,3 +124,11 @@ def test_only_a_server_reachable_from_elsewhere_warns_it_has_no_accounts(server)
     binds = ["127.0.0.1:8000", "[::1]:8000", "localhost:8000", "unix:/run/depthmap.sock", "0.0.0.0:8000",
              "[::]:8000", "192.168.1.5:8000", "studio.lan:8000"]
     assert [on_loopback(b) for b in binds] == [True] * 4 + [False] * 4
+
+
+def test_a_bad_trusted_host_name_stops_serve_with_one_line() -> None:
+    proc = run_cli(["serve", "--bind", "127.0.0.1:1"], env={"DEPTHMAP_TRUSTED_HOSTS": "studio.example, a b"},
+                   timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert "DEPTHMAP_TRUSTED_HOSTS: 'a b' is not a host name" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -14,13 +14,13 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
-from typing import Collection, Optional, Tuple
+from typing import Collection, Optional
 from urllib.parse import urlsplit
 
 from flask import Flask, request
 from werkzeug.sansio.utils import host_is_trusted
 
-from ..config import ConfigError
+from ..config import ANY_HOST, trusted_host_names
 from .errors import ApiError
 
 log = logging.getLogger(__name__)
@@ -28,25 +28,9 @@ log = logging.getLogger(__name__)
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # what Sec-Fetch-Site says of a request this site's own page made, or the user themselves (a bookmark)
 OWN_FETCH_SITES = frozenset({"same-origin", "none"})
-ANY_HOST = "*"
 # names no other site can own, so never a rebinding: browsers resolve them to this machine themselves
 LOCAL_NAMES = (".localhost",)  # localhost and its subdomains
-HOST_NAME = re.compile(r"[a-z0-9-]+(\.[a-z0-9-]+)*")  # as IDNA gives it, no port
 HOST_PARTS = re.compile(r"(\[[^\]]*\]|[^:]*)(?::[0-9]*)?")  # name or [IPv6], then an optional port
-
-
-def host_names(setting: str) -> Tuple[str, ...]:
-    """``DEPTHMAP_TRUSTED_HOSTS`` as a tuple of lower-case names (``.example.com``, ``*``); ``ConfigError``
-    for a name that is not one (Werkzeug's check would fail on it at every request)."""
-    names = tuple(name.strip().lower() for name in setting.split(",") if name.strip())
-    for name in names:
-        try:
-            ok = name == ANY_HOST or bool(HOST_NAME.fullmatch(name.lstrip(".").encode("idna").decode()))
-        except UnicodeError:  # an empty or over-long label
-            ok = False
-        if not ok:
-            raise ConfigError(f"DEPTHMAP_TRUSTED_HOSTS: {name[:60]!r} is not a host name")
-    return names
 
 
 def is_ip_literal(name: str) -> bool:
@@ -102,7 +86,7 @@ def from_this_site(method: str, fetch_site: Optional[str], origin: Optional[str]
 
 def init_app(app: Flask) -> None:
     """Both checks before every request, the host's first; the names are read once, at start."""
-    names = host_names(str(app.config["TRUSTED_HOST_NAMES"]))
+    names = trusted_host_names(str(app.config["TRUSTED_HOST_NAMES"]))
 
     @app.before_request
     def guard() -> None:
