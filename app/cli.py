@@ -438,13 +438,19 @@ def worker_cmd(workers: int, threads: Optional[int], weights: str, models: Tuple
     queue. Exit code 2 for missing weights or a bad setting.
     """
     from .jobs import from_settings
+    from .store import StoreUnavailable
 
     names = model_list(models)
     loaded = {name: load_model(weights if i == 0 else None, threads or usable_cpus(), engine, model=name)
               for i, name in enumerate(names)}
     try:
         settings = {**config.app_defaults(), **config.app_environ(), "VIDEO_WORKERS": workers}
+        # the data folder and the jobs' folder are checked as `serve` checks the data folder: this user's,
+        # nobody else's, writable
         queue = from_settings(settings, lambda: loaded)
+    except StoreUnavailable as exc:
+        log.error("%s", exc.message)
+        sys.exit(2)
     except (config.ConfigError, OSError) as exc:
         log.error("%s", exc)
         sys.exit(2)
