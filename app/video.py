@@ -206,6 +206,15 @@ def output_size(width: int, height: int, rotation: int, max_side: int) -> Tuple[
     return max(2, int(width * scale) // 2 * 2), max(2, int(height * scale) // 2 * 2)
 
 
+def decoder_max_pixels(limit: int) -> int:
+    """FFmpeg's own bound for a limit of ``limit`` pixels per frame. Its decoders check the picture they
+    allocate, padded to their alignment and (MPEG-4, H.263) with edges on every side: 64x48 is checked
+    as 96x80. Twice the limit and a margin let every frame within the limit through; a picture far
+    over it is refused before its memory is taken, and each decoded frame is then held to the limit
+    exactly."""
+    return 2 * limit + 65536
+
+
 class FrameReader:
     """Decoded frames as ``(H, W, 3)`` uint8 RGB, rotated as the file says, scaled to at most ``max_side``
     and even sides, every ``stride``-th frame, at most ``limit``. A decoding error ends the frames early:
@@ -228,7 +237,7 @@ class FrameReader:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"  # FFmpeg's own frame threads; output order is unaffected
             if self.limits.max_pixels:
-                stream.codec_context.options = {"max_pixels": str(self.limits.max_pixels)}
+                stream.codec_context.options = {"max_pixels": str(decoder_max_pixels(self.limits.max_pixels))}
             frames = container.decode(stream)
             while self.limit is None or self.read < self.limit:
                 t0 = time.perf_counter()

@@ -234,9 +234,12 @@ def _not_ready(job: Job) -> NoReturn:
 def _send(job: Job, kind: str, mimetype: str) -> Response:
     if job.state != DONE:
         _not_ready(job)
-    path = jobs().path(job, kind)
-    if path is None:
+    if kind not in job.files:
         raise ApiError("not_found", "This job made no depth zip: ask for it with depth_zip=on.")
+    path = jobs().path(job, kind)
+    if path is None:  # its record names a file that is not a plain file in the job's folder
+        log.warning("job %s: its %s file is missing or not in its folder", job.id, kind)
+        raise ApiError("not_found", "This job's file is gone.")
     # conditional: Range requests, so a <video> can seek and a download can resume
     return send_file(path, mimetype=mimetype, conditional=True, download_name=path.name,
                      as_attachment=bool(request.args.get("download")), max_age=0)
