@@ -759,7 +759,8 @@ class VideoJobs:
 
 class _Worker(Worker):
     """Huey's worker, with a queue storage that is down logged as one line while it retries (Huey logs
-    a traceback per poll)."""
+    a traceback per poll), and a message it cannot read (not one this module queued) dropped with one
+    line: Huey's own loop is replaced here, and an error out of it would end the worker thread."""
 
     def loop(self, now: Any = None) -> None:
         try:
@@ -767,6 +768,9 @@ class _Worker(Worker):
         except STORAGE_ERRORS as exc:
             log.warning("video job queue unavailable (%s); trying again", exc)
             self.sleep()
+            return
+        except Exception as exc:  # noqa: BLE001 - a message nobody here queued must not end the thread
+            log.warning("a message in the video job queue that no job sent was dropped (%s)", exc)
             return
         if task is None:
             if not self.huey.storage.blocking:
