@@ -61,8 +61,9 @@ def _count(value: Any) -> bool:
 
 def _scalars(value: Any) -> bool:
     """A JSON object of plain values (the options a job was asked with)."""
+    plain = (str, bool, int, float)
     return isinstance(value, dict) and all(
-        isinstance(k, str) and (v is None or isinstance(v, (str, bool, int, float))) for k, v in value.items())
+        isinstance(k, str) and (v is None or isinstance(v, plain)) for k, v in value.items())
 
 
 CHECKS: Mapping[str, Callable[[Any], bool]] = {
@@ -175,7 +176,8 @@ class Room:
         total = 0
         try:
             with os.scandir(self.root) as items:
-                folders = [Path(i.path) for i in items if is_job_id(i.name) and i.is_dir(follow_symlinks=False)]
+                folders = [Path(i.path) for i in items
+                           if is_job_id(i.name) and i.is_dir(follow_symlinks=False)]
         except OSError:
             return 0
         for folder in folders:
@@ -197,9 +199,9 @@ class Room:
             left = self.max_bytes - self.used()
             if nbytes > left:
                 raise NoRoom(f"The room this server keeps for videos ({self.max_bytes / MB:.0f} MB for every "
-                             f"job's upload and results, DEPTHMAP_VIDEO_BYTES) has {max(0, left) / MB:.1f} MB "
-                             f"left and this upload needs {nbytes / MB:.1f} MB; earlier jobs' results make "
-                             "room as they expire or are deleted.")
+                             "job's upload and results, DEPTHMAP_VIDEO_BYTES) has "
+                             f"{max(0, left) / MB:.1f} MB left and this upload needs {nbytes / MB:.1f} MB; "
+                             "earlier jobs' results make room as they expire or are deleted.")
         free = self.free()
         if nbytes > free:
             raise NoRoom(f"The video folder's disk is full ({free / MB:.1f} MB free, this upload needs "

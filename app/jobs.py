@@ -278,12 +278,13 @@ class VideoJobs:
 
     def __init__(self, huey: Huey, root: Path, model: ModelProvider, workers: int = 1, queue_size: int = 4,
                  ttl_s: float = 3600.0, timeout_s: Optional[float] = None, lost_s: float = 30.0,
-                 lock_path: Optional[Path] = None, limits: Limits = Limits(), max_bytes: int = 0) -> None:
+                 lock_path: Optional[Path] = None, limits: Optional[Limits] = None,
+                 max_bytes: int = 0) -> None:
         if workers < 1 or queue_size < 0 or ttl_s < 0 or lost_s <= 0 or max_bytes < 0:
             raise ValueError("workers >= 1, queue_size >= 0, ttl_s >= 0, lost_s > 0 and max_bytes >= 0 "
                              "are needed")
         self.huey, self.root, self.model = huey, Path(root), model
-        self.limits, self.room = limits, Room(self.root, max_bytes)
+        self.limits, self.room = limits or Limits(), Room(self.root, max_bytes)
         self.workers, self.queue_size, self.ttl_s, self.timeout_s = workers, queue_size, ttl_s, timeout_s
         self.lost_s = lost_s
         self.grace_s = 5.0  # a waiting job's message may be missing this long (being taken or written)
@@ -623,9 +624,38 @@ class VideoJobs:
             vopts = VideoOptions.from_strings(job.spec["video_options"])
         except OptionError as exc:  # the record is stored where others may write
             raise JobError("bad_option", f"Option '{exc.name}': {exc.message}.") from None
+        out = workdir / f"{job.name}.depth.mp4"
+        zip_path = workdir / f"{job.name}.depth.zip" if vopts.depth_zip else None
+        models = self.model()
+        if opts.model not in models:  # a `depthmap worker` configured with other models than the server
+            raise JobError("bad_option", f"This job's model, {opts.model}, is not loaded by the video "
+                                         f"worker, which runs {', '.join(models)} (DEPTHMAP_MODELS sets "
+                                         "which).")
+        try:
+            result = process_video(src, out, models[opts.model], opts, vopts, workdir=workdir,
+                                   zip_path=zip_path, limits=self.limits, progress=self._progress(job))
+        except VideoError as exc:
+            raise JobError(exc.code, exc.message) from None
+        except NoRoom as exc:
+            raise JobError("storage_full", exc.message) from None
+        except OSError as exc:
+            if not is_full(exc):
+                raise
+            raise JobError("storage_full", "The video folder's disk filled up while the job ran: it was "
+                           "stopped and its partial files deleted. Try again later.") from None
+        job.files["video"] = result.video.name
+        if result.depth_zip is not None:
+            job.files["depth_zip"] = result.depth_zip.name
+        return {"frames": result.frames, "width": result.width, "height": result.height,
+                "fps": round(result.fps, 3), "warning": result.warning, "seconds": result.seconds}
+
+    def _progress(self, job: Job) -> Callable[[int, int, int, int], None]:
+        """The callback ``job`` runs after every frame: its progress written (at most every
+        ``WRITE_EVERY_S``), and its stops: the consumer stopping, the byte budget spent, a cancel, the
+        time limit."""
         deadline = job.started + self.timeout_s if self.timeout_s and job.started else None
         last_write = 0.0
-        room = self.room.meter(workdir)
+        room = self.room.meter(self.workdir(job.id))
 
         def progress(pass_no: int, passes: int, done: int, total: int) -> None:
             nonlocal last_write
@@ -642,31 +672,7 @@ class VideoJobs:
                     raise Cancelled()
             if deadline is not None and now > deadline:
                 raise TimedOut()
-
-        out = workdir / f"{job.name}.depth.mp4"
-        zip_path = workdir / f"{job.name}.depth.zip" if vopts.depth_zip else None
-        models = self.model()
-        if opts.model not in models:  # a `depthmap worker` configured with other models than the server
-            raise JobError("bad_option", f"This job's model, {opts.model}, is not loaded by the video "
-                                         f"worker, which runs {', '.join(models)} (DEPTHMAP_MODELS sets "
-                                         "which).")
-        try:
-            result = process_video(src, out, models[opts.model], opts, vopts, workdir=workdir,
-                                   zip_path=zip_path, limits=self.limits, progress=progress)
-        except VideoError as exc:
-            raise JobError(exc.code, exc.message) from None
-        except NoRoom as exc:
-            raise JobError("storage_full", exc.message) from None
-        except OSError as exc:
-            if not is_full(exc):
-                raise
-            raise JobError("storage_full", "The video folder's disk filled up while the job ran: it was "
-                                           "stopped and its partial files deleted. Try again later.") from None
-        job.files["video"] = result.video.name
-        if result.depth_zip is not None:
-            job.files["depth_zip"] = result.depth_zip.name
-        return {"frames": result.frames, "width": result.width, "height": result.height,
-                "fps": round(result.fps, 3), "warning": result.warning, "seconds": result.seconds}
+        return progress
 
     def _end(self, job: Job, state: str) -> None:
         """Marks ``job`` ended and deletes what it does not keep: everything but its result files when

@@ -28,7 +28,8 @@ def test_frame_and_duration_limits_hold_while_decoding_in_every_container(tmp_pa
         list(FrameReader(clip, 64, limits=Limits(max_seconds=0.3), fps=fps))
     assert seconds.value.code == "too_long" and "the limit is 0.3 s" in seconds.value.message
     # at the limits (the same half-second leeway as probe's), every frame comes through
-    at_limits = FrameReader(clip, 64, limits=Limits(max_frames=12, max_seconds=1.2, max_pixels=64 * 48), fps=fps)
+    limits = Limits(max_frames=12, max_seconds=1.2, max_pixels=64 * 48)
+    at_limits = FrameReader(clip, 64, limits=limits, fps=fps)
     assert len(list(at_limits)) == 12 and at_limits.stopped is None
 
 

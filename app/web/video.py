@@ -144,7 +144,9 @@ def _admit(manager: VideoJobs) -> tuple[str, Path]:
         raise _too_large(limit)
     if request.mimetype != "multipart/form-data":
         raise ApiError("unsupported_type", "Send the video as multipart/form-data in the field 'video'.")
-    size = request.content_length if request.content_length is not None else limit
+    size = request.content_length
+    if size is None:  # a chunked body: its size is known once read, and it may take up to the limit
+        size = min(limit, manager.room.max_bytes or limit)
     try:
         manager.admit(size)
         return manager.new_workdir(reserve=size)
