@@ -4,7 +4,9 @@ runs it. Every process that shares the queue's storage sees the same jobs.
 
 Storage: ``SqliteHuey`` in the data dir (one host, every worker process), or ``RedisHuey`` with
 ``DEPTHMAP_REDIS_URL`` (every host). Job state lives in the queue's key-value storage as JSON, and the
-queue's messages are JSON too (``JsonSerializer``): nothing in the storage is ever unpickled.
+queue's messages are JSON too (``JsonSerializer``): nothing in the storage is ever unpickled. What is
+read back is still untrusted (others may be able to write to that Redis): every record is checked
+before use and no path is made from it unchecked (``app.jobdata``).
 
 Keys, per job: ``job:ID`` the record (written by whoever changes the job's state), ``cancel:ID`` the
 cancel flag (written by the web side only, read by the running task at each frame), ``beat:ID`` the
@@ -14,7 +16,9 @@ fails with ``worker_lost``.
 
 Files: ``ROOT/ID/`` holds the upload, the clip pass's spool and the results; the upload and spool go
 when the job ends, the results ``ttl_s`` after it ended (or at once with ``remove``). ``ROOT`` must be
-one folder for every process that runs or serves jobs (a shared volume past one host).
+one folder for every process that runs or serves jobs (a shared volume past one host). All of them
+together stay within a byte budget (``app.jobdata.Room``): checked before an upload is written and at
+every frame of a running job.
 """
 
 from __future__ import annotations
@@ -553,7 +557,7 @@ class VideoJobs:
         """Seconds until bytes are likely to free up: the soonest ended job's expiry or running job's end
         (a failed or cancelled one keeps nothing)."""
         now = time.time()
-        ends = [e for e in (self.expires_in(j, now) for j in records) if e is not None]
+        ends = [e for e in (self.expires_in(j, now) for j in records if j.state == DONE) if e is not None]
         ends += [e for e in (j.eta_s(now) for j in records if j.state == RUNNING) if e is not None]
         return int(min(max(5.0, min(ends)), 3600.0)) if ends else 60
 
