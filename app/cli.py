@@ -462,16 +462,23 @@ def worker_cmd(workers: int, threads: Optional[int], weights: str, models: Tuple
     queue. Exit code 2 for missing weights or a bad setting.
     """
     from .jobs import from_settings
+    from .store import StoreUnavailable
 
     names = model_list(models)
-    loaded = {name: load_model(weights if i == 0 else None, threads or usable_cpus(), engine, model=name)
-              for i, name in enumerate(names)}
+    loaded: Dict[str, Any] = {}
     try:
         settings = {**config.app_defaults(), **config.app_environ(), "VIDEO_WORKERS": workers}
+        # before the models load: the data folder and the jobs' folder are checked as `serve` checks the
+        # data folder (this user's, nobody else's, writable), one clear line and exit code 2 otherwise
         queue = from_settings(settings, lambda: loaded)
+    except StoreUnavailable as exc:
+        log.error("%s", exc.message)
+        sys.exit(2)
     except (config.ConfigError, OSError) as exc:
         log.error("%s", exc)
         sys.exit(2)
+    loaded.update({name: load_model(weights if i == 0 else None, threads or usable_cpus(), engine, model=name)
+                   for i, name in enumerate(names)})
     log.info("video job worker: %d at once, models %s, %d torch threads, queue %s, files in %s", workers,
              ", ".join(names), next(iter(loaded.values())).threads,
              "Redis" if settings["REDIS_URL"] else "SQLite (the data dir)", queue.root)

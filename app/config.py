@@ -120,6 +120,12 @@ SETTINGS: Tuple[Setting, ...] = (
     _app("VIDEO_MAX_FRAMES", 9000, int, "most frames in a clip, before `stride` (0: no limit)"),
     _app("VIDEO_MAX_PIXELS", 3840 * 2160, int, "largest video frame, in pixels (0: no limit)",
          "`8294400` (3840×2160)"),
+    _app("VIDEO_BYTES", 512 * MB, int, "bytes all video jobs' files may take together (uploads, the "
+         "`norm=clip` spool, depth videos and zips; 0: no limit): an upload that does not fit is refused "
+         "with 507 before it is stored, a job that grows past it fails with `storage_full`. The default "
+         "leaves room in a 2 GB container whose data folder is memory (`/dev/shm` or a tmpfs) for a worker "
+         "(about 500 MB) and `DEPTHMAP_CACHE_BYTES`, and still takes a `DEPTHMAP_VIDEO_MAX_CONTENT_LENGTH` "
+         "upload"),
     _app("VIDEO_DIR", None, str, "where each video job gets its folder (upload, spool, results); one "
          "folder for every process that runs or serves jobs", "`jobs` in the data dir"),
     # serving (depthmap serve, app/gunicorn_conf.py)

@@ -4,7 +4,9 @@ runs it. Every process that shares the queue's storage sees the same jobs.
 
 Storage: ``SqliteHuey`` in the data dir (one host, every worker process), or ``RedisHuey`` with
 ``DEPTHMAP_REDIS_URL`` (every host). Job state lives in the queue's key-value storage as JSON, and the
-queue's messages are JSON too (``JsonSerializer``): nothing in the storage is ever unpickled.
+queue's messages are JSON too (``JsonSerializer``): nothing in the storage is ever unpickled. What is
+read back is still untrusted (others may be able to write to that Redis): every record is checked
+before use and no path is made from it unchecked (``app.jobdata``).
 
 Keys, per job: ``job:ID`` the record (written by whoever changes the job's state), ``cancel:ID`` the
 cancel flag (written by the web side only, read by the running task at each frame), ``beat:ID`` the
@@ -14,7 +16,9 @@ fails with ``worker_lost``.
 
 Files: ``ROOT/ID/`` holds the upload, the clip pass's spool and the results; the upload and spool go
 when the job ends, the results ``ttl_s`` after it ended (or at once with ``remove``). ``ROOT`` must be
-one folder for every process that runs or serves jobs (a shared volume past one host).
+one folder for every process that runs or serves jobs (a shared volume past one host). All of them
+together stay within a byte budget (``app.jobdata.Room``): checked before an upload is written and at
+every frame of a running job.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import fcntl
 import functools
 import json
 import logging
+import math
 import os
 import secrets
 import shutil
@@ -43,10 +48,12 @@ from huey.constants import EmptyData
 from huey.registry import Message
 from huey.serializer import Serializer
 
-from .options import Options, VideoOptions
+from .jobdata import (MAX_RECORD_BYTES, BadRecord, NoRoom, Room, check_record, is_full, is_job_id, job_file,
+                      remove_job_folder)
+from .options import OptionError, Options, VideoOptions
 from .pipeline import Model
-from .store import default_data_dir
-from .video import VideoError, process_video
+from .store import default_data_dir, private_dir
+from .video import Limits, VideoError, process_video
 
 log = logging.getLogger(__name__)
 
@@ -201,8 +208,17 @@ class Job:
         return json.dumps(body).encode()
 
     @classmethod
-    def from_json(cls, data: bytes) -> "Job":
-        body = json.loads(bytes(data))
+    def from_json(cls, data: bytes, job_id: str) -> "Job":
+        """The record stored under ``job:job_id``; ``BadRecord`` unless a job could have written it (the
+        storage is not trusted: see ``app.jobdata``)."""
+        raw = bytes(data)
+        if len(raw) > MAX_RECORD_BYTES:
+            raise BadRecord(f"{len(raw)} bytes")
+        try:
+            body = json.loads(raw)
+        except (ValueError, RecursionError) as exc:
+            raise BadRecord(f"not JSON ({exc.__class__.__name__})") from None
+        body = check_record(body, job_id, STATES)
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in body.items() if k in known})
 
@@ -242,12 +258,13 @@ class Job:
             elapsed = round(max(0.0, (self.finished or now) - self.started), 2)
         eta = self.eta_s(now)
         return {
+            **self.info,  # first: what the job shows of its input never stands for its own fields
             "id": self.id, "state": self.state, "cancel_requested": self.cancel_requested,
             "created": round(self.created, 3),
             "progress": {"pass": self.pass_no, "passes": self.passes, "frames_done": self.done,
                          "frames_total": self.total, "fraction": round(self.fraction(), 4),
                          "elapsed_s": elapsed, "eta_s": None if eta is None else round(eta, 1)},
-            **self.info, "error": self.error, "result": self.result or None,
+            "error": self.error, "result": self.result or None,
         }
 
 
@@ -259,15 +276,19 @@ class VideoJobs:
     web side; ``run`` (the Huey task) and ``sweep`` (a periodic task, and on access) on the consumer side.
 
     At most ``queue_size`` jobs wait; a job that has ended is kept (with its files) for ``ttl_s`` seconds;
-    ``timeout_s`` bounds one job's running time. ``model`` gives the loaded models by name, one of which
-    a task runs with (called when a job starts, so a test or a reload may swap them)."""
+    ``timeout_s`` bounds one job's running time; ``limits`` hold for every frame a job decodes, and every
+    job's files together stay within ``max_bytes`` (0: no budget). ``model`` gives the loaded models by
+    name, one of which a task runs with (called when a job starts, so a test or a reload may swap them)."""
 
     def __init__(self, huey: Huey, root: Path, model: ModelProvider, workers: int = 1, queue_size: int = 4,
                  ttl_s: float = 3600.0, timeout_s: Optional[float] = None, lost_s: float = 30.0,
-                 lock_path: Optional[Path] = None) -> None:
-        if workers < 1 or queue_size < 0 or ttl_s < 0 or lost_s <= 0:
-            raise ValueError("workers >= 1, queue_size >= 0, ttl_s >= 0 and lost_s > 0 are needed")
+                 lock_path: Optional[Path] = None, limits: Optional[Limits] = None,
+                 max_bytes: int = 0) -> None:
+        if workers < 1 or queue_size < 0 or ttl_s < 0 or lost_s <= 0 or max_bytes < 0:
+            raise ValueError("workers >= 1, queue_size >= 0, ttl_s >= 0, lost_s > 0 and max_bytes >= 0 "
+                             "are needed")
         self.huey, self.root, self.model = huey, Path(root), model
+        self.limits, self.room = limits or Limits(), Room(self.root, max_bytes)
         self.workers, self.queue_size, self.ttl_s, self.timeout_s = workers, queue_size, ttl_s, timeout_s
         self.lost_s = lost_s
         self.grace_s = 5.0  # a waiting job's message may be missing this long (being taken or written)
@@ -287,10 +308,17 @@ class VideoJobs:
     # keys -------------------------------------------------------------------------------------------------
 
     def _read(self, job_id: str) -> Optional[Job]:
+        """The record of ``job_id``; None if there is none, or none a job could have written."""
+        if not is_job_id(job_id):
+            return None
         raw = self.huey.storage.peek_data(f"job:{job_id}")
         if raw is EmptyData:
             return None
-        job = Job.from_json(raw)
+        try:
+            job = Job.from_json(raw, job_id)
+        except BadRecord as exc:
+            log.warning("job record %s ignored: %s", job_id, exc)
+            return None
         job.cancel_requested = self.huey.storage.peek_data(f"cancel:{job_id}") is not EmptyData
         return job
 
@@ -299,7 +327,11 @@ class VideoJobs:
 
     def _beat(self, job_id: str) -> Optional[float]:
         raw = self.huey.storage.peek_data(f"beat:{job_id}")
-        return None if raw is EmptyData else float(bytes(raw))
+        try:
+            beat = None if raw is EmptyData else float(bytes(raw)[:32])
+        except ValueError:
+            return None
+        return beat if beat is not None and math.isfinite(beat) else None
 
     def _forget(self, job_id: str) -> None:
         claims = [f"lost:{job_id}:{n}" for n in range(MAX_ATTEMPTS + 1)]
@@ -307,33 +339,66 @@ class VideoJobs:
             self.huey.storage.delete_data(key)
 
     def _records(self) -> Iterator[Job]:
+        """Every job record; one that no job could have written is deleted from the storage (its folder,
+        if it names a real one, goes as an orphan's)."""
         for key, raw in self.huey.storage.result_items().items():
-            key = key.decode() if isinstance(key, bytes) else key
-            if key.startswith("job:"):
-                yield Job.from_json(raw)
+            key = key.decode(errors="replace") if isinstance(key, bytes) else str(key)
+            if not key.startswith("job:"):
+                continue
+            try:
+                yield Job.from_json(raw, key[4:])
+            except BadRecord as exc:
+                log.warning("job record %r deleted: %s", key[:80], exc)
+                self.huey.storage.delete_data(key)
 
     def workdir(self, job_id: str) -> Path:
+        """Job ``job_id``'s folder; ``ValueError`` for anything but a job id."""
+        if not is_job_id(job_id):
+            raise ValueError(f"not a job id: {job_id[:40]!r}")
         return self.root / job_id
 
     def path(self, job: Job, kind: str) -> Optional[Path]:
-        """A result file of a finished job, None if the job made none of that kind."""
+        """A result file of a finished job, resolved and checked to lie in its folder; None if the job
+        made none of that kind (or it is not a plain file there)."""
         name = job.files.get(kind)
-        return self.workdir(job.id) / name if name else None
+        return job_file(self.root, job.id, name) if name else None
 
     # the web side -----------------------------------------------------------------------------------------
 
-    def new_workdir(self) -> Tuple[str, Path]:
-        """A new job id and its private folder, for the upload before the job exists (see ``discard``)."""
+    @_storage_guarded
+    def admit(self, nbytes: int) -> None:
+        """Whether an upload of ``nbytes`` may be stored now, asked before anything is written:
+        ``QueueFull`` when ``queue_size`` jobs wait, ``NoRoom`` when the byte budget or the disk has no
+        room for it (with the seconds until room is likely)."""
+        records = self.sweep()
+        if sum(1 for j in records if j.state == QUEUED) >= self.queue_size:
+            raise QueueFull(self._retry_after(records))
+        try:
+            self.room.check(nbytes)
+        except NoRoom as exc:
+            exc.retry_after = self._room_after(records)
+            raise
+
+    @_storage_guarded
+    def new_workdir(self, reserve: int = 0) -> Tuple[str, Path]:
+        """A new job id and its private folder with ``reserve`` bytes of the budget held for the upload
+        (until ``release``), before the job exists (see ``discard``); ``NoRoom`` if they do not fit."""
         job_id = secrets.token_hex(16)
-        self.root.mkdir(parents=True, exist_ok=True)
         workdir = self.workdir(job_id)
-        workdir.mkdir(mode=0o700)
+        try:
+            self.room.claim(workdir, reserve)
+        except NoRoom as exc:
+            exc.retry_after = self._room_after(list(self._records()))
+            raise
         return job_id, workdir
 
-    @staticmethod
-    def discard(workdir: Path) -> None:
+    def release(self, workdir: Path) -> None:
+        """The upload in ``workdir`` is written: it counts for itself now, not its reservation."""
+        self.room.release(workdir)
+
+    def discard(self, workdir: Path) -> None:
         """Deletes a folder from ``new_workdir`` that never became a job (a refused upload)."""
-        shutil.rmtree(workdir, ignore_errors=True)
+        remove_job_folder(self.root, workdir.name)
 
     @_storage_guarded
     def submit(self, job_id: str, name: str, spec: Dict[str, Any], info: Dict[str, Any]) -> Job:
@@ -381,7 +446,7 @@ class VideoJobs:
         if job is None or job.state not in FINISHED:
             return False
         self._forget(job_id)
-        shutil.rmtree(self.workdir(job_id), ignore_errors=True)
+        remove_job_folder(self.root, job_id)
         return True
 
     @_storage_guarded
@@ -418,7 +483,11 @@ class VideoJobs:
             return
         messages = set()
         for data in self.huey.storage.enqueued_items():
-            messages.update(self.huey.serializer.deserialize(data).args)
+            try:
+                args = self.huey.serializer.deserialize(data).args
+            except (ValueError, KeyError, TypeError, AttributeError):
+                continue  # not a message this module queued: Huey's consumer drops it too
+            messages.update(a for a in args if isinstance(a, str))
         for job in waiting:
             if job.id not in messages:
                 log.warning("job %s was waiting without a message in the queue; queued again", job.id)
@@ -428,22 +497,25 @@ class VideoJobs:
 
     def _delete_orphans(self, known: set, now: float) -> None:
         """Deletes job folders without a record (the record store lost it) once they are older than the
-        TTL, and at least 10 minutes (an upload in progress has no record yet)."""
+        TTL, and at least 10 minutes (an upload in progress has no record yet). Only folders named by a
+        job id: nothing else in the folder is a job's."""
         if not self.root.is_dir():
             return
         for folder in self.root.iterdir():
+            if not is_job_id(folder.name) or folder.name in known:
+                continue
             try:
-                old = now - folder.stat().st_mtime > max(self.ttl_s, ORPHAN_MIN_AGE_S)
+                old = now - folder.lstat().st_mtime > max(self.ttl_s, ORPHAN_MIN_AGE_S)
             except OSError:
                 continue
-            if folder.is_dir() and folder.name not in known and old:
-                shutil.rmtree(folder, ignore_errors=True)
+            if old:
+                remove_job_folder(self.root, folder.name)
                 log.info("job folder %s had no job record; deleted", folder.name)
 
     def _check(self, job: Job, now: float) -> Optional[Job]:
         if job.state in FINISHED and job.finished is not None and now - job.finished >= self.ttl_s:
             self._forget(job.id)
-            shutil.rmtree(self.workdir(job.id), ignore_errors=True)
+            remove_job_folder(self.root, job.id)
             log.info("job %s expired; its files are deleted", job.id)
             return None
         if job.state == RUNNING:
@@ -480,6 +552,14 @@ class VideoJobs:
         now = time.time()
         known = [e for e in (j.eta_s(now) for j in records if j.state == RUNNING) if e is not None]
         return int(min(max(5.0, min(known)), 600.0)) if known else 30
+
+    def _room_after(self, records: List[Job]) -> int:
+        """Seconds until bytes are likely to free up: the soonest ended job's expiry or running job's end
+        (a failed or cancelled one keeps nothing)."""
+        now = time.time()
+        ends = [e for e in (self.expires_in(j, now) for j in records if j.state == DONE) if e is not None]
+        ends += [e for e in (j.eta_s(now) for j in records if j.state == RUNNING) if e is not None]
+        return int(min(max(5.0, min(ends)), 3600.0)) if ends else 60
 
     # the consumer's side ---------------------------------------------------------------------------------
 
@@ -543,26 +623,11 @@ class VideoJobs:
         """The clip through ``process_video`` in the job's folder."""
         workdir = self.workdir(job.id)
         src = workdir / UPLOAD
-        opts = Options.from_strings(job.spec["options"])
-        vopts = VideoOptions.from_strings(job.spec["video_options"])
-        deadline = job.started + self.timeout_s if self.timeout_s and job.started else None
-        last_write = 0.0
-
-        def progress(pass_no: int, passes: int, done: int, total: int) -> None:
-            nonlocal last_write
-            now = time.time()
-            first = pass_no != job.pass_no
-            job.note_progress(pass_no, passes, done, total, now)
-            if self._stopping.is_set():
-                raise Stopping()
-            if first or done == total or now - last_write >= WRITE_EVERY_S:
-                last_write = now
-                self._write(job)
-                if self.huey.storage.peek_data(f"cancel:{job.id}") is not EmptyData:
-                    raise Cancelled()
-            if deadline is not None and now > deadline:
-                raise TimedOut()
-
+        try:
+            opts = Options.from_strings(job.spec["options"])
+            vopts = VideoOptions.from_strings(job.spec["video_options"])
+        except OptionError as exc:  # the record is stored where others may write
+            raise JobError("bad_option", f"Option '{exc.name}': {exc.message}.") from None
         out = workdir / f"{job.name}.depth.mp4"
         zip_path = workdir / f"{job.name}.depth.zip" if vopts.depth_zip else None
         models = self.model()
@@ -572,14 +637,46 @@ class VideoJobs:
                                          "which).")
         try:
             result = process_video(src, out, models[opts.model], opts, vopts, workdir=workdir,
-                                   zip_path=zip_path, progress=progress)
+                                   zip_path=zip_path, limits=self.limits, progress=self._progress(job))
         except VideoError as exc:
             raise JobError(exc.code, exc.message) from None
+        except NoRoom as exc:
+            raise JobError("storage_full", exc.message) from None
+        except OSError as exc:
+            if not is_full(exc):
+                raise
+            raise JobError("storage_full", "The video folder's disk filled up while the job ran: it was "
+                           "stopped and its partial files deleted. Try again later.") from None
         job.files["video"] = result.video.name
         if result.depth_zip is not None:
             job.files["depth_zip"] = result.depth_zip.name
         return {"frames": result.frames, "width": result.width, "height": result.height,
                 "fps": round(result.fps, 3), "warning": result.warning, "seconds": result.seconds}
+
+    def _progress(self, job: Job) -> Callable[[int, int, int, int], None]:
+        """The callback ``job`` runs after every frame: its progress written (at most every
+        ``WRITE_EVERY_S``), and its stops: the consumer stopping, the byte budget spent, a cancel, the
+        time limit."""
+        deadline = job.started + self.timeout_s if self.timeout_s and job.started else None
+        last_write = 0.0
+        room = self.room.meter(self.workdir(job.id))
+
+        def progress(pass_no: int, passes: int, done: int, total: int) -> None:
+            nonlocal last_write
+            now = time.time()
+            first = pass_no != job.pass_no
+            job.note_progress(pass_no, passes, done, total, now)
+            if self._stopping.is_set():
+                raise Stopping()
+            room()
+            if first or done == total or now - last_write >= WRITE_EVERY_S:
+                last_write = now
+                self._write(job)
+                if self.huey.storage.peek_data(f"cancel:{job.id}") is not EmptyData:
+                    raise Cancelled()
+            if deadline is not None and now > deadline:
+                raise TimedOut()
+        return progress
 
     def _end(self, job: Job, state: str) -> None:
         """Marks ``job`` ended and deletes what it does not keep: everything but its result files when
@@ -672,7 +769,8 @@ class VideoJobs:
 
 class _Worker(Worker):
     """Huey's worker, with a queue storage that is down logged as one line while it retries (Huey logs
-    a traceback per poll)."""
+    a traceback per poll), and a message it cannot read (not one this module queued) dropped with one
+    line: Huey's own loop is replaced here, and an error out of it would end the worker thread."""
 
     def loop(self, now: Any = None) -> None:
         try:
@@ -680,6 +778,9 @@ class _Worker(Worker):
         except STORAGE_ERRORS as exc:
             log.warning("video job queue unavailable (%s); trying again", exc)
             self.sleep()
+            return
+        except Exception as exc:  # noqa: BLE001 - a message nobody here queued must not end the thread
+            log.warning("a message in the video job queue that no job sent was dropped (%s)", exc)
             return
         if task is None:
             if not self.huey.storage.blocking:
@@ -728,10 +829,17 @@ class _Consumer(Consumer):
 
 def from_settings(c: Mapping[str, Any], model: ModelProvider) -> VideoJobs:
     """The job queue that the app's settings ``c`` (``app.config``'s names) describe: the web app and
-    ``depthmap worker`` build the same one."""
+    ``depthmap worker`` build the same one. The jobs' folder (and the data folder, where the queue or the
+    jobs live in it) must be a folder of this user that nobody else may enter: ``StoreUnavailable``
+    otherwise, as for the result store."""
     data = data_dir(c["DATA_DIR"], int(c["CACHE_BYTES"]))
-    root = Path(c["VIDEO_DIR"]) if c["VIDEO_DIR"] else data / "jobs"
+    if not c["REDIS_URL"] or not c["VIDEO_DIR"]:
+        private_dir(data)
+    root = private_dir(Path(c["VIDEO_DIR"]) if c["VIDEO_DIR"] else data / "jobs")
+    limits = Limits(max_seconds=c["VIDEO_MAX_SECONDS"] or None, max_frames=c["VIDEO_MAX_FRAMES"] or None,
+                    max_pixels=c["VIDEO_MAX_PIXELS"] or None)
     return VideoJobs(make_huey(data, c["REDIS_URL"]), root, model, workers=int(c["VIDEO_WORKERS"]),
                      queue_size=int(c["VIDEO_QUEUE"]), ttl_s=float(c["VIDEO_JOB_TTL"]),
                      timeout_s=float(c["VIDEO_JOB_TIMEOUT"]) if c["VIDEO_JOB_TIMEOUT"] else None,
-                     lost_s=float(c["VIDEO_WORKER_LOST"]), lock_path=data / "consumer.lock")
+                     lost_s=float(c["VIDEO_WORKER_LOST"]), lock_path=data / "consumer.lock", limits=limits,
+                     max_bytes=int(c["VIDEO_BYTES"]))

@@ -43,6 +43,8 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
+from .options import DEPTH_OPTIONS
+
 log = logging.getLogger(__name__)
 
 ARRAYS = ("photo", "depth", "pred")
@@ -54,8 +56,9 @@ LOCAL_ENTRIES = 2  # results whose arrays this process keeps in memory, in front
 MOUNTS = Path("/proc/self/mounts")
 RAM_FILESYSTEMS = ("tmpfs", "ramfs")  # file systems whose files live in memory, never on a disk
 REDIS_PERSISTENCE_CHECK_S = 60  # how long the answer of Redis's CONFIG GET is trusted
-STORED_NAME = re.compile(r"[\w.-]{1,64}")  # what service.safe_stem makes: no quote, slash or control
-STORED_OWNER = re.compile(r"(?:[0-9a-f]{64})?")
+KEY = re.compile(r"[0-9a-f]{32}")  # what depth_id makes: nothing else is ever looked up or becomes a path
+NAME = re.compile(r"\w[\w.-]{0,63}")  # what service.safe_stem makes: no quote, slash or control character
+OWNER = re.compile(r"(?:[0-9a-f]{64})?")  # the digest of an owner token, or none
 
 
 @dataclass(frozen=True)
@@ -134,17 +137,29 @@ def encode_meta(entry: Entry, version: str) -> Dict[str, Any]:
             "pad_box": list(entry.pad_box) if entry.pad_box is not None else None, "owner": entry.owner}
 
 
-def decode_entry(meta: Mapping[str, Any], data: bytes, arrays: Mapping[str, memoryview]) -> Entry:
-    """The entry in stored ``meta`` and parts; ``ValueError`` where the name (it goes into download
-    headers) or the owner is not one this server writes."""
-    pad_box, stem, owner = meta["pad_box"], meta["name"], meta["owner"]
-    if not (isinstance(stem, str) and STORED_NAME.fullmatch(stem)):
-        raise ValueError("a stored name that is not a download name")
-    if not (isinstance(owner, str) and STORED_OWNER.fullmatch(owner)):
+def decode_entry(key: str, meta: Mapping[str, Any], data: bytes, arrays: Mapping[str, memoryview]) -> Entry:
+    """The entry stored under ``key``; ``ValueError`` unless it is one ``put`` could have stored there
+    (the store's files or Redis may hold what someone else wrote): its name goes into download headers,
+    its owner decides who may delete it."""
+    pad_box, owner = meta["pad_box"], meta["owner"]
+    if not (isinstance(owner, str) and OWNER.fullmatch(owner)):
         raise ValueError("a stored owner that is not a digest")
-    return Entry(meta["id"], data, stem, meta["depth_opts"],
-                 *(npy_array(arrays[name]) for name in ARRAYS),
-                 tuple(pad_box) if pad_box is not None else None, owner)
+    entry = Entry(meta["id"], data, meta["name"], meta["depth_opts"],
+                  *(npy_array(arrays[name]) for name in ARRAYS),
+                  tuple(pad_box) if pad_box is not None else None, owner)
+    photo, depth, pred, opts = entry.photo, entry.depth, entry.pred, entry.depth_opts
+    if entry.id != key or not (isinstance(entry.name, str) and NAME.fullmatch(entry.name)):
+        raise ValueError("an entry with a foreign id or a name that is not a plain stem")
+    if not (isinstance(opts, dict) and set(opts) == set(DEPTH_OPTIONS)
+            and all(isinstance(v, (str, int, float, bool)) for v in opts.values())):
+        raise ValueError("depth options that no request made")
+    if not (photo.dtype == np.uint8 and photo.ndim == 3 and photo.shape[2] == 3 and depth.dtype == np.float32
+            and depth.shape == photo.shape[:2] and pred.dtype == np.float32 and pred.ndim == 2):
+        raise ValueError("arrays of the wrong type or shape")
+    if entry.pad_box is not None and not (len(entry.pad_box) == 3 and all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in entry.pad_box)):
+        raise ValueError("a pad box that is not three counts")
+    return entry
 
 
 # the shared interface, with the in-process front ---------------------------------------------------------
@@ -200,6 +215,8 @@ class ResultStore(ABC):
         return self._secret
 
     def get(self, key: str) -> Optional[Entry]:
+        if not (isinstance(key, str) and KEY.fullmatch(key)):
+            return None
         version = self._version(key)
         with self._lock:
             if version is None:
@@ -226,6 +243,8 @@ class ResultStore(ABC):
 
     def delete(self, key: str) -> bool:
         """Deletes the entry at once, for every worker; False if there was none."""
+        if not (isinstance(key, str) and KEY.fullmatch(key)):
+            return False
         with self._lock:
             self._local.pop(key, None)
         return self._delete(key)
@@ -332,9 +351,15 @@ class FileStore(ResultStore):
         return self.root / (key + SUFFIX)
 
     def _fresh(self, path: Path) -> bool:
-        """``path`` exists and was used within the TTL (an expired one is deleted); used now."""
+        """``path`` exists and was used within the TTL (an expired one is deleted); used now. Only a regular
+        file counts: ``put`` never makes anything else, and a link could lead out of the folder."""
         try:
-            mtime = path.stat().st_mtime
+            info = os.lstat(path)
+            if not stat.S_ISREG(info.st_mode):
+                log.warning("result %s is not a regular file; deleted", path.name)
+                path.unlink(missing_ok=True)
+                return False
+            mtime = info.st_mtime
             if time.time() - mtime > self.ttl_s:
                 path.unlink(missing_ok=True)
                 return False
@@ -356,11 +381,11 @@ class FileStore(ResultStore):
         if not self._fresh(path):
             return None
         try:
-            with open(path, "rb") as f:
-                return self._read_meta(f)["version"]
+            with open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as f:
+                return str(self._read_meta(f)["version"])
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, struct.error) as exc:
+        except (OSError, ValueError, KeyError, TypeError, RecursionError, struct.error) as exc:
             log.warning("unreadable result %s: %s", key, exc)
             return None
 
@@ -369,7 +394,7 @@ class FileStore(ResultStore):
         memory pages as the file. Safe because a result file is never changed in place, only replaced
         or deleted, and a mapping keeps its pages even then."""
         try:
-            with open(self._path(key), "rb") as f:
+            with open(os.open(self._path(key), os.O_RDONLY | os.O_NOFOLLOW), "rb") as f:
                 buf = memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
         except FileNotFoundError:
             return None
@@ -388,8 +413,8 @@ class FileStore(ResultStore):
             for name, length in meta["parts"]:
                 parts[name] = buf[at:at + length]
                 at += length
-            return meta["version"], decode_entry(meta, parts["data"].tobytes(), parts)
-        except (KeyError, TypeError, ValueError, struct.error) as exc:
+            return meta["version"], decode_entry(key, meta, parts["data"].tobytes(), parts)
+        except (KeyError, TypeError, ValueError, RecursionError, struct.error) as exc:
             log.warning("unreadable result %s, deleted: %s", key, exc)
             self._path(key).unlink(missing_ok=True)
             return None
@@ -545,7 +570,10 @@ class RedisStore(ResultStore):
                 p.expire(self._key(key), int(self.ttl_s))
                 return p.execute()[0]
         meta = self._call("the result could not be read.", read)
-        return None if meta is None else json.loads(meta)["version"]
+        try:
+            return None if meta is None else str(json.loads(meta)["version"])
+        except (KeyError, TypeError, ValueError, RecursionError):
+            return None  # not what put stores: _load never trusts it either
 
     def _load(self, key: str) -> Optional[Tuple[str, Entry]]:
         fields = ("meta", "data", *ARRAYS)
@@ -554,9 +582,9 @@ class RedisStore(ResultStore):
             return None
         try:
             meta = json.loads(values[0])
-            return meta["version"], decode_entry(meta, values[1], {n: memoryview(v) for n, v in
-                                                                   zip(ARRAYS, values[2:], strict=True)})
-        except (KeyError, TypeError, ValueError) as exc:
+            return meta["version"], decode_entry(key, meta, values[1], {n: memoryview(v) for n, v in
+                                                                        zip(ARRAYS, values[2:], strict=True)})
+        except (KeyError, TypeError, ValueError, RecursionError) as exc:
             log.warning("unreadable result %s, deleted: %s", key, exc)
             self._call("the result could not be deleted.", self.client.delete, self._key(key))
             return None

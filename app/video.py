@@ -206,13 +206,26 @@ def output_size(width: int, height: int, rotation: int, max_side: int) -> Tuple[
     return max(2, int(width * scale) // 2 * 2), max(2, int(height * scale) // 2 * 2)
 
 
+def decoder_max_pixels(limit: int) -> int:
+    """FFmpeg's own bound for a limit of ``limit`` pixels per frame. Its decoders check the picture they
+    allocate, padded to their alignment and (MPEG-4, H.263) with edges on every side: 64x48 is checked
+    as 96x80. Twice the limit and a margin let every frame within the limit through; a picture far
+    over it is refused before its memory is taken, and each decoded frame is then held to the limit
+    exactly."""
+    return 2 * limit + 65536
+
+
 class FrameReader:
     """Decoded frames as ``(H, W, 3)`` uint8 RGB, rotated as the file says, scaled to at most ``max_side``
     and even sides, every ``stride``-th frame, at most ``limit``. A decoding error ends the frames early:
-    ``stopped`` then says why (the frames before it are still good)."""
+    ``stopped`` then says why (the frames before it are still good). ``limits`` hold for every decoded
+    frame, whatever the headers said: its pixels (FFmpeg's decoder is told too, so it never allocates a
+    larger picture), the frames so far and their duration at ``fps``; past one, ``VideoError``."""
 
-    def __init__(self, path: Path, max_side: int, stride: int = 1, limit: Optional[int] = None) -> None:
+    def __init__(self, path: Path, max_side: int, stride: int = 1, limit: Optional[int] = None,
+                 limits: Limits = Limits(), fps: Optional[Fraction] = None) -> None:
         self.path, self.max_side, self.stride, self.limit = path, max_side, stride, limit
+        self.limits, self.fps = limits, fps
         self.size: Optional[Tuple[int, int]] = None  # (width, height) out, from the first frame
         self.read = 0  # frames yielded
         self.stopped: Optional[str] = None
@@ -223,6 +236,8 @@ class FrameReader:
         with _open(self.path) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"  # FFmpeg's own frame threads; output order is unaffected
+            if self.limits.max_pixels:
+                stream.codec_context.options = {"max_pixels": str(decoder_max_pixels(self.limits.max_pixels))}
             frames = container.decode(stream)
             while self.limit is None or self.read < self.limit:
                 t0 = time.perf_counter()
@@ -231,10 +246,13 @@ class FrameReader:
                 except StopIteration:
                     break
                 except av.error.FFmpegError as exc:
+                    context = stream.codec_context  # FFmpeg refused a picture over max_pixels: its size
+                    self._check_pixels(context.width, context.height)
                     self.stopped = (f"decoding stopped after frame {index} ({_why(exc)}); the file may be "
                                     "truncated or damaged")
                     log.info("%s: %s", self.path.name, self.stopped)
                     break
+                self._check(frame, index)
                 if index % self.stride == 0:
                     rgb = self._rgb(frame)
                     self.seconds += time.perf_counter() - t0
@@ -243,6 +261,22 @@ class FrameReader:
                 else:
                     self.seconds += time.perf_counter() - t0
                 index += 1
+
+    def _check_pixels(self, width: int, height: int) -> None:
+        limit = self.limits.max_pixels
+        if limit and width * height > limit:
+            raise VideoError("too_large", f"A frame of the video is {width}x{height}; the limit is "
+                             f"{limit / 1e6:.1f} megapixels per frame.")
+
+    def _check(self, frame: "av.VideoFrame", index: int) -> None:
+        """``frame``, the ``index``-th decoded, against the limits."""
+        self._check_pixels(frame.width, frame.height)
+        most, seconds = self.limits.max_frames, self.limits.max_seconds
+        if most and index >= most:
+            raise VideoError("too_long", f"The video has more than {most} frames; the limit is {most}.")
+        if seconds and self.fps and (index + 1) / self.fps > seconds + 0.5:
+            raise VideoError("too_long", f"The video lasts more than {float((index + 1) / self.fps):.1f} s; "
+                             f"the limit is {seconds:g} s.")
 
     def _rgb(self, frame: "av.VideoFrame") -> np.ndarray:
         """A decoded frame -> ``(H, W, 3)`` uint8 RGB at the output size, upright."""
@@ -424,13 +458,14 @@ class DepthZip:
 
     def __exit__(self, kind: Optional[Type[BaseException]], exc: Optional[BaseException],
                  tb: Optional[TracebackType]) -> None:
-        self.rows.close()
-        try:
+        # each step runs even when one before it failed (a full disk fails the flushes): no file stays open
+        # and the rows' spool goes
+        with ExitStack() as steps:
+            steps.callback(self.rows_path.unlink, missing_ok=True)
+            steps.callback(self.zip.close)
+            self.rows.close()
             if kind is None:
                 self.zip.write(self.rows_path, "frames.csv")
-        finally:
-            self.zip.close()
-            self.rows_path.unlink(missing_ok=True)
 
 
 # 5. the whole clip ------------------------------------------------------------------------------------
@@ -452,11 +487,15 @@ class _Run:
     """The stages of one clip with their state (EMA, per-stage clock, progress)."""
 
     def __init__(self, model: Model, opts: Options, vopts: VideoOptions, progress: Optional[Progress],
-                 passes: int) -> None:
+                 passes: int, limits: Limits = Limits(), fps: Optional[Fraction] = None) -> None:
         self.model, self.opts, self.vopts, self.progress, self.passes = model, opts, vopts, progress, passes
+        self.limits, self.fps = limits, fps
         self.ema = Ema(vopts.ema_alpha) if vopts.ema else None
         self.seconds: Dict[str, float] = {}
         self.t = time.perf_counter()
+
+    def reader(self, src: Path, limit: Optional[int] = None) -> FrameReader:
+        return FrameReader(src, self.vopts.out_side, self.vopts.stride, limit, self.limits, self.fps)
 
     def lap(self, stage: str) -> None:
         now = time.perf_counter()
@@ -489,7 +528,7 @@ class _Run:
         raw_lo, raw_hi = math.inf, -math.inf
         shape: Tuple[int, int] = (0, 0)
         pad_box: Optional[PadBox] = None
-        reader = FrameReader(src, self.vopts.out_side, self.vopts.stride)
+        reader = self.reader(src)
         self.report(1, 0, expected)
         with open(spool_path, "wb") as spool:
             for i, (photo, pred, pad_box) in enumerate(self.live(reader)):
@@ -509,7 +548,7 @@ class _Run:
     def from_spool(self, src: Path, spool_path: Path,
                    first: _FirstPass) -> Iterator[Tuple[np.ndarray, np.ndarray, Optional[PadBox]]]:
         """The frames decoded again, each with its network output read back from the spool."""
-        reader = FrameReader(src, self.vopts.out_side, self.vopts.stride, limit=first.frames)
+        reader = self.reader(src, limit=first.frames)
         count = first.pred_shape[0] * first.pred_shape[1]
         with open(spool_path, "rb") as spool:
             self.t = time.perf_counter()
@@ -573,7 +612,7 @@ def process_video(src: Path, out: Path, model: Model, opts: Optional[Options] = 
         zip_path = None
     fps = info.fps / vopts.stride
     expected = -(-info.frames // vopts.stride)  # ceil: frames 0, stride, 2 * stride, ...
-    run = _Run(model, opts, vopts, progress, 2 if vopts.norm == "clip" else 1)
+    run = _Run(model, opts, vopts, progress, 2 if vopts.norm == "clip" else 1, limits, info.fps)
     spool_path = workdir / f"{out.name}.spool.f32"
     # written under a temporary name and renamed at the end: an interrupted run leaves no broken file
     part = out.with_name(out.name + ".part")
@@ -585,7 +624,7 @@ def process_video(src: Path, out: Path, model: Model, opts: Optional[Options] = 
             total, warning = first.frames, first.warning
             value_range, raw_range = first.value_range, first.raw_range
         else:
-            reader = FrameReader(src, vopts.out_side, vopts.stride)
+            reader = run.reader(src)
             depths = run.live(reader)
             total, value_range, raw_range = expected, None, None
         run.report(run.passes, 0, total)

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterable, Iterator, List, Optional
+from typing import Iterable, Iterator, List, Optional, Tuple
 
 import av
 import numpy as np
 from PIL import Image
 
-CODECS = {".mp4": "libx264", ".mov": "libx264", ".mkv": "libx264", ".webm": "libvpx-vp9", ".avi": "mpeg4",
-          ".gif": "gif"}
+CODECS = {".mp4": "libx264", ".mov": "libx264", ".mkv": "libx264", ".ts": "libx264", ".webm": "libvpx-vp9",
+          ".avi": "mpeg4", ".gif": "gif"}
 
 
 def write_clip(path: Path, frames: Iterable[np.ndarray], fps: float = 10, faststart: bool = False,
@@ -105,3 +105,21 @@ def stream_info(path: Path) -> dict:
                 "pix_fmt": s.codec_context.pix_fmt, "width": s.codec_context.width,
                 "height": s.codec_context.height, "frames": frames, "fps": float(s.average_rate or 0),
                 "profile": s.codec_context.profile}
+
+
+def size_change_ts(path: Path, small: Tuple[int, int, int], large: Tuple[int, int, int]) -> Path:
+    """An MPEG-TS clip whose H.264 stream changes size midway: ``small`` = (frames, width, height) first,
+    then ``large``. Its headers (all that ``probe`` reads) show only the first size; a TS stream may
+    carry a new one at any key frame, as a broadcast does."""
+    first = write_clip(path.with_suffix(".a.ts"), moving_scene(*small), codec="libx264")
+    then = write_clip(path.with_suffix(".b.ts"), moving_scene(*large), codec="libx264")
+    path.write_bytes(first.read_bytes() + then.read_bytes())
+    first.unlink()
+    then.unlink()
+    return path
+
+
+def noise_clip(path: Path, n: int, width: int, height: int, seed: int = 0) -> Path:
+    """Frames of random pixels: what compresses worst, so its depth outputs are as large as they come."""
+    rng = np.random.default_rng(seed)
+    return write_clip(path, (rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(n)))

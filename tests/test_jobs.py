@@ -123,7 +123,7 @@ def test_queue_messages_are_json(make, tmp_path, clip) -> None:
 
 
 def test_progress_fraction_and_time_left() -> None:
-    job = Job("x", state=RUNNING, started=time.time())
+    job = Job("a" * 32, state=RUNNING, started=time.time(), spec={"options": {}, "video_options": {}})
     assert job.eta_s() is None  # nothing done yet: no guess
     now = time.time()
     job.note_progress(1, 2, 0, 10, now - 2.0)
@@ -134,7 +134,7 @@ def test_progress_fraction_and_time_left() -> None:
     job.note_progress(2, 2, 5, 10, now + 1)
     assert job.first_pass_rate == pytest.approx(3.0 / 4)  # pass 1 ended one second later
     assert job.fraction() == pytest.approx((1 + 0.3 * 0.5) / 1.3, rel=1e-3)
-    assert Job.from_json(job.to_json()) == job
+    assert Job.from_json(job.to_json(), job.id) == job
 
 
 def test_full_queue_cancel_queued_at_once_and_running_at_its_next_frame(make, model, clip) -> None:

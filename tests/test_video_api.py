@@ -61,7 +61,7 @@ def wait_state(client, job_id: str, states=("done", "failed", "cancelled"), time
 
 
 def job_dirs(video_dir: Path) -> list:
-    return sorted(p.name for p in video_dir.iterdir())
+    return sorted(p.name for p in video_dir.iterdir() if p.is_dir())
 
 
 class GatedModel:

@@ -63,7 +63,8 @@ ERRORS: Mapping[str, Code] = {
     "job_cancelled": Code((409,), "the result of a cancelled video job"),
     "too_large": Code((413,), "a body over `MAX_CONTENT_LENGTH` (videos: `VIDEO_MAX_CONTENT_LENGTH`; "
                               "JSON: 64 KB), an image over `MAX_PIXELS` (read from its header before "
-                              "decoding), video frames over `VIDEO_MAX_PIXELS`"),
+                              "decoding), video frames over `VIDEO_MAX_PIXELS`, a video upload larger than "
+                              "all of `VIDEO_BYTES`"),
     "too_long": Code((413,), "a clip over `VIDEO_MAX_SECONDS` or `VIDEO_MAX_FRAMES`"),
     "not_image": Code((415,), "a file that is not JPEG, PNG, WebP, BMP, TIFF, GIF, HEIC/HEIF or AVIF"),
     "not_video": Code((415,), "not a video (a still photo too: it belongs to `/api/v1/depth`)"),
@@ -75,6 +76,10 @@ ERRORS: Mapping[str, Code] = {
     "busy": Code((503,), "photos: every inference slot is busy and the queue is full; videos: "
                          "`VIDEO_QUEUE` jobs are already waiting in the queue. `Retry-After` says when to "
                          "try again"),
+    "storage_full": Code((507,), "a video upload for which the video folder has no room now: its byte "
+                                 "budget `VIDEO_BYTES` is taken by other jobs' uploads and results, or its "
+                                 "disk is full. Nothing of the upload is kept; `Retry-After` says when room "
+                                 "is likely (results expire after `VIDEO_JOB_TTL`)"),
     "store_unavailable": Code((503,), "the shared result store (the data folder, or Redis) is down, full or "
                                       "cannot be written; `Retry-After` says when to try again, and the "
                                       "server recovers by itself once the store is back"),

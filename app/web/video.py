@@ -1,10 +1,11 @@
 """Video jobs under ``/api/v1``: upload a clip (202 and a job id), follow its progress,
 fetch the depth video (and the 16-bit depth zip), cancel or delete.
 
-The upload is streamed straight into the job's folder (never held in memory whole); it is deleted as
-soon as the job ends, and the results ``VIDEO_JOB_TTL`` seconds later (or at once with ``DELETE``). Jobs
-go through the task queue of ``app.jobs`` (``app.extensions["video_jobs"]``), so any process sharing
-its storage answers for any job.
+The upload is streamed straight into the job's folder (never held in memory whole), once the queue has
+a place for it and the folder's byte budget and disk have room for it (nothing is written otherwise); it
+is deleted as soon as the job ends, and the results ``VIDEO_JOB_TTL`` seconds later (or at once with
+``DELETE``). Jobs go through the task queue of ``app.jobs`` (``app.extensions["video_jobs"]``), so any
+process sharing its storage answers for any job.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request, sen
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.formparser import FormDataParser
 
+from ..jobdata import NoRoom, is_full, is_job_id
 from ..jobs import (DONE, FAILED, FINISHED, UPLOAD, Job, QueueFull, QueueUnavailable, VideoJobs,
                     from_settings)
 from ..options import Options, VideoOptions
 from ..service import safe_stem
-from ..video import Limits, probe
+from ..video import probe
 from .errors import ApiError, answer
 from .reading import depth_service, read_options
 
@@ -66,22 +68,35 @@ def _too_large(limit: int) -> ApiError:
                     f"The upload is larger than this server's video limit of {limit / 2**20:g} MB.")
 
 
+def _busy(exc: QueueFull) -> ApiError:
+    return ApiError("busy", "The server is processing as many videos as it queues; try again in about "
+                    f"{exc.retry_after} s.", retry_after=exc.retry_after)
+
+
+def _no_room(exc: NoRoom) -> ApiError:
+    if not exc.ever:
+        return ApiError("too_large", exc.message)
+    return ApiError("storage_full", f"{exc.message} Try again in about {exc.retry_after} s.",
+                    retry_after=exc.retry_after)
+
+
+DISK_FULL = NoRoom("The video folder's disk is full: the upload could not be stored, and nothing of it "
+                   "was kept.", retry_after=60)
+
+
 # upload -----------------------------------------------------------------------------------------------
 
 def _receive(workdir: Path) -> tuple[Path, str, Dict[str, str]]:
     """The multipart body, its one file in ``video`` written into ``workdir`` as it arrives; returns
     (path, safe stem, the other form fields)."""
-    if request.mimetype != "multipart/form-data":
-        raise ApiError("unsupported_type", "Send the video as multipart/form-data in the field 'video'.")
     limit = current_app.config["VIDEO_MAX_CONTENT_LENGTH"]
     request.max_content_length = limit
-    count = 0
+    opened: list = []
 
     def to_disk(total_content_length: Optional[int], content_type: Optional[str],
                 filename: Optional[str] = None, content_length: Optional[int] = None) -> IO[bytes]:
-        nonlocal count
-        count += 1
-        return open(workdir / f"upload-{count}", "w+b")
+        opened.append(open(workdir / f"upload-{len(opened) + 1}", "w+b"))  # noqa: SIM115 - closed below
+        return opened[-1]
 
     parser = FormDataParser(stream_factory=to_disk, max_content_length=limit,
                             max_form_memory_size=request.max_form_memory_size,
@@ -89,8 +104,12 @@ def _receive(workdir: Path) -> tuple[Path, str, Dict[str, str]]:
     try:
         _, form, files = parser.parse(request.stream, request.mimetype, request.content_length,
                                       request.mimetype_params)
-    except RequestEntityTooLarge:
-        raise _too_large(limit) from None
+    except BaseException as exc:  # a full disk included: no file stays open
+        for f in opened:
+            f.close()
+        if isinstance(exc, RequestEntityTooLarge):
+            raise _too_large(limit) from None
+        raise
     try:
         uploads = files.getlist(VIDEO_FIELD)
         if not uploads:
@@ -116,34 +135,60 @@ def read_video_options(values: Mapping[str, Any]) -> tuple[Options, VideoOptions
     return opts, VideoOptions.from_strings(video)
 
 
-def _limits() -> Limits:
-    c = current_app.config
-    return Limits(max_seconds=c["VIDEO_MAX_SECONDS"] or None, max_frames=c["VIDEO_MAX_FRAMES"] or None,
-                  max_pixels=c["VIDEO_MAX_PIXELS"] or None)
+def _admit(manager: VideoJobs) -> tuple[str, Path]:
+    """A job id and its folder for this upload, once the queue has a place and the budget and the disk
+    have room for the whole body: refused (503 ``busy``, 507 ``storage_full``) before anything is
+    written."""
+    limit = current_app.config["VIDEO_MAX_CONTENT_LENGTH"]
+    if request.content_length is not None and request.content_length > limit:
+        raise _too_large(limit)
+    if request.mimetype != "multipart/form-data":
+        raise ApiError("unsupported_type", "Send the video as multipart/form-data in the field 'video'.")
+    size = request.content_length
+    if size is None:  # a chunked body: its size is known once read, and it may take up to the limit
+        size = min(limit, manager.room.max_bytes or limit)
+    try:
+        manager.admit(size)
+        return manager.new_workdir(reserve=size)
+    except QueueFull as exc:
+        raise _busy(exc) from None
+    except NoRoom as exc:
+        raise _no_room(exc) from None
+    except OSError as exc:  # the file system refused even the folder (no inodes left)
+        if not is_full(exc):
+            raise
+        raise _no_room(DISK_FULL) from None
+
+
+def _queue(manager: VideoJobs, job_id: str, workdir: Path) -> Job:
+    """The upload received into ``workdir``, checked, and queued as job ``job_id``."""
+    received, name, form = _receive(workdir)
+    src = received.rename(workdir / UPLOAD)
+    manager.release(workdir)
+    opts, vopts = read_video_options(form)
+    depth_service().model_for(opts)  # a model this server does not load: 422 now, not a failed job
+    info = probe(src, manager.limits)  # the consumer holds every frame to the same limits
+    job_info = {"name": name, "input": info.as_dict(), "options": opts.as_dict(),
+                "video_options": vopts.as_dict()}
+    spec = {"options": opts.as_dict(), "video_options": vopts.as_dict()}
+    try:
+        return manager.submit(job_id, name, spec, job_info)
+    except QueueFull as exc:
+        raise _busy(exc) from None
 
 
 @bp.post("/video")
 def submit() -> Any:
     """Multipart ``video`` plus options -> 202 and the job (``Location``: its URL)."""
     manager = jobs()
-    limit = current_app.config["VIDEO_MAX_CONTENT_LENGTH"]
-    if request.content_length is not None and request.content_length > limit:
-        raise _too_large(limit)
-    job_id, workdir = manager.new_workdir()
+    job_id, workdir = _admit(manager)
     try:
-        received, name, form = _receive(workdir)
-        src = received.rename(workdir / UPLOAD)
-        opts, vopts = read_video_options(form)
-        depth_service().model_for(opts)  # a model this server does not load: 422 now, not a failed job
-        info = probe(src, _limits())
-        job_info = {"name": name, "input": info.as_dict(), "options": opts.as_dict(),
-                    "video_options": vopts.as_dict()}
-        spec = {"options": opts.as_dict(), "video_options": vopts.as_dict()}
-        try:
-            job = manager.submit(job_id, name, spec, job_info)
-        except QueueFull as exc:
-            raise ApiError("busy", "The server is processing as many videos as it queues; try again in "
-                           f"about {exc.retry_after} s.", retry_after=exc.retry_after) from None
+        job = _queue(manager, job_id, workdir)
+    except OSError as exc:  # the disk filled up under the upload: nothing of it is kept
+        manager.discard(workdir)
+        if not is_full(exc):
+            raise
+        raise _no_room(DISK_FULL) from None
     except BaseException:
         manager.discard(workdir)
         raise
@@ -156,7 +201,7 @@ def submit() -> Any:
 # jobs -----------------------------------------------------------------------------------------------------
 
 def _job(job_id: str) -> Job:
-    job = jobs().get(job_id)
+    job = jobs().get(job_id) if is_job_id(job_id) else None  # junk never reaches the queue's storage
     if job is None:
         raise ApiError("no_job", "No such job: the id is wrong, or the job ended more than "
                        f"{current_app.config['VIDEO_JOB_TTL']:g} s ago and its files were deleted.")
@@ -191,9 +236,12 @@ def _not_ready(job: Job) -> NoReturn:
 def _send(job: Job, kind: str, mimetype: str) -> Response:
     if job.state != DONE:
         _not_ready(job)
-    path = jobs().path(job, kind)
-    if path is None:
+    if kind not in job.files:
         raise ApiError("not_found", "This job made no depth zip: ask for it with depth_zip=on.")
+    path = jobs().path(job, kind)
+    if path is None:  # its record names a file that is not a plain file in the job's folder
+        log.warning("job %s: its %s file is missing or not in its folder", job.id, kind)
+        raise ApiError("not_found", "This job's file is gone.")
     # conditional: Range requests, so a <video> can seek and a download can resume
     return send_file(path, mimetype=mimetype, conditional=True, download_name=path.name,
                      as_attachment=bool(request.args.get("download")), max_age=0)
