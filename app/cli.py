@@ -406,6 +406,8 @@ def serve_cmd(bind: str, workers: Optional[int], threads: int, timeout: int, wei
             data_dir = str(private_dir(Path(data_dir) if data_dir else
                                        default_data_dir(config.get("DEPTHMAP_CACHE_BYTES"))))
             os.environ["DEPTHMAP_DATA_DIR"] = data_dir
+        if config.get("DEPTHMAP_VIDEO_DIR"):  # the video jobs' folder, checked as the data folder is
+            private_dir(Path(config.get("DEPTHMAP_VIDEO_DIR")))
     except StoreUnavailable as exc:
         log.error("%s", exc.message)
         sys.exit(2)

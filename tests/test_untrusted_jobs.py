@@ -116,11 +116,13 @@ def chown_other(path: Path) -> None:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="giving a folder to another user needs root")
+@pytest.mark.parametrize("command", ["worker", "serve"])
 @pytest.mark.parametrize("whose", ["data", "jobs"])
-def test_the_worker_refuses_a_folder_of_another_user(tmp_path, whose) -> None:
+def test_worker_and_serve_refuse_a_folder_of_another_user(weights_path, tmp_path, whose, command) -> None:
     data, jobs = tmp_path / "data", tmp_path / "jobs"
     chown_other(data if whose == "data" else jobs)
-    env: Dict[str, str] = {"DEPTHMAP_DATA_DIR": str(data), "DEPTHMAP_VIDEO_DIR": str(jobs)}
-    done = run_cli(["worker"], env=env, timeout=120)
+    env: Dict[str, str] = {"DEPTHMAP_DATA_DIR": str(data), "DEPTHMAP_VIDEO_DIR": str(jobs),
+                           "MIDAS_WEIGHTS": str(weights_path)}  # serve finds the weights first
+    done = run_cli([command], env=env, timeout=120)
     assert done.returncode == 2, done.stderr
     assert "belongs to another user" in done.stderr and "Traceback" not in done.stderr
