@@ -87,6 +87,9 @@ SETTINGS: Tuple[Setting, ...] = (
     _app("RESULT_TTL", 3600, float, "seconds a result (with its upload) is kept after its last use"),
     _app("BATCH_MAX_FILES", 20, int, "photos (or depth ids) in one batch request; more get 413 "
          "`too_many_files`"),
+    _app("BATCH_MAX_PIXELS", 100_000_000, int, "pixels, at the working size, that one batch request "
+         "computes or renders in all (about eight 12 MP photos): `batch.zip` past it gets 413 `too_large`, "
+         "`POST /api/v1/batch` a `too_large` row for each photo past it"),
     _app("SECRET_KEY", None, str, "Flask's secret key (nothing uses sessions yet)", "random per process"),
     # admission (app.gate)
     _app("INFERENCE_SLOTS", 1, int, "depth maps computed at once per worker (decode + inference)"),

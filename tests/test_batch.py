@@ -81,3 +81,53 @@ def test_bad_batch_zip_requests(client, query, status, code) -> None:
 
 def test_batch_that_is_not_multipart_is_a_415(client) -> None:
     assert client.post("/api/v1/batch", json={"image": "x"}).json["error"] == "unsupported_type"
+
+
+def upload_id(client, data: bytes, name: str) -> str:
+    r = client.post("/api/v1/depth", **form_data({"image": (data, name), "views": "none"}))
+    assert r.status_code == 200, r.json
+    return r.json["depth_id"]
+
+
+def test_batch_zip_counts_a_repeated_id_once(client, samples) -> None:
+    rocket, coffee = upload_id(client, samples["rocket"], "rocket.jpg"), upload_id(client, samples["coffee"], "c.png")
+    r = client.get("/api/v1/batch.zip", query_string=[("depth_id", rocket)] * 20 + [("depth_id", coffee),
+                                                                                       ("depth_id", rocket)])
+    assert r.status_code == 200
+    zf = zipfile.ZipFile(io.BytesIO(r.data))
+    assert [x["depth_id"] for x in json.loads(zf.read("results.json"))["results"]] == [rocket, coffee]
+    assert sorted({name.split("/")[0] for name in zf.namelist()}) == ["c", "results.json", "rocket"]
+    # more distinct ids than a batch takes: refused before anything is read
+    many = [("depth_id", f"{i:032x}") for i in range(21)]
+    r = client.get("/api/v1/batch.zip", query_string=many)
+    assert r.status_code == 413 and r.json["error"] == "too_many_files"
+
+
+def test_batch_zip_past_the_pixel_budget_is_a_413(app, client, samples, monkeypatch) -> None:
+    ids = [upload_id(client, samples[n], f"{n}.png") for n in ("rocket", "coffee")]
+    sizes = [Image.open(io.BytesIO(samples[n])).size for n in ("rocket", "coffee")]
+    both = sum(w * h for w, h in sizes)
+    monkeypatch.setitem(app.config, "BATCH_MAX_PIXELS", both - 1)
+    r = client.get("/api/v1/batch.zip", query_string=[("depth_id", i) for i in ids])
+    assert r.status_code == 413 and r.json["error"] == "too_large"
+    assert "DEPTHMAP_BATCH_MAX_PIXELS" in r.json["message"]
+    monkeypatch.setitem(app.config, "BATCH_MAX_PIXELS", both)  # exactly the budget: served
+    assert client.get("/api/v1/batch.zip", query_string=[("depth_id", i) for i in ids]).status_code == 200
+
+
+@pytest.mark.parametrize("accept", ["application/json", "application/zip"])
+def test_batch_photos_past_the_pixel_budget_get_their_own_error(app, client, samples, monkeypatch,
+                                                                   accept) -> None:
+    names = ("rocket", "coffee", "chelsea")
+    pixels = [np.prod(Image.open(io.BytesIO(samples[n])).size) for n in names]
+    # room for the first and the third, not the second as well
+    monkeypatch.setitem(app.config, "BATCH_MAX_PIXELS", int(pixels[0] + max(pixels[1] - 1, pixels[2])))
+    assert pixels[0] + pixels[1] > pixels[0] + max(pixels[1] - 1, pixels[2]) >= pixels[0] + pixels[2]
+    r = client.post("/api/v1/batch", headers={"Accept": accept},
+                    **form_data({"image": [(samples[n], f"{n}.png") for n in names], "views": "gray"}))
+    assert r.status_code == 200
+    rows = (json.loads(zipfile.ZipFile(io.BytesIO(r.data)).read("results.json")) if accept.endswith("zip")
+            else r.json)["results"]
+    assert [row.get("error") for row in rows] == [None, "too_large", None]
+    assert "DEPTHMAP_BATCH_MAX_PIXELS" in rows[1]["message"] and "depth_id" not in rows[1]
+    assert all(rows[i]["depth_id"] for i in (0, 2))
