@@ -16,6 +16,15 @@ Buffer = Union[bytes, bytearray, memoryview]
 SLICE = 1 << 20  # bytes of a large buffer written (and sent) at a time
 
 
+def slices(parts: Iterable[Buffer]) -> Iterator[bytes]:
+    """``parts`` one after the other as ``bytes`` of at most ``SLICE``: a large buffer (an array's
+    memory) is never copied whole."""
+    for part in parts:
+        view = memoryview(part).cast("B")
+        for at in range(0, len(view), SLICE):
+            yield bytes(view[at:at + SLICE])
+
+
 class ZipStream:
     """``add`` and ``add_parts`` put a file in the zip and yield the zip's bytes made so far; ``close``
     yields the rest (the central directory). Nothing is kept once it has been yielded."""
@@ -50,11 +59,9 @@ class ZipStream:
         """``name`` holding ``parts`` one after the other (each any buffer, an array's memory too), sent
         a slice at a time: a part is never copied whole."""
         with self._zip.open(self._info(name, deflate), "w") as out:
-            for part in parts:
-                view = memoryview(part).cast("B")
-                for at in range(0, len(view), SLICE):
-                    out.write(view[at:at + SLICE])
-                    yield from self._take()
+            for piece in slices(parts):
+                out.write(piece)
+                yield from self._take()
         yield from self._take()
 
     def close(self) -> Iterator[bytes]:

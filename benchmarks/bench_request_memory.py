@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 import numpy as np
 from PIL import Image
@@ -111,8 +111,9 @@ def routes(b: Bench, side: int) -> Dict[str, Callable[[], None]]:
 
     def render() -> None:
         depth_id = b.depth_id()
-        b.measure("POST /render", "a new upsampling (fgs) of the cached result, all views", lambda: b.session.post(
-            b.url + "/api/v1/render", json={"depth_id": depth_id, "upsample": "fgs"}, stream=True, timeout=900))
+        body = {"depth_id": depth_id, "upsample": "fgs"}
+        b.measure("POST /render", "a new upsampling (fgs) of the cached result, all views",
+                  lambda: b.session.post(b.url + "/api/v1/render", json=body, stream=True, timeout=900))
 
     def batch_zip() -> None:
         depth_id = b.depth_id()
@@ -137,10 +138,12 @@ def routes(b: Bench, side: int) -> Dict[str, Callable[[], None]]:
     for ext, what in (("npy", "raw depth"), ("png", "16-bit PNG"), ("pfm", "PFM"), ("exr", "OpenEXR")):
         made[ext] = (lambda e=ext, w=what: b.get(f"GET .{e}", f"/api/v1/depth/{{id}}.{e}", w))
     for ext in ("ply", "glb"):
-        made[ext] = (lambda e=ext: b.get(f"GET .{e}", f"/api/v1/depth/{{id}}.{e}?grid=2048", "grid 2048 (the most)"))
+        made[ext] = (lambda e=ext: b.get(f"GET .{e}", f"/api/v1/depth/{{id}}.{e}?grid=2048",
+                                         "grid 2048 (the most)"))
     made["zip"] = lambda: b.get("GET .zip", "/api/v1/depth/{id}.zip?grid=2048", "everything, grid 2048")
     for layout in ("sbs", "anaglyph-dubois"):
-        made[layout] = (lambda lay=layout: b.get("GET /stereo.png", f"/api/v1/depth/{{id}}/stereo.png?layout={lay}",
+        made[layout] = (lambda lay=layout: b.get("GET /stereo.png",
+                                                 f"/api/v1/depth/{{id}}/stereo.png?layout={lay}",
                                                  f"full size, {lay}"))
     made["normals"] = lambda: b.get("GET /normals.png", "/api/v1/depth/{id}/normals.png?normal_smooth=20",
                                     "full size, smoothing 20 (the most)")

@@ -90,7 +90,8 @@ def upload_id(client, data: bytes, name: str) -> str:
 
 
 def test_batch_zip_counts_a_repeated_id_once(client, samples) -> None:
-    rocket, coffee = upload_id(client, samples["rocket"], "rocket.jpg"), upload_id(client, samples["coffee"], "c.png")
+    rocket = upload_id(client, samples["rocket"], "rocket.jpg")
+    coffee = upload_id(client, samples["coffee"], "c.png")
     r = client.get("/api/v1/batch.zip", query_string=[("depth_id", rocket)] * 20 + [("depth_id", coffee),
                                                                                        ("depth_id", rocket)])
     assert r.status_code == 200

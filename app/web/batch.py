@@ -23,6 +23,7 @@ from ..service import DepthService, safe_stem
 from ..store import Entry, StoreUnavailable, npy_parts
 from ..zipstream import ZipStream
 from .errors import ApiError, as_api_error
+from .exports import begun
 from .reading import NOT_CACHED, attach, cached_entry, depth_service, read_options, read_views
 
 bp = Blueprint("batch", __name__, url_prefix="/api/v1")
@@ -44,10 +45,12 @@ def _limits() -> Tuple[int, int]:
     return int(current_app.config["BATCH_MAX_FILES"]), int(current_app.config["BATCH_MAX_PIXELS"])
 
 
-def _files(service: DepthService, entry: Entry, opts: Options, views: Tuple[str, ...]) -> Dict[str, bytes]:
+def _files(service: DepthService, entry: Entry, opts: Options, views: Tuple[str, ...],
+           began: bool) -> Dict[str, bytes]:
     """One photo's views and 16-bit depth as PNG, made inside the gate: a photo's worth of rendering
-    waits its turn like an inference, and a full gate refuses it the same way."""
-    with service.gate.slot():
+    waits its turn like an inference, and a full line refuses it the same way until the answer has
+    begun; after, the line is waited out (``DepthService.patient_slot``)."""
+    with service.patient_slot() if began else service.gate.slot():
         pngs, _ = service.render(entry, opts, views)
         pngs["depth16"] = exports.depth_png16(entry.depth)
     return pngs
@@ -57,7 +60,8 @@ def _zip(photos: Iterable[Photo], opts: Options, views: Tuple[str, ...],
          service: DepthService) -> Iterator[bytes]:
     """The batch's zip, made while it is sent: a folder per photo (its views, ``depth.npy`` and
     ``depth16.png``), then ``results.json``. Until the first photo's files are made, a busy gate or a
-    store that is down fails the whole answer (nothing has been sent); after, that photo's row says so."""
+    store that is down fails the whole answer (nothing has been sent); after, that photo's row says so
+    (a full line only once it has been waited out)."""
     out, report, used, began = ZipStream(), [], {}, False
     for photo in photos:
         report.append(photo.row)
@@ -65,7 +69,7 @@ def _zip(photos: Iterable[Photo], opts: Options, views: Tuple[str, ...],
             continue
         try:
             entry = photo.result()
-            files = _files(service, entry, opts, views)
+            files = _files(service, entry, opts, views, began)
         except PHOTO_ERRORS as exc:
             if not began and not isinstance(exc, ImageError):
                 raise
@@ -89,13 +93,8 @@ def _zip(photos: Iterable[Photo], opts: Options, views: Tuple[str, ...],
 def _send_zip(photos: Iterable[Photo], opts: Options, views: Tuple[str, ...]) -> Response:
     """The streamed zip; its first photo is made before the answer begins, so that a busy server answers
     503 rather than a zip of refusals."""
-    body = _zip(photos, opts, views, depth_service())
-    first = next(body)
-
-    def whole() -> Iterator[bytes]:  # a generator, so that the server's close() reaches the zip's
-        yield first
-        yield from body
-    return attach(Response(whole(), mimetype="application/zip"), "batch.zip")
+    body = begun(_zip(photos, opts, views, depth_service()))
+    return attach(Response(body, mimetype="application/zip"), "batch.zip")
 
 
 def _computed(row: Dict[str, Any], service: DepthService, data: bytes, name: str, opts: Options) -> Entry:
