@@ -66,9 +66,12 @@ ERRORS: Mapping[str, Code] = {
     "busy": Code((503,), "photos: every inference slot is busy and the queue is full; videos: "
                          "`VIDEO_QUEUE` jobs are already waiting in the queue. `Retry-After` says when to "
                          "try again"),
-    "store_unavailable": Code((503,), "the shared result store (the data folder, or Redis) is down, full or "
+    "store_unavailable": Code((503,), "the shared result store (the data folder, or Redis) is down or "
                                       "cannot be written; `Retry-After` says when to try again, and the "
                                       "server recovers by itself once the store is back"),
+    "storage_full": Code((507,), "the result store has no room for a new result (the data folder's disk, "
+                                 "or Redis's `maxmemory`): results it holds are still served, and new ones "
+                                 "are kept again once there is room; `Retry-After` as for 503"),
     "error": Code((), "any other HTTP error (its status says which)"),
 }
 # the code of an HTTP error that Werkzeug or Flask raised on their own
@@ -111,7 +114,8 @@ def as_api_error(exc: Exception) -> ApiError:
     if isinstance(exc, Busy):
         return ApiError("busy", exc.message, retry_after=exc.retry_after)
     if isinstance(exc, StoreUnavailable):
-        return ApiError("store_unavailable", exc.message, retry_after=exc.retry_after)
+        return ApiError("storage_full" if exc.full else "store_unavailable", exc.message,
+                        retry_after=exc.retry_after)
     assert isinstance(exc, HTTPException)
     status = exc.code or 500
     if status == 413:
@@ -137,7 +141,7 @@ def wants_json() -> bool:
 
 
 def log_error(err: ApiError) -> None:
-    if err.error == "store_unavailable":
+    if err.error in ("store_unavailable", "storage_full"):
         log.error("%s %s -> 503 %s", request.method, request.path, err.message)
     elif err.code >= 500 and err.error != "busy":
         log.error("%s %s -> %d", request.method, request.path, err.code)

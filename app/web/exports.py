@@ -39,17 +39,17 @@ def begun(body: Iterator[bytes]) -> Iterator[bytes]:
     return whole()
 
 
-def send_parts(parts: Iterable[Buffer], mimetype: str, filename: str,
+def send_parts(parts: Iterable[Buffer], mimetype: str, filename: Optional[str],
                length: Optional[int] = None) -> Response:
-    """``parts`` (bytes and arrays' memory) one after the other as a download named ``filename``, with
-    its ``length`` (by default, of every part: then ``parts`` is read as a list first): sent a slice at
-    a time, never joined into one copy."""
+    """``parts`` (bytes and arrays' memory) one after the other, with their ``length`` (by default, of
+    every part: then ``parts`` is read as a list first), as a download named ``filename`` (None: not a
+    download): sent a slice at a time, never joined into one copy."""
     if length is None:
         parts = list(parts)
         length = sum(memoryview(p).nbytes for p in parts)
     response = Response(slices(parts), mimetype=mimetype)
     response.headers["Content-Length"] = str(length)
-    return attach(response, filename)
+    return attach(response, filename) if filename else response
 
 
 @bp.get("/depth/<depth_id>.png")
