@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import io
 import json
+import re
+import shutil
+import subprocess
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
+import requests
 from PIL import Image
 
-from helpers import form_data
+from helpers import form_data, running_server
 
 
 def test_batch_answers_one_result_per_photo_and_one_bad_photo_fails_alone(client, samples) -> None:
@@ -132,3 +137,74 @@ def test_batch_photos_past_the_pixel_budget_get_their_own_error(app, client, sam
     assert [row.get("error") for row in rows] == [None, "too_large", None]
     assert "DEPTHMAP_BATCH_MAX_PIXELS" in rows[1]["message"] and "depth_id" not in rows[1]
     assert all(rows[i]["depth_id"] for i in (0, 2))
+
+
+# the real server ----------------------------------------------------------------------------------------
+
+def noise_png(side: int, seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)).save(buf, "PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def rss_mb(pid: int, key: str) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(rf"^{key}:\s+(\d+)", status, re.M).group(1)) / 1024
+
+
+@pytest.fixture(scope="module")
+def server(weights_path, tmp_path_factory):
+    """``depthmap serve``, one worker, a result store with room for twenty 1 MP noise photos, and them."""
+    log = tmp_path_factory.mktemp("batch-server") / "server.log"
+    with running_server(weights_path, log, "--workers", "1",
+                        env={"DEPTHMAP_CACHE_BYTES": str(1 << 30)}) as (url, _):
+        ids = []
+        for seed in range(20):
+            r = requests.post(url + "/api/v1/depth", files={"image": (f"n{seed}.png", noise_png(1000, seed))},
+                              data={"views": "none"}, timeout=120)
+            assert r.status_code == 200, r.text
+            ids.append(r.json()["depth_id"])
+        yield url, ids, log
+
+
+def test_batch_zip_is_sent_while_it_is_made(server) -> None:
+    url, ids, _ = server
+    query = "&".join(f"depth_id={i}" for i in ids[:3])
+    with requests.get(f"{url}/api/v1/batch.zip?{query}", stream=True, timeout=120) as r:
+        assert r.status_code == 200 and r.headers.get("Transfer-Encoding") == "chunked"
+        pieces = r.iter_content(1 << 16)
+        head = next(pieces)
+        # the first photo's files are still being sent (more than the sockets buffer): the last photo
+        # has not been read yet, so deleting it now shows in the zip
+        assert requests.delete(f"{url}/api/v1/depth/{ids[2]}", timeout=60).status_code == 204
+        data = head + b"".join(pieces)
+    zf = zipfile.ZipFile(io.BytesIO(data))
+    assert zf.testzip() is None
+    rows = json.loads(zf.read("results.json"))["results"]
+    assert [row.get("folder") for row in rows] == ["n0", "n1", None]
+    assert rows[2]["error"] == "not_cached" and rows[2]["depth_id"] == ids[2]
+    assert {name.split("/")[0] for name in zf.namelist()} == {"n0", "n1", "results.json"}
+    with Image.open(io.BytesIO(zf.read("n1/overlay.png"))) as im:
+        assert im.size == (1000, 1000)
+    if shutil.which("unzip"):  # another reader than Python's: Info-ZIP
+        path = Path(server[2]).parent / "batch.zip"
+        path.write_bytes(data)
+        assert subprocess.run(["unzip", "-tq", str(path)], capture_output=True).returncode == 0
+
+
+def test_batch_zip_memory_is_one_photos_not_the_zips(server) -> None:
+    url, ids, _ = server
+    live = ids[3:]  # seventeen results, none deleted by the test above
+    pid = requests.get(url + "/healthz", timeout=30).json()["pid"]
+    before = rss_mb(pid, "VmRSS")
+    Path(f"/proc/{pid}/clear_refs").write_text("5")  # the peak starts over from here
+    query = "&".join(f"depth_id={i}" for i in live)
+    r = requests.get(f"{url}/api/v1/batch.zip?{query}&views=all", timeout=300)
+    assert r.status_code == 200
+    rows = json.loads(zipfile.ZipFile(io.BytesIO(r.content)).read("results.json"))["results"]
+    assert all("folder" in row for row in rows) and len(rows) == len(live)
+    rise = rss_mb(pid, "VmHWM") - before
+    zip_mb = len(r.content) / 2**20
+    # built whole, the zip was held twice over (its files, then the zip); streamed, one photo's files
+    assert rise < zip_mb / 3, (rise, zip_mb)
