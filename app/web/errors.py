@@ -54,7 +54,8 @@ ERRORS: Mapping[str, Code] = {
     "job_cancelled": Code((409,), "the result of a cancelled video job"),
     "too_large": Code((413,), "a body over `MAX_CONTENT_LENGTH` (videos: `VIDEO_MAX_CONTENT_LENGTH`; "
                               "JSON: 64 KB), an image over `MAX_PIXELS` (read from its header before "
-                              "decoding), video frames over `VIDEO_MAX_PIXELS`"),
+                              "decoding), video frames over `VIDEO_MAX_PIXELS`, a batch zip of more than "
+                              "`BATCH_MAX_PIXELS` (in `POST /api/v1/batch`, the row of each photo past it)"),
     "too_long": Code((413,), "a clip over `VIDEO_MAX_SECONDS` or `VIDEO_MAX_FRAMES`"),
     "not_image": Code((415,), "a file that is not JPEG, PNG, WebP, BMP, TIFF, GIF, HEIC/HEIF or AVIF"),
     "not_video": Code((415,), "not a video (a still photo too: it belongs to `/api/v1/depth`)"),
