@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
@@ -45,46 +45,46 @@ def _limits() -> Tuple[int, int]:
     return int(current_app.config["BATCH_MAX_FILES"]), int(current_app.config["BATCH_MAX_PIXELS"])
 
 
-def _files(service: DepthService, entry: Entry, opts: Options, views: Tuple[str, ...],
-           began: bool) -> Dict[str, bytes]:
-    """One photo's views and 16-bit depth as PNG, made inside the gate: a photo's worth of rendering
-    waits its turn like an inference, and a full line refuses it the same way until the answer has
-    begun; after, the line is waited out (``DepthService.patient_slot``)."""
-    with service.patient_slot() if began else service.gate.slot():
-        pngs, _ = service.render(entry, opts, views)
-        pngs["depth16"] = exports.depth_png16(entry.depth)
-    return pngs
+def _made(photo: Photo, service: DepthService, opts: Options, views: Tuple[str, ...],
+          began: bool) -> Optional[Tuple[Entry, Dict[str, bytes]]]:
+    """One photo's result and its views and 16-bit depth as PNG, made inside the gate: a photo's worth of
+    rendering waits its turn like an inference. Until the answer has begun, a full line (or a store that
+    is down) fails the whole answer; after, the line is waited out (``DepthService.patient_slot``), and
+    what still fails is noted in the photo's row (None). A bad photo is only ever its row's error."""
+    try:
+        entry = photo.result()
+        with service.patient_slot() if began else service.gate.slot():
+            pngs, _ = service.render(entry, opts, views)
+            pngs["depth16"] = exports.depth_png16(entry.depth)
+    except PHOTO_ERRORS as exc:
+        if not began and not isinstance(exc, ImageError):
+            raise
+        err = as_api_error(exc)
+        photo.row.update(error=err.error, message=err.message)
+        return None
+    return entry, pngs
 
 
 def _zip(photos: Iterable[Photo], opts: Options, views: Tuple[str, ...],
          service: DepthService) -> Iterator[bytes]:
     """The batch's zip, made while it is sent: a folder per photo (its views, ``depth.npy`` and
-    ``depth16.png``), then ``results.json``. Until the first photo's files are made, a busy gate or a
-    store that is down fails the whole answer (nothing has been sent); after, that photo's row says so
-    (a full line only once it has been waited out)."""
+    ``depth16.png``), then ``results.json`` with every photo's row."""
     out, report, used, began = ZipStream(), [], {}, False
     for photo in photos:
         report.append(photo.row)
-        if "error" in photo.row:
+        made = None if "error" in photo.row else _made(photo, service, opts, views, began)
+        if made is None:
             continue
-        try:
-            entry = photo.result()
-            files = _files(service, entry, opts, views, began)
-        except PHOTO_ERRORS as exc:
-            if not began and not isinstance(exc, ImageError):
-                raise
-            err = as_api_error(exc)
-            photo.row.update(error=err.error, message=err.message)
-            continue
+        entry, files = made
+        del made  # each photo's arrays and files go once sent, not when the next is made
         used[entry.name] = used.get(entry.name, 0) + 1
         folder = entry.name if used[entry.name] == 1 else f"{entry.name}-{used[entry.name]}"
         photo.row["folder"] = folder
         began = True
-        for name, png in files.items():
-            yield from out.add(f"{folder}/{name}.png", png)
-        del files  # sent: not held while the next photo is made
+        for name in list(files):
+            yield from out.add(f"{folder}/{name}.png", files.pop(name))
         yield from out.add_parts(f"{folder}/depth.npy", npy_parts(entry.depth))
-        del entry
+        del entry, files
     results = {"options": opts.as_dict(), "results": report}
     yield from out.add("results.json", json.dumps(results, indent=2).encode(), deflate=True)
     yield from out.close()
