@@ -265,9 +265,9 @@ def one_slot_app(weights_path, tmp_path_factory):
 def test_full_size_files_of_a_large_photo_wait_in_the_gate_and_previews_do_not(one_slot_app) -> None:
     studio, depth_id = one_slot_app
     client, base = studio.test_client(), f"/api/v1/depth/{depth_id}"
-    full = [f"{base}.png", f"{base}.exr", f"{base}/stereo.png", f"{base}/normals.png?normal_smooth=3",
+    full = [f"{base}/overlay.png", f"{base}/photo.png", f"{base}.png", f"{base}.exr", f"{base}/stereo.png", f"{base}/normals.png?normal_smooth=3",
             f"{base}.glb?grid=2048", f"{base}.zip", f"/api/v1/batch.zip?depth_id={depth_id}"]
-    small = [f"{base}/stereo.png?max_side=800", f"{base}/normals.png?max_side=800", f"{base}.npy",
+    small = [f"{base}/overlay.png?max_side=1600", f"{base}/stereo.png?max_side=800", f"{base}/normals.png?max_side=800", f"{base}.npy",
              f"{base}.pfm", f"{base}.glb?grid=512", f"{base}/legend.json"]
     release, entered = threading.Event(), threading.Event()
     holder = hold(studio.extensions["depth_service"].gate, release, entered)  # an inference running
