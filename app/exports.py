@@ -11,7 +11,7 @@ import io
 import json
 import math
 import struct
-from typing import Any, Callable, Iterable, Iterator, List, Mapping, Tuple
+from typing import Any, Callable, Iterable, Iterator, List, Mapping, Optional, Tuple
 
 import numpy as np
 import OpenEXR
@@ -258,19 +258,26 @@ The 3D files assume a field of view of {fov:g} degrees and a far end {ratio:g} t
 """
 
 
-Made = Callable[[], Iterable[Buffer]]  # makes one file, as pieces to write one after the other
+# makes one file, as pieces to write one after the other; None: it could not be made now
+Made = Callable[[], Optional[Iterable[Buffer]]]
 
 
 def bundle(name: str, files: Iterable[Tuple[str, Made]], info: Mapping[str, Any]) -> Iterator[bytes]:
     """The zip of ``files`` (file name, and what makes it) plus README.txt and options.json, in a folder
     ``name``, made while it is sent: each file is made when its turn comes and let go once written, so
-    the zip of a 16 MP photo (half a GB) is never in memory, nor all its files at once. Everything binary
-    is stored, not deflated: PNGs are compressed already, and float32 depth deflates poorly (12 MP,
-    measured by benchmarks/bench_exports.py: 124 MB in 8.0 s deflated at level 1, 139 MB in 4.1 s
-    stored)."""
-    out = ZipStream()
+    the zip of a 16 MP photo (half a GB) is never in memory, nor all its files at once. A file that
+    could not be made is named in options.json (``left_out``). Everything binary is stored, not
+    deflated: PNGs are compressed already, and float32 depth deflates poorly (12 MP, measured by
+    benchmarks/bench_exports.py: 124 MB in 8.0 s deflated at level 1, 139 MB in 4.1 s stored)."""
+    out, left_out = ZipStream(), []
     for fname, make in files:
-        yield from out.add_parts(f"{name}/{fname}", make())
+        parts = make()
+        if parts is None:
+            left_out.append(fname)
+            continue
+        yield from out.add_parts(f"{name}/{fname}", parts)
+        del parts
+    info = {**info, "left_out": left_out} if left_out else info
     yield from out.add(f"{name}/options.json", json.dumps(info, indent=2).encode(), deflate=True)
     yield from out.add(f"{name}/README.txt", README_TXT.format(name=name, **info["readme"]).encode(),
                        deflate=True)

@@ -265,10 +265,12 @@ def one_slot_app(weights_path, tmp_path_factory):
 def test_full_size_files_of_a_large_photo_wait_in_the_gate_and_previews_do_not(one_slot_app) -> None:
     studio, depth_id = one_slot_app
     client, base = studio.test_client(), f"/api/v1/depth/{depth_id}"
-    full = [f"{base}/overlay.png", f"{base}/photo.png", f"{base}.png", f"{base}.exr", f"{base}/stereo.png", f"{base}/normals.png?normal_smooth=3",
-            f"{base}.glb?grid=2048", f"{base}.zip", f"/api/v1/batch.zip?depth_id={depth_id}"]
-    small = [f"{base}/overlay.png?max_side=1600", f"{base}/stereo.png?max_side=800", f"{base}/normals.png?max_side=800", f"{base}.npy",
-             f"{base}.pfm", f"{base}.glb?grid=512", f"{base}/legend.json"]
+    full = [f"{base}/overlay.png", f"{base}/photo.png", f"{base}.png", f"{base}.exr", f"{base}/stereo.png",
+            f"{base}/normals.png?normal_smooth=3", f"{base}.glb?grid=2048", f"{base}.zip",
+            f"/api/v1/batch.zip?depth_id={depth_id}"]
+    small = [f"{base}/overlay.png?max_side=1600", f"{base}/stereo.png?max_side=800",
+             f"{base}/normals.png?max_side=800", f"{base}.npy", f"{base}.pfm", f"{base}.glb?grid=512",
+             f"{base}/legend.json"]
     release, entered = threading.Event(), threading.Event()
     holder = hold(studio.extensions["depth_service"].gate, release, entered)  # an inference running
     try:
@@ -284,3 +286,26 @@ def test_full_size_files_of_a_large_photo_wait_in_the_gate_and_previews_do_not(o
     for path in full:
         r = client.get(path)
         assert r.status_code == 200 and len(r.data) > 1000, path
+
+
+def test_a_file_a_full_gate_keeps_out_of_a_begun_zip_is_named(one_slot_app, monkeypatch) -> None:
+    import app.service
+
+    monkeypatch.setattr(app.service, "PATIENCE_S", 1.5)
+    studio, depth_id = one_slot_app
+    r = studio.test_client().get(f"/api/v1/depth/{depth_id}.zip", buffered=False)
+    assert r.status_code == 200  # its first file, the photo, is made: the zip has begun
+    release, entered = threading.Event(), threading.Event()
+    holder = hold(studio.extensions["depth_service"].gate, release, entered)  # a long inference from now
+    try:
+        data = r.get_data()
+    finally:
+        release.set()
+        holder.join(5)
+    zf = zipfile.ZipFile(io.BytesIO(data))
+    assert zf.testzip() is None
+    left_out = json.loads(zf.read("big/options.json"))["left_out"]
+    assert left_out == ["heatmap.png", "overlay.png", "gray.png", "depth.exr", "depth16.png"]
+    names = {n.split("/", 1)[1] for n in zf.namelist()}
+    assert {"photo.png", "depth.npy", "depth.pfm", "pointcloud.ply", "mesh.glb"} <= names
+    assert not names & set(left_out)

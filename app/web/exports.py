@@ -7,12 +7,14 @@ photo at full size waits in the admission gate like an inference (``DepthService
 
 from __future__ import annotations
 
+import logging
 from itertools import chain
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
 from flask import Blueprint, Response, jsonify, request
 
 from .. import exports
+from ..gate import Busy
 from ..legend import legend
 from ..options import SceneOptions
 from ..pipeline import VIEWS
@@ -23,6 +25,7 @@ from .errors import ApiError
 from .reading import attach, cached_entry, depth_service, read_display_options, send_bytes
 
 bp = Blueprint("exports", __name__, url_prefix="/api/v1")
+log = logging.getLogger(__name__)
 
 LEGEND_VIEWS = ("heatmap", "overlay", "gray")
 NOT_DISPLAY = frozenset(SceneOptions.names()) | {"view"}  # query names that are not display options
@@ -125,10 +128,18 @@ def _bundle_files(service: DepthService, entry: Entry, args: Mapping[str, Any]
         ("pointcloud.ply", points, lambda: exports.point_cloud_ply(*grid(), scene)),
         ("mesh.glb", points, lambda: exports.mesh_glb(*grid(), scene))]
 
-    def gated(first: bool, pixels: int, make: exports.Made) -> exports.Made:
-        def make_in_line() -> Iterable[Buffer]:
-            with service.slot(pixels, patient=not first):  # the first file is made before the answer
-                return make()
+    def gated(first: bool, fname: str, pixels: int, make: exports.Made) -> exports.Made:
+        """``make`` in the gate; the first file is made before the answer begins, so a full line is its
+        503, while a later file that a full line keeps out even after waiting is left out."""
+        def make_in_line() -> Optional[Iterable[Buffer]]:
+            try:
+                with service.slot(pixels, patient=not first):
+                    return make()
+            except Busy:
+                if first:
+                    raise
+                log.warning("%s of %s left out of its zip: the gate stayed full", fname, entry.id)
+                return None
         return make_in_line
 
     height, width = entry.depth.shape
@@ -138,7 +149,7 @@ def _bundle_files(service: DepthService, entry: Entry, args: Mapping[str, Any]
                        "near": "dark" if opts.invert else "bright",
                        "grid_note": f"grid of at most {scene.grid} points per side",
                        "fov": scene.fov, "ratio": 1.0 + scene.depth_scale}}
-    return [(name, gated(i == 0, pixels, make)) for i, (name, pixels, make) in enumerate(made)], info
+    return [(fname, gated(i == 0, fname, pixels, make)) for i, (fname, pixels, make) in enumerate(made)], info
 
 
 @bp.get("/depth/<depth_id>.zip")
