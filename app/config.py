@@ -96,6 +96,9 @@ SETTINGS: Tuple[Setting, ...] = (
             "name; a request for another name gets 400 `bad_host` (a DNS-rebinding page names its own; "
             "see [Self-hosting, \"Security\"](self-hosting.md#security))", key="TRUSTED_HOST_NAMES",
             shown_default="none"),
+    _app("BATCH_MAX_PIXELS", 100_000_000, int, "pixels, at the working size, that one batch request "
+         "computes or renders in all (about eight 12 MP photos): `batch.zip` past it gets 413 `too_large`, "
+         "`POST /api/v1/batch` a `too_large` row for each photo past it"),
     _app("SECRET_KEY", None, str, "Flask's secret key (nothing uses sessions yet)", "random per process"),
     # admission (app.gate)
     _app("INFERENCE_SLOTS", 1, int, "depth maps computed at once per worker (decode + inference)"),

@@ -11,8 +11,7 @@ import io
 import json
 import math
 import struct
-import zipfile
-from typing import Any, Mapping
+from typing import Any, Callable, Iterable, Iterator, List, Mapping, Optional, Tuple
 
 import numpy as np
 import OpenEXR
@@ -20,6 +19,7 @@ from PIL import Image, PngImagePlugin
 
 from .options import SceneOptions
 from .pipeline import map_range
+from .zipstream import Buffer, ZipStream
 
 # a robust depth range for 3D: percent of the values clipped at each end, so a few stray pixels do not
 # flatten the relief of everything else
@@ -57,13 +57,23 @@ def depth_png16(depth: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def depth_pfm(depth: np.ndarray) -> bytes:
+PFM_STRIP = 256  # rows turned upside down at a time
+
+
+def depth_pfm_parts(depth: np.ndarray) -> Iterator[Buffer]:
     """``(H, W)`` raw depth -> PFM (Portable Float Map, one channel, float32, little-endian), the format
-    MiDaS's own ``utils.write_pfm`` writes. PFM stores rows bottom to top."""
+    MiDaS's own ``utils.write_pfm`` writes, as pieces to write one after the other. PFM stores rows
+    bottom to top: a strip of rows is turned at a time, never a copy of the whole map."""
     d = np.asarray(depth, dtype="<f4")
     height, width = d.shape
-    header = f"Pf\n{width} {height}\n-1.0\n".encode("ascii")  # negative scale = little-endian
-    return header + np.ascontiguousarray(d[::-1]).tobytes()
+    yield f"Pf\n{width} {height}\n-1.0\n".encode("ascii")  # negative scale = little-endian
+    for end in range(height, 0, -PFM_STRIP):
+        yield np.ascontiguousarray(d[max(0, end - PFM_STRIP):end][::-1])
+
+
+def depth_pfm(depth: np.ndarray) -> bytes:
+    """``depth_pfm_parts`` as one ``bytes``."""
+    return b"".join(depth_pfm_parts(depth))
 
 
 DEPTH_DESCRIPTION = "MiDaS relative inverse depth (larger = nearer, no unit)"
@@ -124,9 +134,10 @@ def scene_points(depth: np.ndarray, opts: SceneOptions) -> np.ndarray:
     return pts
 
 
-def point_cloud_ply(photo: np.ndarray, depth: np.ndarray, opts: SceneOptions) -> bytes:
+def point_cloud_ply(photo: np.ndarray, depth: np.ndarray, opts: SceneOptions) -> List[Buffer]:
     """Binary little-endian PLY: one vertex per pixel of the (already downscaled) depth, x y z float32
-    and the photo's red green blue uchar."""
+    and the photo's red green blue uchar; as its header and its vertices, to write one after the other
+    (joined, they would be a second copy of the file)."""
     pts = scene_points(depth, opts).reshape(-1, 3)
     rgb = np.ascontiguousarray(photo.reshape(-1, 3), dtype=np.uint8)
     vertex = np.empty(len(pts), dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"),
@@ -140,22 +151,29 @@ def point_cloud_ply(photo: np.ndarray, depth: np.ndarray, opts: SceneOptions) ->
         f"element vertex {len(vertex)}\n"
         "property float x\nproperty float y\nproperty float z\n"
         "property uchar red\nproperty uchar green\nproperty uchar blue\nend_header\n")
-    return header.encode("ascii") + vertex.tobytes()
+    return [header.encode("ascii"), vertex]
 
 
 def grid_triangles(z: np.ndarray) -> np.ndarray:
-    """Two triangles per grid cell of ``(H, W)`` distances ``z``, as ``(N, 3)`` uint32 vertex indices,
-    without the cells that span a depth edge (see ``EDGE_RATIO``)."""
+    """Two triangles per grid cell of ``(H, W)`` distances ``z``, as ``(N, 3)`` little-endian uint32
+    vertex indices, the first triangle of every kept cell then the second, without the cells that span
+    a depth edge (see ``EDGE_RATIO``). Filled a column at a time: at grid 2048 the cells' corners and
+    candidate triangles would otherwise be held several times over (about 400 MB)."""
     height, width = z.shape
     idx = np.arange(height * width, dtype=np.uint32).reshape(height, width)
     a, b = idx[:-1, :-1], idx[:-1, 1:]  # top-left, top-right
     c, d = idx[1:, :-1], idx[1:, 1:]  # bottom-left, bottom-right
-    corners = np.stack([z[:-1, :-1], z[:-1, 1:], z[1:, :-1], z[1:, 1:]])
-    keep = (corners.max(axis=0) <= corners.min(axis=0) * EDGE_RATIO).ravel()
+    far = np.maximum(np.maximum(z[:-1, :-1], z[:-1, 1:]), np.maximum(z[1:, :-1], z[1:, 1:]))
+    near = np.minimum(np.minimum(z[:-1, :-1], z[:-1, 1:]), np.minimum(z[1:, :-1], z[1:, 1:]))
+    keep = (far <= near * EDGE_RATIO).ravel()
+    del far, near
+    kept = int(np.count_nonzero(keep))
+    faces = np.empty((2 * kept, 3), "<u4")
     # counter-clockwise seen from the camera (front faces point at it)
-    first = np.stack([a.ravel(), c.ravel(), b.ravel()], axis=1)[keep]
-    second = np.stack([b.ravel(), c.ravel(), d.ravel()], axis=1)[keep]
-    return np.concatenate([first, second]).astype(np.uint32)
+    for row, corners in ((0, (a, c, b)), (kept, (b, c, d))):
+        for col, corner in enumerate(corners):
+            faces[row:row + kept, col] = corner.ravel()[keep]
+    return faces
 
 
 def _srgb_to_linear16() -> np.ndarray:
@@ -167,22 +185,24 @@ def _srgb_to_linear16() -> np.ndarray:
 _SRGB_TO_LINEAR16 = _srgb_to_linear16()
 
 
-def mesh_glb(photo: np.ndarray, depth: np.ndarray, opts: SceneOptions) -> bytes:
+def mesh_glb(photo: np.ndarray, depth: np.ndarray, opts: SceneOptions) -> List[Buffer]:
     """glTF 2.0 binary: the depth as a displaced grid (one vertex per pixel of the downscaled depth),
     coloured per vertex by the photo (linear 16-bit RGBA, as glTF defines COLOR_0), triangles across
-    depth edges left out. Unlit, so it looks like the photo in any viewer."""
+    depth edges left out. Unlit, so it looks like the photo in any viewer. As its headers and its three
+    arrays, to write one after the other (joined, they would be a second copy of the file)."""
     pts = scene_points(depth, opts)
     faces = grid_triangles(-pts[..., 2])
-    positions = np.ascontiguousarray(pts.reshape(-1, 3))
+    positions = pts.reshape(-1, 3)
     # glTF vertex colours are linear, not sRGB like the photo: 16 bits keep the dark tones after the
     # conversion; RGBA rather than RGB keeps each vertex 4-byte aligned (alpha = 1)
-    linear = _SRGB_TO_LINEAR16[np.asarray(photo, dtype=np.uint8).reshape(-1, 3)]
-    rgba = np.concatenate([linear, np.full((len(linear), 1), 65535, np.uint16)], axis=1)
-    blobs = [positions.tobytes(), rgba.astype("<u2").tobytes(), faces.tobytes()]
+    rgba = np.empty((len(positions), 4), "<u2")
+    rgba[:, :3] = _SRGB_TO_LINEAR16[np.asarray(photo, dtype=np.uint8).reshape(-1, 3)]
+    rgba[:, 3] = 65535
+    blobs = [positions, rgba, faces]
     offsets, offset = [], 0
     for blob in blobs:
         offsets.append(offset)
-        offset += len(blob)
+        offset += blob.nbytes
     gltf = {
         "asset": {"version": "2.0", "generator": "depth-map studio"},
         "extensionsUsed": ["KHR_materials_unlit"],
@@ -196,9 +216,9 @@ def mesh_glb(photo: np.ndarray, depth: np.ndarray, opts: SceneOptions) -> bytes:
                        "doubleSided": True, "extensions": {"KHR_materials_unlit": {}}}],
         "buffers": [{"byteLength": offset}],
         "bufferViews": [
-            {"buffer": 0, "byteOffset": offsets[0], "byteLength": len(blobs[0]), "target": 34962},
-            {"buffer": 0, "byteOffset": offsets[1], "byteLength": len(blobs[1]), "target": 34962},
-            {"buffer": 0, "byteOffset": offsets[2], "byteLength": len(blobs[2]), "target": 34963},
+            {"buffer": 0, "byteOffset": offsets[0], "byteLength": blobs[0].nbytes, "target": 34962},
+            {"buffer": 0, "byteOffset": offsets[1], "byteLength": blobs[1].nbytes, "target": 34962},
+            {"buffer": 0, "byteOffset": offsets[2], "byteLength": blobs[2].nbytes, "target": 34963},
         ],
         "accessors": [
             {"bufferView": 0, "componentType": 5126, "count": len(positions), "type": "VEC3",
@@ -209,12 +229,12 @@ def mesh_glb(photo: np.ndarray, depth: np.ndarray, opts: SceneOptions) -> bytes:
     }
     text = json.dumps(gltf, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 4)  # chunks are 4-byte aligned: JSON padded with spaces
-    binary = b"".join(blobs)
-    binary += b"\0" * (-len(binary) % 4)
-    total = 12 + 8 + len(text) + 8 + len(binary)
-    return b"".join([struct.pack("<4sII", b"glTF", 2, total),
-                     struct.pack("<I4s", len(text), b"JSON"), text,
-                     struct.pack("<I4s", len(binary), b"BIN\0"), binary])
+    padding = b"\0" * (-offset % 4)
+    binary = offset + len(padding)
+    total = 12 + 8 + len(text) + 8 + binary
+    head = b"".join([struct.pack("<4sII", b"glTF", 2, total), struct.pack("<I4s", len(text), b"JSON"), text,
+                     struct.pack("<I4s", binary, b"BIN\0")])
+    return [head, *blobs, padding]
 
 
 # zip -------------------------------------------------------------------------------------------------
@@ -238,25 +258,27 @@ The 3D files assume a field of view of {fov:g} degrees and a far end {ratio:g} t
 """
 
 
-def zip_files(files: Mapping[str, bytes]) -> bytes:
-    """A zip of ``files`` (path -> bytes), stored rather than deflated (see ``bundle``)."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for fname, data in files.items():
-            zf.writestr(fname, data, compress_type=zipfile.ZIP_STORED)
-    return buf.getvalue()
+# makes one file, as pieces to write one after the other; None: it could not be made now
+Made = Callable[[], Optional[Iterable[Buffer]]]
 
 
-def bundle(name: str, files: Mapping[str, bytes], info: Mapping[str, Any]) -> bytes:
-    """A zip of ``files`` (name -> bytes) plus README.txt and options.json. Everything binary is stored,
-    not deflated: PNGs are compressed already, and float32 depth deflates poorly (12 MP, measured by
+def bundle(name: str, files: Iterable[Tuple[str, Made]], info: Mapping[str, Any]) -> Iterator[bytes]:
+    """The zip of ``files`` (file name, and what makes it) plus README.txt and options.json, in a folder
+    ``name``, made while it is sent: each file is made when its turn comes and let go once written, so
+    the zip of a 16 MP photo (half a GB) is never in memory, nor all its files at once. A file that
+    could not be made is named in options.json (``left_out``). Everything binary is stored, not
+    deflated: PNGs are compressed already, and float32 depth deflates poorly (12 MP, measured by
     benchmarks/bench_exports.py: 124 MB in 8.0 s deflated at level 1, 139 MB in 4.1 s stored)."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for fname, data in files.items():
-            zf.writestr(f"{name}/{fname}", data, compress_type=zipfile.ZIP_STORED)
-        zf.writestr(f"{name}/options.json", json.dumps(info, indent=2), compress_type=zipfile.ZIP_DEFLATED)
-        zf.writestr(f"{name}/README.txt", README_TXT.format(name=name, **info["readme"]),
-                    compress_type=zipfile.ZIP_DEFLATED)
-    return buf.getvalue()
-
+    out, left_out = ZipStream(), []
+    for fname, make in files:
+        parts = make()
+        if parts is None:
+            left_out.append(fname)
+            continue
+        yield from out.add_parts(f"{name}/{fname}", parts)
+        del parts
+    info = {**info, "left_out": left_out} if left_out else info
+    yield from out.add(f"{name}/options.json", json.dumps(info, indent=2).encode(), deflate=True)
+    yield from out.add(f"{name}/README.txt", README_TXT.format(name=name, **info["readme"]).encode(),
+                       deflate=True)
+    yield from out.close()

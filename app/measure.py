@@ -66,13 +66,17 @@ def calibrate(depth: np.ndarray, points: Sequence[Tuple[float, float, float]]) -
     return Fit(scale, shift, rmse, tuple(samples))
 
 
+METRIC_STRIP = 256  # rows computed in float64 at a time (a 16 MP map whole: half a GB of float64)
+
+
 def metric(depth: np.ndarray, scale: float, shift: float) -> np.ndarray:
     """Metric depth in metres, float32; NaN where ``scale * depth + shift`` is not positive (at or beyond
     infinity for this fit)."""
-    inv = depth.astype(np.float64) * scale + shift
     out = np.full(depth.shape, np.nan, dtype=np.float32)
-    ok = inv > 0
-    out[ok] = (1.0 / inv[ok]).astype(np.float32)
+    for top in range(0, len(depth), METRIC_STRIP):
+        inv = depth[top:top + METRIC_STRIP].astype(np.float64) * scale + shift
+        ok = inv > 0
+        out[top:top + METRIC_STRIP][ok] = (1.0 / inv[ok]).astype(np.float32)
     return out
 
 

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from .options import NormalOptions
-from .pipeline import normalize
+from .pipeline import finite_copy, map_range, normalize
 
 # the sign of (x, y) each encoding puts in red and green, x to the right and y up the image:
 # OpenGL (Blender, Unity, Godot, glTF): red = right, green = up; DirectX (Unreal, 3ds Max): green = down;
@@ -53,6 +53,28 @@ def encode(n: np.ndarray, convention: str = "opengl") -> np.ndarray:
     return np.minimum(scaled, 255.0, out=scaled).astype(np.uint8)
 
 
+STRIP = 512  # rows made at a time
+
+
 def normal_map(depth: np.ndarray, opts: NormalOptions) -> np.ndarray:
-    """``(H, W)`` relative inverse depth -> ``(H, W, 3)`` uint8 RGB normal map."""
-    return encode(normals(relief(depth, opts)), opts.normal_convention)
+    """``(H, W)`` relative inverse depth -> ``(H, W, 3)`` uint8 RGB normal map: the same as
+    ``encode(normals(relief(depth, opts)))``, made a strip of rows at a time with as many rows around
+    it as the smoothing and the slope reach (at 16 MP the whole map's float arrays came to 600 MB)."""
+    finite = finite_copy(depth)  # the map normalize sees, and its range
+    if finite is None:
+        return encode(normals(relief(depth, opts)), opts.normal_convention)
+    value_range = map_range(finite)
+    # OpenCV's Gaussian kernel for float reaches round(4 sigma) rows; one more for the slope's difference
+    reach = (round(4 * opts.normal_smooth) + 1 if opts.normal_smooth > 0 else 0) + 1
+    scale = np.float32(opts.normal_strength * 0.1 * max(depth.shape))
+    height = depth.shape[0]
+    out = np.empty(depth.shape + (3,), np.uint8)
+    for top in range(0, height, STRIP):
+        lo, hi = max(0, top - reach), min(height, top + STRIP + reach)
+        relief_rows = normalize(finite[lo:hi], value_range=value_range) * scale
+        if opts.normal_smooth > 0:
+            relief_rows = cv2.GaussianBlur(relief_rows, (0, 0), opts.normal_smooth,
+                                           borderType=cv2.BORDER_REFLECT)
+        n = min(STRIP, height - top)
+        out[top:top + n] = encode(normals(relief_rows)[top - lo:top - lo + n], opts.normal_convention)
+    return out

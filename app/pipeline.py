@@ -89,6 +89,17 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
     return np.ascontiguousarray(rgb)
 
 
+def working_size(data: bytes, max_side: int = DEFAULT_MAX_SIDE) -> Tuple[int, int]:
+    """``(height, width)`` of the photo ``decode`` makes of ``data`` (its EXIF turn aside, which keeps
+    the pixel count), from the header alone; ``ImageError`` where there is no image header to read."""
+    if not data:
+        raise ImageError("empty", "The file is empty.")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        width, height = _open(data).size
+    return _fit(width, height, max_side) if max(width, height) > max_side else (height, width)
+
+
 _MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"II*\0", b"MM\0*")
 # the ISO base media file brands of HEIF and AVIF images (an MP4 video's are not among them)
 _IMAGE_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis")

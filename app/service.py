@@ -14,13 +14,14 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import PurePosixPath
-from typing import Dict, Mapping, Optional, Sequence, Tuple
+from typing import ContextManager, Dict, Iterator, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .gate import Gate
+from .gate import Busy, Gate
 from .model import map_large_blocks, trim_heap
 from .options import INFERENCE_OPTIONS, OptionError, Options
 from .pipeline import (DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, Model, encode, full_depth, iter_views, predict,
@@ -32,6 +33,13 @@ PREVIEWS_KEPT = 4  # one page asks for up to four images of the same preview: sh
 # after a photo at least this large, the heap's free pages go back to the system: a 12 MP photo's
 # arrays otherwise stay with the worker (measured with `depthmap serve`: docs/engines-and-speed.md)
 TRIM_FROM_BYTES = 16 << 20
+# work on more pixels than this (a large photo at full size) takes a gate slot, as an inference does, so
+# that a worker's request threads never make several such files at once; the page's previews (at most
+# 1600 px on the longer side, 2.6 MP) do not wait in that line
+GATED_PIXELS = 4_000_000
+# how long, in all, the next part of an answer already begun (a zip's next photo or file) waits for a
+# gate slot: it can no longer be answered 503, so a full line is waited out rather than refused
+PATIENCE_S = 120.0
 
 
 def no_work() -> Dict[str, float]:
@@ -160,6 +168,30 @@ class DepthService:
         if hit is not None:
             return Result(hit, True, no_work())
         return self._infer(entry.data, entry.name, opts, model, entry.owner)
+
+    def slot(self, pixels: int, patient: bool = False) -> ContextManager[None]:
+        """A gate slot for making a file of ``pixels`` pixels when that is more than ``GATED_PIXELS``
+        (``gate.Busy`` when the line is full), else no wait. ``patient``: for the next part of an answer
+        already begun, which can no longer be refused with 503 (see ``patient_slot``)."""
+        if pixels <= GATED_PIXELS:
+            return nullcontext()
+        return self.patient_slot() if patient else self.gate.slot()
+
+    @contextmanager
+    def patient_slot(self) -> Iterator[None]:
+        """A gate slot that waits out a full line: each refusal is tried again after its Retry-After,
+        for up to ``PATIENCE_S`` in all, then ``gate.Busy`` as from ``gate.slot()``."""
+        deadline = time.monotonic() + PATIENCE_S
+        with ExitStack() as held:
+            while True:
+                try:
+                    held.enter_context(self.gate.slot())
+                    break
+                except Busy as exc:
+                    if time.monotonic() + exc.retry_after > deadline:
+                        raise
+                    time.sleep(exc.retry_after)
+            yield
 
     def render(self, entry: Entry, opts: Options, views: Sequence[str], max_side: Optional[int] = None,
                fmt: str = "png") -> Tuple[Dict[str, bytes], Dict[str, float]]:

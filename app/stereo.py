@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from .options import StereoOptions
-from .pipeline import normalize
+from .pipeline import finite_copy, map_range, normalize
 
 # Dubois' least-squares red-cyan anaglyph (E. Dubois, "A projection method to generate anaglyph stereo
 # images", ICASSP 2001; the matrices as he published them for red-cyan glasses): rows are the output's
@@ -146,8 +146,31 @@ def layout(left: np.ndarray, right: np.ndarray, name: str) -> np.ndarray:
     raise ValueError(f"unknown stereo layout {name!r}")
 
 
+STRIP = 256  # rows made at a time: a pixel moves along its row only, so each row's eyes are its own
+
+
 def stereo(photo: np.ndarray, depth: np.ndarray, opts: StereoOptions,
            value_range: Optional[Tuple[float, float]] = None) -> np.ndarray:
     """``(H, W, 3)`` uint8 photo and ``(H, W)`` depth -> the stereo image in ``opts.layout``, uint8 RGB
-    (``value_range``: see ``eyes``)."""
-    return layout(*eyes(photo, depth, opts, value_range), opts.layout)
+    (``value_range``: see ``eyes``). Made a strip of rows at a time, the same image as ``layout(*eyes(…))``
+    with the whole map's range: at 16 MP the warp's whole-map arrays came to about 1 GB."""
+    finite = finite_copy(depth) if not np.isfinite(depth).all() else depth  # as normalize would see it
+    if finite is None:  # nothing finite: normalize gives 0 everywhere, as a constant map does
+        finite, value_range = np.zeros(depth.shape, np.float32), (0.0, 0.0)
+    rng = value_range if value_range is not None else map_range(np.asarray(finite, np.float32))
+    height = depth.shape[0]
+    out: Optional[np.ndarray] = None
+    for top in range(0, height, STRIP):
+        rows = slice(top, min(top + STRIP, height))
+        left, right = eyes(photo[rows], finite[rows], opts, rng)
+        if opts.layout == "top-bottom":  # each eye's rows go to its own half
+            if out is None:
+                out = np.empty((2 * height,) + left.shape[1:], np.uint8)
+            out[rows], out[height + top:height + rows.stop] = left, right
+            continue
+        made = layout(left, right, opts.layout)
+        if out is None:
+            out = np.empty((height,) + made.shape[1:], np.uint8)
+        out[rows] = made
+    assert out is not None, "a depth map has at least one row"
+    return out

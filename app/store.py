@@ -82,12 +82,14 @@ class Entry:
 
 class StoreUnavailable(Exception):
     """The shared store cannot be reached, is full or cannot be written; try again after ``retry_after``
-    seconds (the store recovers by itself once it is back)."""
+    seconds (the store recovers by itself once it is back). ``full``: it works but has no room for a new
+    result (its disk, or Redis's memory); what it holds is still served."""
 
-    def __init__(self, message: str, retry_after: int = 5) -> None:
+    def __init__(self, message: str, retry_after: int = 5, full: bool = False) -> None:
         super().__init__(message)
         self.message = message
         self.retry_after = retry_after
+        self.full = full
 
 
 def depth_id(secret: bytes, data: bytes, depth_opts: Mapping[str, Any], owner: str = "") -> str:
@@ -318,10 +320,15 @@ def private_dir(path: Path) -> Path:
     return path
 
 
+FULL_RETRY_S = 30  # a full disk frees up when results expire or someone makes room: not in seconds
+
+
 def os_problem(exc: OSError, what: str) -> StoreUnavailable:
-    full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
-    reason = "is full" if full else f"cannot be used ({exc.strerror or exc})"
-    return StoreUnavailable(f"The result store {reason}; {what} Please try again in a moment.")
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StoreUnavailable(f"The result store's disk is full; {what} The results it holds are still "
+                                "served. Please try again later.", FULL_RETRY_S, full=True)
+    return StoreUnavailable(f"The result store cannot be used ({exc.strerror or exc}); {what} Please try "
+                            "again in a moment.")
 
 
 class FileStore(ResultStore):
@@ -554,7 +561,7 @@ class RedisStore(ResultStore):
             if "OOM" not in str(exc) and "maxmemory" not in str(exc):
                 raise
             raise StoreUnavailable("The result store (Redis) is full; "
-                                   f"{what} Please try again in a moment.") from None
+                                   f"{what} Please try again later.", FULL_RETRY_S, full=True) from None
         except self._errors as exc:
             log.warning("redis: %s", exc)
             raise StoreUnavailable("The result store (Redis) cannot be reached; "

@@ -249,9 +249,17 @@ class RedisServer:
                     pytest.fail(f"redis-server did not start (exit {self.proc.poll()})")
                 time.sleep(0.05)
 
-    def stop(self) -> None:
+    def stop(self, save: bool = False) -> None:
+        """Ends the server; with ``save``, as a Redis that keeps its data does (``SHUTDOWN SAVE`` writes
+        its dump file, which the next ``start`` loads back)."""
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
+            if save:
+                import redis
+
+                with redis.Redis.from_url(self.url) as client:
+                    client.shutdown(save=True)
+            else:
+                self.proc.terminate()
             self.proc.wait(20)
         self.proc = None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 import zipfile
 
 import av
@@ -19,6 +20,7 @@ from app.legend import display_value, legend
 from app.options import Options
 from app.pipeline import enhance
 from helpers import form_data
+from test_gate import hold
 
 
 @pytest.fixture(scope="module")
@@ -242,3 +244,68 @@ def test_exr_is_float32_depth_read_back_by_ffmpeg_with_the_range_in_its_header(t
     assert (header["depth_min"], header["depth_max"]) == (0.0, float(want.max()))
     assert "relative inverse depth" in header["comments"]
     assert header["compression"] == OpenEXR.ZIP_COMPRESSION
+
+
+@pytest.fixture(scope="module")
+def one_slot_app(weights_path, tmp_path_factory):
+    """The app with a gate of one slot and no queue, and a 4.4 MP photo's result in its store."""
+    from app import create_app
+
+    made = create_app({"TESTING": True, "MIDAS_WEIGHTS": str(weights_path), "TORCH_THREADS": 2,
+                       "DATA_DIR": str(tmp_path_factory.mktemp("data")), "INFERENCE_QUEUE": 0})
+    rng = np.random.default_rng(3)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (2100, 2100, 3), dtype=np.uint8)).save(buf, "JPEG", quality=80)
+    r = made.test_client().post("/api/v1/depth", **form_data({"image": (buf.getvalue(), "big.jpg"),
+                                                              "views": "none"}))
+    assert r.status_code == 200, r.json
+    return made, r.json["depth_id"]
+
+
+def test_full_size_files_of_a_large_photo_wait_in_the_gate_and_previews_do_not(one_slot_app) -> None:
+    studio, depth_id = one_slot_app
+    client, base = studio.test_client(), f"/api/v1/depth/{depth_id}"
+    full = [f"{base}/overlay.png", f"{base}/photo.png", f"{base}.png", f"{base}.exr", f"{base}/stereo.png",
+            f"{base}/normals.png?normal_smooth=3", f"{base}.glb?grid=2048", f"{base}.zip",
+            f"/api/v1/batch.zip?depth_id={depth_id}"]
+    small = [f"{base}/overlay.png?max_side=1600", f"{base}/stereo.png?max_side=800",
+             f"{base}/normals.png?max_side=800", f"{base}.npy", f"{base}.pfm", f"{base}.glb?grid=512",
+             f"{base}/legend.json"]
+    release, entered = threading.Event(), threading.Event()
+    holder = hold(studio.extensions["depth_service"].gate, release, entered)  # an inference running
+    try:
+        for path in full:
+            r = client.get(path)
+            assert r.status_code == 503 and r.json["error"] == "busy", path  # refused before any byte
+            assert int(r.headers["Retry-After"]) >= 1
+        for path in small:
+            assert client.get(path).status_code == 200, path
+    finally:
+        release.set()
+        holder.join(5)
+    for path in full:
+        r = client.get(path)
+        assert r.status_code == 200 and len(r.data) > 1000, path
+
+
+def test_a_file_a_full_gate_keeps_out_of_a_begun_zip_is_named(one_slot_app, monkeypatch) -> None:
+    import app.service
+
+    monkeypatch.setattr(app.service, "PATIENCE_S", 1.5)
+    studio, depth_id = one_slot_app
+    r = studio.test_client().get(f"/api/v1/depth/{depth_id}.zip", buffered=False)
+    assert r.status_code == 200  # its first file, the photo, is made: the zip has begun
+    release, entered = threading.Event(), threading.Event()
+    holder = hold(studio.extensions["depth_service"].gate, release, entered)  # a long inference from now
+    try:
+        data = r.get_data()
+    finally:
+        release.set()
+        holder.join(5)
+    zf = zipfile.ZipFile(io.BytesIO(data))
+    assert zf.testzip() is None
+    left_out = json.loads(zf.read("big/options.json"))["left_out"]
+    assert left_out == ["heatmap.png", "overlay.png", "gray.png", "depth.exr", "depth16.png"]
+    names = {n.split("/", 1)[1] for n in zf.namelist()}
+    assert {"photo.png", "depth.npy", "depth.pfm", "pointcloud.ply", "mesh.glb"} <= names
+    assert not names & set(left_out)

@@ -64,9 +64,33 @@ def twelve_megapixels() -> bytes:
     return buf.getvalue()
 
 
+def noise_photo(side: int) -> bytes:
+    """A PNG of colour noise (its views and exports are as large as a photo's can be)."""
+    buf = io.BytesIO()
+    Image.effect_noise((side, side), 80).convert("RGB").save(buf, "PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def replaced(url: str, pid: int) -> int:
+    """The pid of the worker gunicorn started in place of ``pid``, once it answers."""
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            new = worker_pid(url)
+            if new != pid:
+                return new
+        except requests.RequestException:
+            pass
+        assert time.monotonic() < deadline, "no new worker answered in 90 s"
+        time.sleep(0.2)
+
+
 def test_a_worker_killed_mid_request_is_replaced(weights_path, tmp_path) -> None:
     with running_server(weights_path, tmp_path / "kill.log", "--workers", "1", "--threads", "4") as (url, _):
         pid = worker_pid(url)
+        kept = requests.post(f"{url}/api/v1/depth", files={"image": ("noise.png", noise_photo(1600))},
+                             data={"views": "none"}, timeout=120).json()["depth_id"]
+        before = requests.get(f"{url}/api/v1/depth/{kept}.npy", timeout=60).content
         outcome = {}
 
         def slow_request() -> None:
@@ -83,17 +107,25 @@ def test_a_worker_killed_mid_request_is_replaced(weights_path, tmp_path) -> None
             assert time.monotonic() < deadline, "the request never started"
             time.sleep(0.02)
         os.kill(pid, signal.SIGKILL)
+        # a request sent while the worker is being replaced waits for the new one, and is not lost
+        waiting = requests.get(f"{url}/api/v1/depth/{kept}.npy", timeout=120)
         t.join(60)
         assert "error" in outcome or outcome.get("status", 0) >= 500  # that one request is lost...
-        deadline = time.monotonic() + 60
-        while True:  # ...gunicorn boots a new worker, which answers once its model is loaded
-            try:
-                new = worker_pid(url)
-                break
-            except requests.RequestException:
-                assert time.monotonic() < deadline
-                time.sleep(0.2)
-        assert new != pid
+        pid = replaced(url, pid)  # ...gunicorn boots a new worker, which answers once its model is loaded
+        assert waiting.status_code == 200 and waiting.content == before  # and nothing stored is
+        # a download cut by a killed worker is visibly broken (an unfinished chunked answer), never a
+        # shorter zip that looks whole
+        with requests.get(f"{url}/api/v1/depth/{kept}.zip?grid=2048", stream=True, timeout=60) as r:
+            assert r.status_code == 200 and r.headers.get("Transfer-Encoding") == "chunked"
+            parts = r.iter_content(1 << 16)
+            next(parts)
+            os.kill(pid, signal.SIGKILL)
+            with pytest.raises(requests.exceptions.ChunkedEncodingError):
+                for _ in parts:
+                    pass
+        pid = replaced(url, pid)
+        assert requests.get(url + "/healthz", timeout=10).json()["gate"]["busy"] == 0  # no slot held over
+        assert requests.get(f"{url}/api/v1/depth/{kept}.npy", timeout=60).content == before
         for name in ("chelsea.png", "rocket.jpg"):
             data = (Path(__file__).parent / "fixtures/samples" / name).read_bytes()
             r = requests.post(f"{url}/api/v1/depth", files={"image": (name, data)}, timeout=60)

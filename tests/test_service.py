@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+import app.service as service_module
+from app.gate import Busy, Gate
 from app.options import Options
-from app.service import DepthService, safe_stem
+from app.service import GATED_PIXELS, DepthService, safe_stem
+from test_gate import hold
 
 
 @pytest.mark.parametrize("filename, stem", [
@@ -141,3 +146,50 @@ def test_a_large_freed_array_goes_back_to_the_system(policy, given_back) -> None
     out = subprocess.run([sys.executable, "-c", FREED_BLOCK, policy], capture_output=True, text=True,
                          check=True, cwd=Path(__file__).parents[1])
     assert (float(out.stdout) > 10) == given_back, out.stdout
+
+
+def gated_service(model, file_store) -> DepthService:
+    """A service whose gate has one slot and no queue: a second job is refused at once."""
+    return DepthService({"midas-small": model}, file_store, gate=Gate(slots=1, queue=0, timeout=5))
+
+
+def test_only_large_work_takes_a_gate_slot(model, file_store) -> None:
+    service = gated_service(model, file_store)
+    release, entered = threading.Event(), threading.Event()
+    holder = hold(service.gate, release, entered)
+    with service.slot(GATED_PIXELS):  # a preview's work does not wait in the line, full as it is
+        pass
+    with pytest.raises(Busy):
+        with service.slot(GATED_PIXELS + 1):
+            pass
+    release.set()
+    holder.join(5)
+    with service.slot(GATED_PIXELS + 1):
+        assert service.gate.stats()["busy"] == 1
+    assert service.gate.stats()["busy"] == 0
+
+
+def test_a_patient_slot_waits_out_a_full_line_for_a_while(model, file_store, monkeypatch) -> None:
+    service = gated_service(model, file_store)
+    release, entered = threading.Event(), threading.Event()
+    holder = hold(service.gate, release, entered)
+    threading.Timer(1.0, release.set).start()
+    t0 = time.monotonic()
+    with service.patient_slot():  # refused at first, it tries again after Retry-After
+        assert time.monotonic() - t0 >= 0.9 and service.gate.stats()["busy"] == 1
+    holder.join(5)
+    with pytest.raises(ValueError):  # the body's own error is not a refusal: raised, the slot given back
+        with service.patient_slot():
+            raise ValueError("the work failed")
+    assert service.gate.stats()["busy"] == 0
+    # a line that never frees up: refused once the patience is spent
+    monkeypatch.setattr(service_module, "PATIENCE_S", 1.5)
+    release, entered = threading.Event(), threading.Event()
+    holder = hold(service.gate, release, entered)
+    t0 = time.monotonic()
+    with pytest.raises(Busy):
+        with service.patient_slot():
+            pass
+    assert time.monotonic() - t0 < 5
+    release.set()
+    holder.join(5)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.normals import normal_map, normals, relief
+from app.normals import encode, normal_map, normals, relief
 from app.options import NormalOptions, OptionError, StereoOptions
 from app.stereo import anaglyph, eyes, forward_warp, layout, stereo
 from helpers import SAMPLES
@@ -199,3 +199,33 @@ def test_normal_map_colours_follow_the_convention(convention, red, green) -> Non
     assert np.sign(right_side[0] - 128) == red and abs(right_side[1] - 128) <= 1
     assert np.sign(top_side[1] - 128) == green and abs(top_side[0] - 128) <= 1
     assert rgb[120, 120].tolist() == [128, 128, 255] and rgb[0, 0].tolist() == [128, 128, 255]
+
+
+def wavy_map(height: int, width: int, seed: int = 0):
+    """A photo of noise and a depth of waves and noise, with one NaN and one inf in it."""
+    rng = np.random.default_rng(seed)
+    rows, cols = np.mgrid[:height, :width]
+    depth = (np.sin(rows / 37.0) + np.cos(cols / 23.0) + rng.random((height, width)) * 0.3).astype(np.float32)
+    depth[height // 2, width // 3] = np.nan
+    depth[height - 1, 2] = np.inf
+    return rng.integers(0, 256, (height, width, 3), dtype=np.uint8), depth
+
+
+@pytest.mark.parametrize("name", ["sbs", "sbs-half", "top-bottom", "cross-eyed", "anaglyph",
+                                  "anaglyph-dubois"])
+def test_stereo_made_in_strips_is_the_whole_maps_image(name) -> None:
+    photo, depth = wavy_map(601, 333)  # three strips, the last a short one; an odd width for sbs-half
+    opts = StereoOptions(layout=name, divergence=5.0, convergence=0.3)
+    np.testing.assert_array_equal(stereo(photo, depth, opts), layout(*eyes(photo, depth, opts), name))
+    # a video's range for the clip, given
+    np.testing.assert_array_equal(stereo(photo, depth, opts, (-1.0, 2.0)),
+                                  layout(*eyes(photo, depth, opts, (-1.0, 2.0)), name))
+
+
+@pytest.mark.parametrize("smooth", [0.0, 0.7, 20.0])
+def test_normal_map_made_in_strips_is_the_whole_maps(smooth) -> None:
+    _, depth = wavy_map(1400, 97)  # strips of 512 rows: the smoothing reaches 81 rows across each seam
+    for strength in (0.05, 20.0):
+        opts = NormalOptions(normal_smooth=smooth, normal_strength=strength, normal_convention="directx")
+        whole = encode(normals(relief(depth, opts)), "directx")
+        np.testing.assert_array_equal(normal_map(depth, opts), whole)

@@ -131,11 +131,14 @@ def view_png(depth_id: str, view: str) -> Response:
         raise ApiError("not_found", f"Unknown image {view[:40]!r}; use one of {', '.join(IMAGE_VIEWS)}.")
     max_side = read_max_side(request.args)
     fmt = view_format(view, read_format(request.args))
-    if view == "photo":
-        image = depth_service().photo_image(entry, max_side, fmt)
-    else:
-        opts = read_display_options(entry, request.args)
-        image = depth_service().render(entry, opts, (view,), max_side, fmt)[0][view]
+    opts = None if view == "photo" else read_display_options(entry, request.args)
+    service = depth_service()
+    # a full-size image of a large photo waits in the gate; the page's previews never do
+    with service.slot(entry.depth.size if max_side is None else min(entry.depth.size, max_side ** 2)):
+        if opts is None:
+            image = service.photo_image(entry, max_side, fmt)
+        else:
+            image = service.render(entry, opts, (view,), max_side, fmt)[0][view]
     response = Response(image, mimetype=IMAGE_FORMATS[fmt])
     # the same id and options always give the same image
     response.headers["Cache-Control"] = "private, max-age=86400"

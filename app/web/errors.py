@@ -64,7 +64,8 @@ ERRORS: Mapping[str, Code] = {
     "too_large": Code((413,), "a body over `MAX_CONTENT_LENGTH` (videos: `VIDEO_MAX_CONTENT_LENGTH`; "
                               "JSON: 64 KB), an image over `MAX_PIXELS` (read from its header before "
                               "decoding), video frames over `VIDEO_MAX_PIXELS`, a video upload larger than "
-                              "all of `VIDEO_BYTES`"),
+                              "all of `VIDEO_BYTES`, a batch zip of more than `BATCH_MAX_PIXELS` (in "
+                              "`POST /api/v1/batch`, the row of each photo past it)"),
     "too_long": Code((413,), "a clip over `VIDEO_MAX_SECONDS` or `VIDEO_MAX_FRAMES`"),
     "not_image": Code((415,), "a file that is not JPEG, PNG, WebP, BMP, TIFF, GIF, HEIC/HEIF or AVIF"),
     "not_video": Code((415,), "not a video (a still photo too: it belongs to `/api/v1/depth`)"),
@@ -76,13 +77,14 @@ ERRORS: Mapping[str, Code] = {
     "busy": Code((503,), "photos: every inference slot is busy and the queue is full; videos: "
                          "`VIDEO_QUEUE` jobs are already waiting in the queue. `Retry-After` says when to "
                          "try again"),
-    "storage_full": Code((507,), "a video upload for which the video folder has no room now: its byte "
-                                 "budget `VIDEO_BYTES` is taken by other jobs' uploads and results, or its "
-                                 "disk is full. Nothing of the upload is kept; `Retry-After` says when room "
-                                 "is likely (results expire after `VIDEO_JOB_TTL`)"),
-    "store_unavailable": Code((503,), "the shared result store (the data folder, or Redis) is down, full or "
+    "store_unavailable": Code((503,), "the shared result store (the data folder, or Redis) is down or "
                                       "cannot be written; `Retry-After` says when to try again, and the "
                                       "server recovers by itself once the store is back"),
+    "storage_full": Code((507,), "no room for what the request would keep: a new result (the data "
+                                 "folder's disk, or Redis's `maxmemory`; results held are still served), or "
+                                 "a video upload (the byte budget `VIDEO_BYTES` is taken by other jobs' "
+                                 "uploads and results, or the disk is full; nothing of the upload is kept). "
+                                 "`Retry-After` says when room is likely"),
     "error": Code((), "any other HTTP error (its status says which)"),
 }
 # the code of an HTTP error that Werkzeug or Flask raised on their own
@@ -125,7 +127,8 @@ def as_api_error(exc: Exception) -> ApiError:
     if isinstance(exc, Busy):
         return ApiError("busy", exc.message, retry_after=exc.retry_after)
     if isinstance(exc, StoreUnavailable):
-        return ApiError("store_unavailable", exc.message, retry_after=exc.retry_after)
+        return ApiError("storage_full" if exc.full else "store_unavailable", exc.message,
+                        retry_after=exc.retry_after)
     assert isinstance(exc, HTTPException)
     status = exc.code or 500
     if status == 413:
@@ -151,7 +154,7 @@ def wants_json() -> bool:
 
 
 def log_error(err: ApiError) -> None:
-    if err.error == "store_unavailable":
+    if err.error in ("store_unavailable", "storage_full"):
         log.error("%s %s -> 503 %s", request.method, request.path, err.message)
     elif err.code >= 500 and err.error != "busy":
         log.error("%s %s -> %d", request.method, request.path, err.code)

@@ -3,22 +3,16 @@ distance, and metric depth from that fit."""
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 from flask import Blueprint, Response, jsonify, request
 
 from ..measure import calibrate, metric, points_from_json
+from ..store import npy_parts
 from .errors import ApiError
-from .reading import cached_entry, depth_service, read_json_object, read_max_side, send_bytes
+from .exports import send_parts
+from .reading import cached_entry, depth_service, read_json_object, read_max_side
 
 bp = Blueprint("measure", __name__, url_prefix="/api/v1")
-
-
-def _npy(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, array, allow_pickle=False)
-    return buf.getvalue()
 
 
 @bp.get("/depth/<depth_id>/preview.npy")
@@ -27,8 +21,8 @@ def depth_preview(depth_id: str) -> Response:
     float32 .npy: what the page reads the value under the cursor from."""
     entry = cached_entry(depth_id)
     max_side = read_max_side(request.args) or 512
-    preview = np.ascontiguousarray(depth_service().preview(entry, max_side)[1], dtype="<f4")
-    response = Response(_npy(preview), mimetype="application/octet-stream")
+    preview = np.asarray(depth_service().preview(entry, max_side)[1], dtype="<f4")
+    response = send_parts(npy_parts(preview), "application/octet-stream", None)  # the page reads it
     response.headers["Cache-Control"] = "private, max-age=86400"
     return response
 
@@ -72,5 +66,5 @@ def metric_npy(depth_id: str) -> Response:
     scale, shift = _float_arg("scale"), _float_arg("shift")
     if not scale > 0:
         raise ApiError("bad_option", "Option 'scale': must be above 0 (nearer must mean closer).")
-    return send_bytes(_npy(metric(entry.depth, scale, shift)), "application/octet-stream",
+    return send_parts(npy_parts(metric(entry.depth, scale, shift)), "application/octet-stream",
                       f"{entry.name}.metres.npy")

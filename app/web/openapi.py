@@ -108,7 +108,7 @@ ROUTES: Mapping[str, Dict[str, Any]] = {
                                           "X-Owner-Token": {"schema": OWNER_TOKEN}},
                               "content": {"application/json": {"schema": _ref("DepthResult")},
                                           **IMAGE_CONTENT}},
-                      **_errors(400, 406, 413, 415, 422, 503)},
+                      **_errors(400, 406, 413, 415, 422, 503, 507)},
         "parameters": [OWNER_PARAM],
     },
     "api.render": {
@@ -121,7 +121,7 @@ ROUTES: Mapping[str, Dict[str, Any]] = {
         "responses": {"200": {"description": "as POST /api/v1/depth",
                               "content": {"application/json": {"schema": _ref("DepthResult")},
                                           **IMAGE_CONTENT}},
-                      **_errors(400, 404, 406, 422, 503)},
+                      **_errors(400, 404, 406, 422, 503, 507)},
     },
     "api.depth_npy": {"responses": {"200": _file("application/octet-stream", "float32 H×W .npy"),
                                     **_errors(404, 503)}},
@@ -168,7 +168,7 @@ ROUTES: Mapping[str, Dict[str, Any]] = {
                               "content": {"application/json": {"schema": _ref("BatchResult")},
                                           "application/zip": {"schema": {"type": "string",
                                                                          "format": "binary"}}}},
-                      **_errors(400, 413, 415, 422, 503)},
+                      **_errors(400, 413, 415, 422, 503, 507)},
     },
     "batch.batch_zip": {
         "parameters": [{"name": "depth_id", "in": "query", "required": True, "style": "form", "explode": True,

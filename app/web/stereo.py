@@ -48,9 +48,11 @@ def stereo_png(depth_id: str) -> Response:
     ``convergence``, ``swap_eyes``; ``max_side=N`` for a preview whose photo is at most N pixels)."""
     entry = cached_entry(depth_id)
     opts = _options(StereoOptions)
-    photo, depth = depth_service().preview(entry, read_max_side(request.args))
-    image = stereo(photo, depth, opts)
-    return _png(encode_png(image, "photo"), f"{entry.name}.{opts.layout}.png")
+    service = depth_service()
+    photo, depth = service.preview(entry, read_max_side(request.args))
+    with service.slot(2 * depth.size):  # two eyes
+        png = encode_png(stereo(photo, depth, opts), "photo")
+    return _png(png, f"{entry.name}.{opts.layout}.png")
 
 
 @bp.get("/depth/<depth_id>/normals.png")
@@ -59,5 +61,8 @@ def normals_png(depth_id: str) -> Response:
     ``max_side=N`` for a preview at most N pixels long)."""
     entry = cached_entry(depth_id)
     opts = _options(NormalOptions)
-    depth = depth_service().preview(entry, read_max_side(request.args))[1]
-    return _png(encode_png(normal_map(depth, opts), "normals"), f"{entry.name}.normals.png")
+    service = depth_service()
+    depth = service.preview(entry, read_max_side(request.args))[1]
+    with service.slot(depth.size):
+        png = encode_png(normal_map(depth, opts), "normals")
+    return _png(png, f"{entry.name}.normals.png")
