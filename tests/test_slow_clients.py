@@ -70,7 +70,8 @@ def test_slow_and_idle_clients_leave_health_and_photos_answering(server) -> None
 def test_expect_100_continue_is_answered_once(server) -> None:
     url, _ = server
     body, ctype = multipart(SAMPLES["rocket"].read_bytes())
-    head = (f"POST /api/v1/depth HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Type: {ctype}\r\n"
+    head = (f"POST /api/v1/depth HTTP/1.1\r\nHost: 127.0.0.1\r\nExpect: 100-continue\r\n"
+            f"Content-Type: {ctype}\r\n"
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
     with socket.create_connection(host_port(url), timeout=30) as sock:
         sock.sendall(head)
@@ -89,23 +90,23 @@ def test_a_chunked_upload_is_received_whole(server) -> None:
                       timeout=60)
     assert r.status_code == 200, r.text[:300]
     body, ctype = multipart(photo)
-    chunked = requests.post(url + "/api/v1/depth", data=iter([body[:1000], body[1000:]]),
-                            headers={"Content-Type": ctype}, timeout=60)
+    chunked = requests.post(url + "/api/v1/depth", data=iter([body[:1000], body[1000:]]), timeout=60,
+                            headers={"Content-Type": ctype, "X-Owner-Token": r.json()["owner_token"]})
     assert chunked.status_code == 200, chunked.text[:300]
-    assert chunked.json()["depth_id"] == r.json()["depth_id"]  # the same bytes arrived
+    assert chunked.json()["depth_id"] == r.json()["depth_id"]  # the same bytes arrived: the owner's result
 
 
 def test_pipelined_requests_are_each_answered(server) -> None:
     url, _ = server
-    two = (b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
-           b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    two = (b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+           b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
     assert exchange(url, two).count(b"HTTP/1.1 200 OK") == 2
 
 
 def test_an_oversized_body_is_refused_from_its_head(server) -> None:
     url, _ = server
-    head = (b"POST /api/v1/depth HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
-            b"Content-Length: 900000000\r\n\r\n")
+    head = (b"POST /api/v1/depth HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 900000000\r\n\r\n")
     t0 = time.monotonic()
     answer = exchange(url, head, until=b"}")
     assert answer.startswith(b"HTTP/1.1 413 ") and b"Connection: close" in answer
@@ -115,7 +116,7 @@ def test_an_oversized_body_is_refused_from_its_head(server) -> None:
 
 def test_a_header_flood_gets_431(server) -> None:
     url, _ = server
-    answer = exchange(url, b"GET / HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 100_000)
+    answer = exchange(url, b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: " + b"a" * 100_000)
     assert answer.startswith(b"HTTP/1.1 431 ") and b'"headers_too_large"' in answer
     assert health(url) == 200
 
@@ -167,7 +168,7 @@ def big_result(url: str) -> Tuple[str, bytes]:
 def test_clients_that_read_slowly_or_not_at_all_hold_no_thread(server) -> None:
     url, _ = server
     path, whole = big_result(url)
-    request = f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
     stalled = []
     for _ in range(6):  # more than the threads: each asks for 48 MB and never reads a byte
         sock = socket.create_connection(host_port(url), timeout=10)
