@@ -15,7 +15,9 @@ from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Tuple
 
 HEAD_TIMEOUT_S = 15.0  # a request head must be complete this long after the connection's first chance
 SEND_TIMEOUT_S = 30.0  # an answer is abandoned after this long without the client taking a byte
-ANSWER_KEEP = 64 << 20  # an answer kept for the event loop up to this size; past it, its thread writes
+ANSWER_KEEP = 64 << 20  # one write of an answer kept for the event loop up to this size
+STREAM_KEEP = 8 << 20  # an answer's kept bytes beyond its largest write: a stream then runs at the
+# client's pace instead of piling up in memory
 SEND_PIECE = 1 << 20
 
 
@@ -215,16 +217,17 @@ class Answer:
     """Where a request thread writes its answer (gunicorn's response writes to it as to the socket): what
     the client takes at once is sent at once, the rest is kept for the event loop to send at the client's
     pace, so the thread is free whatever that pace. Bytes are kept in memory while the worker's
-    ``budget`` grants them and the answer stays under ``ANSWER_KEEP``; a file (a video) is kept as a
-    duplicate of its descriptor. Past that, the thread writes the rest itself, giving up after
-    ``SEND_TIMEOUT_S`` without progress, and only while ``share`` lets this client hold one more
-    thread so."""
+    ``budget`` grants them: writes of up to ``ANSWER_KEEP`` bytes, while what waits stays within the
+    largest write plus ``STREAM_KEEP`` (a one-piece answer is kept whole, a stream runs at the client's
+    pace); a file (a video) is kept as a duplicate of its descriptor. Past that, the thread writes the
+    rest itself, giving up after ``SEND_TIMEOUT_S`` without progress, and only while ``share`` lets
+    this client hold one more thread so."""
 
     def __init__(self, sock: socket.socket, budget: Budget, share: ThreadShare, client: str) -> None:
         self.sock = sock
         self.parts: Deque[Part] = deque()
         self.kept = 0  # bytes kept in memory and not yet sent: what this answer holds of the budget
-        self.total_kept = 0
+        self.largest = 0  # its largest write
         self.budget, self.share, self.client = budget, share, client
         self.blocking = False
 
@@ -245,11 +248,11 @@ class Answer:
             view = view[self._try(lambda: self.sock.send(view)):]
         if not view:
             return
-        fits = self.total_kept + len(view) <= ANSWER_KEEP
+        self.largest = max(self.largest, len(view))
+        fits = len(view) <= ANSWER_KEEP and self.kept + len(view) <= self.largest + STREAM_KEEP
         if not self.blocking and fits and self.budget.reserve(len(view)):
             self.parts.append(Part(data=memoryview(bytes(view))))
             self.kept += len(view)
-            self.total_kept += len(view)
             return
         self._block()
         self._write(view)
