@@ -6,6 +6,7 @@ server whose workers have one inference slot each, and each sends one photo the 
     .venv/bin/python benchmarks/bench_line.py --workers 2                     # the line across workers
     .venv/bin/python benchmarks/bench_line.py --servers 2 --redis             # across hosts (one Redis)
     .venv/bin/python benchmarks/bench_line.py --checkout ../main --protocol jitter   # before the line
+    .venv/bin/python benchmarks/bench_line.py --ops [--redis]                 # what the line costs
 
 Prints each client's arrival, wait (first try to depth map), the requests it found ahead of it (sent
 before it and not yet answered) and what it was told on the way, then p50 / p95 / max wait, one request's
@@ -14,6 +15,9 @@ requests between; beside it the mean time a depth map held its slot, ``timings_m
 violations (pairs answered in the reverse of their arrival order; and those overtaken by more than *t*),
 and the worst margin to the target: no client waits longer than (requests ahead) × *t* + 2 s.
 Every photo is unique (random bytes after the image data), so each costs a real inference.
+
+``--ops`` prints instead what the line adds to each request that needs a slot (taking a place, entering,
+leaving) on each backend: in memory, a file in /dev/shm as the data folder usually is, and Redis.
 """
 
 from __future__ import annotations
@@ -31,9 +35,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
+import redis
 import requests
 from PIL import Image
 
@@ -142,6 +147,27 @@ def report(arrivals: List[Arrival]) -> None:
     print(f"worst wait - (ahead x t + {SLACK_S:g} s): {s['margin']:+.1f} s (target: <= 0)")
 
 
+def line_costs(redis_url: Optional[str], rounds: int = 2000) -> None:
+    """Milliseconds per request of the line's three transactions, on each backend."""
+    sys.path.insert(0, str(ROOT))
+    from app.line import Line, RedisLine, SqliteLine
+
+    shm = Path("/dev/shm") if Path("/dev/shm").is_dir() else None
+    with tempfile.TemporaryDirectory(dir=shm) as folder:
+        lines: Dict[str, Line] = {"memory (one process)": SqliteLine()}
+        lines[f"file in {shm or 'a temp folder'}"] = SqliteLine(Path(folder) / "line.sqlite3")
+        if redis_url:
+            lines["redis on loopback"] = RedisLine(redis.Redis.from_url(redis_url))
+        for name, line in lines.items():
+            t0 = time.perf_counter()
+            for _ in range(rounds):
+                place = line.join(10, 100)
+                line.enter(place.ticket, 10)
+                line.leave(place.ticket)
+            print(f"{name:<28} {(time.perf_counter() - t0) / rounds * 1000:.3f} ms per request "
+                  f"(join, enter, leave; {rounds} rounds)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", default=os.environ.get("MIDAS_WEIGHTS"))
@@ -153,10 +179,20 @@ def main() -> None:
                     help="the servers share a redis-server started for the run")
     ap.add_argument("--clients", type=int, default=20)
     ap.add_argument("--over", type=float, default=2.0, help="seconds over which the clients arrive")
-    ap.add_argument("--side", type=int, default=4000, help="the test photo's width (4000: 10.7 MP)")
-    ap.add_argument("--size", default="512", help="the network's input size (the option `size`)")
+    ap.add_argument("--side", type=int, default=1600, help="the test photo's width")
+    ap.add_argument("--size", default="384", help="the network's input size (the option `size`)")
+    ap.add_argument("--ops", action="store_true", help="only what the line costs per request")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
+        if args.ops:
+            redis_proc = start_redis(Path(tmp)) if args.redis else None
+            try:
+                line_costs(redis_proc[0] if redis_proc else None)
+            finally:
+                if redis_proc:
+                    redis_proc[1].send_signal(signal.SIGTERM)
+                    redis_proc[1].wait(60)
+            return
         weights = args.weights
         if not weights:
             sys.path.insert(0, str(ROOT / "tests"))
