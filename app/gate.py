@@ -110,7 +110,9 @@ class Gate:
             return None
         if place.inside:  # its request is inside a worker already
             return self.line_info(place, POLL_S[1], called=True)
-        called = self._called(place)
+        # a worker with a slot free and nobody waiting calls the first place out too: the client's next
+        # request most likely comes on the same connection, to this worker
+        called = self._called(place) or (place.outside_ahead == 0 and self._idle())
         retry_in = 0.0 if called else self._poll_s(place)
         if not self.line.hold(ticket, retry_in + self.grace, inside=None):  # its request may enter meanwhile
             return None
@@ -237,6 +239,10 @@ class Gate:
         """Its turn: every place ahead is inside a worker, and so few wait inside that any worker has
         room for it."""
         return place.outside_ahead == 0 and place.waiting < max(1, self.queue)
+
+    def _idle(self) -> bool:
+        with self._cond:
+            return self._running < self.slots and not self._order
 
     def _poll_s(self, place: Place) -> float:
         """When a place that is not called should ask again: half the time those ahead of it outside

@@ -307,9 +307,9 @@ def test_a_cached_answer_gives_its_place_up(client, app, samples, monkeypatch) -
         refused = client.post("/api/v1/depth", headers={"X-Line-Ticket": "new"},
                               **form_data({"image": (fresh(samples["coffee"]), "c.jpg")}))
         ticket = refused.get_json()["line"]["ticket"]
-        # the page sends a photo the store has meanwhile: answered at once, and its place is given up
-        stored = client.post("/api/v1/depth", headers={"X-Line-Ticket": ticket},
-                             **form_data({"image": (samples["coffee"], "c.jpg"), "views": "none"}))
+        # the request with the ticket is answered from the store: at once, and its place is given up
+        stored = client.post("/api/v1/render", headers={"X-Line-Ticket": ticket},
+                             json={"depth_id": first.get_json()["depth_id"], "views": "none"})
         assert stored.status_code == 200 and stored.get_json()["cached"]
         assert client.get(f"/api/v1/line/{ticket}").status_code == 404
         assert gate.stats()["line"]["places"] == 0
