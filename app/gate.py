@@ -17,6 +17,7 @@ from __future__ import annotations
 import bisect
 import logging
 import math
+import secrets
 import threading
 import time
 from contextlib import contextmanager
@@ -29,6 +30,7 @@ from .store import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
+CHECKIN_S = 5.0  # a process counts itself among the line's workers this often (for three times as long)
 HEARTBEAT_S = 2.0  # a request waiting inside keeps its place this often...
 INSIDE_HOLD_S = 10.0  # ...for this long: a killed worker's places are gone after that
 POLL_S = (0.25, 2.0)  # the shortest and longest wait a place-holder is told before asking again
@@ -80,6 +82,8 @@ class Gate:
         self._order: List[int] = []  # the place numbers of the requests waiting inside, lowest first
         self._job_s = 0.5  # moving average of a job's duration, for the waits announced
         self.refused = 0
+        self._id = secrets.token_hex(8)
+        self._workers, self._checked_in = 1, -math.inf  # the processes sharing the line, when last asked
 
     # the requests' side ---------------------------------------------------------------------------------
 
@@ -236,9 +240,19 @@ class Gate:
     # estimates --------------------------------------------------------------------------------------------
 
     def _called(self, place: Place) -> bool:
-        """Its turn: every place ahead is inside a worker, and so few wait inside that any worker has
-        room for it."""
-        return place.outside_ahead == 0 and place.waiting < max(1, self.queue)
+        """Its turn: every place ahead is inside a worker, and fewer wait inside than the workers sharing
+        the line have room for (a request that lands on a full one is told to come again at once)."""
+        return place.outside_ahead == 0 and place.waiting < max(1, self.queue) * self._sharing()
+
+    def _sharing(self) -> int:
+        """How many processes share the line (this one counted in every ``CHECKIN_S``)."""
+        if time.monotonic() - self._checked_in >= CHECKIN_S:
+            self._checked_in = time.monotonic()
+            try:
+                self._workers = max(1, self.line.checkin(self._id, 3 * CHECKIN_S))
+            except StoreUnavailable as exc:
+                log.warning("could not count the workers sharing the line: %s", exc.message)
+        return self._workers
 
     def _idle(self) -> bool:
         with self._cond:

@@ -91,6 +91,10 @@ class Line(ABC):
         """Drops the place (its request is served, or gave up)."""
 
     @abstractmethod
+    def checkin(self, worker: str, hold_s: float) -> int:
+        """Counts ``worker`` among those sharing the line for ``hold_s`` seconds; how many do now."""
+
+    @abstractmethod
     def stats(self) -> Dict[str, Any]:
         """The line's figures for /healthz: places, and how many of them wait inside a worker."""
 
@@ -105,6 +109,7 @@ CREATE TABLE IF NOT EXISTS places (
     inside INTEGER NOT NULL DEFAULT 0
 ) STRICT;
 CREATE INDEX IF NOT EXISTS places_expires ON places (expires);
+CREATE TABLE IF NOT EXISTS workers (id TEXT PRIMARY KEY, expires REAL NOT NULL) STRICT;
 """
 PLACE_SQL = """
 SELECT p.number, p.inside,
@@ -133,9 +138,11 @@ class SqliteLine(Line):
         db.execute("PRAGMA synchronous = OFF")
         db.executescript(SCHEMA)
         # a table of the same name made by someone else could hold values of any type
-        if db.execute("SELECT strict FROM pragma_table_list WHERE name = 'places'").fetchone() != (1,):
+        strict = db.execute("SELECT COUNT(*) FROM pragma_table_list WHERE name IN ('places', 'workers') "
+                            "AND strict = 1").fetchone()
+        if strict != (2,):
             db.close()
-            raise sqlite3.DatabaseError("the places table is not the line's own")
+            raise sqlite3.DatabaseError("the line's tables are not its own")
         return db
 
     def _run(self, fn: Callable[[sqlite3.Connection, float], T]) -> T:
@@ -212,6 +219,13 @@ class SqliteLine(Line):
     def leave(self, ticket: str) -> None:
         self._run(lambda db, now: db.execute("DELETE FROM places WHERE ticket = ?", (ticket,)))
 
+    def checkin(self, worker: str, hold_s: float) -> int:
+        def checkin(db: sqlite3.Connection, now: float) -> int:
+            db.execute("DELETE FROM workers WHERE expires < ?", (now,))
+            db.execute("INSERT OR REPLACE INTO workers (id, expires) VALUES (?, ?)", (worker, now + hold_s))
+            return db.execute("SELECT COUNT(*) FROM workers").fetchone()[0]
+        return self._run(checkin)
+
     def stats(self) -> Dict[str, Any]:
         places, inside = self._run(lambda db, now: db.execute(
             "SELECT COUNT(*), COALESCE(SUM(inside), 0) FROM places").fetchone())
@@ -220,17 +234,24 @@ class SqliteLine(Line):
 
 # Redis: every host -----------------------------------------------------------------------------------------
 
-# KEYS: the counter, places (ticket -> number), expires (ticket -> ms), inside (ticket -> number)
+# KEYS: the counter, places (ticket -> number), expires (ticket -> ms), inside (ticket -> number), workers
+# (id -> ms)
 # ARGV: operation, ticket, hold in ms, limit, inside flag. Times are the Redis server's, so hosts whose
 # clocks differ still agree on who expired.
 REDIS_SCRIPT = """
-local seq, places, expires, inside = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local seq, places, expires, inside, workers = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local op, ticket, hold, limit = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if redis.call('ZCARD', expires) > 4 * limit or redis.call('ZCARD', places) > 4 * limit then
   redis.call('DEL', places, expires, inside)
   return {'reset'}
+end
+if op == 'checkin' then
+  redis.call('ZREMRANGEBYSCORE', workers, '-inf', '(' .. now)
+  redis.call('ZADD', workers, now + hold, ticket)
+  if redis.call('ZCARD', workers) > 10000 then redis.call('DEL', workers) return {'reset'} end
+  return redis.call('ZCARD', workers)
 end
 local gone = redis.call('ZRANGEBYSCORE', expires, '-inf', '(' .. now)
 for _, m in ipairs(redis.call('ZRANGEBYSCORE', expires, '(' .. (now + tonumber(ARGV[6])), '+inf')) do
@@ -303,7 +324,7 @@ class RedisLine(Line):
         self._errors = (redis.RedisError, OSError)
         self._response_error = redis.exceptions.ResponseError
         self._script = client.register_script(REDIS_SCRIPT)
-        self._keys = [self.PREFIX + k for k in ("seq", "places", "expires", "inside")]
+        self._keys = [self.PREFIX + k for k in ("seq", "places", "expires", "inside", "workers")]
 
     def _call(self, op: str, ticket: str = "", hold_s: float = 0.0, limit: int = 1 << 20,
               inside: Optional[bool] = None) -> Any:
@@ -357,6 +378,9 @@ class RedisLine(Line):
 
     def leave(self, ticket: str) -> None:
         self._call("leave", ticket)
+
+    def checkin(self, worker: str, hold_s: float) -> int:
+        return int(self._call("checkin", worker, hold_s))
 
     def stats(self) -> Dict[str, Any]:
         out: List[Any] = self._call("stats")

@@ -19,7 +19,7 @@ from app.gate import Busy, Gate
 from app.line import RedisLine, SqliteLine, new_ticket
 from helpers import form_data
 
-KEYS = [RedisLine.PREFIX + k for k in ("seq", "places", "expires", "inside")]
+KEYS = [RedisLine.PREFIX + k for k in ("seq", "places", "expires", "inside", "workers")]
 
 
 def hold(gate: Gate, release: threading.Event, entered: threading.Event) -> threading.Thread:

@@ -16,7 +16,7 @@ import redis
 from app.line import Line, RedisLine, SqliteLine, new_ticket
 
 
-KEYS = [RedisLine.PREFIX + k for k in ("seq", "places", "expires", "inside")]
+KEYS = [RedisLine.PREFIX + k for k in ("seq", "places", "expires", "inside", "workers")]
 
 
 @pytest.fixture()
@@ -111,6 +111,14 @@ def test_workers_see_one_line(two_workers) -> None:
     assert not second.enter(b.ticket, 10).inside  # a, taken on the other worker, is ahead
     assert first.enter(a.ticket, 10).inside
     assert second.enter(b.ticket, 10).inside
+
+
+def test_the_workers_sharing_a_line_are_counted_while_they_check_in(two_workers) -> None:
+    first, second = two_workers
+    assert first.checkin("a", 10) == 1
+    assert second.checkin("b", 0.3) == 2 and first.checkin("a", 10) == 2
+    time.sleep(0.5)
+    assert first.checkin("a", 10) == 1  # b stopped checking in
 
 
 # what is read back is not trusted ------------------------------------------------------------------------

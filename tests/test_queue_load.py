@@ -49,7 +49,7 @@ def servers(weights: Path, folder: Path, setup: str, redis_url: str) -> Iterator
                                                        env=env))[0]]
         else:
             client = redis.Redis.from_url(redis_url)
-            keys = [RedisLine.PREFIX + k for k in ("seq", "places", "expires", "inside")]
+            keys = [RedisLine.PREFIX + k for k in ("seq", "places", "expires", "inside", "workers")]
             client.delete(*keys)
             stack.callback(client.delete, *keys)  # other tests' servers share this Redis
             urls = []
