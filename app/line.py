@@ -23,6 +23,7 @@ error of the request.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import secrets
 import sqlite3
@@ -121,28 +122,40 @@ FROM places p WHERE p.ticket = ?
 
 
 class SqliteLine(Line):
-    """The places in one SQLite table: ``path`` (a file in the data folder) for every worker of a host,
-    or ``None`` for this process alone (in memory). Every operation is one ``BEGIN IMMEDIATE``
-    transaction that first drops the expired places. The file holds nothing worth a disk write, so it
-    is never synced; a damaged one is replaced by an empty line."""
+    """The places (and the workers sharing them) in SQLite: ``path`` (a file in the data folder) for
+    every worker of a host, or ``None`` for this process alone (in memory). Every operation is one
+    ``BEGIN IMMEDIATE`` transaction that first drops the expired places. The file holds nothing worth a
+    disk write, so it is never synced; a damaged one is replaced by an empty line, and every process
+    follows the file at ``path`` (a replaced file is opened again)."""
 
     def __init__(self, path: Optional[Path] = None) -> None:
         self.path = path
         self.kind = "files" if path is not None else "memory"
         self._lock = threading.Lock()
         self._db: Optional[sqlite3.Connection] = None
+        self._inode: Optional[int] = None  # of the file the connection has open
+
+    def _file_inode(self) -> Optional[int]:
+        try:
+            return os.stat(self.path).st_ino if self.path is not None else None
+        except FileNotFoundError:
+            return None
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(str(self.path) if self.path is not None else ":memory:", timeout=5.0,
                              isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA synchronous = OFF")
-        db.executescript(SCHEMA)
-        # a table of the same name made by someone else could hold values of any type
-        strict = db.execute("SELECT COUNT(*) FROM pragma_table_list WHERE name IN ('places', 'workers') "
-                            "AND strict = 1").fetchone()
-        if strict != (2,):
+        self._inode = self._file_inode()
+        try:
+            db.execute("PRAGMA synchronous = OFF")
+            db.executescript(SCHEMA)
+            # a table of the same name made by someone else could hold values of any type
+            strict = db.execute("SELECT COUNT(*) FROM pragma_table_list WHERE name IN ('places', 'workers') "
+                                "AND strict = 1").fetchone()
+            if strict != (2,):
+                raise sqlite3.DatabaseError("the line's tables are not its own")
+        except sqlite3.Error:
             db.close()
-            raise sqlite3.DatabaseError("the line's tables are not its own")
+            raise
         return db
 
     def _run(self, fn: Callable[[sqlite3.Connection, float], T]) -> T:
@@ -150,6 +163,8 @@ class SqliteLine(Line):
         with self._lock:
             for attempt in (1, 2):
                 try:
+                    if self._db is not None and self._file_inode() != self._inode:
+                        self._drop_connection()  # another process replaced the file (or it was removed)
                     if self._db is None:
                         self._db = self._connect()
                     db = self._db
@@ -172,9 +187,10 @@ class SqliteLine(Line):
                                                "Please try again in a moment.") from None
                 except sqlite3.DatabaseError as exc:  # not a database, malformed: the line starts again
                     log.warning("the line's file %s is damaged (%s): it starts again, empty", self.path, exc)
+                    damaged = self._inode
                     self._drop_connection()
-                    if self.path is not None:
-                        self.path.unlink(missing_ok=True)
+                    if self.path is not None and damaged is not None and self._file_inode() == damaged:
+                        self.path.unlink(missing_ok=True)  # only the file found damaged, not a new one
         raise StoreUnavailable("The line for inference slots cannot be used; please try again in a moment.")
 
     def _drop_connection(self) -> None:

@@ -129,6 +129,16 @@ def test_a_damaged_line_file_starts_again(tmp_path: Path) -> None:
     assert SqliteLine(path).join(10, 100).ahead == 0
 
 
+def test_a_line_file_replaced_under_a_worker_is_followed(tmp_path: Path) -> None:
+    path = tmp_path / "line.sqlite3"
+    first, second = SqliteLine(path), SqliteLine(path)
+    first.join(10, 100)
+    second.join(10, 100)
+    path.write_bytes(b"damaged" * 1000)  # both workers hold the old file open
+    assert first.join(10, 100).ahead == 0  # the damaged file is replaced by an empty line...
+    assert second.join(10, 100).ahead == 1  # ...which the other worker then uses too
+
+
 def test_a_planted_table_of_another_shape_is_replaced(tmp_path: Path) -> None:
     path = tmp_path / "line.sqlite3"
     with sqlite3.connect(path) as db:  # no types enforced: a number could be any text
