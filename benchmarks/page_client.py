@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import requests
 
 HEADER = "X-Line-Ticket"
-JITTER, MAX_WAIT_S = 0.25, 600  # as in static/queue.js
+JITTER, MAX_WAIT_S, MIN_PAUSE_S = 0.25, 600, 0.25  # as in static/queue.js
 PROTOCOLS = ("line", "jitter")
 
 
@@ -56,7 +56,7 @@ def _wait_turn(session: requests.Session, base: str, line: Dict[str, Any], trip:
     """Waits for the place ``line`` to be called, asking where it stands as often as the server says;
     its ticket then, or None when the place is gone (a new one is asked for)."""
     ticket = line["ticket"]
-    sleep(float(line["retry_in"]))
+    sleep(max(MIN_PAUSE_S, float(line["retry_in"])))
     while not line["called"] and time.monotonic() < until:
         t0 = time.perf_counter()
         r = session.get(f"{base}/api/v1/line/{ticket}", timeout=60)
@@ -69,7 +69,7 @@ def _wait_turn(session: requests.Session, base: str, line: Dict[str, Any], trip:
         line = r.json()
         trip.aheads.append(line["ahead"])
         if not line["called"]:
-            sleep(float(line["retry_in"]))
+            sleep(max(MIN_PAUSE_S, float(line["retry_in"])))
     return ticket
 
 

@@ -14,6 +14,7 @@
   const JITTER = 0.25; // up to 25 % more than Retry-After, when there is no place to go by
   const MAX_WAIT_S = 600; // after ten minutes in line, the 503 is shown after all
   const KEEP_MS = 2000; // while a request is on its way, its place is asked about (and so kept) this often
+  const MIN_PAUSE_MS = 250; // the shortest wait between two questions, whatever an answer says
 
   function abortError() {
     return new DOMException("aborted", "AbortError");
@@ -70,11 +71,16 @@
     }
   }
 
+  // the pause the server asked for, at least MIN_PAUSE_MS
+  function pause(place, signal) {
+    return sleep(Math.max(MIN_PAUSE_MS, (Number(place.retry_in) || 0) * 1000), signal);
+  }
+
   // waits until the place is called (true), or is gone or the time is up (false); onWait({ahead})
   // whenever the server says how many are ahead
   async function turn(place, line, onWait, signal, until) {
     if (onWait) onWait({ ahead: place.ahead });
-    await sleep(place.retry_in * 1000, signal);
+    await pause(place, signal);
     while (!place.called) {
       if (Date.now() >= until) return false;
       const now = await ask(line, place.ticket, signal);
@@ -82,7 +88,7 @@
       if (now.later) { await sleep(now.later * 1000, signal); continue; }
       place = now;
       if (onWait) onWait({ ahead: place.ahead });
-      if (!place.called) await sleep(place.retry_in * 1000, signal);
+      if (!place.called) await pause(place, signal);
     }
     return true;
   }
