@@ -35,17 +35,18 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
-import redis
 import requests
+from redis import Redis
 from PIL import Image
 
 import page_client
 from load_test import ROOT, start_redis, start_server
 
 SLACK_S = 2.0  # the target's allowance beyond (requests ahead) x one request's time
+WORKLOADS = ((1600, "384"), (2400, "512"), (4000, "512"))  # (photo width, input size), cheapest first
 
 
 @dataclass
@@ -147,8 +148,10 @@ def report(arrivals: List[Arrival]) -> None:
     print(f"worst wait - (ahead x t + {SLACK_S:g} s): {s['margin']:+.1f} s (target: <= 0)")
 
 
-def line_costs(redis_url: Optional[str], rounds: int = 2000) -> None:
-    """Milliseconds per request of the line's three transactions, on each backend."""
+def line_costs(redis: Optional[Tuple[str, subprocess.Popen]], procs: List[subprocess.Popen],
+               rounds: int = 2000) -> None:
+    """Milliseconds per request of the line's three transactions, on each backend (``redis``: a
+    running redis-server's URL and process, added to ``procs``)."""
     sys.path.insert(0, str(ROOT))
     from app.line import Line, RedisLine, SqliteLine
 
@@ -156,8 +159,9 @@ def line_costs(redis_url: Optional[str], rounds: int = 2000) -> None:
     with tempfile.TemporaryDirectory(dir=shm) as folder:
         lines: Dict[str, Line] = {"memory (one process)": SqliteLine()}
         lines[f"file in {shm or 'a temp folder'}"] = SqliteLine(Path(folder) / "line.sqlite3")
-        if redis_url:
-            lines["redis on loopback"] = RedisLine(redis.Redis.from_url(redis_url))
+        if redis:
+            procs.append(redis[1])
+            lines["redis on loopback"] = RedisLine(Redis.from_url(redis[0]))
         for name, line in lines.items():
             t0 = time.perf_counter()
             for _ in range(rounds):
@@ -166,6 +170,52 @@ def line_costs(redis_url: Optional[str], rounds: int = 2000) -> None:
                 line.leave(place.ticket)
             print(f"{name:<28} {(time.perf_counter() - t0) / rounds * 1000:.3f} ms per request "
                   f"(join, enter, leave; {rounds} rounds)")
+
+
+def slot_s(url: str, photo: bytes, size: str) -> float:
+    """The server's own time for a depth map of a new upload of ``photo`` at input size ``size``."""
+    r = requests.post(url + "/api/v1/depth", files={"image": ("w.jpg", photo + os.urandom(16))},
+                      data={"size": size, "views": "none"}, timeout=120)
+    r.raise_for_status()
+    return r.json()["timings_ms"]["total"] / 1000
+
+
+def workload(urls: List[str], min_s: float,
+             fixed: Optional[Tuple[int, str]] = None) -> Tuple[int, str, bytes]:
+    """The cheapest (photo width, input size) of ``WORKLOADS`` whose depth map holds a slot at least
+    ``min_s`` on this machine (else the costliest; ``fixed`` instead if given), and its photo; every
+    worker warmed up with it (a worker's first requests are slower)."""
+    for side, size in [fixed] if fixed else WORKLOADS:
+        photo = burst_photo(side)
+        if slot_s(urls[0], photo, size) >= min_s:
+            break
+    for url in urls:
+        for _ in range(4):  # with several workers behind a URL, each gets some
+            slot_s(url, photo, size)
+    return side, size, photo
+
+
+def start_servers(args: argparse.Namespace, tmp: Path, procs: List[subprocess.Popen]) -> List[str]:
+    """The servers of the run (and their Redis), their processes added to ``procs``; their URLs."""
+    weights = args.weights
+    if not weights:
+        sys.path.insert(0, str(ROOT / "tests"))
+        from synthetic import write_synthetic_weights
+
+        weights = str(write_synthetic_weights(ROOT / "tests/fixtures/state_dict_manifest.json",
+                                              tmp / "synthetic.pt"))
+    env = {"DEPTHMAP_INFERENCE_SLOTS": "1", "DEPTHMAP_TORCH_THREADS": str(max(1, 2 // args.workers))}
+    if args.redis:
+        env["DEPTHMAP_REDIS_URL"], redis_proc = start_redis(tmp)
+        procs.append(redis_proc)
+    urls = []
+    for n in range(args.servers):
+        (tmp / f"s{n}").mkdir()
+        url, proc = start_server(weights, args.workers, env, tmp / f"s{n}" / "server.log",
+                                 args.checkout.resolve())
+        urls.append(url)
+        procs.append(proc)
+    return urls
 
 
 def main() -> None:
@@ -179,49 +229,25 @@ def main() -> None:
                     help="the servers share a redis-server started for the run")
     ap.add_argument("--clients", type=int, default=20)
     ap.add_argument("--over", type=float, default=2.0, help="seconds over which the clients arrive")
-    ap.add_argument("--side", type=int, default=1600, help="the test photo's width")
-    ap.add_argument("--size", default="384", help="the network's input size (the option `size`)")
+    ap.add_argument("--min-request", type=float, default=0.5,
+                    help="the photo and input size are the cheapest that hold a slot this long here")
+    ap.add_argument("--side", type=int, help="the photo's width instead (with --size)")
+    ap.add_argument("--size", help="the network's input size instead (the option `size`, with --side)")
     ap.add_argument("--ops", action="store_true", help="only what the line costs per request")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        if args.ops:
-            redis_proc = start_redis(Path(tmp)) if args.redis else None
-            try:
-                line_costs(redis_proc[0] if redis_proc else None)
-            finally:
-                if redis_proc:
-                    redis_proc[1].send_signal(signal.SIGTERM)
-                    redis_proc[1].wait(60)
-            return
-        weights = args.weights
-        if not weights:
-            sys.path.insert(0, str(ROOT / "tests"))
-            from synthetic import write_synthetic_weights
-
-            weights = str(write_synthetic_weights(ROOT / "tests/fixtures/state_dict_manifest.json",
-                                                  Path(tmp) / "synthetic.pt"))
-        env = {"DEPTHMAP_INFERENCE_SLOTS": "1", "DEPTHMAP_TORCH_THREADS": str(max(1, 2 // args.workers))}
         procs: List[subprocess.Popen] = []
         try:
-            if args.redis:
-                env["DEPTHMAP_REDIS_URL"], redis_proc = start_redis(Path(tmp))
-                procs.append(redis_proc)
-            urls = []
-            for n in range(args.servers):
-                (Path(tmp) / f"s{n}").mkdir()
-                url, proc = start_server(weights, args.workers, env, Path(tmp) / f"s{n}" / "server.log",
-                                         args.checkout.resolve())
-                urls.append(url)
-                procs.append(proc)
-            photo = burst_photo(args.side)
-            for url in urls:  # warm: the first requests of a worker are slower
-                for _ in range(2 * args.workers):
-                    requests.post(url + "/api/v1/depth", files={"image": ("w.jpg", photo + os.urandom(16))},
-                                  data={"size": args.size, "views": "none"}, timeout=120)
+            if args.ops:
+                line_costs(start_redis(Path(tmp)) if args.redis else None, procs)
+                return
+            urls = start_servers(args, Path(tmp), procs)
+            side, size, photo = workload(urls, args.min_request,
+                                         (args.side, args.size) if args.side and args.size else None)
             print(f"# {args.clients} page clients ({args.protocol}) over {args.over:g} s; {args.servers} "
                   f"server(s) x {args.workers} worker(s), 1 slot each; a {len(photo) >> 10} KB photo "
-                  f"{args.side} px wide at size {args.size}; code: {args.checkout}")
-            report(burst(urls, args.clients, args.over, photo, args.protocol, {"size": args.size}))
+                  f"{side} px wide at input size {size}; code: {args.checkout}")
+            report(burst(urls, args.clients, args.over, photo, args.protocol, {"size": size}))
         finally:
             for proc in reversed(procs):
                 proc.send_signal(signal.SIGTERM)

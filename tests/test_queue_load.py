@@ -17,23 +17,21 @@ page ends every photo with its depth map, no error; the API clients see only 200
 from __future__ import annotations
 
 import contextlib
-import os
 from pathlib import Path
-from typing import Dict, Iterator, List, Tuple
+from typing import Dict, Iterator, List
 
 import pytest
 import redis
 import requests
 
 from app.line import RedisLine
-from bench_line import Arrival, burst, burst_photo, summary
+from bench_line import Arrival, burst, summary, workload
 from helpers import running_server
 from load_test import drive_mixed
 
 PAGES, APIS, SECONDS = 20, 3, 60
 CLIENTS, OVER_S = 20, 2.0
-MIN_REQUEST_S = 0.25
-WORKLOADS = [(1600, "384"), (2400, "512"), (4000, "512")]  # (photo width, input size), cheapest first
+MIN_REQUEST_S = 0.25  # a request holds its slot this long at least, so that a line forms
 
 
 @contextlib.contextmanager
@@ -61,33 +59,12 @@ def servers(weights: Path, folder: Path, setup: str, redis_url: str) -> Iterator
         yield urls
 
 
-def server_s(url: str, photo: bytes, options: Dict[str, str]) -> float:
-    """The server's own time for a depth map of a new upload of ``photo``."""
-    r = requests.post(url + "/api/v1/depth", files={"image": ("w.jpg", photo + os.urandom(16))},
-                      data={**options, "views": "none"}, timeout=120)
-    r.raise_for_status()
-    return r.json()["timings_ms"]["total"] / 1000
-
-
-def workload(urls: List[str]) -> Tuple[bytes, Dict[str, str]]:
-    """A photo and options that hold a slot long enough for 20 arrivals in 2 s to form a line on this
-    machine (at least ``MIN_REQUEST_S``, or the costliest tried); every worker warmed up with them."""
-    for side, size in WORKLOADS:
-        photo, options = burst_photo(side), {"size": size}
-        if server_s(urls[0], photo, options) >= MIN_REQUEST_S:
-            break
-    for url in urls:  # a worker's first requests are slower
-        for _ in range(2):
-            server_s(url, photo, options)
-    return photo, options
-
-
 @pytest.mark.parametrize("setup", ["one worker", "two workers", "two servers on one Redis"])
 def test_twenty_pages_arriving_at_once_are_served_in_order(weights_path: Path, tmp_path: Path, redis_server,
                                                            setup: str) -> None:
     with servers(weights_path, tmp_path, setup, redis_server.url) as urls:
-        photo, options = workload(urls)
-        arrivals = burst(urls, CLIENTS, OVER_S, photo, "line", options)
+        _, size, photo = workload(urls, MIN_REQUEST_S)
+        arrivals = burst(urls, CLIENTS, OVER_S, photo, "line", {"size": size})
         healths = [requests.get(url + "/healthz", timeout=10).json() for url in urls]
     figures = summary(arrivals)
     told = f"{figures}\n{table(arrivals)}"
