@@ -22,6 +22,7 @@ def create_app(test_config: Optional[Mapping[str, Any]] = None) -> "Flask":
 
     from . import config, web
     from .gate import Gate
+    from .line import open_line
     from .model import DepthModel, resolve_weights
     from .models import parse_model_list, spec
     from .service import DepthService
@@ -48,10 +49,11 @@ def create_app(test_config: Optional[Mapping[str, Any]] = None) -> "Flask":
         weights = resolve_weights(c[model.weights_env], download=c["WEIGHTS_DOWNLOAD"], model=model)
         # loads, compiles and warms up: a server process answers nothing, /healthz included, before this
         models[name] = DepthModel.load(weights, threads=c["TORCH_THREADS"], engine=c["ENGINE"], model=model)
-    gate = Gate(int(c["INFERENCE_SLOTS"]), int(c["INFERENCE_QUEUE"]), float(c["QUEUE_TIMEOUT"]))
     app.extensions["depth_models"] = models
-    # results live outside the process, shared by every worker (and host, with Redis)
+    # results live outside the process, shared by every worker (and host, with Redis), and so does the line
     store = open_store(c["REDIS_URL"], c["DATA_DIR"], int(c["CACHE_BYTES"]), float(c["RESULT_TTL"]))
+    gate = Gate(int(c["INFERENCE_SLOTS"]), int(c["INFERENCE_QUEUE"]), float(c["QUEUE_TIMEOUT"]),
+                open_line(store), int(c["LINE_LENGTH"]), float(c["LINE_GRACE"]))
     app.extensions["depth_service"] = DepthService(models, store, c["MAX_PIXELS"], c["MAX_SIDE"], gate)
     app.extensions["started"] = time.monotonic()
     app.extensions["load_s"] = round(app.extensions["started"] - t0, 2)

@@ -102,9 +102,15 @@ SETTINGS: Tuple[Setting, ...] = (
     _app("SECRET_KEY", None, str, "Flask's secret key (nothing uses sessions yet)", "random per process"),
     # admission (app.gate)
     _app("INFERENCE_SLOTS", 1, int, "depth maps computed at once per worker (decode + inference)"),
-    _app("INFERENCE_QUEUE", 2, int, "requests that may wait for a slot; one more gets 503 + `Retry-After`"),
+    _app("INFERENCE_QUEUE", 2, int, "requests that may wait for a slot in a worker, holding their uploads; "
+         "the rest wait in line without them (503 + `Retry-After` and their place)"),
     _app("QUEUE_TIMEOUT", 30, float, "seconds a request may wait for a slot before it gets 503 (below "
          "`DEPTHMAP_TIMEOUT`, so a queue never ends in gunicorn killing the worker)"),
+    _app("LINE_LENGTH", 100, int, "places in the line for slots, shared by every worker (and host, with "
+         "Redis); beyond it a request gets 503 + `Retry-After` without a place (see "
+         "[Overload](self-hosting.md#overload))"),
+    _app("LINE_GRACE", 5, float, "seconds a place in line is kept past the time its holder was told to come "
+         "back; then it is dropped, so an abandoned place holds nobody up for long"),
     # video jobs
     _app("VIDEO_WORKERS", 1, int, "videos processed at once by one consumer (`depthmap worker`, or the "
          "one `serve` embeds)"),

@@ -15,8 +15,9 @@ makes the synthetic weights of the tests, which cost the same to run as the offi
    views) for ``--seconds``. Every upload is unique (random bytes after the image data, which decoders
    ignore), so each one costs a real inference. Every 200 is checked (three PNG views at the photo's
    size); the only other acceptable answer is a 503 with Retry-After, which the clients honour (with
-   jitter) before their next photo. ``--pages`` page-like clients run beside them: they send a refused
-   photo again after Retry-After, as the page does (static/queue.js), until it has its depth map.
+   jitter) before their next photo. ``--pages`` page-like clients run beside them: they wait in line
+   for a refused photo as the page does (static/queue.js, ``page_client.py``), until it has its depth
+   map.
 3. Soak: ``--soak`` sequential requests, RSS sampled every 100.
 
 Prints requests/s, p50/p95/p99 latency, answers by status, errors, and the servers' RSS (master and
@@ -30,7 +31,6 @@ import base64
 import functools
 import io
 import ipaddress
-import math
 import os
 import random
 import signal
@@ -51,10 +51,11 @@ import numpy as np
 import requests
 from PIL import Image
 
+import page_client
+
 ROOT = Path(__file__).resolve().parents[1]
 MAX_CLIENTS, MAX_SECONDS, MAX_REQUESTS = 64, 600, 20_000  # the bounds of one run
 PNG_B64 = "data:image/png;base64,"
-QUEUE_JITTER, QUEUE_MAX_WAIT_S = 0.25, 600  # as in static/queue.js
 
 
 def sample_photos(max_side: Optional[int] = None) -> List[Tuple[str, bytes, Tuple[int, int]]]:
@@ -140,37 +141,23 @@ def one_request(session: requests.Session, url: str, photo: Tuple[str, bytes, Tu
     return float(retry) if retry.isdigit() else 0.0
 
 
-def queue_wait(retry_after: str, rng: random.Random) -> Optional[float]:
-    """What the page (static/queue.js) waits before sending a refused request again: the Retry-After
-    seconds (at least 1) plus up to 25 % jitter, rounded up; None when the answer is no "come back later"."""
-    if not retry_after.isdigit():
-        return None
-    return float(math.ceil(max(1, int(retry_after)) * (1 + QUEUE_JITTER * rng.random())))
-
-
 def visit(session: requests.Session, url: str, photo: Tuple[str, bytes, Tuple[int, int]], tally: Tally,
           rng: random.Random, client: int) -> bool:
     """One photo in the page, the way static/studio.js, queue.js and live.js send it: ``POST
-    /api/v1/depth`` with ``views=none``, sent again by itself after each 503 + Retry-After (waiting as
-    queue.js does, at most ``QUEUE_MAX_WAIT_S`` in line), then the two images the page draws its views
-    from (``preview.npy`` and ``photo.png``). Each answer is tallied by status, and the visit as a ``page
-    visit`` (the seconds from the first try to the depth map) with the error a person would see if it
-    did not end with its depth map. True when it did."""
+    /api/v1/depth`` with ``views=none``, waiting in line as the page does (``page_client.send``), then
+    the two images the page draws its views from (``preview.npy`` and ``photo.png``). Each answer is
+    tallied by status (the line's polls as ``poll 200``...), and the visit as a ``page visit`` (the
+    seconds from the first try to the depth map) with the error a person would see if it did not end
+    with its depth map. True when it did."""
     name, data, (width, height) = photo
     t0 = time.perf_counter()
-    waited = 0.0
-    body = unique(data)
     try:
-        while True:
-            t1 = time.perf_counter()
-            r = session.post(f"{url}/api/v1/depth", files={"image": (f"{name}.jpg", body)},
-                             data={"views": "none"}, headers={"Accept": "application/json"}, timeout=120)
-            tally.add(str(r.status_code), time.perf_counter() - t1)
-            wait = queue_wait(r.headers.get("Retry-After", ""), rng) if r.status_code == 503 else None
-            if wait is None or waited >= QUEUE_MAX_WAIT_S:
-                break
-            waited += wait
-            time.sleep(wait)
+        trip = page_client.send(session, url, "/api/v1/depth", "line", rng,
+                                files={"image": (f"{name}.jpg", unique(data))}, data={"views": "none"},
+                                headers={"Accept": "application/json"})
+        r = trip.response
+        for what, status, seconds in trip.answers:
+            tally.add(str(status) if what == "send" else f"poll {status}", seconds)
         if r.status_code != 200:
             tally.add("page visit", time.perf_counter() - t0, f"page shows {r.status_code}")
             return False
@@ -315,16 +302,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(weights: str, workers: int, extra_env: Dict[str, str],
-                 log: Path) -> Tuple[str, subprocess.Popen]:
+def start_server(weights: str, workers: int, extra_env: Dict[str, str], log: Path,
+                 checkout: Path = ROOT) -> Tuple[str, subprocess.Popen]:
+    """``depthmap serve`` running the code of ``checkout`` (this one unless told), its log in ``log``."""
     port = free_port()
-    # results in a folder of this run's own, the code of this checkout
+    # results in a folder of this run's own
     env = {**os.environ, "MIDAS_WEIGHTS": weights, "DEPTHMAP_ACCESS_LOG": "/dev/null",
-           "DEPTHMAP_DATA_DIR": str(log.parent / "data"), "PYTHONPATH": str(ROOT), **extra_env}
+           "DEPTHMAP_DATA_DIR": str(log.parent / "data"), "PYTHONPATH": str(checkout), **extra_env}
     with open(log, "wb") as out:
         proc = subprocess.Popen([str(Path(sys.executable).parent / "depthmap"), "serve", "--bind",
                                  f"127.0.0.1:{port}", "--workers", str(workers)],
-                                env=env, stdout=out, stderr=subprocess.STDOUT)
+                                # the working folder comes first on the server's import path
+                                env=env, stdout=out, stderr=subprocess.STDOUT, cwd=checkout)
     url, t0 = f"http://127.0.0.1:{port}", time.perf_counter()
     while True:
         try:

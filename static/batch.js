@@ -1,6 +1,6 @@
 // Batch: several photos, each sent to POST /api/v1/depth in turn (one at a time, so the server's
 // queue is not flooded), each with its own progress bar (upload %, then computing, then done or its
-// error; a full server queue is waited out, static/queue.js); when all are done, one zip of them all (/api/v1/batch.zip) with the form's display options.
+// error; a busy server is a line to wait in, showing how many are ahead: static/queue.js); when all are done, one zip of them all (/api/v1/batch.zip) with the form's display options.
 (() => {
   "use strict";
   const section = document.getElementById("batch");
@@ -51,7 +51,7 @@
   }
 
   // XMLHttpRequest rather than fetch: only it reports upload progress
-  function send(file, ui) {
+  function send(file, ui, ticket) {
     return new Promise((resolve) => {
       const body = new FormData();
       body.append("image", file, file.name);
@@ -60,6 +60,7 @@
       const xhr = new XMLHttpRequest();
       xhr.open("POST", `${api}/depth`);
       xhr.setRequestHeader("Accept", "application/json");
+      xhr.setRequestHeader(window.studioQueue.HEADER, ticket);
       xhr.responseType = "json";
       xhr.upload.onprogress = (ev) => {
         if (!ev.lengthComputable) return;
@@ -86,10 +87,14 @@
       if (mine !== run) return; // a newer batch replaced this one
       ui.li.classList.add("active");
       const t0 = performance.now();
-      // a full server queue is a line to wait in, not an error (static/queue.js)
-      const { status, json } = await window.studioQueue.retry(() => send(file, ui), (s) => {
-        ui.bar.value = 0;
-        ui.state.textContent = t("waiting in line: again in {s} s", { s });
+      // a busy server is a line to wait in, not an error (static/queue.js)
+      const { status, json } = await window.studioQueue.retry((ticket) => send(file, ui, ticket), {
+        line: `${api}/line`,
+        onWait: ({ ahead, seconds }) => {
+          ui.bar.value = 0;
+          ui.state.textContent = ahead === undefined ? t("waiting in line: again in {s} s", { s: seconds })
+            : ahead > 0 ? t("in line: {n} ahead", { n: ahead }) : t("in line: next");
+        },
       });
       ui.li.classList.remove("active");
       if (status === 200 && json) {

@@ -241,6 +241,13 @@
     submit.textContent = t("Apply");
   }
 
+  // the status while waiting in line: how many are ahead (counting down), or the seconds until the next
+  // try when the server gave no place
+  function waiting({ ahead, seconds }) {
+    if (ahead === undefined) return t("Waiting in line: trying again in {s} s…", { s: seconds });
+    return ahead > 0 ? t("Waiting in line: {n} ahead of you…", { n: ahead }) : t("Waiting in line: you are next…");
+  }
+
   async function post(path, body) {
     if (inflight) inflight.abort(); // a newer photo wins; the form stays usable meanwhile
     const ctrl = new AbortController();
@@ -248,10 +255,10 @@
     setError("");
     setStatus(t("Generating depth map…"), true);
     try {
-      // a full server queue is a line to wait in, not an error (static/queue.js)
+      // a busy server is a line to wait in, not an error (static/queue.js)
       const r = await window.studioQueue.fetch(api + path, { method: "POST", body, signal: ctrl.signal,
                                           headers: body instanceof FormData ? { Accept: "application/json" } : { Accept: "application/json", "Content-Type": "application/json" } },
-                                               (s) => setStatus(t("Waiting in line: trying again in {s} s…", { s }), true));
+                                               { line: `${api}/line`, onWait: (w) => setStatus(waiting(w), true) });
       const json = await r.json().catch(() => null);
       if (!r.ok) throw new Error((json && json.message) || t("The server answered {status}.", { status: `${r.status} ${r.statusText}` }));
       setDepth(json);

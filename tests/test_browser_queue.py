@@ -1,22 +1,27 @@
-"""Nobody turned away by a short burst: a server whose gate admits one depth map and queues none, kept
-busy by API clients, and three pages uploading at the same time in a real headless Chromium. Every page
-waits in line (static/queue.js: it says so in its status and honours Retry-After) and ends with its
-depth map shown and no error; the API clients see only 200 and 503 + Retry-After."""
+"""Waiting in line in a real headless Chromium, against a server whose gate admits one depth map and
+queues none inside.
+
+Nobody turned away by a short burst: kept busy by API clients, three pages uploading at the same time
+each wait in line (static/queue.js: the status says so) and end with their depth map shown and no error;
+the API clients see only 200 and 503 + Retry-After. The place counts down: a page that comes behind
+other clients in line shows how many are ahead of it, fewer and fewer, and then its depth map."""
 
 from __future__ import annotations
 
 import io
 import os
+import re
 import threading
 import time
 from collections import Counter
-from typing import Iterator, Tuple
+from typing import Iterator, List, Tuple
 
 import numpy as np
 import pytest
 import requests
 from PIL import Image
 
+import page_client
 from helpers import SAMPLES, make_driver, running_server, skip_without_browser, upload, wait_settled
 
 skip_without_browser()
@@ -112,3 +117,45 @@ def test_pages_wait_in_line_and_all_end_with_their_depth_map(tiny_gate_server) -
     finally:
         stop.set()
         driver.quit()
+
+
+def test_the_page_shows_its_place_counting_down(tiny_gate_server, tmp_path) -> None:
+    url, photo = tiny_gate_server, big_photo()
+    mine = tmp_path / "mine.jpg"  # a photo the server has not seen: it needs a slot
+    mine.write_bytes(SAMPLES["rocket"].read_bytes() + os.urandom(16))
+    ahead = 6
+    done: List[int] = []
+
+    def page_like(i: int) -> None:  # other visitors, waiting the page's way
+        with requests.Session() as session:
+            trip = page_client.send(session, url, "/api/v1/depth",
+                                    files={"image": ("b.jpg", photo + os.urandom(8))},
+                                    data={"views": "none", "size": "512"})
+            done.append(trip.response.status_code)
+
+    driver = make_driver()
+    others = [threading.Thread(target=page_like, args=(i,), daemon=True) for i in range(ahead + 1)]
+    try:
+        driver.get(url + "/")
+        driver.execute_script(RECORD_STATUS)
+        for t in others:
+            t.start()
+        deadline = time.monotonic() + 60  # one runs, the others hold their places
+        while requests.get(url + "/healthz", timeout=10).json()["gate"]["line"]["places"] < ahead:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        upload(driver, mine)
+        wait_settled(driver, 180)
+        seen = driver.execute_script("return window.seenStatus")
+        counts = [int(m.group(1)) for s in seen for m in [re.match(r"Waiting in line: (\d+) ahead", s)] if m]
+        assert counts and counts[0] >= ahead - 1, seen
+        assert counts == sorted(counts, reverse=True), seen  # it only ever counts down
+        assert len(set(counts)) >= 3, seen
+        assert driver.find_element(By.ID, "error").text == ""
+        assert driver.execute_script("return document.querySelector('#grid figure img').naturalWidth") > 0
+    finally:
+        for t in others:  # before the server stops: a thread's failure would be reported on its own
+            if t.is_alive():
+                t.join(120)
+        driver.quit()
+    assert done == [200] * (ahead + 1)

@@ -11,8 +11,8 @@ from typing import Any, Dict, Mapping
 from flask import Flask, Response
 
 from ..store import in_memory
-from . import (api, batch, errors, exports, guards, health, i18n, live, measure, openapi, page, stereo,
-               video)
+from . import (api, batch, errors, exports, guards, health, i18n, line, live, measure, openapi, page,
+               stereo, video)
 from .reading import InMemoryRequest
 
 # Content-Security-Policy: everything from this origin only; images may also be data: URIs (the API's
@@ -51,7 +51,7 @@ def init_app(app: Flask) -> None:
     app.after_request(add_security_headers)
     # the studio sets no cookies; should a later feature use Flask's session, it is locked down
     app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax")
-    for module in (page, api, exports, stereo, batch, measure, live, openapi, health):
+    for module in (page, api, exports, stereo, batch, measure, line, live, openapi, health):
         app.register_blueprint(module.bp)
     i18n.init_app(app)
     video.init_app(app)

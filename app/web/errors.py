@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Mapping, Optional, Tuple, Type
+from typing import Any, Mapping, Optional, Tuple, Type
 
 from flask import Flask, Response, current_app, jsonify, make_response, render_template, request
 from werkzeug.exceptions import HTTPException
@@ -56,6 +56,9 @@ ERRORS: Mapping[str, Code] = {
                                "again"),
     "not_found": Code((404,), "an unknown URL, view or language; a video job's zip that was not asked for"),
     "no_job": Code((404,), "an unknown video job, or one that expired"),
+    "not_in_line": Code((404,), "no such place in the line for slots: unknown, expired (its holder did not "
+                                "come back in time), already used, or forged; send the request again for a "
+                                "new place at the back"),
     "method_not_allowed": Code((405,), "wrong method"),
     "not_acceptable": Code((406,), "`Accept: image/png` (or `image/jpeg`) with more than one view"),
     "not_ready": Code((409,), "a video result asked for before the job is done"),
@@ -74,9 +77,10 @@ ERRORS: Mapping[str, Code] = {
                                "colormap, view or image `format` (photo or video option alike)"),
     "bad_calibration": Code((422,), "calibration points that cannot fix a scale and shift"),
     "internal_error": Code((500,), "a bug (logged; the server goes on serving)"),
-    "busy": Code((503,), "photos: every inference slot is busy and the queue is full; videos: "
-                         "`VIDEO_QUEUE` jobs are already waiting in the queue. `Retry-After` says when to "
-                         "try again"),
+    "busy": Code((503,), "photos: every inference slot is busy and others are ahead in line (with the "
+                         "`X-Line-Ticket` header the answer holds the place kept for the client: `line`); "
+                         "videos: `VIDEO_QUEUE` jobs are already waiting in the queue. `Retry-After` says "
+                         "when to try again"),
     "store_unavailable": Code((503,), "the shared result store (the data folder, or Redis) is down or "
                                       "cannot be written; `Retry-After` says when to try again, and the "
                                       "server recovers by itself once the store is back"),
@@ -95,10 +99,11 @@ STATUS_CODES: Mapping[int, str] = {400: "bad_request", 404: "not_found", 405: "m
 
 class ApiError(HTTPException):
     """An answer with a registered ``error`` code, its HTTP status (``code``, as Werkzeug names it), a
-    ``message`` in plain words and, for ``busy``, the seconds after which to try again."""
+    ``message`` in plain words and, for ``busy``, the seconds after which to try again and the client's
+    place in line."""
 
     def __init__(self, error: str, message: str, status: Optional[int] = None,
-                 retry_after: Optional[int] = None) -> None:
+                 retry_after: Optional[int] = None, extra: Optional[Mapping[str, Any]] = None) -> None:
         statuses = ERRORS[error].statuses
         status = status or statuses[0]
         if statuses and status not in statuses:
@@ -107,6 +112,7 @@ class ApiError(HTTPException):
         self.code = status
         self.error = error
         self.retry_after = retry_after
+        self.extra = dict(extra or {})  # more fields of the JSON answer (a place in line)
 
     @property
     def message(self) -> str:
@@ -125,7 +131,8 @@ def as_api_error(exc: Exception) -> ApiError:
     if isinstance(exc, CalibrationError):
         return ApiError("bad_calibration", f"Calibration: {exc}.")
     if isinstance(exc, Busy):
-        return ApiError("busy", exc.message, retry_after=exc.retry_after)
+        return ApiError("busy", exc.message, retry_after=exc.retry_after,
+                        extra={"line": exc.line} if exc.line else None)
     if isinstance(exc, StoreUnavailable):
         return ApiError("storage_full" if exc.full else "store_unavailable", exc.message,
                         retry_after=exc.retry_after)
@@ -175,7 +182,7 @@ def answer(exc: Exception) -> Response:
     err = as_api_error(exc)
     log_error(err)
     if wants_json():
-        response = jsonify(error=err.error, message=err.message)
+        response = jsonify(error=err.error, message=err.message, **err.extra)
     else:
         response = make_response(render_template("error.html", status=err.code, error=err.error,
                                                  message=err.message))

@@ -19,8 +19,9 @@ def healthz() -> Any:
     """The process is up, its models loaded: the default model (``model``, its engine: the one running,
     and the setting that chose it: ``auto`` names the fastest exact one installed; threads) and every
     loaded model (``models``), the shared result store and
-    this process's gate. A store that is down is reported, not answered with an error: this process is
-    fine and serves again as soon as the store is back."""
+    this process's gate, with the line it shares with every worker (and host). A store that is down is
+    reported, not answered with an error: this process is fine and serves again as soon as the store is
+    back."""
     service = depth_service()
     models = service.models
     model = models[service.default_model]

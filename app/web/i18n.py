@@ -44,6 +44,8 @@ JS_STRINGS = (
     N_("{p}% photo, {q}% {view}"), N_("Loading the 3D view…"), N_("3D view ready."),
     N_("The 3D view could not be shown: {error}"), N_("Show in 3D"), N_("Hide 3D"),
     N_("Waiting in line: trying again in {s} s…"), N_("waiting in line: again in {s} s"),
+    N_("Waiting in line: {n} ahead of you…"), N_("Waiting in line: you are next…"),
+    N_("in line: {n} ahead"), N_("in line: next"),
     N_("waiting"), N_("uploading {p}%"), N_("computing…"), N_("done in {ms} ms"), N_("open"),
     N_("{ok} of {n} done"), N_("{failed} failed"),
     N_("relative depth {value}"), N_("≈ {m} m ({rel})"), N_("beyond the calibrated range ({rel})"),

@@ -36,6 +36,9 @@ IMAGE_CONTENT = {mime: {"schema": {"type": "string", "format": "binary"}} for mi
 OWNER_TOKEN = {"type": "string", "pattern": "^[0-9a-f]{32}$",
                "description": "the owner token the upload answered, for its uploader alone"}
 OWNER_PARAM = {"name": "X-Owner-Token", "in": "header", "required": False, "schema": OWNER_TOKEN}
+LINE_HEADER = {"name": "X-Line-Ticket", "in": "header", "required": False, "schema": {"type": "string"},
+               "description": "asks for a place in the line for slots: `new`, or the `ticket` of the place "
+                              "an earlier 503 gave (see docs/api.md, \"Waiting in line\")"}
 
 
 def _ref(name: str) -> Dict[str, str]:
@@ -109,9 +112,10 @@ ROUTES: Mapping[str, Dict[str, Any]] = {
                               "content": {"application/json": {"schema": _ref("DepthResult")},
                                           **IMAGE_CONTENT}},
                       **_errors(400, 406, 413, 415, 422, 503, 507)},
-        "parameters": [OWNER_PARAM],
+        "parameters": [OWNER_PARAM, LINE_HEADER],
     },
     "api.render": {
+        "parameters": [LINE_HEADER],
         "requestBody": {"required": True, "content": {
             "application/json": {"schema": _form({"depth_id": DEPTH_ID, "views": VIEWS_PARAM,
                                                   "format": FORMAT_PARAM}, ["depth_id"])},
@@ -206,6 +210,9 @@ ROUTES: Mapping[str, Dict[str, Any]] = {
                        for n in ("scale", "shift")],
         "responses": {"200": _file("application/octet-stream", "float32 metres .npy (NaN: beyond the fit)"),
                       **_errors(404, 422, 503)}},
+    "line.place": {"responses": {"200": {"description": "the place",
+                                         "content": {"application/json": {"schema": _ref("LinePlace")}}},
+                                 **_errors(404, 503)}},
     "health.healthz": {"responses": {"200": {"description": "the process is up, its models loaded",
                                       "content": {"application/json": {"schema": _ref("Health")}}}}},
     "openapi.spec": {"responses": {"200": {"description": "this document",
@@ -219,7 +226,18 @@ SCHEMAS: Dict[str, Any] = {
     **_field_schemas(SceneOptions),
     "Error": {"type": "object", "required": ["error", "message"], "properties": {
         "error": {"type": "string", "enum": list(ERRORS), "description": "stable, machine-readable"},
-        "message": {"type": "string", "description": "plain words, English"}}},
+        "message": {"type": "string", "description": "plain words, English"},
+        "line": _ref("LinePlace")}},
+    "LinePlace": {"type": "object", "required": ["ticket", "place", "ahead", "called", "retry_in"],
+                  "description": "a place in the line for slots, kept for the client", "properties": {
+                      "ticket": {"type": "string", "pattern": "^[0-9a-f]{32}$",
+                                 "description": "send it back in `X-Line-Ticket`"},
+                      "place": {"type": "integer", "minimum": 1, "description": "1: first in line"},
+                      "ahead": {"type": "integer", "minimum": 0},
+                      "called": {"type": "boolean",
+                                 "description": "its turn: send the request again now, with the ticket"},
+                      "retry_in": {"type": "number", "minimum": 0,
+                                   "description": "seconds until the client should ask again"}}},
     "DepthResult": {"type": "object", "required": ["width", "height", "depth_id", "cached", "options",
                                                    "views", "timings_ms"], "properties": {
         "width": {"type": "integer", "minimum": 1}, "height": {"type": "integer", "minimum": 1},
