@@ -23,6 +23,7 @@ error of the request.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import secrets
@@ -34,13 +35,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, TypeVar
 
-from .store import StoreUnavailable
+from .store import FULL_RETRY_S, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
 TICKET = re.compile(r"[0-9a-f]{32}")
 MAX_HOLD_S = 3600.0  # no place is ever held longer: an expiry beyond this is planted, not ours
+WARN_EVERY_S = 60.0  # a shared line without room is logged at most this often
 T = TypeVar("T")
+
+
+def disk_full(exc: sqlite3.Error) -> bool:
+    """Whether SQLite failed for want of room (SQLITE_FULL), not for a lock or a damaged file."""
+    return getattr(exc, "sqlite_errorcode", None) == 13 or "disk is full" in str(exc)
 
 
 def new_ticket() -> str:
@@ -182,6 +189,10 @@ class SqliteLine(Line):
                         raise
                 except sqlite3.OperationalError as exc:  # locked past the timeout, a full or gone folder
                     self._drop_connection()
+                    if disk_full(exc):  # the same answer as the result store gives for a full disk
+                        raise StoreUnavailable("The data folder's disk is full: the line for inference slots "
+                                               "cannot keep a place. Please try again later.", FULL_RETRY_S,
+                                               full=True) from None
                     if attempt == 2 or self.path is None:
                         raise StoreUnavailable(f"The line for inference slots cannot be used ({exc}). "
                                                "Please try again in a moment.") from None
@@ -350,7 +361,10 @@ class RedisLine(Line):
             try:
                 out = self._script(keys=self._keys, args=args)
             except self._response_error as exc:  # a key of the wrong type, a counter that is not a number
-                if attempt == 2 or "OOM" in str(exc):
+                if "OOM" in str(exc):  # Redis at its maxmemory: full, as the result store says
+                    raise StoreUnavailable("Redis is full: the line for inference slots cannot keep a place. "
+                                           "Please try again later.", FULL_RETRY_S, full=True) from None
+                if attempt == 2:
                     raise StoreUnavailable("The line for inference slots (Redis) cannot be used; please "
                                            "try again in a moment.") from None
                 log.warning("the line's keys in Redis are damaged (%s): the line starts again, empty", exc)
@@ -403,9 +417,60 @@ class RedisLine(Line):
         return {"backend": self.kind, "places": int(out[1]), "inside": int(out[2])}
 
 
+class SpareLine(Line):
+    """The shared line, with this process's own (in memory) for when the shared one has no room (its
+    data folder's disk full, Redis at ``maxmemory``): a full disk must not stop the requests that keep
+    nothing, such as the files of results already kept. Until there is room, the order holds within
+    each process only. Any other failure of the shared line is the request's ``StoreUnavailable``."""
+
+    def __init__(self, shared: Line) -> None:
+        self.shared, self.own = shared, SqliteLine()
+        self.kind = shared.kind
+        self._warned = -math.inf
+
+    def _either(self, op: str, *args: Any) -> Any:
+        try:
+            return getattr(self.shared, op)(*args)
+        except StoreUnavailable as exc:
+            if not exc.full:
+                raise
+            if time.monotonic() - self._warned >= WARN_EVERY_S:
+                self._warned = time.monotonic()
+                log.warning("%s This process keeps a line of its own until there is room.", exc.message)
+            return getattr(self.own, op)(*args)
+
+    def join(self, hold_s: float, limit: int) -> Optional[Place]:
+        return self._either("join", hold_s, limit)
+
+    def _of(self, op: str, ticket: str, *args: Any) -> Any:
+        """``op`` on the line that gave ``ticket`` its place: this process's own, else the shared one."""
+        if self.own.find(ticket) is not None:
+            return getattr(self.own, op)(ticket, *args)
+        return self._either(op, ticket, *args)
+
+    def find(self, ticket: str) -> Optional[Place]:
+        return self._of("find", ticket)
+
+    def enter(self, ticket: str, hold_s: float) -> Optional[Place]:
+        return self._of("enter", ticket, hold_s)
+
+    def hold(self, ticket: str, hold_s: float, inside: Optional[bool]) -> bool:
+        return self._of("hold", ticket, hold_s, inside)
+
+    def leave(self, ticket: str) -> None:
+        self._of("leave", ticket)
+
+    def checkin(self, worker: str, hold_s: float) -> int:
+        return self._either("checkin", worker, hold_s)
+
+    def stats(self) -> Dict[str, Any]:
+        return self.shared.stats()
+
+
 def open_line(store: Any) -> Line:
-    """The line beside ``store``: in its Redis, or in the data folder of its files."""
+    """The line beside ``store``: in its Redis, or in the data folder of its files (with a spare of this
+    process's own for when that has no room)."""
     if getattr(store, "kind", None) == "redis":
-        return RedisLine(store.client)
+        return SpareLine(RedisLine(store.client))
     root = getattr(store, "root", None)
-    return SqliteLine(root.parent / "line.sqlite3" if root is not None else None)
+    return SpareLine(SqliteLine(root.parent / "line.sqlite3" if root is not None else None))
