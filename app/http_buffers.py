@@ -251,7 +251,8 @@ class Answer:
         self.largest = max(self.largest, len(view))
         fits = len(view) <= ANSWER_KEEP and self.kept + len(view) <= self.largest + STREAM_KEEP
         if not self.blocking and fits and self.budget.reserve(len(view)):
-            self.parts.append(Part(data=memoryview(bytes(view))))
+            # bytes cannot change under the view: kept as they are; anything else is copied
+            self.parts.append(Part(data=view if isinstance(data, bytes) else memoryview(bytes(view))))
             self.kept += len(view)
             return
         self._block()

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import yaml
 
+from app.web.errors import ERRORS
+
 ROOT = Path(__file__).parents[1]
 
 
@@ -46,6 +48,10 @@ def test_the_scaled_compose_file_is_wired() -> None:
                       "send_timeout", "limit_conn per_client"):
         assert directive in nginx, directive
     assert "proxy_request_buffering off" not in nginx
+    # a replica that died mid-request: the studio's JSON error, with a code of its registry
+    assert "error_page 502 504 = @unavailable;" in nginx
+    code = re.search(r'return 503 \'\{"error": "(\w+)"', nginx)
+    assert code and code.group(1) in ERRORS and ERRORS[code.group(1)].statuses == (503,)
     infra = (ROOT / "docker" / "infra.Dockerfile").read_text()
     for name in ("redis", "proxy"):
         assert services[name]["build"]["target"] == name and f"AS {name}" in infra

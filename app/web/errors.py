@@ -81,6 +81,9 @@ ERRORS: Mapping[str, Code] = {
                          "`X-Line-Ticket` header the answer holds the place kept for the client: `line`); "
                          "videos: `VIDEO_QUEUE` jobs are already waiting in the queue. `Retry-After` says "
                          "when to try again"),
+    "unavailable": Code((503,), "from the scaled deployment's proxy (`docker/nginx.conf`): the replica "
+                                "answering stopped before it answered (killed, crashed, restarting), or none "
+                                "could be reached; `Retry-After` says when to try again"),
     "store_unavailable": Code((503,), "the shared result store (the data folder, or Redis) is down or "
                                       "cannot be written; `Retry-After` says when to try again, and the "
                                       "server recovers by itself once the store is back"),
