@@ -5,6 +5,7 @@ borrowed tickets get a new place at the back, never a jump ahead and never a 500
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -243,14 +244,22 @@ class Full:
 
 @pytest.fixture()
 def full_gate(app, monkeypatch) -> Iterator[Full]:
+    with gate_held(app, monkeypatch) as full:
+        yield full
+
+
+@contextlib.contextmanager
+def gate_held(app, monkeypatch) -> Iterator[Full]:
     """The app's gate replaced by one with no queue, its one slot held by another request."""
     gate = Gate(slots=1, queue=0, timeout=5)
     monkeypatch.setattr(app.extensions["depth_service"], "gate", gate)
     release, entered = threading.Event(), threading.Event()
     holder = hold(gate, release, entered)
-    yield Full(gate, release)
-    release.set()
-    holder.join(5)
+    try:
+        yield Full(gate, release)
+    finally:
+        release.set()
+        holder.join(5)
 
 
 def fresh(data: bytes) -> bytes:
@@ -299,11 +308,7 @@ def test_asking_about_a_place_that_does_not_exist_is_a_404(client, ticket: str) 
 def test_a_cached_answer_gives_its_place_up(client, app, samples, monkeypatch) -> None:
     first = client.post("/api/v1/depth", **form_data({"image": (samples["coffee"], "c.jpg")}))
     assert first.status_code == 200
-    gate = Gate(slots=1, queue=0, timeout=5)
-    monkeypatch.setattr(app.extensions["depth_service"], "gate", gate)
-    release, entered = threading.Event(), threading.Event()
-    holder = hold(gate, release, entered)
-    try:
+    with gate_held(app, monkeypatch) as full:
         refused = client.post("/api/v1/depth", headers={"X-Line-Ticket": "new"},
                               **form_data({"image": (fresh(samples["coffee"]), "c.jpg")}))
         ticket = refused.get_json()["line"]["ticket"]
@@ -312,10 +317,7 @@ def test_a_cached_answer_gives_its_place_up(client, app, samples, monkeypatch) -
                              json={"depth_id": first.get_json()["depth_id"], "views": "none"})
         assert stored.status_code == 200 and stored.get_json()["cached"]
         assert client.get(f"/api/v1/line/{ticket}").status_code == 404
-        assert gate.stats()["line"]["places"] == 0
-    finally:
-        release.set()
-        holder.join(5)
+        assert full.gate.stats()["line"]["places"] == 0
 
 
 @pytest.mark.parametrize("header", ["new", "x" * 4000, "\u00e9\u00e8", "0" * 32, " new ", "null"])
@@ -334,15 +336,8 @@ def test_page_shows_busy_next_to_the_form(client, full_gate, samples) -> None:
 def test_cached_results_are_served_even_when_full(client, app, samples, monkeypatch) -> None:
     first = client.post("/api/v1/depth", **form_data({"image": (samples["chelsea"], "c.png")}))
     assert first.status_code == 200
-    gate = Gate(slots=1, queue=0, timeout=5)
-    monkeypatch.setattr(app.extensions["depth_service"], "gate", gate)
-    release, entered = threading.Event(), threading.Event()
-    holder = hold(gate, release, entered)
-    try:
+    with gate_held(app, monkeypatch):
         again = client.post("/api/v1/depth", headers={"X-Owner-Token": first.get_json()["owner_token"]},
                             **form_data({"image": (samples["chelsea"], "c.png")}))
         view = client.get(f"/api/v1/depth/{first.get_json()['depth_id']}/heatmap.png?colormap=jet")
         assert again.status_code == 200 and view.status_code == 200
-    finally:
-        release.set()
-        holder.join(5)
