@@ -78,14 +78,14 @@ RUN pip install -q --no-deps --no-build-isolation -e /opt/depthmap \
     && python -m compileall -q /opt/depthmap/app /opt/depthmap/docker \
     && depthmap --version \
     && if [ -f /opt/depthmap/weights/midas_v21_small_256.pt ]; then \
-        python -c "from pathlib import Path; from app.engines import load_network; from app.model import WEIGHTS_DIGEST, file_digest; \
+        python -c "from pathlib import Path; from app.depth.torch_engines import load_network; from app.depth.model import WEIGHTS_DIGEST, file_digest; \
 p = Path('/opt/depthmap/weights/midas_v21_small_256.pt'); load_network(p); \
 kind, _, want = WEIGHTS_DIGEST.partition(':'); \
 print('baked weights: strict load ok, sha256', file_digest(p, 'sha256'), \
 '(the official file)' if file_digest(p, kind) == want else '(NOT the official file)')"; fi
 
 # Serving defaults (docs/self-hosting.md, "Configuration in the container"). DEPTHMAP_TORCH_THREADS is left unset: the app sets it
-# to the CPUs the container may use (its CPU limit, app/cpus.py) divided by the workers.
+# to the CPUs the container may use (its CPU limit, app/depth/cpus.py) divided by the workers.
 ENV DEPTHMAP_BIND=0.0.0.0:8000 \
     DEPTHMAP_WORKERS=1 \
     DEPTHMAP_WORKER_THREADS=4 \

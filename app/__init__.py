@@ -1,7 +1,7 @@
 """Depth-map studio: MiDaS v2.1 small behind a Flask app and a CLI.
 
 ``create_app`` is the application factory. Importing this package loads nothing heavy: Flask is
-imported when an app is made, torch by ``app.model`` only when a model is created.
+imported when an app is made, torch by ``app.depth.model`` only when a model is created.
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ def create_app(test_config: Optional[Mapping[str, Any]] = None) -> "Flask":
     from flask import Flask
 
     from . import config, web
-    from .gate import Gate
-    from .line import open_line
-    from .model import DepthModel, resolve_weights
-    from .models import parse_model_list, spec
-    from .service import DepthService
-    from .store import open_store
+    from .serving.gate import Gate
+    from .serving.line import open_line
+    from .depth.model import DepthModel, resolve_weights
+    from .depth.registry import parse_model_list, spec
+    from .serving.service import DepthService
+    from .serving.store import open_store
 
     app = Flask(__name__, template_folder="../templates", static_folder="../static")
     app.config.from_mapping(config.app_defaults())

@@ -20,16 +20,16 @@ import click
 import numpy as np
 
 from . import config
-from .cpus import plan, usable_cpus
-from .models import DEFAULT_MODEL, MODEL_NAMES, parse_model_list, spec
+from .depth.cpus import plan, usable_cpus
+from .depth.registry import DEFAULT_MODEL, MODEL_NAMES, parse_model_list, spec
 from .options import NormalOptions, OptionError, Options, StereoOptions, VideoOptions
-from .pipeline import ImageError, Prediction, encode_png, predict, render_views
+from .imaging.pipeline import ImageError, Prediction, encode_png, predict, render_views
 
 log = logging.getLogger("depthmap")
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".mpo", ".heic", ".heif",
                   ".avif"}
-# "auto" and app.model.ENGINES, spelled out so that --help does not need to import torch
+# "auto" and app.depth.model.ENGINES, spelled out so that --help does not need to import torch
 ENGINES = ("auto", "torchscript", "eager", "bf16", "onnxruntime", "openvino", "openvino-fp32")
 
 
@@ -79,9 +79,9 @@ def load_model(weights: Optional[str], threads: Optional[int], engine: str, warm
     """The model called ``model`` for a command, with its weights resolved as the server does (``weights``,
     else its environment variable; DEPTHMAP_WEIGHTS_DOWNLOAD honoured); a missing or corrupt file, a bad
     setting or an engine that cannot run: one line, exit 2."""
-    from .model import DepthModel, resolve_weights
-    from .models import WeightsError
-    from .runtime import EngineError
+    from .depth.model import DepthModel, resolve_weights
+    from .depth.registry import WeightsError
+    from .depth.engines import EngineError
 
     m = spec(model)
     try:
@@ -232,8 +232,8 @@ def predict_cmd(inputs: Tuple[str, ...], out_dir: str, weights: str, threads: in
     depth.npy is float32 H x W: the network output upsampled (see --upsample) to the photo's size, not
     normalised; relative inverse depth, larger = nearer. Exit code 0 only if every photo succeeded.
     """
-    from .exports import depth_exr
-    from .normals import normal_map
+    from .imaging.exports import depth_exr
+    from .imaging.normals import normal_map
 
     opts, nopts = parse_options(raw, Options, NormalOptions)
 
@@ -261,7 +261,7 @@ def stereo_cmd(inputs: Tuple[str, ...], out_dir: str, weights: str, threads: int
     top-bottom, cross-eyed (free viewing), anaglyph-dubois and anaglyph (red-cyan glasses). Exit code 0
     only if every photo succeeded.
     """
-    from .stereo import stereo
+    from .imaging.stereo import stereo
 
     opts, sopts = parse_options(raw, Options, StereoOptions)
 
@@ -295,7 +295,7 @@ def video_cmd(source: str, out_path: str, weights: str, threads: int, engine: st
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from .video import VideoError, probe, process_video
+    from .imaging.video import VideoError, probe, process_video
 
     opts, vopts = parse_options(raw, Options, VideoOptions)
     src = Path(source)
@@ -361,11 +361,11 @@ def video_cmd(source: str, out_path: str, weights: str, threads: int, engine: st
 @engine_option
 def serve_cmd(bind: str, workers: Optional[int], threads: int, timeout: int, weights: str,
               models: Tuple[str, ...], embedded_worker: bool, engine: str) -> None:
-    """Serve the web studio and the API with gunicorn (config: app/gunicorn_conf.py)."""
-    from .engines import cached_onnx, load_network
-    from .model import cache_dir, file_digest, resolve_weights
-    from .models import WeightsError
-    from .runtime import ONNX_ENGINES, engine_problem, resolve_engine
+    """Serve the web studio and the API with gunicorn (config: app/serving/gunicorn_conf.py)."""
+    from .depth.torch_engines import cached_onnx, load_network
+    from .depth.model import cache_dir, file_digest, resolve_weights
+    from .depth.registry import WeightsError
+    from .depth.engines import ONNX_ENGINES, engine_problem, resolve_engine
 
     names = model_list(models)
     try:
@@ -396,7 +396,7 @@ def serve_cmd(bind: str, workers: Optional[int], threads: int, timeout: int, wei
         paths[m.weights_env] = str(path.resolve())
     # the result store: an unusable data folder or Redis URL is one clear line here, and every worker
     # gets the same folder (the default one is chosen once, here)
-    from .store import StoreUnavailable, default_data_dir, open_store, private_dir
+    from .serving.store import StoreUnavailable, default_data_dir, open_store, private_dir
 
     redis_url, data_dir = config.get("DEPTHMAP_REDIS_URL"), config.get("DEPTHMAP_DATA_DIR")
     try:
@@ -428,7 +428,7 @@ def serve_cmd(bind: str, workers: Optional[int], threads: int, timeout: int, wei
                DEPTHMAP_TORCH_THREADS=str(torch_threads),
                DEPTHMAP_EMBEDDED_WORKER=str(embedded_worker).lower(), DEPTHMAP_ENGINE=engine,
                DEPTHMAP_MODELS=",".join(names), **paths)
-    conf = Path(__file__).with_name("gunicorn_conf.py")
+    conf = Path(__file__).parent / "serving" / "gunicorn_conf.py"
     argv = [sys.executable, "-m", "gunicorn", "--config", str(conf), "app:create_app()"]
     if not on_loopback(bind):
         log.warning("%s is reachable from other machines unless a firewall or a container's port mapping "
@@ -463,8 +463,8 @@ def worker_cmd(workers: int, threads: Optional[int], weights: str, models: Tuple
     not loaded here fails). SIGTERM or Ctrl-C: running jobs stop at their next frame and go back to the
     queue. Exit code 2 for missing weights or a bad setting.
     """
-    from .jobs import from_settings
-    from .store import StoreUnavailable
+    from .serving.jobs import from_settings
+    from .serving.store import StoreUnavailable
 
     names = model_list(models)
     loaded: Dict[str, Any] = {}

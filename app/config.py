@@ -1,8 +1,8 @@
 """Every setting of the studio in one place: its name, default, environment variable and meaning.
 
 ``create_app`` reads them as defaults -> environment -> the test's overrides; ``depthmap serve`` and
-``app/gunicorn_conf.py`` read the serving ones, ``app.model`` the weights ones. ``markdown_table()``
-writes the table in docs/configuration.md (a test keeps the two equal).
+``app/serving/gunicorn_conf.py`` read the serving ones, ``app.depth.model`` the weights ones.
+``markdown_table()`` writes the table in docs/configuration.md (a test keeps the two equal).
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ SETTINGS: Tuple[Setting, ...] = (
          "computes or renders in all (about eight 12 MP photos): `batch.zip` past it gets 413 `too_large`, "
          "`POST /api/v1/batch` a `too_large` row for each photo past it"),
     _app("SECRET_KEY", None, str, "Flask's secret key (nothing uses sessions yet)", "random per process"),
-    # admission (app.gate)
+    # admission (app.serving.gate)
     _app("INFERENCE_SLOTS", 1, int, "depth maps computed at once per worker (decode + inference)"),
     _app("INFERENCE_QUEUE", 2, int, "requests that may wait for a slot in a worker, holding their uploads; "
          "the rest wait in line without them (503 + `Retry-After` and their place)"),
@@ -137,7 +137,7 @@ SETTINGS: Tuple[Setting, ...] = (
          "upload"),
     _app("VIDEO_DIR", None, str, "where each video job gets its folder (upload, spool, results); one "
          "folder for every process that runs or serves jobs", "`jobs` in the data dir"),
-    # serving (depthmap serve, app/gunicorn_conf.py)
+    # serving (depthmap serve, app/serving/gunicorn_conf.py)
     _other("DEPTHMAP_BIND", "127.0.0.1:8000", str, "address:port to listen on (same as `serve --bind`)"),
     _other("DEPTHMAP_WORKERS", None, int, "server worker processes, each with its own model, sharing the "
            "results (same as `serve --workers`)", "usable CPUs ÷ 4, rounded up "

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Dict, Mapping, Optional, Tuple, Type, TypeVar
 
 from .config import FALSE, TRUE
-from .models import ALL_SIZES, DEFAULT_MODEL, MODEL_NAMES, MODELS
+from .depth.registry import ALL_SIZES, DEFAULT_MODEL, MODEL_NAMES, MODELS
 
 COLORMAPS: Tuple[str, ...] = (
     "inferno", "magma", "plasma", "viridis", "cividis", "turbo", "jet", "bone", "hot", "gray",
@@ -181,7 +181,7 @@ STEREO_LAYOUTS: Tuple[str, ...] = ("sbs", "sbs-half", "top-bottom", "cross-eyed"
 
 @dataclass(frozen=True)
 class StereoOptions(OptionsBase):
-    """How one photo and its depth become a stereo pair (see ``app.stereo``)."""
+    """How one photo and its depth become a stereo pair (see ``app.imaging.stereo``)."""
 
     divergence: float = _opt(2.0, "stereo strength: how far the nearest point is shifted against the "
                                   "farthest between the two eyes, in % of the width", lo=0.0, hi=10.0)
@@ -248,7 +248,7 @@ class SceneOptions(OptionsBase):
 
 @dataclass(frozen=True)
 class NormalOptions(OptionsBase):
-    """How depth becomes a normal map (see ``app.stereo.normal_map``)."""
+    """How depth becomes a normal map (see ``app.imaging.stereo.normal_map``)."""
 
     normal_strength: float = _opt(1.0, "relief of the normal map: the depth range counts as this many "
                                        "tenths of the image's longer side", lo=0.05, hi=20.0)

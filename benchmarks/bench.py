@@ -57,13 +57,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from app.model import DepthModel, resolve_weights  # noqa: E402
-from app.runtime import (AUTO_ORDER, ENGINES, EXACT_ENGINES, EngineError, auto_order, cpu_flags,  # noqa: E402
+from app.depth.model import DepthModel, resolve_weights  # noqa: E402
+from app.depth.engines import (AUTO_ORDER, ENGINES, EXACT_ENGINES, EngineError, auto_order, cpu_flags,  # noqa: E402
                          engine_problem, resolve_engine)
 from app.options import COLORMAPS, Options  # noqa: E402
-from app.pipeline import VIEWS, colorize, decode, display, encode, encode_png, iter_views  # noqa: E402
-from app.service import DepthService  # noqa: E402
-from app.store import FileStore  # noqa: E402
+from app.imaging.pipeline import VIEWS, colorize, decode, display, encode, encode_png, iter_views  # noqa: E402
+from app.serving.service import DepthService  # noqa: E402
+from app.serving.store import FileStore  # noqa: E402
 
 Stats = Tuple[float, float, float]
 TARGETS: List[Tuple[str, str, str]] = []  # (target, measured, verdict), printed at the end

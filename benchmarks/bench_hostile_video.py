@@ -77,9 +77,9 @@ def reset_peak() -> float:
 
 def job_case(weights: str, src: str, budget: int) -> Dict[str, Any]:
     """One job through the real queue and consumer, in a temporary folder; the folder's bytes sampled."""
-    from app.jobdata import Room
-    from app.jobs import UPLOAD, VideoJobs, make_huey
-    from app.model import DepthModel
+    from app.serving.jobdata import Room
+    from app.serving.jobs import UPLOAD, VideoJobs, make_huey
+    from app.depth.model import DepthModel
     from app.options import Options, VideoOptions
 
     model = DepthModel.load(Path(weights))
@@ -106,9 +106,9 @@ def job_case(weights: str, src: str, budget: int) -> Dict[str, Any]:
 
 def grow_case(weights: str, src: str, limited: bool) -> Dict[str, Any]:
     """The growing stream through ``process_video``, with or without the default per-frame limits."""
-    from app.model import DepthModel
+    from app.depth.model import DepthModel
     from app.options import Options, VideoOptions
-    from app.video import Limits, VideoError, process_video
+    from app.imaging.video import Limits, VideoError, process_video
 
     model = DepthModel.load(Path(weights))
     loaded = reset_peak()

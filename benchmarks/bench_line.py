@@ -153,7 +153,7 @@ def line_costs(redis: Optional[Tuple[str, subprocess.Popen]], procs: List[subpro
     """Milliseconds per request of the line's three transactions, on each backend (``redis``: a
     running redis-server's URL and process, added to ``procs``)."""
     sys.path.insert(0, str(ROOT))
-    from app.line import Line, RedisLine, SqliteLine
+    from app.serving.line import Line, RedisLine, SqliteLine
 
     shm = Path("/dev/shm") if Path("/dev/shm").is_dir() else None
     with tempfile.TemporaryDirectory(dir=shm) as folder:

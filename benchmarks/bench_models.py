@@ -24,18 +24,19 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-# bench imports app.model first, which sets OMP_WAIT_POLICY=PASSIVE before torch is imported: with torch
+# bench imports app.depth.model first, which sets OMP_WAIT_POLICY=PASSIVE before torch is imported: with torch
 # imported first, its threads spin, and on a busy machine the PyTorch engines run several times slower
 from bench import (ROOT, call, contention, fmt, interleaved_times, load_engines, machine, paired_ratio,
                    peak_rss_mb, photos, reset_peaks, start_server, stats, stop, worker_pids)
 
-import torch  # after app.model: see above
-from app.engines import build_runner, configure_threads
-from app.model import resolve_weights
-from app.models import MIDAS_SMALL
-from app.runtime import DAV2_SMALL, EXACT_ENGINES, EngineError, auto_order, engine_problem, resolve_engine
-from app.network_dav2 import DepthAnythingV2Small
-from app.pipeline import network_size
+import torch  # after app.depth.model: see above
+from app.depth.torch_engines import build_runner, configure_threads
+from app.depth.model import resolve_weights
+from app.depth.registry import MIDAS_SMALL
+from app.depth.engines import (DAV2_SMALL, EXACT_ENGINES, EngineError, auto_order, engine_problem,
+                               resolve_engine)
+from app.depth.dav2 import DepthAnythingV2Small
+from app.imaging.pipeline import network_size
 
 DAV2_MANIFEST = ROOT.parent / "shared/models/depth_anything_v2_small/state_dict_manifest.json"
 COFFEE = (400, 600)  # coffee.png's height and width
@@ -131,10 +132,10 @@ def video_table(dav2: Path, threads: int, cache: Path) -> None:
     depth range for the clip (two passes): frames per second at 364 and 518 px."""
     from clips import write_clip
 
-    from app.model import DepthModel
-    from app.models import DEPTH_ANYTHING_V2_SMALL
+    from app.depth.model import DepthModel
+    from app.depth.registry import DEPTH_ANYTHING_V2_SMALL
     from app.options import Options, VideoOptions
-    from app.video import process_video
+    from app.imaging.video import process_video
 
     print("\n## Video with Depth Anything V2 Small: 60 frames of 1280x720, heatmap, --norm clip")
     model = DepthModel.load(dav2, threads=threads, warm_up=False, onnx_cache=cache,

@@ -4,7 +4,7 @@
    the left eye; the gaps the plane leaves are filled by each method and compared with what that eye
    truly sees there (the background, known in full): mean absolute error per channel (0-255) and the
    share of gap pixels closer to the plane's colour than to the truth (foreground leaking in).
-   Methods: ``mirror`` (app.stereo.fill_holes: the background's texture mirrored into the gap),
+   Methods: ``mirror`` (app.imaging.stereo.fill_holes: the background's texture mirrored into the gap),
    ``edge`` (the background edge pixel repeated: a smear) and ``telea`` (OpenCV's inpainting of the
    gap mask, which draws on every side).
 2. Time of a stereo pair (every layout) and of a normal map, for a 12 MP photo (4000 x 3000) and for a
@@ -34,10 +34,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from app.normals import normal_map  # noqa: E402
+from app.imaging.normals import normal_map  # noqa: E402
 from app.options import STEREO_LAYOUTS, NormalOptions, StereoOptions  # noqa: E402
-from app.pipeline import normalize  # noqa: E402
-from app.stereo import disparity, fill_holes, forward_warp, hole_sources, stereo  # noqa: E402
+from app.imaging.pipeline import normalize  # noqa: E402
+from app.imaging.stereo import disparity, fill_holes, forward_warp, hole_sources, stereo  # noqa: E402
 from bench_store import ms  # noqa: E402
 from scenes import Plane, render  # noqa: E402
 
@@ -110,9 +110,9 @@ def speed_table(rounds: int, width: int, height: int) -> None:
 
 
 def video_table() -> None:
-    from app.model import DepthModel
+    from app.depth.model import DepthModel
     from app.options import Options, VideoOptions
-    from app.video import process_video
+    from app.imaging.video import process_video
     from clips import load_photo, pan, write_clip
     from synthetic import write_synthetic_weights
 

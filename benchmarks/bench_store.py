@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from app.options import Options  # noqa: E402
-from app.store import SHM, Entry, FileStore, RedisStore, ResultStore  # noqa: E402
+from app.serving.store import SHM, Entry, FileStore, RedisStore, ResultStore  # noqa: E402
 
 
 def entry(megapixels: float) -> Entry:

@@ -58,7 +58,7 @@ def flicker(frames: List[np.ndarray]) -> float:
 
 
 def flicker_table(model, tmp: Path) -> None:
-    from app.video import process_video
+    from app.imaging.video import process_video
 
     photo = load_photo(SAMPLES / "coffee.png", 320)
     src = write_clip(tmp / "static.mp4", static_noisy(photo, 60, sigma=8.0, seed=1), fps=30)
@@ -80,8 +80,8 @@ def flicker_table(model, tmp: Path) -> None:
 
 def child(weights: str, threads: int, src: str, out: str) -> None:
     """One clip in this (fresh) process; prints a JSON line with its figures."""
-    from app.model import DepthModel
-    from app.video import process_video
+    from app.depth.model import DepthModel
+    from app.imaging.video import process_video
 
     model = DepthModel.load(Path(weights), threads=threads or None)
     loaded = _rss_now_mb()
@@ -140,7 +140,7 @@ def main() -> None:
         if not args.skip_memory:
             memory_table(args.weights, args.threads, args.fps, size, Path(tmp))
         if not args.skip_flicker:
-            from app.model import DepthModel
+            from app.depth.model import DepthModel
 
             print()
             flicker_table(DepthModel.load(Path(args.weights), threads=args.threads or None), Path(tmp))

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/eval_upsampling.py [--quick] [--band 3] [--threshold 0.05] [--runs 5]
 
-Measures only stages 4 and 4b of ``app/pipeline.py`` (``upsample`` then ``refine_edges``), never the
+Measures only stages 4 and 4b of ``app/imaging/pipeline.py`` (``upsample`` then ``refine_edges``), never the
 network: the low-resolution input is made from the ground truth itself, so every error reported here is
 the upsampler's own. A full run takes about 4 minutes on 2 cores (most of it joint_bilateral at 12 MP),
 ``--quick`` about 15 s.
@@ -78,7 +78,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from app.options import UPSAMPLERS, Options  # noqa: E402
-from app.pipeline import network_size, refine_edges, upsample  # noqa: E402
+from app.imaging.pipeline import network_size, refine_edges, upsample  # noqa: E402
 
 log = logging.getLogger("eval_upsampling")
 
@@ -412,7 +412,7 @@ Key = Tuple[str, str]  # (method, label): label "-" for bicubic, "default" or th
 def evaluate(prepared: List[Prepared], grid: Dict[str, Dict[str, Tuple[float, ...]]]
              ) -> Tuple[Dict[Key, List[Dict[str, float]]], Dict[Key, Params]]:
     """Metrics of every (method, setting) on every scene, and each key's params. The "default" key of a
-    refiner passes no params, so it runs with app.pipeline's own defaults."""
+    refiner passes no params, so it runs with app.imaging.pipeline's own defaults."""
     results: Dict[Key, List[Dict[str, float]]] = {("bicubic", "-"): [metrics(p.up, p.scene.gt, p.masks)
                                                                      for p in prepared]}
     params_of: Dict[Key, Params] = {("bicubic", "-"): {}}

@@ -1,7 +1,7 @@
 #!/bin/sh
 # The image's entry point: `depthmap` with the container's arguments (default `serve`), after the one
 # setting only the image can know (its baked weights). A shell: --entrypoint sh. The CPU limit
-# (--cpus, compose `cpus:`) is read by the app itself (app/cpus.py) for workers and torch threads.
+# (--cpus, compose `cpus:`) is read by the app itself (app/depth/cpus.py) for workers and torch threads.
 set -eu
 
 # weights baked into the image (BAKE_WEIGHTS=true) serve when neither MIDAS_WEIGHTS nor the weights

@@ -3,10 +3,10 @@
 // and the colormaps' tables (GET /api/v1/colormaps.json), and then draws the heatmap, overlay and gray
 // views itself on every control move, with no request.
 //
-// It repeats app/pipeline.py's display chain step by step, in the same float32 arithmetic where that
+// It repeats app/imaging/pipeline.py's display chain step by step, in the same float32 arithmetic where that
 // matters: display() (map_range's min-max or strided percentiles, the clipped affine map of normalise,
 // contrast, brightness and invert, OpenCV's convertScaleAbs rounding), colorize() (the server's
-// lookup table) and overlay() (OpenCV's addWeighted), and app/legend.py's colour key. CLAHE is not
+// lookup table) and overlay() (OpenCV's addWeighted), and app/imaging/legend.py's colour key. CLAHE is not
 // repeated: with it on, the page shows the server's PNGs (static/studio.js).
 //
 // A control move must repaint within a frame (1600 x 1200 px, three views): the levels come from
@@ -15,8 +15,8 @@
 (() => {
   "use strict";
   const f32 = Math.fround;
-  const PERCENTILE_SAMPLE = 250000; // app.pipeline.PERCENTILE_SAMPLE
-  const LOG_FLOOR = 1e-3; // app.pipeline.LOG_FLOOR
+  const PERCENTILE_SAMPLE = 250000; // app.imaging.pipeline.PERCENTILE_SAMPLE
+  const LOG_FLOOR = 1e-3; // app.imaging.pipeline.LOG_FLOOR
   const TINY = 1.1754943508222875e-38; // np.finfo(np.float32).tiny
 
   // a little-endian float32 .npy (what app/web/measure.py writes) -> {data, height, width}
@@ -67,7 +67,7 @@
   // of every bucket whose values all share one, and computes it per pixel only in the others
   const BUCKETS = 65536;
 
-  const LEGEND_STOPS = 33; // app.legend.STOPS
+  const LEGEND_STOPS = 33; // app.imaging.legend.STOPS
   const levelKey = (o) => [o.log, o.clip, o.contrast, o.brightness, o.invert].join("|");
 
   class Depth {
@@ -251,7 +251,7 @@
       }
     }
 
-    // app/legend.py's legend() for view with options o (the page does not draw CLAHE, so never local):
+    // app/imaging/legend.py's legend() for view with options o (the page does not draw CLAHE, so never local):
     // the bar's colours, its near end, ticks at evenly spaced raw values and where they land on the bar
     legend(view, o, count = 5) {
       const name = view === "gray" ? "gray" : o.colormap, rgb = this.luts[name];

@@ -11,7 +11,7 @@ from typing import Dict, Iterator
 
 import pytest
 
-import app.runtime  # noqa: F401 - sets OMP_WAIT_POLICY before torch is first imported (by synthetic)
+import app.depth.engines  # noqa: F401 - sets OMP_WAIT_POLICY before torch is first imported (by synthetic)
 from helpers import (DAV2_SHARED, FIXTURES, REDIS_SERVER, SAMPLES, RedisServer, make_driver, running_server,
                      serving, tls_files)
 from synthetic import write_dav2_synthetic_weights, write_synthetic_weights
@@ -21,7 +21,7 @@ from synthetic import write_dav2_synthetic_weights, write_synthetic_weights
 def user_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A fresh user cache folder for the session (``XDG_CACHE_HOME``, which the servers and commands
     the tests start inherit; ``DEPTHMAP_CACHE`` unset), so that the ONNX exports of the synthetic
-    weights never land in the user's own cache. Yields ``app.model.cache_dir()``."""
+    weights never land in the user's own cache. Yields ``app.depth.model.cache_dir()``."""
     path = tmp_path_factory.mktemp("xdg-cache")
     before = {k: os.environ.pop(k, None) for k in ("XDG_CACHE_HOME", "DEPTHMAP_CACHE")}
     os.environ["XDG_CACHE_HOME"] = str(path)
@@ -50,9 +50,9 @@ def engine_models(weights_path: Path):
     visibly, where the engine's optional packages are not installed. The bf16 engine is built even on
     CPUs without native bfloat16 (oneDNN emulates it, slowly), so that its numerics are tested
     everywhere."""
-    from app.engines import build_runner, load_network
-    from app.model import DepthModel, file_digest
-    from app.runtime import engine_problem
+    from app.depth.torch_engines import build_runner, load_network
+    from app.depth.model import DepthModel, file_digest
+    from app.depth.engines import engine_problem
 
     made: Dict[str, object] = {}
 
@@ -115,7 +115,7 @@ def dav2_net(dav2_weights_path: Path):
     """An eval-mode ``DepthAnythingV2Small`` with the synthetic weights, strictly loaded."""
     import torch
 
-    from app.network_dav2 import DepthAnythingV2Small
+    from app.depth.dav2 import DepthAnythingV2Small
 
     net = DepthAnythingV2Small().eval()
     net.load_state_dict(torch.load(dav2_weights_path, map_location="cpu", weights_only=True), strict=True)
@@ -127,9 +127,9 @@ def dav2_engines(dav2_net, dav2_weights_path: Path, tmp_path_factory: pytest.Tem
     """``get(engine)``: the synthetic-weights Depth Anything V2 Small compiled for that engine (a runner
     from (1, 3, h, w) to (1, h, w) arrays), built once per session, the ONNX-based engines from one
     export; skips, visibly, where the engine cannot run here."""
-    from app.engines import build_runner
-    from app.model import file_digest
-    from app.runtime import DAV2_SMALL, engine_problem
+    from app.depth.torch_engines import build_runner
+    from app.depth.model import file_digest
+    from app.depth.engines import DAV2_SMALL, engine_problem
 
     sha256, onnx_cache = file_digest(dav2_weights_path, "sha256"), tmp_path_factory.mktemp("dav2-onnx")
 
@@ -178,8 +178,8 @@ def client(app):
 @pytest.fixture(scope="session")
 def dav2_model(dav2_weights_path: Path):
     """Depth Anything V2 Small on the synthetic weights as a server loads it (engine ``auto``)."""
-    from app.model import DepthModel
-    from app.models import DEPTH_ANYTHING_V2_SMALL
+    from app.depth.model import DepthModel
+    from app.depth.registry import DEPTH_ANYTHING_V2_SMALL
 
     return DepthModel.load(dav2_weights_path, threads=2, warm_up=False, model=DEPTH_ANYTHING_V2_SMALL)
 
@@ -198,7 +198,7 @@ def two_model_app(weights_path: Path, dav2_weights_path: Path, tmp_path_factory:
 @pytest.fixture()
 def weights_server(weights_path: Path, tmp_path: Path) -> Iterator[str]:
     """A real HTTP server on 127.0.0.1 serving the synthetic weights (and a junk file)."""
-    from app.model import WEIGHTS_FILENAME
+    from app.depth.model import WEIGHTS_FILENAME
 
     root = tmp_path / "www"
     root.mkdir()
@@ -212,7 +212,7 @@ def weights_server(weights_path: Path, tmp_path: Path) -> Iterator[str]:
 def dav2_weights_server(dav2_weights_path: Path, weights_path: Path, tmp_path: Path) -> Iterator[str]:
     """A real HTTP server on 127.0.0.1 serving the synthetic Depth Anything weights under the official
     file name, and under ``wrong/`` the MiDaS weights under that same name."""
-    from app.models import DEPTH_ANYTHING_V2_SMALL
+    from app.depth.registry import DEPTH_ANYTHING_V2_SMALL
 
     root = tmp_path / "www"
     (root / "wrong").mkdir(parents=True)
@@ -293,7 +293,7 @@ def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]
 @pytest.fixture()
 def file_store(tmp_path: Path):
     """An empty embedded result store in a temp folder."""
-    from app.store import FileStore
+    from app.serving.store import FileStore
 
     return FileStore(tmp_path / "data", max_bytes=10**9, ttl_s=3600)
 
@@ -301,7 +301,7 @@ def file_store(tmp_path: Path):
 @pytest.fixture(params=["files", "redis"])
 def result_store(request, tmp_path: Path):
     """A result store of each backend, empty: the embedded files in a temp folder, and a real Redis."""
-    from app.store import FileStore, RedisStore
+    from app.serving.store import FileStore, RedisStore
 
     if request.param == "files":
         return FileStore(tmp_path / "data", max_bytes=10**9, ttl_s=3600)

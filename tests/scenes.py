@@ -62,7 +62,7 @@ def render(background: np.ndarray, background_inverse: float, planes: Sequence[P
 def eye_shifts(background_inverse: float, planes: Sequence[Plane], divergence: float, convergence: float,
                width: int) -> List[float]:
     """The disparity between the eyes (pixels) of the background and each plane, by the rule
-    ``app.stereo`` documents: divergence % of the width times (normalised depth - convergence)."""
+    ``app.imaging.stereo`` documents: divergence % of the width times (normalised depth - convergence)."""
     values = [background_inverse] + [p.inverse for p in planes]
     lo, hi = min(values), max(values)
     return [divergence / 100.0 * width * ((v - lo) / (hi - lo) - convergence) for v in values]

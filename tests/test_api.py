@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.store import FileStore
+from app.serving.store import FileStore
 from app.options import Options
-from app.pipeline import predict
+from app.imaging.pipeline import predict
 from helpers import SAMPLES, form_data, photo_size, pil_bytes, png_header_only, post_depth, truncated
 
 

@@ -8,11 +8,11 @@ from typing import List
 import pytest
 
 from app import create_app
-from app.models import WeightsError
+from app.depth.registry import WeightsError
 
 
 def test_model_is_loaded_once_and_kept(app, weights_path) -> None:
-    from app.runtime import resolve_engine
+    from app.depth.engines import resolve_engine
 
     model = app.extensions["depth_models"]["midas-small"]
     assert model.weights_path == weights_path and app.config["ENGINE"] == "auto"
@@ -61,7 +61,7 @@ import sys, zlib
 import numpy as np
 from app import create_app
 from app.options import Options
-from app.pipeline import predict
+from app.imaging.pipeline import predict
 weights, model, data, photo = sys.argv[1:]
 app = create_app({"MIDAS_WEIGHTS": weights, "DAV2_WEIGHTS": weights, "MODELS": model,
                   "ENGINE": "onnxruntime", "TORCH_THREADS": 2, "DATA_DIR": data})
@@ -83,11 +83,11 @@ def test_a_cached_export_serves_without_torch(model, weights_path, dav2_weights_
     import sys
     import zlib
 
-    from app.model import DepthModel, file_digest
-    from app.models import spec
+    from app.depth.model import DepthModel, file_digest
+    from app.depth.registry import spec
     from app.options import Options
-    from app.pipeline import predict
-    from app.runtime import onnx_cache_path, positions_path
+    from app.imaging.pipeline import predict
+    from app.depth.engines import onnx_cache_path, positions_path
     from helpers import SAMPLES, this_checkout
 
     weights = dav2_weights_path if model == "depth-anything-v2-small" else weights_path

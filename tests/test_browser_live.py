@@ -20,7 +20,7 @@ skip_without_browser()
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 from app.options import COLORMAPS  # noqa: E402
-from app.pipeline import shrink  # noqa: E402
+from app.imaging.pipeline import shrink  # noqa: E402
 
 # the form back to its defaults plus ``arguments[0]``, then one change event (as a control move sends)
 SET_OPTIONS = """

@@ -22,7 +22,7 @@ from PIL import Image
 from plyfile import PlyData
 from pygltflib import GLTF2
 
-from app.exports import read_pfm
+from app.imaging.exports import read_pfm
 from helpers import (SAMPLES, make_driver, photo_size, save_screenshot, skip_without_browser, upload,
                      wait_settled)
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.model import WEIGHTS_FILENAME, file_digest
+from app.depth.model import WEIGHTS_FILENAME, file_digest
 from helpers import DEPTHMAP, SAMPLES, reference, run_cli
 
 
@@ -60,7 +60,7 @@ def test_predict_folder_with_bad_files(weights_path, photo_dir, tmp_path) -> Non
 def test_predict_writes_exr_and_normals_on_request(weights_path, tmp_path) -> None:
     import av
 
-    from app.normals import normal_map
+    from app.imaging.normals import normal_map
     from app.options import NormalOptions
 
     out = tmp_path / "out"
@@ -81,7 +81,7 @@ def test_predict_writes_exr_and_normals_on_request(weights_path, tmp_path) -> No
 
 def test_stereo_writes_the_layout_asked_for(weights_path, tmp_path) -> None:
     from app.options import StereoOptions
-    from app.stereo import stereo
+    from app.imaging.stereo import stereo
 
     out = tmp_path / "out"
     proc = run_cli(["stereo", str(SAMPLES["rocket"]), str(SAMPLES["chelsea"]), "--weights", str(weights_path),
@@ -205,7 +205,8 @@ def test_engine_this_machine_cannot_run_is_one_clear_line(monkeypatch, caplog, w
 
     from app import cli
 
-    for where in ("app.runtime", "app.model"):  # serve asks the first, a model's loading the second
+    # serve asks the first, a model's loading the second
+    for where in ("app.depth.engines", "app.depth.model"):
         monkeypatch.setattr(f"{where}.engine_problem",
                             lambda engine, model="midas-small": f"The {engine} engine needs X: do Y.")
     monkeypatch.setattr("os.execve", lambda *a: pytest.fail("gunicorn started"))
@@ -217,6 +218,6 @@ def test_engine_this_machine_cannot_run_is_one_clear_line(monkeypatch, caplog, w
 
 def test_cli_lists_the_models_engines() -> None:
     from app import cli
-    from app.runtime import ENGINES
+    from app.depth.engines import ENGINES
 
     assert cli.ENGINES == ("auto",) + ENGINES

@@ -1,4 +1,4 @@
-"""The usable-CPU count and the workers x threads rule (app/cpus.py) on cgroup files written to a temp
+"""The usable-CPU count and the workers x threads rule (app/depth/cpus.py) on cgroup files written to a temp
 dir the way the kernel lays them out (v2 unified, v1 cpu controller), read for real."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from app.cpus import cgroup_cpu_limit, plan, usable_cpus
+from app.depth.cpus import cgroup_cpu_limit, plan, usable_cpus
 
 
 def write(path: Path, text: str) -> None:
@@ -18,19 +18,19 @@ def write(path: Path, text: str) -> None:
 
 @pytest.fixture()
 def v2(tmp_path) -> tuple[Path, Path]:
-    """A cgroup v2 tree: the process in /system.slice/app.service (/proc/self/cgroup says so)."""
+    """A cgroup v2 tree: the process in /system.slice/app.serving.service (/proc/self/cgroup says so)."""
     root = tmp_path / "cgroup"
     proc = tmp_path / "proc-self-cgroup"
-    write(proc, "0::/system.slice/app.service")
+    write(proc, "0::/system.slice/app.serving.service")
     write(root / "cpu.max", "max 100000")  # the root cgroup: no limit
-    (root / "system.slice" / "app.service").mkdir(parents=True)
+    (root / "system.slice" / "app.serving.service").mkdir(parents=True)
     return root, proc
 
 
 def test_v2_quota_of_the_process_own_cgroup(v2) -> None:
     root, proc = v2
     assert cgroup_cpu_limit(root, proc) is None
-    write(root / "system.slice" / "app.service" / "cpu.max", "150000 100000")  # docker --cpus 1.5
+    write(root / "system.slice" / "app.serving.service" / "cpu.max", "150000 100000")  # docker --cpus 1.5
     assert cgroup_cpu_limit(root, proc) == 1.5
     assert usable_cpus(root, proc, affinity=16) == 2  # rounded up
     assert usable_cpus(root, proc, affinity=1) == 1  # the affinity mask is smaller
@@ -39,7 +39,7 @@ def test_v2_quota_of_the_process_own_cgroup(v2) -> None:
 def test_v2_the_smallest_limit_on_the_path_counts(v2) -> None:
     root, proc = v2
     write(root / "system.slice" / "cpu.max", "300000 100000")
-    write(root / "system.slice" / "app.service" / "cpu.max", "max 100000")
+    write(root / "system.slice" / "app.serving.service" / "cpu.max", "max 100000")
     assert cgroup_cpu_limit(root, proc) == 3.0 and usable_cpus(root, proc, affinity=64) == 3
 
 

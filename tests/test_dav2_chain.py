@@ -13,9 +13,9 @@ import zipfile
 import numpy as np
 import pytest
 
-from app.models import DEPTH_ANYTHING_V2_SMALL as DAV2
+from app.depth.registry import DEPTH_ANYTHING_V2_SMALL as DAV2
 from app.options import Options
-from app.pipeline import predict
+from app.imaging.pipeline import predict
 from clips import write_clip
 from helpers import DAV2_REFERENCES, SAMPLES, dav2_reference, form_data, post_depth, run_cli
 
@@ -111,7 +111,7 @@ def test_the_other_models_weights_are_one_clear_line(weights_path, tmp_path) -> 
 
 def test_video_with_depth_anything(dav2_model, tmp_path) -> None:
     from app.options import VideoOptions
-    from app.video import process_video
+    from app.imaging.video import process_video
 
     rng = np.random.default_rng(3)
     frames = [np.clip(rng.normal(120, 40, (96, 128, 3)) + i * 10, 0, 255).astype(np.uint8) for i in range(3)]
@@ -133,8 +133,8 @@ def test_form_without_javascript_takes_the_model(two_model_app, samples) -> None
 
 def test_weights_download_checks_digest_and_fit(dav2_weights_server, dav2_weights_path, weights_path,
                                                 tmp_path) -> None:
-    from app.model import file_digest, resolve_weights
-    from app.models import WeightsError
+    from app.depth.model import file_digest, resolve_weights
+    from app.depth.registry import WeightsError
 
     digest = "sha256:" + file_digest(dav2_weights_path, "sha256")
     url = f"{dav2_weights_server}/{DAV2.weights_filename}"

@@ -13,12 +13,13 @@ import numpy as np
 import pytest
 import torch
 
-from app.engines import build_runner
-from app.models import MIDAS_SMALL
-from app.runtime import (AUTO_ORDER_DAV2, DAV2_SMALL, ENGINES, EXACT_ENGINES, EngineError, auto_order,
-                         engine_problem, onnx_cache_path, positions_path, read_positions, resolve_engine)
-from app.network_dav2 import DepthAnythingV2Small, PositionCache, resize_position_grid
-from app.positions import PositionGrids, resize_positions
+from app.depth.torch_engines import build_runner
+from app.depth.registry import MIDAS_SMALL
+from app.depth.engines import (AUTO_ORDER_DAV2, DAV2_SMALL, ENGINES, EXACT_ENGINES, EngineError, auto_order,
+                               engine_problem, onnx_cache_path, positions_path, read_positions,
+                               resolve_engine)
+from app.depth.dav2 import DepthAnythingV2Small, PositionCache, resize_position_grid
+from app.depth.positions import PositionGrids, resize_positions
 from helpers import DAV2_REFERENCES, dav2_reference
 from synthetic import dav2_synthetic_state_dict, load_manifest
 
@@ -120,7 +121,7 @@ def test_position_grid_is_the_official_bicubic(dav2_net, grid) -> None:
 
 @pytest.mark.parametrize("grid", [(37, 56), (26, 39), (26, 26), (40, 30), (26, 370), (1, 1)])
 def test_numpy_position_grid_is_the_networks(dav2_net, grid) -> None:
-    """What the ONNX engines are fed (``app.positions``, NumPy, so that their workers need no torch) is
+    """What the ONNX engines are fed (``app.depth.positions``, NumPy, so that their workers need no torch) is
     the network's own resize to float32 rounding (the cubic weights differ in their last bits, most
     likely where PyTorch's compiled kernels fuse multiply-adds)."""
     pos = dav2_net.pretrained.pos_embed.detach()
@@ -219,7 +220,7 @@ def test_auto_picks_per_model() -> None:
 def test_onnx_export_is_cached_under_its_own_name(dav2_net, tmp_path: Path, monkeypatch) -> None:
     """The export of each network has its own file name in the shared cache folder, and a second build
     reads it instead of exporting again."""
-    import app.engines as m
+    import app.depth.torch_engines as m
 
     if engine_problem("onnxruntime", DAV2_SMALL):
         pytest.skip(engine_problem("onnxruntime", DAV2_SMALL))

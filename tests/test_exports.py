@@ -15,10 +15,10 @@ from PIL import Image
 from plyfile import PlyData
 from pygltflib import GLTF2
 
-from app import exports
-from app.legend import display_value, legend
+from app.imaging import exports
+from app.imaging.legend import display_value, legend
 from app.options import Options
-from app.pipeline import enhance
+from app.imaging.pipeline import enhance
 from helpers import form_data
 from test_gate import hold
 
@@ -289,9 +289,9 @@ def test_full_size_files_of_a_large_photo_wait_in_the_gate_and_previews_do_not(o
 
 
 def test_a_file_a_full_gate_keeps_out_of_a_begun_zip_is_named(one_slot_app, monkeypatch) -> None:
-    import app.service
+    import app.serving.service
 
-    monkeypatch.setattr(app.service, "PATIENCE_S", 1.5)
+    monkeypatch.setattr(app.serving.service, "PATIENCE_S", 1.5)
     studio, depth_id = one_slot_app
     r = studio.test_client().get(f"/api/v1/depth/{depth_id}.zip", buffered=False)
     assert r.status_code == 200  # its first file, the photo, is made: the zip has begun

@@ -16,8 +16,8 @@ from typing import Iterator, List, Optional, Union
 import pytest
 import redis
 
-from app.gate import Busy, Gate
-from app.line import RedisLine, SqliteLine, new_ticket
+from app.serving.gate import Busy, Gate
+from app.serving.line import RedisLine, SqliteLine, new_ticket
 from helpers import form_data
 
 KEYS = [RedisLine.PREFIX + k for k in ("seq", "places", "expires", "inside", "workers")]

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.config import ConfigError
-from app.store import Entry, FileStore
+from app.serving.store import Entry, FileStore
 from app.config import trusted_host_names as host_names
 from app.web.guards import trusted_host
 from helpers import form_data, post_depth, running_server

@@ -1,5 +1,5 @@
-"""The video job queue (app/jobs.py) on a real SQLite Huey in a temp dir, with the synthetic-weights model
-and real clips: states, progress and time left, the bounded queue, cancelling queued and running jobs,
+"""The video job queue (app/serving/jobs.py) on a real SQLite Huey in a temp dir, with the synthetic-weights
+model and real clips: states, progress and time left, the bounded queue, cancelling queued and running jobs,
 failures, time limits, expiry and its file cleanup, JSON (never pickle) in the storage, one embedded
 consumer per host, and a second ``VideoJobs`` on the same storage seeing the same jobs."""
 
@@ -15,8 +15,8 @@ from typing import Callable, Iterator
 import numpy as np
 import pytest
 
-from app.jobs import (CANCELLED, DONE, FAILED, QUEUED, RUNNING, UPLOAD, Job, JsonSerializer, QueueFull,
-                      VideoJobs, make_huey)
+from app.serving.jobs import (CANCELLED, DONE, FAILED, QUEUED, RUNNING, UPLOAD, Job, JsonSerializer,
+                              QueueFull, VideoJobs, make_huey)
 from app.options import Options, VideoOptions
 from clips import moving_scene, write_clip, zero_frames
 

@@ -13,7 +13,7 @@ from typing import Iterator
 import pytest
 import redis
 
-from app.line import Line, RedisLine, SqliteLine, new_ticket
+from app.serving.line import Line, RedisLine, SqliteLine, new_ticket
 
 
 KEYS = [RedisLine.PREFIX + k for k in ("seq", "places", "expires", "inside", "workers")]

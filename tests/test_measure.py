@@ -8,7 +8,7 @@ import io
 import numpy as np
 import pytest
 
-from app.measure import CalibrationError, calibrate, fit, metric
+from app.imaging.measure import CalibrationError, calibrate, fit, metric
 from helpers import form_data
 
 

@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 import torch
 
-from app.engines import configure_threads, fold_batchnorm, load_network
-from app.model import DepthModel, file_digest
-from app.models import WeightsError
-from app.runtime import (AUTO_ORDER, AUTO_ORDER_AVX2, DEFAULT_ENGINE, ENGINES, EXACT_ENGINES, INSTALL_HINT,
-                         EngineError, auto_order, cpu_flags, engine_problem, native_bf16, onnx_cache_path,
-                         resolve_engine)
-from app.network import MidasSmall
+from app.depth.torch_engines import configure_threads, fold_batchnorm, load_network
+from app.depth.model import DepthModel, file_digest
+from app.depth.registry import WeightsError
+from app.depth.engines import (AUTO_ORDER, AUTO_ORDER_AVX2, DEFAULT_ENGINE, ENGINES, EXACT_ENGINES,
+                               INSTALL_HINT, EngineError, auto_order, cpu_flags, engine_problem, native_bf16,
+                               onnx_cache_path, resolve_engine)
+from app.depth.midas import MidasSmall
 from helpers import SAMPLES, reference
 from synthetic import load_manifest, synthetic_state_dict
 
@@ -113,7 +113,7 @@ def test_photo_to_depth_on_each_engine(engine_models, samples, name, engine) -> 
     """The issue's bar for a fast mode, on the whole chain: photo file -> depth at the photo's size
     against the official fp32 implementation's."""
     from app.options import Options
-    from app.pipeline import predict
+    from app.imaging.pipeline import predict
 
     model = engine_models(engine)
     depth = predict(samples[name], model, Options()).depth
@@ -139,7 +139,7 @@ def _without(monkeypatch, *modules: str) -> None:
 @pytest.fixture()
 def avx512(monkeypatch) -> None:
     """As if the CPU had AVX-512, where the ONNX engines lead."""
-    monkeypatch.setattr("app.runtime.cpu_flags", lambda cpuinfo=None: frozenset({"avx2", "avx512f"}))
+    monkeypatch.setattr("app.depth.engines.cpu_flags", lambda cpuinfo=None: frozenset({"avx2", "avx512f"}))
 
 
 def test_auto_is_the_default_and_picks_only_exact_engines() -> None:
@@ -178,7 +178,7 @@ def test_auto_loads_the_chosen_engine_and_says_so(weights_path, caplog, monkeypa
 def test_onnx_export_is_cached_and_reused(weights_path, tmp_path, monkeypatch, caplog) -> None:
     """A second start reads the export from the cache instead of exporting; a new torch (any part of
     the key) exports again, into another file."""
-    import app.engines as m
+    import app.depth.torch_engines as m
 
     exports = []
     real = m.export_onnx
@@ -197,7 +197,7 @@ def test_onnx_export_is_cached_and_reused(weights_path, tmp_path, monkeypatch, c
 
     from importlib.metadata import version
 
-    monkeypatch.setattr("app.runtime.version",
+    monkeypatch.setattr("app.depth.engines.version",
                         lambda name: version(name) + ("+other" if name == "torch" else ""))
     assert onnx_cache_path(tmp_path, sha) != path
     load()
@@ -235,7 +235,7 @@ def test_cpu_flags_read_from_cpuinfo(tmp_path) -> None:
 
 
 def test_bf16_refused_without_native_support(monkeypatch, weights_path) -> None:
-    monkeypatch.setattr("app.runtime.native_bf16", lambda flags=None: False)
+    monkeypatch.setattr("app.depth.engines.native_bf16", lambda flags=None: False)
     with pytest.raises(EngineError, match="native bfloat16 .* Use the default engine, auto"):
         DepthModel.load(weights_path, engine="bf16")
 
@@ -277,7 +277,7 @@ def test_openvino_sends_no_telemetry(tmp_path) -> None:
     ~/intel first); the engine hides the telemetry package."""
     if importlib.util.find_spec("openvino") is None:  # not importorskip: that import would report
         pytest.skip("openvino not installed: " + INSTALL_HINT)
-    code = "import app.runtime as m; m._import_openvino(); import openvino; print(openvino.__version__)"
+    code = "import app.depth.engines as m; m._import_openvino(); import openvino; print(openvino.__version__)"
     env = {**os.environ, "HOME": str(tmp_path), "CI": ""}
     done = subprocess.run([sys.executable, "-c", code], env=env, cwd=Path(__file__).parents[1],
                           capture_output=True, text=True, timeout=120)
@@ -295,7 +295,7 @@ def test_model_reports_weights_and_threads(model, weights_path) -> None:
 def test_official_weights_see_near_and_far(real_weights, samples) -> None:
     """With the real checkpoint: the file is the official one, and the scene's far parts come out far."""
     from app.options import Options
-    from app.pipeline import predict
+    from app.imaging.pipeline import predict
 
     assert file_digest(real_weights, "gitblob") == "e224b2bed206ebb398b613018f24458f00eab784"
     model = DepthModel.load(real_weights, threads=2, engine="torchscript")
@@ -311,7 +311,7 @@ def test_official_weights_fast_engines_hold_the_bar(real_weights, samples, engin
     """With the real checkpoint, on every sample photo: the bf16 engines' depth within correlation 0.999
     and relative L1 1 % of TorchScript's, the other fp32 engines' within 1e-4 of its range."""
     from app.options import Options
-    from app.pipeline import predict
+    from app.imaging.pipeline import predict
 
     problem = engine_problem(engine)
     if problem:

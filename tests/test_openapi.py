@@ -13,7 +13,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (content_type_conformance, response_schema_conformance,
                                                status_code_conformance)
 
-from app.models import DEPTH_ANYTHING_V2_SMALL, MIDAS_SMALL
+from app.depth.registry import DEPTH_ANYTHING_V2_SMALL, MIDAS_SMALL
 from app.options import Options
 from helpers import form_data
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from app.store import RedisStore, in_memory
+from app.serving.store import RedisStore, in_memory
 
 MEMORY = "Photos are kept in memory, never on a disk, for up to {ttl} after their last use."
 DISK = "Photos are kept on this server's disk for up to {ttl} after their last use."

@@ -24,7 +24,7 @@ import pytest
 import redis
 import requests
 
-from app.line import RedisLine
+from app.serving.line import RedisLine
 from bench_line import Arrival, burst, summary, workload
 from helpers import running_server
 from load_test import drive_mixed

@@ -107,7 +107,7 @@ def test_workers_split_the_cores_for_torch(weights_path, tmp_path) -> None:
 
 
 def test_engine_setting_reaches_the_workers(weights_path, tmp_path, samples) -> None:
-    from app.runtime import engine_problem
+    from app.depth.engines import engine_problem
 
     if engine_problem("onnxruntime"):
         pytest.skip(engine_problem("onnxruntime"))

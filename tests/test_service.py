@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import app.service as service_module
-from app.gate import Busy, Gate
+import app.serving.service as service_module
+from app.serving.gate import Busy, Gate
 from app.options import Options
-from app.service import GATED_PIXELS, DepthService, safe_stem
+from app.serving.service import GATED_PIXELS, DepthService, safe_stem
 from test_gate import hold
 
 
@@ -103,7 +103,7 @@ def test_render_gives_the_asked_views_as_png(model, file_store, samples) -> None
 
 
 def test_previews_are_shrunk_once_for_all_views_of_a_page(model, file_store, samples, monkeypatch) -> None:
-    import app.service as service_module
+    import app.serving.service as service_module
 
     calls = []
     real = service_module.shrink
@@ -125,7 +125,7 @@ FREED_BLOCK = """
 import os, sys
 import numpy as np
 if sys.argv[1] == "mapped":
-    from app.model import map_large_blocks
+    from app.depth.model import map_large_blocks
     map_large_blocks()
 def rss():
     with open("/proc/self/statm") as f:

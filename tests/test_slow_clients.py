@@ -1,5 +1,5 @@
-"""Slow, idle and odd HTTP clients against the real server (`depthmap serve`, app/gunicorn_worker.py): they
-cost the server a socket, never a request thread, so health checks and photos are still answered; and
+"""Slow, idle and odd HTTP clients against the real server (`depthmap serve`, app/serving/gunicorn_worker.py):
+they cost the server a socket, never a request thread, so health checks and photos are still answered; and
 what the worker does with the bytes it receives (100-continue, chunked bodies, pipelining, an oversized
 body, a header flood) is what a client expects. The same attack against the Docker deployments runs in
 scripts/docker-smoke."""

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.normals import encode, normal_map, normals, relief
+from app.imaging.normals import encode, normal_map, normals, relief
 from app.options import NormalOptions, OptionError, StereoOptions
-from app.stereo import anaglyph, eyes, forward_warp, layout, stereo
+from app.imaging.stereo import anaglyph, eyes, forward_warp, layout, stereo
 from helpers import SAMPLES
 from scenes import Plane, eye_shifts, render
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.normals import normal_map
+from app.imaging.normals import normal_map
 from app.options import NormalOptions, StereoOptions
-from app.pipeline import shrink
-from app.stereo import stereo
+from app.imaging.pipeline import shrink
+from app.imaging.stereo import stereo
 from helpers import SAMPLES, post_depth
 
 

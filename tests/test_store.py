@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from app.options import Options
-from app.store import (SUFFIX, Entry, FileStore, RedisStore, StoreUnavailable, depth_id, open_store,
-                       private_dir)
+from app.serving.store import (SUFFIX, Entry, FileStore, RedisStore, StoreUnavailable, depth_id, open_store,
+                               private_dir)
 
 
 def entry(key: str, side: int = 10, data: bytes = b"x", name: str = "photo") -> Entry:

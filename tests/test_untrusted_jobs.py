@@ -16,7 +16,7 @@ import pytest
 import requests
 from huey.constants import EmptyData
 
-from app.jobs import DONE, Job, make_huey
+from app.serving.jobs import DONE, Job, make_huey
 from clips import moving_scene, write_clip
 from helpers import run_cli, running_server
 
@@ -53,7 +53,7 @@ def plant(storage, root: Path) -> None:
     # messages no job sent: junk, a task nobody registered, a video job for a path
     storage.enqueue(b"junk")
     storage.enqueue(json.dumps({"message": {"id": "1", "name": "not.a.task", "args": []}}).encode())
-    storage.enqueue(json.dumps({"message": {"id": "2", "name": "app.jobs.video_job",
+    storage.enqueue(json.dumps({"message": {"id": "2", "name": "app.serving.jobs.video_job",
                                             "args": [["../../victim"]], "kwargs": {}}}).encode())
 
 

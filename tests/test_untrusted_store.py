@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from app.options import Options
-from app.store import MAGIC, Entry, FileStore
+from app.serving.store import MAGIC, Entry, FileStore
 from helpers import SAMPLES, running_server
 
 Meta = Dict[str, object]

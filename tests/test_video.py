@@ -1,5 +1,5 @@
-"""The video stages (app/video.py) on clips the tests write themselves: probing every container, decoding
-with rotation and transparency, the EMA and bilateral filters and what they do to flicker and edges,
+"""The video stages (app/imaging/video.py) on clips the tests write themselves: probing every container,
+decoding with rotation and transparency, the EMA and bilateral filters and what they do to flicker and edges,
 the clip's one range, the H.264 output, the 16-bit zip, bad and truncated files, stopping midway."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import pytest
 from PIL import Image
 
 from app.options import Options, VideoOptions
-from app.video import (Ema, FrameReader, Limits, RangeSampler, VideoError, bilateral, output_size, probe,
-                       process_video)
+from app.imaging.video import (Ema, FrameReader, Limits, RangeSampler, VideoError, bilateral, output_size,
+                               probe, process_video)
 from clips import (load_photo, moving_scene, pan, read_video, static_noisy, stream_info, write_clip,
                    zero_frames)
 from helpers import SAMPLES

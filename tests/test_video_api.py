@@ -14,7 +14,7 @@ from typing import Any, Dict, Iterator
 import numpy as np
 import pytest
 
-from app.jobs import VideoJobs
+from app.serving.jobs import VideoJobs
 from clips import moving_scene, stream_info, write_clip, zero_frames
 from helpers import SAMPLES, form_data, truncated
 

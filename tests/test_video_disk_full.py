@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from app.options import Options, VideoOptions
-from app.video import process_video
+from app.imaging.video import process_video
 from clips import moving_scene, noise_clip, write_clip
 from helpers import running_server
 

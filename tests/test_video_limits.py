@@ -10,7 +10,7 @@ from fractions import Fraction
 import pytest
 
 from app.options import Options, VideoOptions
-from app.video import FrameReader, Limits, VideoError, probe, process_video
+from app.imaging.video import FrameReader, Limits, VideoError, probe, process_video
 from clips import moving_scene, size_change_ts, write_clip
 
 CONTAINERS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".gif", ".ts")

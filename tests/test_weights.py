@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from app.model import WEIGHTS_FILENAME, download_weights, file_digest, resolve_weights
-from app.models import WeightsError
+from app.depth.model import WEIGHTS_FILENAME, download_weights, file_digest, resolve_weights
+from app.depth.registry import WeightsError
 from helpers import free_port
 
 

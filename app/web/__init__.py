@@ -10,9 +10,9 @@ from typing import Any, Dict, Mapping
 
 from flask import Flask, Response
 
-from ..store import in_memory
-from . import (api, batch, errors, exports, guards, health, i18n, line, live, measure, openapi, page,
-               stereo, video)
+from ..serving.store import in_memory
+from . import (api, batch, errors, exports, guards, health, i18n, line, live, measure, openapi, page, stereo,
+               video)
 from .reading import InMemoryRequest
 
 # Content-Security-Policy: everything from this origin only; images may also be data: URIs (the API's

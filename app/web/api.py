@@ -10,12 +10,11 @@ from typing import Any, Dict, Iterator, Mapping, Optional
 from flask import Blueprint, Response, request
 
 from ..options import Options
-from ..pipeline import EXTENSIONS, IMAGE_FORMATS, view_format
-from ..service import Result
+from ..imaging.pipeline import EXTENSIONS, IMAGE_FORMATS, view_format
+from ..serving.service import Result
 from .errors import ApiError
-from .reading import (NOT_CACHED, attach, cached_entry, depth_service, read_display_options,
-                      read_format, read_json_object, read_max_side, read_options, read_upload,
-                      read_views)
+from .reading import (NOT_CACHED, attach, cached_entry, depth_service, read_display_options, read_format,
+                      read_json_object, read_max_side, read_options, read_upload, read_views)
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 

@@ -15,13 +15,13 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tupl
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from .. import exports
-from ..gate import Busy
+from ..imaging import exports
+from ..serving.gate import Busy
 from ..options import Options
-from ..pipeline import ImageError, working_size
-from ..service import DepthService, safe_stem
-from ..store import Entry, StoreUnavailable, npy_parts
-from ..zipstream import ZipStream
+from ..imaging.pipeline import ImageError, working_size
+from ..serving.service import DepthService, safe_stem
+from ..serving.store import Entry, StoreUnavailable, npy_parts
+from ..imaging.zipstream import ZipStream
 from .errors import ApiError, as_api_error
 from .exports import begun
 from .reading import NOT_CACHED, attach, cached_entry, depth_service, read_options, read_views

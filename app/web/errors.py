@@ -15,12 +15,12 @@ from typing import Any, Mapping, Optional, Tuple, Type
 from flask import Flask, Response, current_app, jsonify, make_response, render_template, request
 from werkzeug.exceptions import HTTPException
 
-from ..gate import Busy
-from ..measure import CalibrationError
+from ..serving.gate import Busy
+from ..imaging.measure import CalibrationError
 from ..options import OptionError
-from ..pipeline import ImageError
-from ..store import StoreUnavailable
-from ..video import VideoError
+from ..imaging.pipeline import ImageError
+from ..serving.store import StoreUnavailable
+from ..imaging.video import VideoError
 
 log = logging.getLogger(__name__)
 

@@ -13,14 +13,14 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optio
 
 from flask import Blueprint, Response, jsonify, request
 
-from .. import exports
-from ..gate import Busy
-from ..legend import legend
+from ..imaging import exports
+from ..serving.gate import Busy
+from ..imaging.legend import legend
 from ..options import SceneOptions
-from ..pipeline import VIEWS
-from ..service import DepthService
-from ..store import Entry, npy_parts
-from ..zipstream import Buffer, slices
+from ..imaging.pipeline import VIEWS
+from ..serving.service import DepthService
+from ..serving.store import Entry, npy_parts
+from ..imaging.zipstream import Buffer, slices
 from .errors import ApiError
 from .reading import attach, cached_entry, depth_service, read_display_options, send_bytes
 

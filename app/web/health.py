@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Blueprint, current_app, jsonify
 
-from ..store import StoreUnavailable
+from ..serving.store import StoreUnavailable
 from .reading import depth_service
 
 bp = Blueprint("health", __name__)

@@ -1,6 +1,6 @@
 """The line for inference slots, as clients see it: the ``X-Line-Ticket`` request header (a client that
 sends it asks for a place, and shows its ticket once it has one) and ``GET /api/v1/line/<ticket>``, where a
-client asks how its place moves without sending its upload again (see ``app.gate``)."""
+client asks how its place moves without sending its upload again (see ``app.serving.gate``)."""
 
 from __future__ import annotations
 

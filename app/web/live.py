@@ -6,7 +6,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify
 
 from ..options import COLORMAPS
-from ..pipeline import colormap_lut
+from ..imaging.pipeline import colormap_lut
 
 bp = Blueprint("live", __name__, url_prefix="/api/v1")
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 from flask import Blueprint, Response, jsonify, request
 
-from ..measure import calibrate, metric, points_from_json
-from ..store import npy_parts
+from ..imaging.measure import calibrate, metric, points_from_json
+from ..serving.store import npy_parts
 from .errors import ApiError
 from .exports import send_parts
 from .reading import cached_entry, depth_service, read_json_object, read_max_side

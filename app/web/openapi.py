@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Mapping, Optional
 from flask import Blueprint, Flask, Response, current_app, jsonify, render_template, request
 
 from ..options import Options, SceneOptions
-from ..pipeline import IMAGE_FORMATS, VIEWS
+from ..imaging.pipeline import IMAGE_FORMATS, VIEWS
 from .api import IMAGE_VIEWS
 from .errors import ERRORS
 from .reading import PREVIEW_SIDES

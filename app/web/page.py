@@ -9,12 +9,11 @@ from typing import Any, Mapping, Optional
 from flask import Blueprint, Response, current_app, make_response, redirect, render_template, request, url_for
 from werkzeug.exceptions import HTTPException
 
-from ..store import Entry
+from ..serving.store import Entry
 from ..options import COLORBLIND_FRIENDLY, COLORMAPS, DEPTH_OPTIONS, OptionError, Options
-from ..pipeline import VIEWS
+from ..imaging.pipeline import VIEWS
 from .errors import HANDLED, ApiError, answer, as_api_error, finish, log_error, wants_json
-from .reading import (DEFAULTS, cached_entry, depth_service, lookup, options_query, read_options,
-                      read_upload)
+from .reading import (DEFAULTS, cached_entry, depth_service, lookup, options_query, read_options, read_upload)
 
 bp = Blueprint("page", __name__)
 

@@ -11,10 +11,10 @@ from urllib.parse import quote
 
 from flask import Request, Response, current_app, request
 
-from ..store import Entry
+from ..serving.store import Entry
 from ..options import DEPTH_OPTIONS, Options
-from ..pipeline import IMAGE_FORMATS, VIEWS
-from ..service import DepthService, safe_stem
+from ..imaging.pipeline import IMAGE_FORMATS, VIEWS
+from ..serving.service import DepthService, safe_stem
 from .errors import ApiError
 
 NOT_OPTIONS = frozenset({"image", "views", "view", "depth_id", "download", "max_side", "format"})

@@ -8,10 +8,10 @@ from typing import Any, Dict, Type, TypeVar
 
 from flask import Blueprint, Response, request
 
-from ..normals import normal_map
+from ..imaging.normals import normal_map
 from ..options import NormalOptions, OptionsBase, StereoOptions
-from ..pipeline import encode_png
-from ..stereo import stereo
+from ..imaging.pipeline import encode_png
+from ..imaging.stereo import stereo
 from .reading import NOT_OPTIONS, attach, cached_entry, depth_service, read_max_side
 
 bp = Blueprint("stereo", __name__, url_prefix="/api/v1")

@@ -4,7 +4,7 @@ fetch the depth video (and the 16-bit depth zip), cancel or delete.
 The upload is streamed straight into the job's folder (never held in memory whole), once the queue has
 a place for it and the folder's byte budget and disk have room for it (nothing is written otherwise); it
 is deleted as soon as the job ends, and the results ``VIDEO_JOB_TTL`` seconds later (or at once with
-``DELETE``). Jobs go through the task queue of ``app.jobs`` (``app.extensions["video_jobs"]``), so any
+``DELETE``). Jobs go through the task queue of ``app.serving.jobs`` (``app.extensions["video_jobs"]``), so any
 process sharing its storage answers for any job.
 """
 
@@ -19,12 +19,12 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request, sen
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.formparser import FormDataParser
 
-from ..jobdata import NoRoom, is_full, is_job_id
-from ..jobs import (DONE, FAILED, FINISHED, UPLOAD, Job, QueueFull, QueueUnavailable, VideoJobs,
-                    from_settings)
+from ..serving.jobdata import NoRoom, is_full, is_job_id
+from ..serving.jobs import (DONE, FAILED, FINISHED, UPLOAD, Job, QueueFull, QueueUnavailable, VideoJobs,
+                            from_settings)
 from ..options import Options, VideoOptions
-from ..service import safe_stem
-from ..video import probe
+from ..serving.service import safe_stem
+from ..imaging.video import probe
 from .errors import ApiError, answer
 from .reading import depth_service, read_options
 

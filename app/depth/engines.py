@@ -1,6 +1,6 @@
 """The engines, torch-free: which one runs a model on this CPU and install (``auto``: the fastest exact
 one), the ONNX export cache, and the two ONNX runtimes (ONNX Runtime, OpenVINO). The PyTorch engines and
-the export itself are in ``app.engines``, the only place that imports torch.
+the export itself are in ``app.depth.torch_engines``, the only place that imports torch.
 """
 
 from __future__ import annotations
@@ -21,13 +21,13 @@ from typing import Any, Callable, FrozenSet, List, Optional, Tuple
 # busy one. When another process, another worker or this server's own PNG encoding holds one of the
 # cores, each of the network's few hundred parallel regions can wait out a whole time slice (measured
 # on 2 busy cores: 1.5-3.8 s per forward pass spinning, 0.36 s passive; README, "Speed"). libgomp reads
-# this once, when torch is first imported (in app.engines, which imports this module first); a value
-# the user set wins.
+# this once, when torch is first imported (in app.depth.torch_engines, which imports this module first);
+# a value the user set wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 
-from .models import DEPTH_ANYTHING_V2_SMALL, MIDAS_SMALL, MODEL_NAMES  # noqa: E402
+from .registry import DEPTH_ANYTHING_V2_SMALL, MIDAS_SMALL, MODEL_NAMES  # noqa: E402
 from .positions import EMBED_SHAPE  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -190,7 +190,7 @@ def save_cached(data: bytes, path: Path) -> None:
 
 def positions_path(export: Path) -> Path:
     """Where Depth Anything V2's trained position embedding is kept beside its export: its runner feeds
-    the graph the embedding resized to each input's grid (``app.positions``), and a start that reads it
+    the graph the embedding resized to each input's grid (``app.depth.positions``), and a start that reads it
     from here instead of from the checkpoint never imports torch."""
     return export.with_name(export.stem + ".pos_embed.npy")
 
@@ -245,7 +245,7 @@ def runner_from_export(path: Path, engine: str, threads: int,
 
 
 # the inputs of an exported graph for an image: the image alone by default (Depth Anything V2 adds its
-# position embedding, see app.engines)
+# position embedding, see app.depth.torch_engines)
 Feed = Optional[Callable[[np.ndarray], List[np.ndarray]]]
 
 

@@ -1,9 +1,9 @@
 """The torch side of the engines: a checkpoint strict-loaded into its network, the network run as it is
 (eager), compiled (TorchScript) or exported to ONNX for ONNX Runtime and OpenVINO (whose runtimes are
-in ``app.model``).
+in ``app.depth.model``).
 
 Only what needs torch is here, so that a process whose engine reads a cached ONNX export never imports
-torch (about 200 MB of a worker's memory): ``app.model.DepthModel.load`` comes here only to build a
+torch (about 200 MB of a worker's memory): ``app.depth.model.DepthModel.load`` comes here only to build a
 PyTorch engine or to make that export.
 """
 
@@ -18,8 +18,8 @@ import warnings
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple, Union
 
-# app.runtime first: it sets OMP_WAIT_POLICY, which libgomp reads once, when torch is imported
-from .runtime import (DAV2_SMALL, ONNX_OPSET, EngineError, Runner, engine_problem, from_onnx, onnx_cache_path,
+# app.depth.engines first: it sets OMP_WAIT_POLICY, which libgomp reads once, when torch is imported
+from .engines import (DAV2_SMALL, ONNX_OPSET, EngineError, Runner, engine_problem, from_onnx, onnx_cache_path,
                       read_onnx, refused_engine, runner_from_export, save_cached, save_positions)
 
 import numpy as np  # noqa: E402
@@ -27,9 +27,9 @@ import torch  # noqa: E402
 from torch.nn.utils.fusion import fuse_conv_bn_eval  # noqa: E402
 
 from .cpus import usable_cpus  # noqa: E402
-from .models import MIDAS_SMALL, ModelSpec, WeightsError  # noqa: E402
-from .network import DepthwiseSeparable, InvertedResidual, MidasSmall  # noqa: E402
-from .network_dav2 import DepthAnythingV2Small, PositionCache, WithPositions  # noqa: E402
+from .registry import MIDAS_SMALL, ModelSpec, WeightsError  # noqa: E402
+from .midas import DepthwiseSeparable, InvertedResidual, MidasSmall  # noqa: E402
+from .dav2 import DepthAnythingV2Small, PositionCache, WithPositions  # noqa: E402
 from .positions import grid_of, positions_feed  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ def _example(size: int = 256) -> torch.Tensor:
 
 # Depth Anything V2's compiled graphs take the input's position embedding as a second input (see
 # ``WithPositions`` for why); the TorchScript runner computes it once per grid size with ``PositionCache``,
-# the ONNX runtimes' feed with ``app.positions`` (NumPy)
+# the ONNX runtimes' feed with ``app.depth.positions`` (NumPy)
 DAV2_EXAMPLE = (1, 3, 364, 546)  # coffee.png's shape at 364 px; any multiples of 14 would do
 
 
@@ -179,8 +179,8 @@ def _traced_midas(net: MidasSmall, bf16: bool = False) -> Runner:
 
 def export_onnx(net: Network) -> bytes:
     """The network as an ONNX model with a free height and width (TorchScript-based exporter). Depth
-    Anything V2's takes a second input, ``positions``: ``app.positions.resize_positions(pos_embed, h // 14,
-    w // 14)``."""
+    Anything V2's takes a second input, ``positions``: ``app.depth.positions.resize_positions(pos_embed,
+    h // 14, w // 14)``."""
     buf = io.BytesIO()
     with _quiet_compilers(), torch.no_grad():
         if isinstance(net, DepthAnythingV2Small):

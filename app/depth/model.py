@@ -1,6 +1,6 @@
 """The depth models: where the weights come from, how they are checked and loaded, and inference.
 
-Each model's weights (``app.models``) are resolved in this order (``resolve_weights``):
+Each model's weights (``app.depth.registry``) are resolved in this order (``resolve_weights``):
 
 1. an explicit path (CLI ``--weights``, environment ``MIDAS_WEIGHTS`` or ``DAV2_WEIGHTS``): used as given,
    never replaced;
@@ -31,9 +31,9 @@ from typing import Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from .cpus import usable_cpus
-from .models import DEPTH_ANYTHING_V2_SMALL, MIDAS_SMALL, ModelSpec, WeightsError
+from .registry import DEPTH_ANYTHING_V2_SMALL, MIDAS_SMALL, ModelSpec, WeightsError
 from .positions import positions_feed
-from .runtime import (DEFAULT_ENGINE, ONNX_ENGINES, EngineError, Runner, auto_order, engine_problem,
+from .engines import (DEFAULT_ENGINE, ONNX_ENGINES, EngineError, Runner, auto_order, engine_problem,
                       onnx_cache_path, read_positions, resolve_engine, runner_from_export)
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,7 @@ def download_weights(url: str, dest: Path, digest: Optional[str] = None, progres
         if got != expected:
             raise WeightsError(f"The downloaded weights are corrupt or not the official file: "
                                f"{kind} {got}, expected {expected}. {model.how_to_fix(dest)}")
-        from .engines import load_network  # the one step of a download that needs torch
+        from .torch_engines import load_network  # the one step of a download that needs torch
 
         load_network(tmp, model)  # a strict load proves the tensors are all there, with the right shapes
         os.replace(tmp, dest)
@@ -241,7 +241,7 @@ class DepthModel:
         folder = onnx_cache or cache_dir() / "onnx"
         built = _from_cached_export(folder, sha256, engine, n, model)
         if built is None:  # a PyTorch engine, or no usable export yet: torch loads and compiles
-            from .engines import build_runner, configure_threads, load_network
+            from .torch_engines import build_runner, configure_threads, load_network
 
             configure_threads(n)
             built = build_runner(load_network(weights, model), engine, n, weights_sha256=sha256,
@@ -263,7 +263,7 @@ class DepthModel:
         ``sizes`` (default: the model's usual size; the first call at a new shape pays for the engine's
         per-shape preparation); returns the seconds it took. Safe to call from another thread while
         serving."""
-        from .pipeline import input_shape  # pipeline does not import torch; no cycle
+        from ..imaging.pipeline import input_shape  # pipeline does not import torch; no cycle
 
         t0 = time.perf_counter()
         sizes = sizes or (self.spec.default_size,)

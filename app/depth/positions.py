@@ -1,7 +1,7 @@
 """Depth Anything V2's position embedding for an input's patch grid, in NumPy: the second input of its
-exported graph (see ``app.network_dav2.WithPositions``).
+exported graph (see ``app.depth.dav2.WithPositions``).
 
-The same resize as ``app.network_dav2.resize_position_grid`` (the official ``interpolate_pos_encoding``:
+The same resize as ``app.depth.dav2.resize_position_grid`` (the official ``interpolate_pos_encoding``:
 PyTorch's bicubic by scale factors (n + 0.1) / 37), written without PyTorch so that a worker running the
 export on ONNX Runtime or OpenVINO never imports it (about 200 MB less per worker). The sampling
 positions and weights are computed in float32 as PyTorch computes them, the sums in float64; the result

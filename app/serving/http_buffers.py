@@ -1,4 +1,4 @@
-"""What ``depthmap serve``'s worker (app/gunicorn_worker.py) holds for clients slower than itself: a
+"""What ``depthmap serve``'s worker (app/serving/gunicorn_worker.py) holds for clients slower than itself: a
 request being received (``Incoming``: the head, its body's framing, the body) and an answer being sent
 (``Answer``). Plain sockets and bytes; the worker decides when to read, write, hand on and close.
 """

@@ -43,9 +43,9 @@ from typing import Any, Dict, Optional
 from gunicorn import http
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
-from . import config
-from .http_buffers import (SEND_TIMEOUT_S, Answer, Budget, Incoming, ThreadShare,
-                           body_framing, read_head, without_expect)
+from .. import config
+from .http_buffers import (SEND_TIMEOUT_S, Answer, Budget, Incoming, ThreadShare, body_framing, read_head,
+                           without_expect)
 
 HEAD_LIMIT = 64 * 1024  # gunicorn's own limits allow less in practice (100 fields of 8190 bytes)
 BODY_IDLE_S = 15.0

@@ -6,7 +6,7 @@ Storage: ``SqliteHuey`` in the data dir (one host, every worker process), or ``R
 ``DEPTHMAP_REDIS_URL`` (every host). Job state lives in the queue's key-value storage as JSON, and the
 queue's messages are JSON too (``JsonSerializer``): nothing in the storage is ever unpickled. What is
 read back is still untrusted (others may be able to write to that Redis): every record is checked
-before use and no path is made from it unchecked (``app.jobdata``).
+before use and no path is made from it unchecked (``app.serving.jobdata``).
 
 Keys, per job: ``job:ID`` the record (written by whoever changes the job's state), ``cancel:ID`` the
 cancel flag (written by the web side only, read by the running task at each frame), ``beat:ID`` the
@@ -17,7 +17,7 @@ fails with ``worker_lost``.
 Files: ``ROOT/ID/`` holds the upload, the clip pass's spool and the results; the upload and spool go
 when the job ends, the results ``ttl_s`` after it ended (or at once with ``remove``). ``ROOT`` must be
 one folder for every process that runs or serves jobs (a shared volume past one host). All of them
-together stay within a byte budget (``app.jobdata.Room``): checked before an upload is written and at
+together stay within a byte budget (``app.serving.jobdata.Room``): checked before an upload is written and at
 every frame of a running job.
 """
 
@@ -50,10 +50,10 @@ from huey.serializer import Serializer
 
 from .jobdata import (MAX_RECORD_BYTES, BadRecord, NoRoom, Room, check_record, is_full, is_job_id, job_file,
                       remove_job_folder)
-from .options import OptionError, Options, VideoOptions
-from .pipeline import Model
+from ..options import OptionError, Options, VideoOptions
+from ..imaging.pipeline import Model
 from .store import default_data_dir, private_dir
-from .video import Limits, VideoError, process_video
+from ..imaging.video import Limits, VideoError, process_video
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ class JobError(Exception):
 
 def data_dir(configured: Optional[str], cache_bytes: int) -> Path:
     """The effective data dir: ``DATA_DIR`` if set, else the one the result store picks
-    (``app.store.default_data_dir``), so the server and ``depthmap worker`` agree."""
+    (``app.serving.store.default_data_dir``), so the server and ``depthmap worker`` agree."""
     return Path(configured) if configured else default_data_dir(cache_bytes)
 
 
@@ -210,7 +210,7 @@ class Job:
     @classmethod
     def from_json(cls, data: bytes, job_id: str) -> "Job":
         """The record stored under ``job:job_id``; ``BadRecord`` unless a job could have written it (the
-        storage is not trusted: see ``app.jobdata``)."""
+        storage is not trusted: see ``app.serving.jobdata``)."""
         raw = bytes(data)
         if len(raw) > MAX_RECORD_BYTES:
             raise BadRecord(f"{len(raw)} bytes")

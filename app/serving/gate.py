@@ -1,6 +1,6 @@
 """The admission gate: how many heavy jobs (decode + inference) one process runs at once, how many wait
-inside it with their uploads, and the line, shared by every worker and host (``app.line``), that decides
-in which order requests get in.
+inside it with their uploads, and the line, shared by every worker and host (``app.serving.line``), that
+decides in which order requests get in.
 
 A request takes a place at the back of the line, or shows the ticket of the place it was given before.
 It may enter this process's small in-memory queue only when every place ahead of it has entered a worker

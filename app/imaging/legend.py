@@ -11,7 +11,7 @@ from typing import Any, Dict, List
 
 import numpy as np
 
-from .options import Options
+from ..options import Options
 from .pipeline import colormap_lut, finite_copy, log_depth, map_range
 
 STOPS = 33  # colour stops of the bar (every 8th of the 256 levels and the last)

@@ -18,7 +18,7 @@ from typing import Optional, Tuple
 import cv2
 import numpy as np
 
-from .options import StereoOptions
+from ..options import StereoOptions
 from .pipeline import finite_copy, map_range, normalize
 
 # Dubois' least-squares red-cyan anaglyph (E. Dubois, "A projection method to generate anaglyph stereo

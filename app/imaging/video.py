@@ -34,8 +34,8 @@ import cv2
 import numpy as np
 
 from .exports import to_uint16
-from .models import spec
-from .options import Options, VideoOptions
+from ..depth.registry import spec
+from ..options import Options, VideoOptions
 from .stereo import stereo
 from .pipeline import (Model, PadBox, colorize, enhance, full_depth, infer, log_depth, on_white, overlay,
                        preprocess, square_crop, strided_sample, to_uint8)

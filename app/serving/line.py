@@ -5,7 +5,7 @@ A place is a random ticket (the client's proof of it: 128 random bits, never a n
 pick) with a number from a counter that only grows, an expiry, and a flag saying whether its request is
 *inside*: waiting in a worker's small in-memory queue with its upload. Places whose holders do not come
 back before their expiry are dropped, so an abandoned place cannot stall the line. The gate
-(``app.gate``) decides who may enter; this module only keeps the places, atomically:
+(``app.serving.gate``) decides who may enter; this module only keeps the places, atomically:
 
 - ``join``: a new place at the back, or None when the line already holds ``limit`` places;
 - ``find``: a live place by its ticket, with how many places are ahead of it and how many of those are

@@ -43,7 +43,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
-from .options import DEPTH_OPTIONS
+from ..options import DEPTH_OPTIONS
 
 log = logging.getLogger(__name__)
 

@@ -3,21 +3,21 @@ settings; docs/configuration.md).
 
 Each worker process loads its own copy of the model (about 80 MB of weights plus torch) when it starts;
 threads within a worker share it, one forward pass at a time. Workers and torch threads default to the
-rule of ``app.cpus.plan`` on the CPUs the process may really use (cgroup quota included).
+rule of ``app.depth.cpus.plan`` on the CPUs the process may really use (cgroup quota included).
 """
 
 import os
 from typing import Any
 
 from app import config as settings  # not "config": gunicorn would read that name as its own setting
-from app.cpus import plan, usable_cpus
+from app.depth.cpus import plan, usable_cpus
 
 bind = settings.get("DEPTHMAP_BIND")
 workers, _torch_threads = plan(usable_cpus(), settings.get("DEPTHMAP_WORKERS"),
                                settings.get("DEPTHMAP_TORCH_THREADS"))
 # gthread, with each request received whole by the event loop before a thread runs it: a slow or idle
-# client never holds a request thread (app/gunicorn_worker.py)
-worker_class = "app.gunicorn_worker.WholeRequestWorker"
+# client never holds a request thread (app/serving/gunicorn_worker.py)
+worker_class = "app.serving.gunicorn_worker.WholeRequestWorker"
 # threads keep the page responsive (images, health checks) while a depth map is computed
 threads = settings.get("DEPTHMAP_WORKER_THREADS")
 # connections per worker, most of them idle or still sending: the oldest of those makes room for a new one

@@ -11,7 +11,7 @@ from typing import Mapping, Tuple
 import cv2
 import numpy as np
 
-from .options import NormalOptions
+from ..options import NormalOptions
 from .pipeline import finite_copy, map_range, normalize
 
 # the sign of (x, y) each encoding puts in red and green, x to the right and y up the image:

@@ -25,9 +25,9 @@ import simplejpeg
 from isal import isal_zlib
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from . import config
-from .models import MIDAS_SMALL, ModelSpec, spec
-from .options import COLORMAPS, UPSAMPLERS, Options
+from .. import config
+from ..depth.registry import MIDAS_SMALL, ModelSpec, spec
+from ..options import COLORMAPS, UPSAMPLERS, Options
 
 log = logging.getLogger(__name__)
 
@@ -266,7 +266,7 @@ def preprocess(rgb: np.ndarray, size: int = 256, pad_square: bool = False,
     return np.ascontiguousarray(img.transpose(2, 0, 1)[None], dtype=np.float32), pad_box
 
 
-# 3. infer (the model itself lives in app/model.py) -----------------------------------------------
+# 3. infer (the model itself lives in app/depth/model.py) -----------------------------------------------
 
 def infer(x: np.ndarray, model: Model, flip: bool = False) -> np.ndarray:
     """Stage 3: ``(1, 3, h, w)`` -> ``(h, w)``; with ``flip``, averaged with the un-mirrored prediction

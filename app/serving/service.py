@@ -22,10 +22,10 @@ from typing import ContextManager, Dict, Iterator, Mapping, Optional, Sequence, 
 import numpy as np
 
 from .gate import Busy, Gate
-from .model import map_large_blocks, trim_heap
-from .options import INFERENCE_OPTIONS, OptionError, Options
-from .pipeline import (DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, Model, encode, full_depth, iter_views, predict,
-                       shrink)
+from ..depth.model import map_large_blocks, trim_heap
+from ..options import INFERENCE_OPTIONS, OptionError, Options
+from ..imaging.pipeline import (DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, Model, encode, full_depth, iter_views,
+                                predict, shrink)
 from .store import Entry, ResultStore, depth_id
 
 INFER_STAGES = ("decode", "preprocess", "infer", "upsample")

@@ -1,6 +1,6 @@
 """The depth models this studio can run, as data: names, weights, licences, input sizes and how each one's
 input and output are resized. No torch here (the pipeline and the web layer read it); the networks are
-in ``app.network`` and ``app.network_dav2``, their loading in ``app.model``.
+in ``app.depth.midas`` and ``app.depth.dav2``, their loading in ``app.depth.model``.
 
 Both models output relative inverse depth (larger = nearer, unknown scale and shift), so everything
 after inference treats them alike.

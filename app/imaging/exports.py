@@ -1,7 +1,7 @@
 """Files made from a cached depth map without new inference: lossless depth (16-bit PNG, PFM, EXR), 3D
 (a coloured point cloud as PLY, a displaced-grid mesh as GLB) and a zip of everything for one photo.
 
-Plain numpy functions, no Flask, like ``app.pipeline``. The depth is MiDaS's relative inverse depth
+Plain numpy functions, no Flask, like ``app.imaging.pipeline``. The depth is MiDaS's relative inverse depth
 (larger = nearer, no unit); none of these files claims metres.
 """
 
@@ -17,7 +17,7 @@ import numpy as np
 import OpenEXR
 from PIL import Image, PngImagePlugin
 
-from .options import SceneOptions
+from ..options import SceneOptions
 from .pipeline import map_range
 from .zipstream import Buffer, ZipStream
 

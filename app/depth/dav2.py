@@ -307,7 +307,7 @@ class WithPositions(nn.Module):
     relying on each runtime's own cubic resize (ONNX Resize's sampling positions and edge handling
     differ from PyTorch's scale-factor form). The TorchScript runner computes it once per grid with
     ``PositionCache``, exactly as the network does; the ONNX runtimes' runner with
-    ``app.positions.PositionGrids``, the same resize in NumPy (to float32 rounding), so that a worker
+    ``app.depth.positions.PositionGrids``, the same resize in NumPy (to float32 rounding), so that a worker
     running the export never imports torch."""
 
     def __init__(self, net: DepthAnythingV2Small) -> None:
