@@ -36,7 +36,7 @@ from app.depth.registry import MIDAS_SMALL
 from app.depth.engines import (DAV2_SMALL, EXACT_ENGINES, EngineError, auto_order, engine_problem,
                                resolve_engine)
 from app.depth.dav2 import DepthAnythingV2Small
-from app.imaging.pipeline import network_size
+from app.depth.registry import network_size
 
 DAV2_MANIFEST = ROOT.parent / "shared/models/depth_anything_v2_small/state_dict_manifest.json"
 COFFEE = (400, 600)  # coffee.png's height and width

@@ -78,7 +78,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from app.options import UPSAMPLERS, Options  # noqa: E402
-from app.imaging.pipeline import network_size, refine_edges, upsample  # noqa: E402
+from app.depth.registry import network_size  # noqa: E402
+from app.imaging.pipeline import refine_edges, upsample  # noqa: E402
 
 log = logging.getLogger("eval_upsampling")
 

@@ -20,7 +20,7 @@ def codes_in(pattern: str, paths) -> set:
 
 def test_every_code_the_code_answers_is_registered() -> None:
     web = codes_in(r'ApiError\(\s*"([a-z_]+)"', (ROOT / "app/web").glob("*.py"))
-    core = codes_in(r'(?:ImageError|VideoError)\(\s*"([a-z_]+)"', (ROOT / "app").glob("*.py"))
+    core = codes_in(r'(?:ImageError|VideoError)\(\s*"([a-z_]+)"', (ROOT / "app").rglob("*.py"))
     assert {"bad_option", "not_cached", "busy", "no_job"} <= web
     assert {"empty", "corrupt", "not_image", "not_video", "too_long"} <= core
     assert web | core <= set(ERRORS)

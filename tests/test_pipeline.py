@@ -14,9 +14,10 @@ import pytest
 from PIL import Image
 
 from app.options import COLORMAPS, Options
+from app.depth.registry import network_size
 from app.imaging.pipeline import (DECODE_STRIP, IMAGENET_MEAN, IMAGENET_STD, PNG_STRIP, ImageError, clahe,
                                   colorize, colormap_lut, decode, display, encode, encode_jpeg, encode_png,
-                                  enhance, full_depth, infer, iter_views, log_depth, network_size, normalize,
+                                  enhance, full_depth, infer, iter_views, log_depth, normalize,
                                   overlay, predict, preprocess, refine_edges, render_views, square_crop,
                                   to_uint8, upsample, view_format)
 from helpers import SAMPLES, pil_bytes, png_header_only, reference

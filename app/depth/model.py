@@ -263,11 +263,9 @@ class DepthModel:
         ``sizes`` (default: the model's usual size; the first call at a new shape pays for the engine's
         per-shape preparation); returns the seconds it took. Safe to call from another thread while
         serving."""
-        from ..imaging.pipeline import input_shape  # pipeline does not import torch; no cycle
-
         t0 = time.perf_counter()
         sizes = sizes or (self.spec.default_size,)
-        shapes = {input_shape(h, w, size, self.spec) for size in sizes for h, w in WARM_UP_ASPECTS}
+        shapes = {self.spec.input_shape(h, w, size) for size in sizes for h, w in WARM_UP_ASPECTS}
         for h, w in sorted(shapes):
             self(np.zeros((1, 3, h, w), np.float32))
         took = time.perf_counter() - t0

@@ -12,9 +12,41 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Tuple
 
+import numpy as np
+
 
 class WeightsError(RuntimeError):
     """The weights cannot be found, fetched, verified or loaded. The message says what to do."""
+
+
+# how each model sizes its input, as the official code does
+
+def network_size(height: int, width: int, target: int = 256, multiple: int = 32) -> Tuple[int, int]:
+    """The official MiDaS "upper_bound" resize: keep aspect, both sides <= target, multiples of 32."""
+    scale = min(target / height, target / width)
+
+    def constrain(x: float) -> int:
+        y = int(np.round(x / multiple) * multiple)
+        if y > target:
+            y = int(np.floor(x / multiple) * multiple)
+        # the official code can return 0 for extreme aspect ratios (and then crashes); one step is the floor
+        return max(y, multiple)
+
+    return constrain(scale * height), constrain(scale * width)
+
+
+def network_size_lower(height: int, width: int, target: int = 518, multiple: int = 14) -> Tuple[int, int]:
+    """The official Depth Anything "lower_bound" resize: keep aspect, both sides >= target, each the
+    nearest multiple of 14 (half to even, as ``np.round``), the next one up where that falls short."""
+    scale = max(target / height, target / width)
+
+    def constrain(x: float) -> int:
+        y = int(np.round(x / multiple) * multiple)
+        if y < target:
+            y = int(np.ceil(x / multiple) * multiple)
+        return max(y, multiple)
+
+    return constrain(scale * height), constrain(scale * width)
 
 
 @dataclass(frozen=True)
@@ -41,6 +73,12 @@ class ModelSpec:
     # preparation is a few ms, a Depth Anything forward pass 0.5-2 s, so seven shapes there would add
     # about 10 s to every start and save nothing a user would notice
     warm_up: bool = True
+
+    def input_shape(self, height: int, width: int, size: int) -> Tuple[int, int]:
+        """The network input's ``(h, w)`` for a ``height`` × ``width`` image at ``size``, by this model's
+        rule."""
+        sizing = network_size if self.resize == "upper_bound" else network_size_lower
+        return sizing(height, width, size, self.multiple)
 
     def how_to_fix(self, dest: Path) -> str:
         """What to do when these weights are missing or unusable at ``dest``: one sentence."""

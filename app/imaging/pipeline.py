@@ -189,40 +189,6 @@ def square_crop(rgb: np.ndarray) -> np.ndarray:
 
 # 2. preprocess --------------------------------------------------------------------------------------
 
-def network_size(height: int, width: int, target: int = 256, multiple: int = 32) -> Tuple[int, int]:
-    """The official MiDaS "upper_bound" resize: keep aspect, both sides <= target, multiples of 32."""
-    scale = min(target / height, target / width)
-
-    def constrain(x: float) -> int:
-        y = int(np.round(x / multiple) * multiple)
-        if y > target:
-            y = int(np.floor(x / multiple) * multiple)
-        # the official code can return 0 for extreme aspect ratios (and then crashes); one step is the floor
-        return max(y, multiple)
-
-    return constrain(scale * height), constrain(scale * width)
-
-
-def network_size_lower(height: int, width: int, target: int = 518, multiple: int = 14) -> Tuple[int, int]:
-    """The official Depth Anything "lower_bound" resize: keep aspect, both sides >= target, each the
-    nearest multiple of 14 (half to even, as ``np.round``), the next one up where that falls short."""
-    scale = max(target / height, target / width)
-
-    def constrain(x: float) -> int:
-        y = int(np.round(x / multiple) * multiple)
-        if y < target:
-            y = int(np.ceil(x / multiple) * multiple)
-        return max(y, multiple)
-
-    return constrain(scale * height), constrain(scale * width)
-
-
-def input_shape(height: int, width: int, size: int, model: ModelSpec = MIDAS_SMALL) -> Tuple[int, int]:
-    """The network input's ``(h, w)`` for a ``height`` × ``width`` image at ``size``, by ``model``'s rule."""
-    sizing = network_size if model.resize == "upper_bound" else network_size_lower
-    return sizing(height, width, size, model.multiple)
-
-
 PREPROCESS_STRIP = 256  # photo rows converted to float32 at a time
 
 
@@ -246,7 +212,7 @@ def preprocess(rgb: np.ndarray, size: int = 256, pad_square: bool = False,
         top, left = (side - h) // 2, (side - w) // 2
         out_h = out_w = side
         pad_box = (top, left, side)
-    nh, nw = input_shape(out_h, out_w, size, model)
+    nh, nw = model.input_shape(out_h, out_w, size)
     dtype = np.dtype(model.preprocess_dtype)
     rows = np.empty((out_h, nw, 3), dtype)  # every row resized to the network's width
     strip = np.empty((min(PREPROCESS_STRIP, h), out_w, 3), dtype)
