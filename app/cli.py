@@ -396,16 +396,15 @@ def serve_cmd(bind: str, workers: Optional[int], threads: int, timeout: int, wei
         paths[m.weights_env] = str(path.resolve())
     # the result store: an unusable data folder or Redis URL is one clear line here, and every worker
     # gets the same folder (the default one is chosen once, here)
-    from .serving.store import StoreUnavailable, default_data_dir, open_store, private_dir
+    from .serving.store import StoreUnavailable, data_dir, open_store, private_dir
 
-    redis_url, data_dir = config.get("DEPTHMAP_REDIS_URL"), config.get("DEPTHMAP_DATA_DIR")
+    redis_url, folder = config.get("DEPTHMAP_REDIS_URL"), config.get("DEPTHMAP_DATA_DIR")
     try:
         if redis_url:
             open_store(redis_url, None, 0, 1)  # checks the URL; Redis itself may come up later
         else:
-            data_dir = str(private_dir(Path(data_dir) if data_dir else
-                                       default_data_dir(config.get("DEPTHMAP_CACHE_BYTES"))))
-            os.environ["DEPTHMAP_DATA_DIR"] = data_dir
+            folder = str(private_dir(data_dir(folder, config.get("DEPTHMAP_CACHE_BYTES"))))
+            os.environ["DEPTHMAP_DATA_DIR"] = folder
         if config.get("DEPTHMAP_VIDEO_DIR"):  # the video jobs' folder, checked as the data folder is
             private_dir(Path(config.get("DEPTHMAP_VIDEO_DIR")))
     except StoreUnavailable as exc:
@@ -437,7 +436,7 @@ def serve_cmd(bind: str, workers: Optional[int], threads: int, timeout: int, wei
                     bind)
     log.info("starting gunicorn on http://%s (%d worker(s) x %d request threads, %d torch threads each on "
              "%d usable CPU(s), models %s, engine %s; results in %s; video jobs: %s)", bind, workers, threads,
-             torch_threads, cpus, ", ".join(names), engine, "Redis" if redis_url else data_dir,
+             torch_threads, cpus, ", ".join(names), engine, "Redis" if redis_url else folder,
              "embedded consumer" if embedded_worker else "separate `depthmap worker`")
     # exec: gunicorn's master becomes this process, so signals from a terminal, systemd or Docker
     # reach it directly

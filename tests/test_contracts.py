@@ -32,10 +32,12 @@ def test_import_contracts_hold() -> None:
 
 @pytest.mark.parametrize("importer, line, broken", [
     ("app/depth/cpus.py", "from ..imaging import pipeline", "app.depth is not allowed to import app.imaging"),
-    ("app/imaging/legend.py", "from ..serving import store", "app.imaging is not allowed to import app.serving"),
+    ("app/imaging/legend.py", "from ..serving import store",
+     "app.imaging is not allowed to import app.serving"),
     ("app/serving/gate.py", "from ..web import errors", "app.serving is not allowed to import app.web"),
     ("app/web/health.py", "from .. import cli", "app.web is not allowed to import app.cli"),
     ("app/config.py", "from .options import Options", "app.config is not allowed to import app.options"),
+    ("app/errors.py", "from . import config", "app.errors is not allowed to import app.config"),
 ])
 def test_a_planted_upward_import_breaks_the_layers(tmp_path: Path, importer: str, line: str,
                                                   broken: str) -> None:

@@ -52,7 +52,7 @@ from .jobdata import (MAX_RECORD_BYTES, BadRecord, NoRoom, Room, check_record, i
                       remove_job_folder)
 from ..options import OptionError, Options, VideoOptions
 from ..imaging.pipeline import Model
-from .store import default_data_dir, private_dir
+from .store import data_dir, private_dir
 from ..imaging.video import Limits, VideoError, process_video
 
 log = logging.getLogger(__name__)
@@ -124,12 +124,6 @@ class JobError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
-
-
-def data_dir(configured: Optional[str], cache_bytes: int) -> Path:
-    """The effective data dir: ``DATA_DIR`` if set, else the one the result store picks
-    (``app.serving.store.default_data_dir``), so the server and ``depthmap worker`` agree."""
-    return Path(configured) if configured else default_data_dir(cache_bytes)
 
 
 class JsonSerializer(Serializer):

@@ -299,6 +299,12 @@ def default_data_dir(max_bytes: int) -> Path:
     return Path(tempfile.gettempdir()) / name
 
 
+def data_dir(configured: Optional[str], max_bytes: int) -> Path:
+    """The one decision of the data folder, for the server, ``depthmap worker`` and the store alike:
+    ``DEPTHMAP_DATA_DIR`` if set, else ``default_data_dir``."""
+    return Path(configured) if configured else default_data_dir(max_bytes)
+
+
 def private_dir(path: Path) -> Path:
     """``path`` as a folder only this user may enter, made if missing; raises ``StoreUnavailable`` with
     one clear line when that cannot be done or someone else owns it (a shared /tmp or /dev/shm)."""
@@ -641,11 +647,11 @@ class RedisStore(ResultStore):
         return memory_only
 
 
-def open_store(redis_url: Optional[str], data_dir: Optional[str], max_bytes: int,
+def open_store(redis_url: Optional[str], folder: Optional[str], max_bytes: int,
                ttl_s: float) -> ResultStore:
-    """Redis when ``redis_url`` is set, else the files under ``data_dir`` (or ``default_data_dir()``)."""
+    """Redis when ``redis_url`` is set, else the files under ``data_dir(folder)``."""
     if redis_url:
         if not redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise StoreUnavailable("DEPTHMAP_REDIS_URL must start with redis://, rediss:// or unix://.")
         return RedisStore(redis_url, ttl_s)
-    return FileStore(Path(data_dir) if data_dir else default_data_dir(max_bytes), max_bytes, ttl_s)
+    return FileStore(data_dir(folder, max_bytes), max_bytes, ttl_s)
