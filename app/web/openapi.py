@@ -3,32 +3,42 @@
 * paths and methods from the app's URL map (every ``/api/v1`` route and ``/healthz``; a route added
   later appears with its docstring even before anyone describes it here),
 * summaries and descriptions from the view functions' docstrings,
-* every option's type, default, range, choices and help from the ``Options`` and ``SceneOptions``
-  dataclasses' field metadata (the same source the CLI, the form and the validation use),
+* every option's type, default, range, choices and help from the field metadata of the options classes
+  a route parses with (``Options``, ``SceneOptions``, ``StereoOptions``, ``NormalOptions``,
+  ``VideoOptions``: the same source the CLI, the form and the validation use), as query parameters of
+  the GET routes and as form fields of the POST ones,
 * error codes from the registry in ``app.web.errors``.
 
-Only what a route takes and answers (``ROUTES`` below) is written here, per endpoint.
+Only what a route takes and answers (``ROUTES`` below) is written here, per endpoint: which options
+classes it parses, and the few names it reads besides them.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import fields
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Type
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, render_template, request
 
-from ..options import Options, SceneOptions
 from ..imaging.pipeline import IMAGE_FORMATS, VIEWS
+from ..options import NormalOptions, Options, OptionsBase, SceneOptions, StereoOptions, VideoOptions
+from ..serving.jobs import STATES
 from .api import IMAGE_VIEWS
 from .errors import ERRORS
+from .exports import LEGEND_VIEWS
 from .reading import PREVIEW_SIDES
+
+# the options classes whose fields are query parameters of some GET route (each field a component
+# schema, ``<class>_<field>``, that the parameters refer to)
+QUERY_CLASSES: Tuple[Type[OptionsBase], ...] = (Options, SceneOptions, StereoOptions, NormalOptions)
 
 JSON_TYPES = {"bool": "boolean", "int": "integer", "float": "number", "str": "string"}
 DEPTH_ID = {"type": "string", "pattern": "^[0-9a-f]{32}$",
             "description": "the id of an earlier result (from POST /api/v1/depth or /render)"}
 VIEWS_PARAM = {"type": "string", "default": "all",
                "description": "`all`, `none`, or a comma-separated list of " + ", ".join(VIEWS)}
+VIEW_ALIAS = {"type": "string", "description": "same as views"}
 FORMAT_PARAM = {"type": "string", "enum": list(IMAGE_FORMATS), "default": "png",
                 "description": "the images' format: `png` (lossless) or `jpeg` (lossy, far smaller and "
                                "faster at full size); for the colour views and the photo, gray stays PNG"}
@@ -60,16 +70,23 @@ def dataclass_schema(cls: type, description: str) -> Dict[str, Any]:
     return {"type": "object", "description": description, "properties": props}
 
 
-def _form(extra: Dict[str, Any], required: List[str]) -> Dict[str, Any]:
-    """A request body of every option plus ``extra``; any other name is refused (422 bad_option)."""
-    props = {**dataclass_schema(Options, "")["properties"], **extra}
-    return {"type": "object", "properties": props, "required": required, "additionalProperties": False}
+def _form(extra: Dict[str, Any], required: List[str],
+          classes: Tuple[Type[OptionsBase], ...] = (Options,)) -> Dict[str, Any]:
+    """A request body of every field of ``classes`` plus ``extra``; any other name is refused (422
+    bad_option)."""
+    props = {name: prop for cls in classes for name, prop in dataclass_schema(cls, "")["properties"].items()}
+    return {"type": "object", "properties": {**props, **extra}, "required": required,
+            "additionalProperties": False}
 
 
-def _query(cls: type) -> List[Dict[str, Any]]:
-    """Each field of ``cls`` as an optional query parameter."""
-    return [{"name": name, "in": "query", "required": False, "schema": _ref(cls.__name__ + "_" + name)}
-            for name in (f.name for f in fields(cls))]
+def _query(*classes: Type[OptionsBase]) -> List[Dict[str, Any]]:
+    """Each field of ``classes`` as an optional query parameter, its schema the field's own (type,
+    default, range, choices: what the view parses and checks it with)."""
+    return [_param(f.name, _ref(f"{cls.__name__}_{f.name}")) for cls in classes for f in fields(cls)]
+
+
+def _param(name: str, schema: Dict[str, Any], required: bool = False) -> Dict[str, Any]:
+    return {"name": name, "in": "query", "required": required, "schema": schema}
 
 
 def _field_schemas(cls: type) -> Dict[str, Any]:
@@ -94,13 +111,26 @@ def _display_query() -> List[Dict[str, Any]]:
     return _query(Options)
 
 
+def _preview(default: Optional[int] = None) -> Dict[str, Any]:
+    """``max_side``: a preview whose longer side is at most this many pixels (``reading.read_max_side``)."""
+    schema = {"type": "integer", "minimum": PREVIEW_SIDES[0], "maximum": PREVIEW_SIDES[1],
+              "description": "a preview whose longer side is at most this many pixels"
+                             + ("" if default else " (without it: full size)")}
+    return _param("max_side", schema if default is None else {**schema, "default": default})
+
+
+DOWNLOAD = _param("download", {"type": "string",
+                               "description": "any value but empty: answer as a file download"})
+JOB_FILE_ERRORS = (404, 409, 503)
+
+
 # what each endpoint takes and answers; paths, methods and words come from the URL map and docstrings
 ROUTES: Mapping[str, Dict[str, Any]] = {
     "api.depth": {
         "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": _form({
             "image": {"type": "string", "format": "binary",
                       "description": "the photo: JPEG, PNG, WebP, BMP, TIFF or GIF"},
-            "views": VIEWS_PARAM, "view": {"type": "string", "description": "same as views"},
+            "views": VIEWS_PARAM, "view": VIEW_ALIAS,
             "format": FORMAT_PARAM}, ["image"]),
             "encoding": {"image": {"contentType": "image/*"}}}}},
         "responses": {"200": {"description": "the depth's id and the asked-for views as data URIs (PNG, or "
@@ -133,19 +163,15 @@ ROUTES: Mapping[str, Dict[str, Any]] = {
                          "responses": {"204": {"description": "deleted, on every worker"},
                                        **_errors(400, 403, 404, 503)}},
     "api.view_png": {
-        "parameters": [*_display_query(),
-                       {"name": "max_side", "in": "query", "required": False, "schema": {
-                           "type": "integer", "minimum": PREVIEW_SIDES[0], "maximum": PREVIEW_SIDES[1],
-                           "description": "a preview whose longer side is at most this"}},
-                       {"name": "format", "in": "query", "required": False, "schema": FORMAT_PARAM},
-                       {"name": "download", "in": "query", "required": False,
-                        "schema": {"type": "string", "description": "any value: answer as a file download"}}],
+        "parameters": [*_display_query(), _preview(), _param("format", FORMAT_PARAM), DOWNLOAD],
         "responses": {"200": {"description": "the view: PNG, or JPEG with `format=jpeg` (gray stays PNG)",
                               "content": IMAGE_CONTENT}, **_errors(404, 422, 503)},
     },
     "exports.depth_png16": {"responses": {"200": _file("image/png", "16-bit grayscale PNG"),
                                           **_errors(404, 503)}},
     "exports.depth_pfm": {"responses": {"200": _file("application/octet-stream", "PFM"),
+                                        **_errors(404, 503)}},
+    "exports.depth_exr": {"responses": {"200": _file("image/x-exr", "OpenEXR: float32, one channel Y"),
                                         **_errors(404, 503)}},
     "exports.point_cloud": {"parameters": _query(SceneOptions),
                            "responses": {"200": _file("application/octet-stream", "binary PLY"),
@@ -156,12 +182,18 @@ ROUTES: Mapping[str, Dict[str, Any]] = {
     "exports.bundle": {"parameters": [*_display_query(), *_query(SceneOptions)],
                       "responses": {"200": _file("application/zip", "zip"), **_errors(404, 422, 503)}},
     "exports.legend_json": {
-        "parameters": [{"name": "view", "in": "query", "required": False,
-                        "schema": {"type": "string", "enum": ["heatmap", "overlay", "gray"],
-                                   "default": "heatmap"}}, *_display_query()],
+        "parameters": [_param("view", {"type": "string", "enum": list(LEGEND_VIEWS), "default": "heatmap"}),
+                       *_display_query()],
         "responses": {"200": {"description": "the colour key", "content": {
             "application/json": {"schema": _ref("Legend")}}}, **_errors(404, 422, 503)},
     },
+    "stereo.stereo_png": {
+        "parameters": [*_query(StereoOptions), _preview(), DOWNLOAD],
+        "responses": {"200": _file("image/png", "the stereo image, in the layout asked for"),
+                      **_errors(404, 422, 503)}},
+    "stereo.normals_png": {
+        "parameters": [*_query(NormalOptions), _preview(), DOWNLOAD],
+        "responses": {"200": _file("image/png", "the normal map (RGB)"), **_errors(404, 422, 503)}},
     "batch.batch": {
         "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": _form({
             "image": {"type": "array", "items": {"type": "string", "format": "binary"},
@@ -175,15 +207,15 @@ ROUTES: Mapping[str, Dict[str, Any]] = {
                       **_errors(400, 413, 415, 422, 503, 507)},
     },
     "batch.batch_zip": {
-        "parameters": [{"name": "depth_id", "in": "query", "required": True, "style": "form", "explode": True,
-                        "schema": {"type": "array", "items": DEPTH_ID, "minItems": 1}},
+        "parameters": [{**_param("depth_id", {"type": "array", "items": DEPTH_ID, "minItems": 1}, True),
+                        "style": "form", "explode": True},
+                       _param("views", VIEWS_PARAM), _param("view", VIEW_ALIAS),
                        *_display_query()],
         "responses": {"200": _file("application/zip", "a folder per photo and results.json"),
                       **_errors(400, 404, 413, 422, 503)},
     },
     "measure.depth_preview": {
-        "parameters": [{"name": "max_side", "in": "query", "required": False, "schema": {
-            "type": "integer", "minimum": PREVIEW_SIDES[0], "maximum": PREVIEW_SIDES[1], "default": 512}}],
+        "parameters": [_preview(default=512)],
         "responses": {"200": _file("application/octet-stream", "float32 .npy, downscaled"),
                       **_errors(404, 422, 503)}},
     "live.colormaps": {"responses": {"200": {
@@ -206,10 +238,31 @@ ROUTES: Mapping[str, Dict[str, Any]] = {
         "responses": {"200": {"description": "the fit", "content": {"application/json": {
             "schema": _ref("Calibration")}}}, **_errors(400, 404, 422, 503)}},
     "measure.metric_npy": {
-        "parameters": [{"name": n, "in": "query", "required": True, "schema": {"type": "number"}}
-                       for n in ("scale", "shift")],
+        "parameters": [_param(n, {"type": "number"}, True) for n in ("scale", "shift")],
         "responses": {"200": _file("application/octet-stream", "float32 metres .npy (NaN: beyond the fit)"),
                       **_errors(404, 422, 503)}},
+    "video.submit": {
+        "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": _form({
+            "video": {"type": "string", "format": "binary",
+                      "description": "the clip: MP4, WebM, MOV, AVI, MKV or animated GIF"}},
+            ["video"], (Options, VideoOptions)), "encoding": {"video": {"contentType": "video/*"}}}}},
+        "responses": {"202": {"description": "the job, queued", "headers": {"Location": {
+            "schema": {"type": "string"}, "description": "the job's URL"}},
+            "content": {"application/json": {"schema": _ref("Job")}}},
+            **_errors(400, 413, 415, 422, 503, 507)}},
+    "video.job_status": {"responses": {"200": {"description": "the job", "content": {
+        "application/json": {"schema": _ref("Job")}}}, **_errors(404, 503)}},
+    "video.job_result": {"parameters": [DOWNLOAD], "responses": {
+        "200": _file("video/mp4", "the depth video (H.264 MP4)"),
+        "206": _file("video/mp4", "the part a `Range` header asked for"), **_errors(*JOB_FILE_ERRORS)}},
+    "video.job_zip": {"parameters": [DOWNLOAD], "responses": {
+        "200": _file("application/zip", "the 16-bit depth PNGs and frames.csv"),
+        "206": _file("application/zip", "the part a `Range` header asked for"),
+        **_errors(*JOB_FILE_ERRORS)}},
+    "video.job_delete": {"responses": {
+        "202": {"description": "a queued or running job: cancelled", "content": {
+            "application/json": {"schema": _ref("Job")}}},
+        "204": {"description": "an ended job: deleted with its files"}, **_errors(404, 503)}},
     "line.place": {"responses": {"200": {"description": "the place",
                                          "content": {"application/json": {"schema": _ref("LinePlace")}}},
                                  **_errors(404, 503)}},
@@ -222,8 +275,10 @@ ROUTES: Mapping[str, Dict[str, Any]] = {
 SCHEMAS: Dict[str, Any] = {
     "Options": dataclass_schema(Options, "How to compute and show a depth map (docs/cli.md, Options)"),
     "SceneOptions": dataclass_schema(SceneOptions, "How relative depth becomes 3D geometry"),
-    **_field_schemas(Options),
-    **_field_schemas(SceneOptions),
+    "StereoOptions": dataclass_schema(StereoOptions, "How a photo and its depth become a stereo pair"),
+    "NormalOptions": dataclass_schema(NormalOptions, "How depth becomes a normal map"),
+    "VideoOptions": dataclass_schema(VideoOptions, "How a clip becomes a depth video (docs/video.md)"),
+    **{name: prop for cls in QUERY_CLASSES for name, prop in _field_schemas(cls).items()},
     "Error": {"type": "object", "required": ["error", "message"], "properties": {
         "error": {"type": "string", "enum": list(ERRORS), "description": "stable, machine-readable"},
         "message": {"type": "string", "description": "plain words, English"},
@@ -267,6 +322,21 @@ SCHEMAS: Dict[str, Any] = {
             "owner_token": {**OWNER_TOKEN, "description": "for DELETE /api/v1/depth/{depth_id}"},
             "error": {"type": "string", "description": "this photo's error code; the others still count"},
             "message": {"type": "string"}}}}}},
+    "Job": {"type": "object", "required": ["id", "state", "progress", "error", "result"], "properties": {
+        "id": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+        "state": {"type": "string", "enum": list(STATES)},
+        "cancel_requested": {"type": "boolean"}, "created": {"type": "number"},
+        "name": {"type": "string"}, "input": {"type": "object", "description": "what the clip is"},
+        "options": _ref("Options"), "video_options": _ref("VideoOptions"),
+        "progress": {"type": "object", "properties": {
+            "pass": {"type": "integer"}, "passes": {"type": "integer"}, "frames_done": {"type": "integer"},
+            "frames_total": {"type": "integer"}, "fraction": {"type": "number", "minimum": 0, "maximum": 1},
+            "elapsed_s": {"type": ["number", "null"]}, "eta_s": {"type": ["number", "null"]}}},
+        "error": {"type": ["object", "null"], "description": "why it failed: `error` and `message`"},
+        "result": {"type": ["object", "null"], "properties": {"files": {
+            "type": "object", "description": "kind (`video`, `depth_zip`) -> URL",
+            "additionalProperties": {"type": "string"}}}},
+        "expires_in_s": {"type": "number", "description": "an ended job: seconds until it is deleted"}}},
     "Calibration": {"type": "object", "required": ["scale", "shift", "rmse_m", "points"], "properties": {
         "scale": {"type": "number"}, "shift": {"type": "number"},
         "rmse_m": {"type": ["number", "null"]},
