@@ -127,7 +127,7 @@ def test_a_worker_killed_mid_request_is_replaced(weights_path, tmp_path) -> None
         assert requests.get(url + "/healthz", timeout=10).json()["gate"]["busy"] == 0  # no slot held over
         assert requests.get(f"{url}/api/v1/depth/{kept}.npy", timeout=60).content == before
         for name in ("chelsea.png", "rocket.jpg"):
-            data = (Path(__file__).parent / "fixtures/samples" / name).read_bytes()
+            data = (Path(__file__).parents[1] / "fixtures/samples" / name).read_bytes()
             r = requests.post(f"{url}/api/v1/depth", files={"image": (name, data)}, timeout=60)
             assert r.status_code == 200 and len(r.json()["views"]) == 3
 

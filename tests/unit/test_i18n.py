@@ -16,7 +16,7 @@ from babel.messages.pofile import read_po
 
 from helpers import form_data
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PO = ROOT / "app/translations/zh_Hans/LC_MESSAGES/messages.po"
 MO = PO.with_suffix(".mo")
 

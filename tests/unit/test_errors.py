@@ -11,7 +11,7 @@ from helpers import marked
 
 from app.web.errors import ERRORS, ApiError, markdown_table
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]
 
 
 def codes_in(pattern: str, paths) -> set:

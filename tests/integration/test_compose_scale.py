@@ -11,7 +11,7 @@ import yaml
 
 from app.web.errors import ERRORS
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]
 
 
 def test_the_scaled_compose_file_is_wired() -> None:

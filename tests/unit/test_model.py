@@ -23,7 +23,7 @@ from app.depth.midas import MidasSmall
 from helpers import SAMPLES, reference
 from synthetic import load_manifest, synthetic_state_dict
 
-SHARED_SYNTHETIC = Path(__file__).parents[2] / "shared/models/midas_small_synthetic.pt"
+SHARED_SYNTHETIC = Path(__file__).parents[3] / "shared/models/midas_small_synthetic.pt"
 
 
 def test_state_dict_is_the_official_layout(manifest_path: Path) -> None:
@@ -279,7 +279,7 @@ def test_openvino_sends_no_telemetry(tmp_path) -> None:
         pytest.skip("openvino not installed: " + INSTALL_HINT)
     code = "import app.depth.engines as m; m._import_openvino(); import openvino; print(openvino.__version__)"
     env = {**os.environ, "HOME": str(tmp_path), "CI": ""}
-    done = subprocess.run([sys.executable, "-c", code], env=env, cwd=Path(__file__).parents[1],
+    done = subprocess.run([sys.executable, "-c", code], env=env, cwd=Path(__file__).parents[2],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert not (tmp_path / "intel").exists()

@@ -144,7 +144,7 @@ print(before - rss())
 @pytest.mark.parametrize("policy, given_back", [("default", False), ("mapped", True)])
 def test_a_large_freed_array_goes_back_to_the_system(policy, given_back) -> None:
     out = subprocess.run([sys.executable, "-c", FREED_BLOCK, policy], capture_output=True, text=True,
-                         check=True, cwd=Path(__file__).parents[1])
+                         check=True, cwd=Path(__file__).parents[2])
     assert (float(out.stdout) > 10) == given_back, out.stdout
 
 

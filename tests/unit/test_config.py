@@ -11,7 +11,7 @@ from helpers import marked
 
 from app import config
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]
 
 
 def test_docs_table_is_the_generated_one() -> None:

@@ -11,7 +11,7 @@ from urllib.parse import unquote
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 README_LIMIT = 12 * 1024
 
 FENCE = re.compile(r"^\s*(```|~~~)")

@@ -61,7 +61,7 @@ def test_docs_document_every_option() -> None:
     from dataclasses import fields
     from pathlib import Path
 
-    page = (Path(__file__).parents[1] / "docs/cli.md").read_text()
+    page = (Path(__file__).parents[2] / "docs/cli.md").read_text()
     rows = {line.split("|")[1].strip(" `"): line for line in page.splitlines() if line.startswith("| `")}
     for f in fields(Options):
         assert f.name in rows, f"docs/cli.md has no row for option {f.name}"
