@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from app.options import Options, VideoOptions  # noqa: E402
-from clips import load_photo, pan, static_noisy, write_clip  # noqa: E402
+from support.clips import load_photo, pan, static_noisy, write_clip  # noqa: E402
 
 SAMPLES = ROOT / "tests/fixtures/samples"
 

@@ -1,6 +1,6 @@
 """Shared fixtures: synthetic weights in the official format, the loaded model, the sample photos, the app,
-local servers (the weights over HTTP, `depthmap serve`) and a browser. Fixtures only: helper functions are
-in helpers.py."""
+local servers (the weights over HTTP, `depthmap serve`), a browser and Redis. Fixtures only: the functions
+and classes they use, and that tests use, are in the support package (tests/support/)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ from typing import Dict, Iterator
 import pytest
 
 import app.depth.engines  # noqa: F401 - sets OMP_WAIT_POLICY before torch is first imported (by synthetic)
-from helpers import (DAV2_SHARED, FIXTURES, REDIS_SERVER, SAMPLES, RedisServer, make_driver, running_server,
-                     serving, tls_files)
-from synthetic import write_dav2_synthetic_weights, write_synthetic_weights
+from support.browser import make_driver
+from support.redis_servers import REDIS_SERVER, RedisServer, tls_files
+from support.samples import DAV2_SHARED, FIXTURES, SAMPLES
+from support.servers import running_server, serving
+from support.synthetic import write_dav2_synthetic_weights, write_synthetic_weights
 
 
 @pytest.fixture(scope="session", autouse=True)

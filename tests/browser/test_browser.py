@@ -11,8 +11,9 @@ from __future__ import annotations
 import io
 from urllib.parse import parse_qs, urlsplit
 
-from helpers import (SAMPLES, make_driver, photo_size, save_screenshot, skip_without_browser, upload,
-                     wait_settled)
+from support.browser import make_driver, save_screenshot, skip_without_browser, upload, wait_settled
+from support.images import photo_size
+from support.samples import SAMPLES
 
 skip_without_browser()
 

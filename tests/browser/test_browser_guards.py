@@ -16,7 +16,9 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from helpers import SAMPLES, running_server, serving, skip_without_browser, upload, wait_settled
+from support.browser import skip_without_browser, upload, wait_settled
+from support.samples import SAMPLES
+from support.servers import running_server, serving
 
 skip_without_browser()
 

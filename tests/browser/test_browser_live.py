@@ -13,7 +13,8 @@ import pytest
 import requests
 from PIL import Image
 
-from helpers import SAMPLES, skip_without_browser, upload, wait_settled
+from support.browser import skip_without_browser, upload, wait_settled
+from support.samples import SAMPLES
 
 skip_without_browser()
 

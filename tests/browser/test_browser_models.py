@@ -9,7 +9,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import requests
 
-from helpers import SAMPLES, make_driver, skip_without_browser, upload, wait_settled
+from support.browser import make_driver, skip_without_browser, upload, wait_settled
+from support.samples import SAMPLES
 
 skip_without_browser()
 

@@ -22,7 +22,9 @@ import requests
 from PIL import Image
 
 import page_client
-from helpers import SAMPLES, make_driver, running_server, skip_without_browser, upload, wait_settled
+from support.browser import make_driver, skip_without_browser, upload, wait_settled
+from support.samples import SAMPLES
+from support.servers import running_server
 
 skip_without_browser()
 

@@ -23,8 +23,9 @@ from plyfile import PlyData
 from pygltflib import GLTF2
 
 from app.imaging.exports import read_pfm
-from helpers import (SAMPLES, make_driver, photo_size, save_screenshot, skip_without_browser, upload,
-                     wait_settled)
+from support.browser import make_driver, save_screenshot, skip_without_browser, upload, wait_settled
+from support.images import photo_size
+from support.samples import SAMPLES
 
 skip_without_browser()
 

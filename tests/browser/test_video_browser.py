@@ -10,8 +10,9 @@ import zipfile
 
 import requests
 
-from clips import moving_scene, stream_info, write_clip
-from helpers import SAMPLES, save_screenshot, skip_without_browser, upload, wait_settled
+from support.browser import save_screenshot, skip_without_browser, upload, wait_settled
+from support.clips import moving_scene, stream_info, write_clip
+from support.samples import SAMPLES
 
 skip_without_browser()
 

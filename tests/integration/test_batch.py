@@ -16,7 +16,8 @@ import pytest
 import requests
 from PIL import Image
 
-from helpers import form_data, running_server
+from support.forms import form_data
+from support.servers import running_server
 
 
 def test_batch_answers_one_result_per_photo_and_one_bad_photo_fails_alone(client, samples) -> None:

@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from app.depth.model import WEIGHTS_FILENAME, file_digest
-from helpers import DEPTHMAP, SAMPLES, reference, run_cli
+from support.samples import SAMPLES, reference
+from support.servers import DEPTHMAP, run_cli
 
 
 VIEWS = ("heatmap", "overlay", "gray")

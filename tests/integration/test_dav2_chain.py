@@ -16,8 +16,10 @@ import pytest
 from app.depth.registry import DEPTH_ANYTHING_V2_SMALL as DAV2
 from app.options import Options
 from app.imaging.pipeline import predict
-from clips import write_clip
-from helpers import DAV2_REFERENCES, SAMPLES, dav2_reference, form_data, post_depth, run_cli
+from support.clips import write_clip
+from support.forms import form_data, post_depth
+from support.samples import DAV2_REFERENCES, SAMPLES, dav2_reference
+from support.servers import run_cli
 
 TOLERANCE = 1e-4  # max |ours - official| / max |official|: the bound for fp32 engines
 

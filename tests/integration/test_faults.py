@@ -14,7 +14,9 @@ from typing import Iterator
 import pytest
 import requests
 
-from helpers import SAMPLES, RedisServer, running_server
+from support.redis_servers import RedisServer
+from support.samples import SAMPLES
+from support.servers import running_server
 
 
 def upload(url: str, name: str) -> requests.Response:

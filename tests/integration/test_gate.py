@@ -18,7 +18,7 @@ import redis
 
 from app.serving.gate import Busy, Gate
 from app.serving.line import RedisLine, SqliteLine, new_ticket
-from helpers import form_data
+from support.forms import form_data
 
 KEYS = [RedisLine.PREFIX + k for k in ("seq", "places", "expires", "inside", "workers")]
 

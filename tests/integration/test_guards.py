@@ -20,7 +20,8 @@ from app.config import ConfigError
 from app.serving.store import Entry, FileStore
 from app.config import trusted_host_names as host_names
 from app.web.guards import trusted_host
-from helpers import form_data, post_depth, running_server
+from support.forms import form_data, post_depth
+from support.servers import running_server
 
 TRUSTED = "studio.example,.lan.example"
 

@@ -18,7 +18,7 @@ import pytest
 from app.serving.jobs import (CANCELLED, DONE, FAILED, QUEUED, RUNNING, UPLOAD, Job, JsonSerializer,
                               QueueFull, VideoJobs, make_huey)
 from app.options import Options, VideoOptions
-from clips import moving_scene, write_clip, zero_frames
+from support.clips import moving_scene, write_clip, zero_frames
 
 
 def wait_for(check: Callable[[], bool], timeout: float = 120.0) -> None:

@@ -21,7 +21,8 @@ import pytest
 import requests
 from PIL import Image
 
-from helpers import REPO, free_port, pil_bytes, running_server, stop
+from support.images import pil_bytes
+from support.servers import REPO, free_port, running_server, stop
 from app.web.errors import ERRORS
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"

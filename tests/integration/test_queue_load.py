@@ -26,7 +26,7 @@ import requests
 
 from app.serving.line import RedisLine
 from bench_line import Arrival, burst, summary, workload
-from helpers import running_server
+from support.servers import running_server
 from load_test import drive_mixed
 
 PAGES, APIS, SECONDS = 20, 3, 60

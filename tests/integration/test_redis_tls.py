@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 import redis
 
-from clips import moving_scene, write_clip
-from helpers import SAMPLES, form_data, post_depth
+from support.clips import moving_scene, write_clip
+from support.forms import form_data, post_depth
+from support.samples import SAMPLES
 
 
 def make_app(weights_path: Path, tmp_path: Path, redis_url: str):

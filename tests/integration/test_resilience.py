@@ -15,7 +15,7 @@ import pytest
 import requests
 from PIL import Image
 
-from helpers import DEPTHMAP, running_server, this_checkout
+from support.servers import DEPTHMAP, running_server, this_checkout
 from load_test import drive
 from test_hostile import CORPUS
 

@@ -12,7 +12,7 @@ import requests
 from PIL import Image
 
 from app.cli import on_loopback
-from helpers import run_cli, running_server
+from support.servers import run_cli, running_server
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +85,7 @@ def test_missing_weights_stop_serve_with_one_clear_line(tmp_path) -> None:
     import os
     import subprocess
 
-    from helpers import DEPTHMAP, this_checkout
+    from support.servers import DEPTHMAP, this_checkout
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DEPTHMAP_", "MIDAS_"))}
     proc = subprocess.run([str(DEPTHMAP), "serve", "--weights", str(tmp_path / "absent.pt")],

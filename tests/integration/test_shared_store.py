@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import requests
 
-from helpers import SAMPLES, run_cli, running_server
+from support.samples import SAMPLES
+from support.servers import run_cli, running_server
 
 
 

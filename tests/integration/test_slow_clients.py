@@ -17,7 +17,9 @@ import requests
 from PIL import Image
 
 from bench_slow_clients import attack, health, probe, problems, quiet_photo_s
-from helpers import SAMPLES, pil_bytes, running_server
+from support.images import pil_bytes
+from support.samples import SAMPLES
+from support.servers import running_server
 
 ATTACK_S = 60  # how long the slow clients are held open, as the deployment's promise says
 

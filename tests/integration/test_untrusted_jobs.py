@@ -17,8 +17,8 @@ import requests
 from huey.constants import EmptyData
 
 from app.serving.jobs import DONE, Job, make_huey
-from clips import moving_scene, write_clip
-from helpers import run_cli, running_server
+from support.clips import moving_scene, write_clip
+from support.servers import run_cli, running_server
 
 SECRET = b"not for the studio's clients\n"
 IDS = {name: f"{n:x}" * 32 for n, name in enumerate("abcdefgh", start=10)}

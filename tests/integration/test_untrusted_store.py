@@ -17,7 +17,8 @@ import requests
 
 from app.options import Options
 from app.serving.store import MAGIC, Entry, FileStore
-from helpers import SAMPLES, running_server
+from support.samples import SAMPLES
+from support.servers import running_server
 
 Meta = Dict[str, object]
 

@@ -15,8 +15,10 @@ import numpy as np
 import pytest
 
 from app.serving.jobs import VideoJobs
-from clips import moving_scene, stream_info, write_clip, zero_frames
-from helpers import SAMPLES, form_data, truncated
+from support.clips import moving_scene, stream_info, write_clip, zero_frames
+from support.forms import form_data
+from support.images import truncated
+from support.samples import SAMPLES
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,8 @@ from typing import Dict, Iterator, Tuple
 import pytest
 import requests
 
-from clips import moving_scene, noise_clip, size_change_ts, write_clip
-from helpers import running_server
+from support.clips import moving_scene, noise_clip, size_change_ts, write_clip
+from support.servers import running_server
 
 KB = 1024
 BUDGET = 1500 * KB

@@ -6,8 +6,8 @@ import zipfile
 
 import pytest
 
-from clips import moving_scene, stream_info, write_clip
-from helpers import run_cli
+from support.clips import moving_scene, stream_info, write_clip
+from support.servers import run_cli
 
 
 @pytest.fixture(scope="module")

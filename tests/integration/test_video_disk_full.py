@@ -18,8 +18,8 @@ import requests
 
 from app.options import Options, VideoOptions
 from app.imaging.video import process_video
-from clips import moving_scene, noise_clip, write_clip
-from helpers import running_server
+from support.clips import moving_scene, noise_clip, write_clip
+from support.servers import running_server
 
 KB = 1024
 

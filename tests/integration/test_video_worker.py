@@ -13,8 +13,8 @@ from typing import Dict, Iterator, Tuple
 import pytest
 import requests
 
-from clips import moving_scene, write_clip
-from helpers import running_server, running_worker
+from support.clips import moving_scene, write_clip
+from support.servers import running_server, running_worker
 
 LOST_S = 3  # DEPTHMAP_VIDEO_WORKER_LOST for these processes: a killed consumer counts as gone after it
 

@@ -13,7 +13,9 @@ from PIL import Image
 from app.serving.store import FileStore
 from app.options import Options
 from app.imaging.pipeline import predict
-from helpers import SAMPLES, form_data, photo_size, pil_bytes, png_header_only, post_depth, truncated
+from support.forms import form_data, post_depth
+from support.images import photo_size, pil_bytes, png_header_only, truncated
+from support.samples import SAMPLES
 
 
 def data_uri_image(uri: str, fmt: str = "PNG") -> np.ndarray:

@@ -88,7 +88,8 @@ def test_a_cached_export_serves_without_torch(model, weights_path, dav2_weights_
     from app.options import Options
     from app.imaging.pipeline import predict
     from app.depth.engines import onnx_cache_path, positions_path
-    from helpers import SAMPLES, this_checkout
+    from support.samples import SAMPLES
+    from support.servers import this_checkout
 
     weights = dav2_weights_path if model == "depth-anything-v2-small" else weights_path
     cache = tmp_path / "cache"

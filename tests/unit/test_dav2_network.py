@@ -20,8 +20,8 @@ from app.depth.engines import (AUTO_ORDER_DAV2, DAV2_SMALL, ENGINES, EXACT_ENGIN
                                resolve_engine)
 from app.depth.dav2 import DepthAnythingV2Small, PositionCache, resize_position_grid
 from app.depth.positions import PositionGrids, resize_positions
-from helpers import DAV2_REFERENCES, dav2_reference
-from synthetic import dav2_synthetic_state_dict, load_manifest
+from support.samples import DAV2_REFERENCES, dav2_reference
+from support.synthetic import dav2_synthetic_state_dict, load_manifest
 
 TOLERANCE = 1e-4  # max|out - ref| / max(ref), the README's bound for fp32 engines
 # the shared README's fingerprint of the synthetic weights and its table of first values

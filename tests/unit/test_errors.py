@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-from helpers import marked
+from support.docs import marked
 
 from app.web.errors import ERRORS, ApiError, markdown_table
 

@@ -19,7 +19,7 @@ from app.imaging import exports
 from app.imaging.legend import display_value, legend
 from app.options import Options
 from app.imaging.pipeline import enhance
-from helpers import form_data
+from support.forms import form_data
 from test_gate import hold
 
 

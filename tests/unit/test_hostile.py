@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from app.options import Options
-from helpers import chunk, pil_bytes, post_depth
+from support.forms import post_depth
+from support.images import chunk, pil_bytes
 
 
 def gradient(w: int, h: int, mode: str = "RGB") -> Image.Image:

@@ -14,7 +14,7 @@ import pytest
 from babel.messages.mofile import read_mo
 from babel.messages.pofile import read_po
 
-from helpers import form_data
+from support.forms import form_data
 
 ROOT = Path(__file__).resolve().parents[2]
 PO = ROOT / "app/translations/zh_Hans/LC_MESSAGES/messages.po"

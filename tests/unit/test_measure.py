@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from app.imaging.measure import CalibrationError, calibrate, fit, metric
-from helpers import form_data
+from support.forms import form_data
 
 
 def test_fit_recovers_scale_and_shift_exactly_from_two_points() -> None:

@@ -20,8 +20,8 @@ from app.depth.engines import (AUTO_ORDER, AUTO_ORDER_AVX2, DEFAULT_ENGINE, ENGI
                                INSTALL_HINT, EngineError, auto_order, cpu_flags, engine_problem, native_bf16,
                                onnx_cache_path, resolve_engine)
 from app.depth.midas import MidasSmall
-from helpers import SAMPLES, reference
-from synthetic import load_manifest, synthetic_state_dict
+from support.samples import SAMPLES, reference
+from support.synthetic import load_manifest, synthetic_state_dict
 
 SHARED_SYNTHETIC = Path(__file__).parents[3] / "shared/models/midas_small_synthetic.pt"
 

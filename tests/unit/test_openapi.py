@@ -15,7 +15,7 @@ from schemathesis.specs.openapi.checks import (content_type_conformance, respons
 
 from app.depth.registry import DEPTH_ANYTHING_V2_SMALL, MIDAS_SMALL
 from app.options import Options
-from helpers import form_data
+from support.forms import form_data
 
 
 @pytest.fixture(scope="module")

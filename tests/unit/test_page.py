@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from app.options import COLORMAPS
-from helpers import form_data
+from support.forms import form_data
 
 CONTROLS = ("image", "views", "colormap", "alpha", "log", "clahe", "clahe_clip", "contrast", "brightness",
             "invert", "size", "square")

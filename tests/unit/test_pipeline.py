@@ -20,7 +20,8 @@ from app.imaging.pipeline import (DECODE_STRIP, IMAGENET_MEAN, IMAGENET_STD, PNG
                                   enhance, full_depth, infer, iter_views, log_depth, normalize,
                                   overlay, predict, preprocess, refine_edges, render_views, square_crop,
                                   to_uint8, upsample, view_format)
-from helpers import SAMPLES, pil_bytes, png_header_only, reference
+from support.images import pil_bytes, png_header_only
+from support.samples import SAMPLES, reference
 
 
 def gradient(w: int = 64, h: int = 48) -> Image.Image:

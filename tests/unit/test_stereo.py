@@ -9,8 +9,8 @@ from PIL import Image
 from app.imaging.normals import encode, normal_map, normals, relief
 from app.options import NormalOptions, OptionError, StereoOptions
 from app.imaging.stereo import anaglyph, eyes, forward_warp, layout, stereo
-from helpers import SAMPLES
-from scenes import Plane, eye_shifts, render
+from support.samples import SAMPLES
+from support.scenes import Plane, eye_shifts, render
 
 BLUE, GREEN, RED, YELLOW, GREY, MAGENTA = (0, 0, 200), (0, 255, 0), (200, 0, 0), (255, 255, 0), \
     (200, 200, 200), (255, 0, 255)

@@ -12,7 +12,8 @@ from app.imaging.normals import normal_map
 from app.options import NormalOptions, StereoOptions
 from app.imaging.pipeline import shrink
 from app.imaging.stereo import stereo
-from helpers import SAMPLES, post_depth
+from support.forms import post_depth
+from support.samples import SAMPLES
 
 
 def png(data: bytes) -> np.ndarray:

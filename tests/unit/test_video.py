@@ -18,9 +18,9 @@ from PIL import Image
 from app.options import Options, VideoOptions
 from app.imaging.video import (Ema, FrameReader, Limits, RangeSampler, VideoError, bilateral, output_size,
                                probe, process_video)
-from clips import (load_photo, moving_scene, pan, read_video, static_noisy, stream_info, write_clip,
-                   zero_frames)
-from helpers import SAMPLES
+from support.clips import (load_photo, moving_scene, pan, read_video, static_noisy, stream_info, write_clip,
+                           zero_frames)
+from support.samples import SAMPLES
 
 PLAIN = VideoOptions(ema=False, bilateral=False, norm="frame")
 

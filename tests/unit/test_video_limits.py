@@ -11,7 +11,7 @@ import pytest
 
 from app.options import Options, VideoOptions
 from app.imaging.video import FrameReader, Limits, VideoError, probe, process_video
-from clips import moving_scene, size_change_ts, write_clip
+from support.clips import moving_scene, size_change_ts, write_clip
 
 CONTAINERS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".gif", ".ts")
 

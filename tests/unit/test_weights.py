@@ -10,7 +10,7 @@ import pytest
 
 from app.depth.model import WEIGHTS_FILENAME, download_weights, file_digest, resolve_weights
 from app.depth.registry import WeightsError
-from helpers import free_port
+from support.servers import free_port
 
 
 def closed_port_url() -> str:
