@@ -18,7 +18,7 @@ import requests
 
 from support.browser import skip_without_browser, upload, wait_settled
 from support.samples import SAMPLES
-from support.servers import running_server, serving
+from support.servers import entries, running_server, serving
 
 skip_without_browser()
 
@@ -60,10 +60,6 @@ def attacker(studio, tmp_path_factory) -> Iterator[str]:
     photo = base64.b64encode(SAMPLES["rocket"].read_bytes()).decode()
     (root / "attack.html").write_text(ATTACK.replace("TARGET", studio[0]).replace("PHOTO", photo))
     yield from serving(root)
-
-
-def entries(url: str) -> int:
-    return requests.get(url + "/healthz", timeout=10).json()["store"]["entries"]
 
 
 @pytest.mark.parametrize("site", ["localhost", "127.0.0.1"])  # cross-site; same site, another origin

@@ -16,7 +16,7 @@ import requests
 
 from support.redis_servers import RedisServer
 from support.samples import SAMPLES
-from support.servers import running_server
+from support.servers import running_server, worker_pid
 
 
 def upload(url: str, name: str) -> requests.Response:
@@ -27,10 +27,6 @@ def upload(url: str, name: str) -> requests.Response:
 
 def depth_of(url: str, depth_id: str) -> requests.Response:
     return requests.get(f"{url}/api/v1/depth/{depth_id}.npy", timeout=60)
-
-
-def worker_pid(url: str) -> int:
-    return requests.get(url + "/healthz", timeout=30).json()["pid"]
 
 
 def assert_refused(r: requests.Response, status: int, code: str) -> None:

@@ -19,19 +19,9 @@ import redis
 from app.serving.gate import Busy, Gate
 from app.serving.line import RedisLine, SqliteLine, new_ticket
 from support.forms import form_data
+from support.holds import hold
 
 KEYS = [RedisLine.PREFIX + k for k in ("seq", "places", "expires", "inside", "workers")]
-
-
-def hold(gate: Gate, release: threading.Event, entered: threading.Event) -> threading.Thread:
-    def run() -> None:
-        with gate.slot():
-            entered.set()
-            release.wait(10)
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    assert entered.wait(5)
-    return t
 
 
 def request(gate: Gate, header: Optional[str] = None, body=None) -> Union[str, Busy]:

@@ -21,7 +21,7 @@ from app.serving.store import Entry, FileStore
 from app.config import trusted_host_names as host_names
 from app.web.guards import trusted_host
 from support.forms import form_data, post_depth
-from support.servers import running_server
+from support.servers import entries, running_server
 
 TRUSTED = "studio.example,.lan.example"
 
@@ -39,10 +39,6 @@ def upload(url: str, photo: bytes, name: str = "photo.png",
            headers: Optional[Dict[str, str]] = None) -> requests.Response:
     return requests.post(url + "/api/v1/depth", files={"image": (name, photo)}, data={"views": "none"},
                          headers=headers or {}, timeout=120)
-
-
-def entries(url: str) -> int:
-    return requests.get(url + "/healthz", timeout=10).json()["store"]["entries"]
 
 
 def raw_status(url: str, request: bytes) -> int:

@@ -19,6 +19,7 @@ from app.serving.jobs import (CANCELLED, DONE, FAILED, QUEUED, RUNNING, UPLOAD, 
                               QueueFull, VideoJobs, make_huey)
 from app.options import Options, VideoOptions
 from support.clips import moving_scene, write_clip, zero_frames
+from support.holds import GatedModel as Gated
 
 
 def wait_for(check: Callable[[], bool], timeout: float = 120.0) -> None:
@@ -27,17 +28,6 @@ def wait_for(check: Callable[[], bool], timeout: float = 120.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("timed out waiting")
         time.sleep(0.02)
-
-
-class Gated:
-    """The real model, each call waiting for ``gate``: holds a job in the running state for a test."""
-
-    def __init__(self, model, gate: threading.Event) -> None:
-        self.model, self.gate = model, gate
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        self.gate.wait(60)
-        return self.model(x)
 
 
 class Broken:

@@ -21,9 +21,9 @@ import pytest
 import requests
 from PIL import Image
 
+from app.web.errors import ERRORS
 from support.images import pil_bytes
 from support.servers import REPO, free_port, running_server, stop
-from app.web.errors import ERRORS
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 

@@ -26,8 +26,8 @@ import requests
 
 from app.serving.line import RedisLine
 from bench_line import Arrival, burst, summary, workload
-from support.servers import running_server
 from load_test import drive_mixed
+from support.servers import running_server
 
 PAGES, APIS, SECONDS = 20, 3, 60
 CLIENTS, OVER_S = 20, 2.0

@@ -15,9 +15,9 @@ import pytest
 import requests
 from PIL import Image
 
-from support.servers import DEPTHMAP, running_server, this_checkout
 from load_test import drive
-from test_hostile import CORPUS
+from support.hostile import CORPUS
+from support.servers import DEPTHMAP, running_server, this_checkout, worker_pid
 
 
 @pytest.fixture(scope="module")
@@ -25,10 +25,6 @@ def server(weights_path: Path, tmp_path_factory):
     log = tmp_path_factory.mktemp("resilience") / "server.log"
     with running_server(weights_path, log, "--workers", "1", "--threads", "4") as (url, proc):
         yield url, proc, log
-
-
-def worker_pid(url: str) -> int:
-    return requests.get(url + "/healthz", timeout=10).json()["pid"]
 
 
 def test_hostile_corpus_over_the_wire_keeps_the_worker(server) -> None:

@@ -11,12 +11,12 @@ import zipfile
 from pathlib import Path
 from typing import Any, Dict, Iterator
 
-import numpy as np
 import pytest
 
 from app.serving.jobs import VideoJobs
 from support.clips import moving_scene, stream_info, write_clip, zero_frames
 from support.forms import form_data
+from support.holds import GatedModel
 from support.images import truncated
 from support.samples import SAMPLES
 
@@ -64,17 +64,6 @@ def wait_state(client, job_id: str, states=("done", "failed", "cancelled"), time
 
 def job_dirs(video_dir: Path) -> list:
     return sorted(p.name for p in video_dir.iterdir() if p.is_dir())
-
-
-class GatedModel:
-    """The real model, each call waiting for ``gate``: holds a job in the running state for a test."""
-
-    def __init__(self, model, gate: threading.Event) -> None:
-        self.model, self.gate = model, gate
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        self.gate.wait(60)
-        return self.model(x)
 
 
 def test_config_reaches_the_job_manager(vapp, video_dir) -> None:

@@ -7,7 +7,6 @@ stay whole, and once room is made the same server takes the next upload. A strea
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Dict, Iterator, Tuple
 
@@ -16,25 +15,10 @@ import requests
 
 from support.clips import moving_scene, noise_clip, size_change_ts, write_clip
 from support.servers import running_server
+from support.video_jobs import send, wait
 
 KB = 1024
 BUDGET = 1500 * KB
-ENDED = ("done", "failed", "cancelled")
-
-
-def send(url: str, data: bytes, name: str = "scene.mp4", **fields: str) -> requests.Response:
-    return requests.post(url + "/api/v1/video", files={"video": (name, data, "video/mp4")}, data=fields,
-                         timeout=120)
-
-
-def wait(url: str, job_id: str, timeout: float = 300) -> Dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        body = requests.get(f"{url}/api/v1/jobs/{job_id}", timeout=30).json()
-        if body["state"] in ENDED:
-            return body
-        assert time.monotonic() < deadline, body
-        time.sleep(0.1)
 
 
 def snapshot(root: Path) -> Tuple[int, list]:

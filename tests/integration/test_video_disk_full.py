@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from pathlib import Path
-from typing import Dict, Iterator
+from typing import Iterator
 
 import pytest
 import requests
@@ -20,6 +19,7 @@ from app.options import Options, VideoOptions
 from app.imaging.video import process_video
 from support.clips import moving_scene, noise_clip, write_clip
 from support.servers import running_server
+from support.video_jobs import send, wait
 
 KB = 1024
 
@@ -44,21 +44,6 @@ def small_disk(tmp_path) -> Iterator[Path]:
     mount_tmpfs(path, "size=2m,nr_inodes=40,mode=0700")
     yield path
     unmount(path)
-
-
-def send(url: str, data: bytes, **fields: str) -> requests.Response:
-    return requests.post(url + "/api/v1/video", files={"video": ("scene.mp4", data, "video/mp4")},
-                         data=fields, timeout=120)
-
-
-def wait(url: str, job_id: str, timeout: float = 300) -> Dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        body = requests.get(f"{url}/api/v1/jobs/{job_id}", timeout=30).json()
-        if body["state"] in ("done", "failed", "cancelled"):
-            return body
-        assert time.monotonic() < deadline, body
-        time.sleep(0.1)
 
 
 def fill(path: Path, leave: int) -> Path:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
 
 import pytest
+import requests
 
 DEPTHMAP = Path(sys.executable).parent / "depthmap"
 REPO = Path(__file__).parents[2]
@@ -129,3 +130,13 @@ def serving(root: Path) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def worker_pid(url: str) -> int:
+    """The pid of the server's worker that answers /healthz (a replaced worker has another)."""
+    return requests.get(url + "/healthz", timeout=30).json()["pid"]
+
+
+def entries(url: str) -> int:
+    """How many results the server's result store holds (from /healthz)."""
+    return requests.get(url + "/healthz", timeout=10).json()["store"]["entries"]

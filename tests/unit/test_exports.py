@@ -20,7 +20,7 @@ from app.imaging.legend import display_value, legend
 from app.options import Options
 from app.imaging.pipeline import enhance
 from support.forms import form_data
-from test_gate import hold
+from support.holds import hold
 
 
 @pytest.fixture(scope="module")

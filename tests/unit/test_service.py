@@ -15,7 +15,7 @@ import app.serving.service as service_module
 from app.serving.gate import Busy, Gate
 from app.options import Options
 from app.serving.service import GATED_PIXELS, DepthService, safe_stem
-from test_gate import hold
+from support.holds import hold
 
 
 @pytest.mark.parametrize("filename, stem", [
