@@ -13,7 +13,7 @@ frames per second.
    the frames per second with the time per stage. Default options (EMA, bilateral, one range for the
    clip: two passes) plus the 16-bit zip.
 
-The clips are written here with the tests' helpers (tests/clips.py) into a temporary folder.
+The clips are written here with the tests' helpers (tests/support/clips.py) into a temporary folder.
 """
 
 from __future__ import annotations

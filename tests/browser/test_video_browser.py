@@ -1,6 +1,6 @@
 """Videos on the studio page in a real headless Chromium against the real gunicorn server: upload, the
 progress bar and time left, the depth video playing in the page (H.264 decoded by the browser itself),
-the downloads, cancelling, and a photo after a video. Skipped like tests/test_browser.py without
+the downloads, cancelling, and a photo after a video. Skipped like tests/browser/test_browser.py without
 Chromium (and failing instead in CI)."""
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """The result store, both backends for real: the embedded files in a temp folder and Debian's
 redis-server on a free loopback port. Two store objects on the same folder or Redis stand for two worker
-processes (each has its own in-memory front); tests/test_shared_store.py runs real server processes."""
+processes (each has its own in-memory front); tests/integration/test_shared_store.py runs real server
+processes."""
 
 from __future__ import annotations
 
