@@ -655,7 +655,7 @@ def repaint_table(weights: Path, photo: bytes, rounds: int) -> Optional[Dict[str
     per option class (a contrast move repaints every view, a colormap move all but gray, an opacity move
     only the overlay) and for each view. Returns the medians over all moves by label."""
     try:
-        from helpers import make_driver, upload, wait_settled
+        from support.browser import make_driver, upload, wait_settled
     except ImportError as exc:  # selenium: the test extra
         print(f"\n## 4c. skipped: {exc}")
         return None
@@ -738,7 +738,7 @@ def main() -> None:
             weights = resolve_weights(args.weights)
             kind = "weights " + weights.name
         else:
-            from synthetic import write_synthetic_weights
+            from support.synthetic import write_synthetic_weights
 
             weights = write_synthetic_weights(ROOT / "tests/fixtures/state_dict_manifest.json",
                                               Path(tmp) / "synthetic.pt")

@@ -31,7 +31,7 @@ def main() -> None:
     args = ap.parse_args()
     weights = args.weights
     if not weights:
-        from synthetic import write_synthetic_weights
+        from support.synthetic import write_synthetic_weights
 
         weights = str(write_synthetic_weights(ROOT / "tests/fixtures/state_dict_manifest.json",
                                               Path(tempfile.mkdtemp()) / "synthetic.pt"))

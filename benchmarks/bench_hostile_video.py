@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from app.config import BY_ENV  # noqa: E402
-from clips import load_photo, moving_scene, write_clip  # noqa: E402
+from support.clips import load_photo, moving_scene, write_clip  # noqa: E402
 
 MB = 1024 * 1024
 SAMPLES = ROOT / "tests/fixtures/samples"
@@ -184,7 +184,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-hostile-") as tmp:
         weights = args.weights
         if not weights:
-            from synthetic import write_synthetic_weights
+            from support.synthetic import write_synthetic_weights
 
             weights = str(write_synthetic_weights(ROOT / "tests/fixtures/state_dict_manifest.json",
                                                   Path(tmp) / "synthetic.pt"))

@@ -112,7 +112,7 @@ def main() -> None:
         if args.weights:
             weights = Path(args.weights)
         else:
-            from synthetic import write_synthetic_weights
+            from support.synthetic import write_synthetic_weights
 
             weights = write_synthetic_weights(ROOT / "tests/fixtures/state_dict_manifest.json",
                                               Path(tmp) / "synthetic.pt")

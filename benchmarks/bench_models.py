@@ -130,7 +130,7 @@ def serving_table(midas: Path, dav2: Path, cache: Path, runs: int) -> None:
 def video_table(dav2: Path, threads: int, cache: Path) -> None:
     """Depth Anything V2 Small on a 2 s 1280x720 clip at 30 fps (60 frames) in-process, heatmap view, one
     depth range for the clip (two passes): frames per second at 364 and 518 px."""
-    from clips import write_clip
+    from support.clips import write_clip
 
     from app.depth.model import DepthModel
     from app.depth.registry import DEPTH_ANYTHING_V2_SMALL
@@ -166,7 +166,7 @@ def main() -> None:
     dav2_rounds = {518: 3, 364: 5} if args.quick else {518: 7, 364: 11}
     threads = configure_threads(args.threads)
 
-    from synthetic import write_dav2_synthetic_weights, write_synthetic_weights
+    from support.synthetic import write_dav2_synthetic_weights, write_synthetic_weights
 
     with tempfile.TemporaryDirectory() as tmp:
         midas = (resolve_weights(args.midas_weights) if args.midas_weights else write_synthetic_weights(

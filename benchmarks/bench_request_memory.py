@@ -164,7 +164,7 @@ def routes(b: Bench, side: int) -> Dict[str, Callable[[], None]]:
 def video_result_zip(b: Bench, frames: int = 60) -> None:
     """A 1280×720 clip's job with the 16-bit zip; the zip's download measured (the job itself runs in
     the video consumer, not in a request)."""
-    from clips import write_clip
+    from support.clips import write_clip
 
     rng = np.random.default_rng(1)
     with tempfile.TemporaryDirectory() as tmp:
@@ -191,7 +191,7 @@ def main() -> None:
     args = ap.parse_args()
     weights = args.weights
     if not weights:
-        from synthetic import write_synthetic_weights
+        from support.synthetic import write_synthetic_weights
 
         weights = str(write_synthetic_weights(ROOT / "tests/fixtures/state_dict_manifest.json",
                                               Path(tempfile.mkdtemp()) / "synthetic.pt"))

@@ -8,7 +8,7 @@ the server closes it), how fast do ``/healthz`` and a photo request still answer
 Prints the health check's and the photo request's times, quiet and under attack, and how often the
 server closed an attacking connection. Only loopback and private addresses are accepted: this is a
 load generator. The tests run it for a shorter time against each way of starting the studio
-(tests/test_slow_clients.py; the Docker ones in scripts/docker-smoke).
+(tests/integration/test_slow_clients.py; the Docker ones in scripts/docker-smoke).
 """
 
 from __future__ import annotations

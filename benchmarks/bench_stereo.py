@@ -39,7 +39,7 @@ from app.options import STEREO_LAYOUTS, NormalOptions, StereoOptions  # noqa: E4
 from app.imaging.pipeline import normalize  # noqa: E402
 from app.imaging.stereo import disparity, fill_holes, forward_warp, hole_sources, stereo  # noqa: E402
 from bench_store import ms  # noqa: E402
-from scenes import Plane, render  # noqa: E402
+from support.scenes import Plane, render  # noqa: E402
 
 log = logging.getLogger("bench_stereo")
 MAGENTA = np.array([255, 0, 255], np.uint8)
@@ -113,8 +113,8 @@ def video_table() -> None:
     from app.depth.model import DepthModel
     from app.options import Options, VideoOptions
     from app.imaging.video import process_video
-    from clips import load_photo, pan, write_clip
-    from synthetic import write_synthetic_weights
+    from support.clips import load_photo, pan, write_clip
+    from support.synthetic import write_synthetic_weights
 
     with tempfile.TemporaryDirectory() as tmp:
         weights = write_synthetic_weights(ROOT / "tests/fixtures/state_dict_manifest.json",

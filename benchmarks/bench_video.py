@@ -13,7 +13,7 @@ frames per second.
    the frames per second with the time per stage. Default options (EMA, bilateral, one range for the
    clip: two passes) plus the 16-bit zip.
 
-The clips are written here with the tests' helpers (tests/clips.py) into a temporary folder.
+The clips are written here with the tests' helpers (tests/support/clips.py) into a temporary folder.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from app.options import Options, VideoOptions  # noqa: E402
-from clips import load_photo, pan, static_noisy, write_clip  # noqa: E402
+from support.clips import load_photo, pan, static_noisy, write_clip  # noqa: E402
 
 SAMPLES = ROOT / "tests/fixtures/samples"
 

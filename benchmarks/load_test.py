@@ -382,7 +382,7 @@ def main() -> None:
                 weights = args.weights
                 if not weights:
                     sys.path.insert(0, str(ROOT / "tests"))
-                    from synthetic import write_synthetic_weights
+                    from support.synthetic import write_synthetic_weights
 
                     weights = str(write_synthetic_weights(ROOT / "tests/fixtures/state_dict_manifest.json",
                                                           Path(tmp) / "synthetic.pt"))

@@ -1,6 +1,7 @@
 """Shared fixtures: synthetic weights in the official format, the loaded model, the sample photos, the app,
-local servers (the weights over HTTP, `depthmap serve`) and a browser. Fixtures only: helper functions are
-in helpers.py."""
+local servers (the weights over HTTP) and Redis; the browser tests' own (a real server and Chromium) are in
+browser/conftest.py. Fixtures only: the functions and classes they use, and that tests use, are in the
+support package (tests/support/)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from typing import Dict, Iterator
 import pytest
 
 import app.depth.engines  # noqa: F401 - sets OMP_WAIT_POLICY before torch is first imported (by synthetic)
-from helpers import (DAV2_SHARED, FIXTURES, REDIS_SERVER, SAMPLES, RedisServer, make_driver, running_server,
-                     serving, tls_files)
-from synthetic import write_dav2_synthetic_weights, write_synthetic_weights
+from support.redis_servers import REDIS_SERVER, RedisServer, tls_files
+from support.samples import DAV2_SHARED, FIXTURES, SAMPLES
+from support.servers import serving
+from support.synthetic import write_dav2_synthetic_weights, write_synthetic_weights
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -219,34 +221,6 @@ def dav2_weights_server(dav2_weights_path: Path, weights_path: Path, tmp_path: P
     (root / DEPTH_ANYTHING_V2_SMALL.weights_filename).symlink_to(dav2_weights_path)
     (root / "wrong" / DEPTH_ANYTHING_V2_SMALL.weights_filename).symlink_to(weights_path)
     yield from serving(root)
-
-
-# a real server and a browser (each browser test module skips itself first where Chromium is missing) ----
-
-@pytest.fixture(scope="module")
-def server_url(request, weights_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``depthmap serve`` as a real process on the synthetic weights, one per test module; its URL."""
-    log = tmp_path_factory.mktemp(request.module.__name__) / "server.log"
-    with running_server(weights_path, log) as (url, _):
-        yield url
-
-
-@pytest.fixture(scope="module")
-def two_model_server_url(weights_path: Path, dav2_weights_path: Path,
-                         tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``depthmap serve --model midas-small --model depth-anything-v2-small`` as a real process."""
-    log = tmp_path_factory.mktemp("two-models") / "server.log"
-    with running_server(weights_path, log, "--model", "midas-small", "--model", "depth-anything-v2-small",
-                        env={"DAV2_WEIGHTS": str(dav2_weights_path)}) as (url, _):
-        yield url
-
-
-@pytest.fixture(scope="module")
-def driver():
-    """A headless Chromium, one per test module."""
-    d = make_driver()
-    yield d
-    d.quit()
 
 
 # the result store: the embedded one and a real Redis ------------------------------------------------------

@@ -5,7 +5,7 @@ The same resize as ``app.depth.dav2.resize_position_grid`` (the official ``inter
 PyTorch's bicubic by scale factors (n + 0.1) / 37), written without PyTorch so that a worker running the
 export on ONNX Runtime or OpenVINO never imports it (about 200 MB less per worker). The sampling
 positions and weights are computed in float32 as PyTorch computes them, the sums in float64; the result
-agrees with PyTorch's to float32 rounding (tests/test_dav2_network.py).
+agrees with PyTorch's to float32 rounding (tests/unit/test_dav2_network.py).
 """
 
 from __future__ import annotations
